@@ -1,0 +1,183 @@
+"""The command line: the only place that parses arguments, wires adapters and exits.
+
+Subcommands: ``run`` (the daemon), ``once`` (one cycle), ``check`` (dry run), ``status``.
+Exit codes: 0 fine, 1 a certificate is missing or invalid after ``once``, 2 invalid settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import cache
+
+import structlog
+
+from acme_sidecar import __version__
+from acme_sidecar.apply import DockerServices
+from acme_sidecar.config import Settings, load_settings
+from acme_sidecar.cycle import Deps, Outcome, decide, next_sleep, run_cycle, summarize
+from acme_sidecar.daemon import Daemon
+from acme_sidecar.db import MariaDBSource
+from acme_sidecar.errors import ConfigError
+from acme_sidecar.issue import AcmeIssuer, Issuer
+from acme_sidecar.log import configure
+from acme_sidecar.plan import renewal_time
+from acme_sidecar.resolver import DnsResolver, WebrootSelfCheck, detect_public_ip
+from acme_sidecar.store import CertStore
+
+log = structlog.get_logger("acme_sidecar")
+
+
+def build_deps(settings: Settings, stop: threading.Event) -> Deps:
+    """Wire the real adapters from the settings."""
+    s = settings
+
+    @cache
+    def issuer(account_pem: bytes) -> Issuer:
+        return AcmeIssuer(
+            directory_url=s.directory,
+            account_pem=account_pem,
+            webroot=s.acme_webroot,
+            ca_bundle=s.acme_ca_bundle,
+            email=s.acme_account_email,
+            parallel=s.acme_parallel_orders,
+            order_timeout=s.acme_order_timeout,
+            stop=stop,
+        )
+
+    def public_ips() -> tuple[str | None, str | None]:
+        v4 = s.public_ipv4 or (
+            detect_public_ip(s.acme_ipv4_detect_url, 4) if s.acme_ipv4_detect_url else None
+        )
+        v6 = s.public_ipv6 or (
+            detect_public_ip(s.acme_ipv6_detect_url, 6) if s.acme_ipv6_detect_url else None
+        )
+        return v4, v6
+
+    return Deps(
+        source=MariaDBSource(
+            database=s.dbname,
+            user=s.dbuser,
+            password=s.dbpass,
+            socket=s.db_socket,
+            host=s.db_host,
+            port=s.db_port,
+        ),
+        resolver=DnsResolver(s.acme_dns_resolvers),
+        store=CertStore(s.acme_cert_dir, backup_keep=s.acme_backup_keep),
+        issuer=issuer,
+        http_check=lambda: WebrootSelfCheck(s.acme_webroot, s.acme_http_verify_port),
+        public_ips=public_ips,
+        services=DockerServices(s.compose_project_name, s.acme_restart_services),
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="acme-sidecar",
+        description="Keeps the TLS certificates of a mail server stack valid over ACME.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the daemon loop (the container's command)")
+    sub.add_parser("once", help="run one cycle; exit 0 when every certificate is valid after it")
+    sub.add_parser("check", help="dry run: every name with its verdict, then the plan")
+    status = sub.add_parser("status", help="the certificates in the volume")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``acme-sidecar`` and ``python -m acme_sidecar``."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"acme-sidecar: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    configure(settings.acme_log_format, tz=settings.tz)
+    if settings.le_staging and settings.directory_url:
+        log.warning(
+            "config.directory",
+            reason="LE_STAGING=y wins over DIRECTORY_URL",
+            ignored=settings.directory_url,
+        )
+    if args.command == "status":
+        return _status(settings, as_json=args.json)
+    stop = threading.Event()
+    deps = build_deps(settings, stop)
+    if args.command == "check":
+        return _check(settings, deps)
+    if args.command == "once":
+        if settings.skip_lets_encrypt:
+            log.info("daemon.idle", reason="SKIP_LETS_ENCRYPT=y: nothing to do")
+            return 0
+        report = run_cycle(settings, deps)
+        summarize(report, next_sleep(report, settings, deps.clock()))
+        return 0 if report.all_valid else 1
+    daemon = Daemon(settings, deps, stop=stop)
+    daemon.install_signals()
+    return daemon.run()
+
+
+def _check(settings: Settings, deps: Deps) -> int:
+    report = decide(settings, deps)
+    out = sys.stdout
+    if report.outcome is Outcome.SOURCE_DOWN:
+        print("cannot read the domain database; see the log above", file=out)
+        return 1
+    print(f"{'NAME':<45} {'VERDICT':<8} REASON", file=out)
+    for group in report.groups:
+        for name in group.names:
+            verdict = report.verdicts.get(name)
+            mark = "ok" if verdict and verdict.ok else "skip"
+            print(f"{name:<45} {mark:<8} {verdict.reason if verdict else ''}", file=out)
+    print("\nPLAN", file=out)
+    if report.plan is None or not report.plan.certs:
+        print("nothing can be ordered: no name passed validation", file=out)
+        return 1
+    for cert in report.plan.certs:
+        print(f"{cert.action.value:<7} {cert.spec.name}: {cert.reason}", file=out)
+        print(f"        names: {' '.join(cert.spec.domains)}", file=out)
+    for name in report.plan.archive:
+        print(f"archive {name}: no longer wanted (only after a cycle without errors)", file=out)
+    return 0
+
+
+def _status(settings: Settings, *, as_json: bool) -> int:
+    store = CertStore(settings.acme_cert_dir)
+    now = datetime.now(UTC)
+    rows = []
+    for cert in store.load().values():
+        renew = renewal_time(cert.not_before, cert.not_after)
+        rows.append(
+            {
+                "name": cert.name,
+                "domains": list(cert.domains),
+                "issuer": cert.issuer,
+                "serial": f"{cert.serial:x}",
+                "not_before": cert.not_before.isoformat(),
+                "not_after": cert.not_after.isoformat(),
+                "renew_at": renew.isoformat(),
+                "expired": cert.not_after <= now,
+                "key_matches": cert.key_matches,
+            }
+        )
+    if as_json:
+        json.dump({"certificates": rows}, sys.stdout, indent=2)
+        print()
+        return 0
+    if not rows:
+        print(f"no certificates in {settings.acme_cert_dir}")
+        return 0
+    for row in rows:
+        print(f"{row['name']}")
+        print(f"  names:     {' '.join(row['domains'])}")  # type: ignore[arg-type]
+        print(f"  issuer:    {row['issuer']}")
+        print(f"  not after: {row['not_after']}")
+        print(f"  renews at: {row['renew_at']}")
+    return 0

@@ -1,0 +1,324 @@
+"""Settings from the environment (mailcow.conf names), validated once at start.
+
+An invalid value raises ``ConfigError`` naming the variable, the value and what is valid; the CLI
+turns that into exit code 2. No other module reads the environment (except the Docker SDK, which
+reads ``DOCKER_HOST`` itself).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from acme_sidecar.errors import ConfigError
+from acme_sidecar.names import normalize_hostname, normalize_prefix
+
+LE_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+LE_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+_YES = {"y", "yes"}
+_NO = {"n", "no", ""}
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([^@\s]+)$")
+
+YesNo = Annotated[bool, NoDecode]
+
+
+def _yes_no(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _YES:
+        return True
+    if text in _NO:
+        return False
+    raise ValueError("use y or n (y/yes in any case mean yes; n/no or empty mean no)")
+
+
+class Settings(BaseSettings):
+    """Every setting of DESIGN.md §3; field names are the environment variables, lower-cased."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    mailcow_hostname: str
+    additional_san: Annotated[tuple[str, ...], NoDecode] = ()
+    autodiscover_san: YesNo = True
+    enable_ssl_sni: YesNo = False
+    skip_lets_encrypt: YesNo = False
+    skip_ip_check: YesNo = False
+    skip_http_verification: YesNo = False
+    only_mailcow_hostname: YesNo = False
+    le_staging: YesNo = False
+    directory_url: str = ""
+    snat_to_source: str = "n"
+    snat6_to_source: str = "n"
+    acme_account_email: str = ""
+    acme_dns_challenge: YesNo = False
+    dbname: str = "mailcow"
+    dbuser: str = "mailcow"
+    dbpass: str = ""
+    db_socket: Path = Path("/var/run/mysqld/mysqld.sock")
+    db_host: str = ""
+    db_port: int = 3306
+    compose_project_name: str = "mailcow-dockerized"
+    tz: str = ""
+    acme_cert_dir: Path = Path("/var/lib/acme")
+    acme_webroot: Path = Path("/var/www/acme")
+    acme_ca_bundle: Path | None = None
+    acme_dns_resolvers: Annotated[tuple[str, ...], NoDecode] = ()
+    acme_http_verify_port: int = 80
+    public_ipv4: str = ""
+    public_ipv6: str = ""
+    acme_ipv4_detect_url: str = "http://ip4.mailcow.email"
+    acme_ipv6_detect_url: str = "http://ip6.mailcow.email"
+    acme_restart_services: Annotated[tuple[str, ...], NoDecode] = (
+        "postfix-mailcow",
+        "dovecot-mailcow",
+        "nginx-mailcow",
+    )
+    acme_log_format: Literal["auto", "console", "json"] = "auto"
+    acme_check_interval: int = 86400
+    acme_retry_interval: int = 1800
+    acme_idle_interval: int = 3600
+    acme_db_retry_interval: int = 60
+    acme_parallel_orders: int = 8
+    acme_backup_keep: int = 10
+    acme_order_timeout: int = 300
+
+    # --- validators: each error message says what would be valid -------------------------
+
+    @field_validator(
+        "autodiscover_san",
+        "enable_ssl_sni",
+        "skip_lets_encrypt",
+        "skip_ip_check",
+        "skip_http_verification",
+        "only_mailcow_hostname",
+        "le_staging",
+        "acme_dns_challenge",
+        mode="before",
+    )
+    @classmethod
+    def _flag(cls, value: Any) -> Any:
+        return _yes_no(value)
+
+    @field_validator("mailcow_hostname", mode="before")
+    @classmethod
+    def _hostname(cls, value: Any) -> str:
+        name = normalize_hostname(str(value))
+        if name is None:
+            raise ValueError("must be a fully qualified host name such as mail.example.org")
+        return name
+
+    @field_validator("additional_san", mode="before")
+    @classmethod
+    def _additional_san(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        entries: list[str] = []
+        for raw in str(value).split(","):
+            entry = raw.strip()
+            if not entry:
+                continue
+            if entry.endswith(".*"):
+                prefix = normalize_prefix(entry[:-2])
+                if prefix is None:
+                    raise ValueError(f"entry {entry!r} is not a valid prefix.* entry")
+                entries.append(prefix + ".*")
+                continue
+            name = normalize_hostname(entry, allow_wildcard=True)
+            if name is None:
+                raise ValueError(
+                    f"entry {entry!r} is neither a host name (mail.example.org), "
+                    "a wildcard (*.example.org) nor a per-domain prefix (mail.*)"
+                )
+            entries.append(name)
+        return tuple(dict.fromkeys(entries))
+
+    @field_validator("acme_restart_services", mode="before")
+    @classmethod
+    def _services(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        items = tuple(s.strip() for s in str(value).split(",") if s.strip())
+        for item in items:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", item):
+                raise ValueError(f"{item!r} is not a compose service name")
+        return items
+
+    @field_validator("acme_dns_resolvers", mode="before")
+    @classmethod
+    def _resolvers(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        items = tuple(s.strip() for s in str(value).split(",") if s.strip())
+        for item in items:
+            parse_resolver(item)
+        return items
+
+    @field_validator("public_ipv4", "public_ipv6", mode="before")
+    @classmethod
+    def _ip(cls, value: Any, info: Any) -> str:
+        text = str(value).strip()
+        if not text:
+            return ""
+        want = 4 if info.field_name == "public_ipv4" else 6
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            addr = None
+        if addr is None or addr.version != want:
+            raise ValueError(f"must be an IPv{want} address")
+        return str(addr)
+
+    @field_validator("directory_url", "acme_ipv4_detect_url", "acme_ipv6_detect_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        text = value.strip()
+        if text and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+            raise ValueError("must be an http:// or https:// URL")
+        return text
+
+    @field_validator("acme_account_email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        text = value.strip()
+        if not text:
+            return ""
+        match = _EMAIL.match(text)
+        if match is None or normalize_hostname(match.group(1)) is None:
+            raise ValueError("must be an e-mail address such as admin@example.org, or empty")
+        return text
+
+    @field_validator("acme_http_verify_port", "db_port")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError("must be a port number from 1 to 65535")
+        return value
+
+    @field_validator(
+        "acme_check_interval",
+        "acme_retry_interval",
+        "acme_idle_interval",
+        "acme_db_retry_interval",
+        "acme_parallel_orders",
+        "acme_order_timeout",
+    )
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be a whole number of 1 or more")
+        return value
+
+    @field_validator("acme_backup_keep")
+    @classmethod
+    def _keep(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 (keep no backups) or more")
+        return value
+
+    @field_validator("acme_ca_bundle")
+    @classmethod
+    def _bundle(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("must name a readable PEM file of CA certificates")
+        return value
+
+    @field_validator("compose_project_name")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        text = value.strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+            raise ValueError("must be a compose project name (letters, digits, _ . -)")
+        return text
+
+    @model_validator(mode="after")
+    def _dns_challenge(self) -> Settings:
+        if self.acme_dns_challenge:
+            raise ValueError(
+                "ACME_DNS_CHALLENGE=y is not supported yet by acme-sidecar; set it to n "
+                "(HTTP-01 through the webroot)"
+            )
+        return self
+
+    # --- derived values -------------------------------------------------------------------
+
+    @property
+    def snat4(self) -> bool:
+        """SNAT_TO_SOURCE counts as set for any value other than ``n`` (mailcow's rule)."""
+        return self.snat_to_source.strip() != "n"
+
+    @property
+    def snat6(self) -> bool:
+        """SNAT6_TO_SOURCE counts as set for any value other than ``n`` (mailcow's rule)."""
+        return self.snat6_to_source.strip() != "n"
+
+    @property
+    def directory(self) -> str:
+        """The ACME directory URL: LE staging wins over DIRECTORY_URL, then LE production."""
+        if self.le_staging:
+            return LE_STAGING
+        return self.directory_url or LE_PRODUCTION
+
+    @property
+    def static_sans(self) -> tuple[str, ...]:
+        """``ADDITIONAL_SAN`` entries that are names, not ``prefix.*`` entries."""
+        return tuple(e for e in self.additional_san if not e.endswith(".*"))
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """Per-domain prefixes: the ``prefix.*`` entries, then autodiscover names if enabled."""
+        own = [e[:-2] for e in self.additional_san if e.endswith(".*")]
+        if self.autodiscover_san:
+            own += ["autodiscover", "autoconfig", "mta-sts"]
+        return tuple(dict.fromkeys(own))
+
+
+def parse_resolver(item: str) -> tuple[str, int]:
+    """Parse ``ip`` or ``ip:port`` (``[v6]:port`` for IPv6 with a port) of ACME_DNS_RESOLVERS."""
+    host, port = item, 53
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        if rest:
+            port = int(rest.removeprefix(":")) if rest.removeprefix(":").isdigit() else -1
+    elif item.count(":") == 1:
+        host, _, text = item.partition(":")
+        port = int(text) if text.isdigit() else -1
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{item!r} is not an IP address or ip:port") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{item!r} has no valid port (1-65535)")
+    return host, port
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read the settings from ``environ`` (default: the process environment)."""
+    env = dict(os.environ if environ is None else environ)
+    fields = Settings.model_fields
+    values = {k.lower(): v for k, v in env.items() if k.lower() in fields}
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, values)) from None
+
+
+def _describe(exc: ValidationError, values: dict[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if not loc:
+            lines.append(message)
+        elif err["type"] == "missing":
+            lines.append(f"{loc.upper()} is not set: it is required")
+        else:
+            lines.append(f"{loc.upper()}={values.get(loc, '')!r} is not valid: {message}")
+    return "; ".join(lines)

@@ -1,0 +1,107 @@
+"""Frozen value types that flow between the stages of a cycle. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DomainRows:
+    """What the domain source returned: already normalised, still to be checked as hostnames."""
+
+    domains: tuple[str, ...]
+    mta_sts_domains: frozenset[str] = frozenset()
+    alias_mta_sts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NameGroup:
+    """The names that belong together: the server names, or the names of one mail domain."""
+
+    key: str
+    names: tuple[str, ...]
+    server: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether a name may be ordered, and why."""
+
+    name: str
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCert:
+    """A certificate directory found in the volume."""
+
+    name: str
+    domains: tuple[str, ...]
+    not_before: datetime
+    not_after: datetime
+    serial: int
+    issuer: str
+    key_matches: bool
+    sans: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CertSpec:
+    """A certificate that should exist: its directory name and its names, first name first."""
+
+    name: str
+    domains: tuple[str, ...]
+
+
+class Action(enum.Enum):
+    """What the plan does with one certificate."""
+
+    KEEP = "keep"
+    ISSUE = "issue"
+    RENEW = "renew"
+
+
+@dataclass(frozen=True, slots=True)
+class CertPlan:
+    """One certificate of the plan with its action and the reason for it."""
+
+    spec: CertSpec
+    action: Action
+    reason: str
+    renew_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything one cycle should do; computed by ``plan.make_plan`` without I/O."""
+
+    certs: tuple[CertPlan, ...]
+    default_name: str | None
+    archive: tuple[str, ...] = ()
+    skipped: tuple[Verdict, ...] = field(default=())
+
+    @property
+    def to_order(self) -> tuple[CertPlan, ...]:
+        """The certificates that need an ACME order."""
+        return tuple(c for c in self.certs if c.action is not Action.KEEP)
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A certificate the CA issued, not yet stored."""
+
+    spec: CertSpec
+    fullchain_pem: bytes
+    dropped: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IssueFailure:
+    """An order that did not produce a certificate."""
+
+    spec: CertSpec
+    reason: str
+    retry_after: datetime | None = None

@@ -1,0 +1,111 @@
+"""Plan: which certificates should exist and what to do with each (DESIGN.md §2.4).
+
+A pure function of the settings that shape certificates, the name groups, the verdicts, the
+stored certificates and the clock. No I/O, no logging: the cycle logs the plan it gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from acme_sidecar.model import Action, CertPlan, CertSpec, NameGroup, Plan, StoredCert, Verdict
+
+SHORT_LIFETIME = timedelta(days=10)
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """The settings that decide how names are grouped into certificates."""
+
+    sni: bool = False
+    max_names: int = 100
+
+
+def renewal_time(not_before: datetime, not_after: datetime) -> datetime:
+    """Renew with ⅓ of the lifetime left, or ½ when the lifetime is under 10 days."""
+    lifetime = not_after - not_before
+    if lifetime < SHORT_LIFETIME:
+        return not_before + lifetime / 2
+    return not_before + lifetime * 2 / 3
+
+
+def _chunks(first: str | None, rest: Sequence[str], size: int) -> list[tuple[str, ...]]:
+    names = ([first] if first else []) + list(rest)
+    return [tuple(names[i : i + size]) for i in range(0, len(names), size)]
+
+
+def wanted_specs(
+    groups: Sequence[NameGroup], verdicts: Mapping[str, Verdict], shape: Shape
+) -> list[CertSpec]:
+    """The certificates that should exist, server certificate first; never over ``max_names``."""
+
+    def valid(names: Sequence[str]) -> list[str]:
+        return [n for n in names if n in verdicts and verdicts[n].ok]
+
+    server = next((g for g in groups if g.server), None)
+    others = [g for g in groups if not g.server]
+    server_valid = valid(server.names) if server else []
+    hostname = server.names[0] if server and server_valid[:1] == [server.names[0]] else None
+    server_rest = [n for n in server_valid if n != hostname]
+    if not shape.sni:
+        server_rest += [n for g in others for n in valid(g.names)]
+    chunks = _chunks(hostname, sorted(set(server_rest)), shape.max_names)
+    specs = [CertSpec(name=c[0], domains=c) for c in chunks]
+    if shape.sni:
+        taken = {n for s in specs for n in s.domains}
+        for group in others:
+            names = [n for n in valid(group.names) if n not in taken]
+            if not names:
+                continue
+            ordered = [names[0], *sorted(set(names[1:]))]
+            specs += [
+                CertSpec(name=c[0], domains=c) for c in _chunks(None, ordered, shape.max_names)
+            ]
+    return specs
+
+
+def _decide(spec: CertSpec, stored: StoredCert | None, force: bool, now: datetime) -> CertPlan:
+    if stored is None:
+        return CertPlan(spec, Action.ISSUE, "no certificate yet")
+    if stored.domains != spec.domains:
+        added = sorted(set(spec.domains) - set(stored.domains))
+        removed = sorted(set(stored.domains) - set(spec.domains))
+        parts = ([f"adds {' '.join(added)}"] if added else []) + (
+            [f"drops {' '.join(removed)}"] if removed else []
+        )
+        return CertPlan(spec, Action.ISSUE, "names changed: " + ("; ".join(parts) or "order"))
+    if not stored.key_matches:
+        return CertPlan(spec, Action.ISSUE, "key.pem does not match cert.pem")
+    if stored.sans and set(stored.sans) != set(spec.domains):
+        return CertPlan(spec, Action.ISSUE, "cert.pem does not cover the names in domains")
+    due = renewal_time(stored.not_before, stored.not_after)
+    if force:
+        return CertPlan(spec, Action.RENEW, "force_renew is set", due)
+    if now >= due:
+        return CertPlan(spec, Action.RENEW, f"due: expires {stored.not_after:%Y-%m-%d %H:%M}Z", due)
+    return CertPlan(spec, Action.KEEP, f"valid until {stored.not_after:%Y-%m-%d %H:%M}Z", due)
+
+
+def make_plan(
+    groups: Sequence[NameGroup],
+    verdicts: Mapping[str, Verdict],
+    stored: Mapping[str, StoredCert],
+    *,
+    shape: Shape,
+    force: bool,
+    now: datetime,
+) -> Plan:
+    """Decide keep/issue/renew per wanted certificate and which stored ones to archive."""
+    specs = wanted_specs(groups, verdicts, shape)
+    certs = tuple(_decide(s, stored.get(s.name), force, now) for s in specs)
+    wanted = {s.name for s in specs}
+    archive = tuple(sorted(n for n in stored if n not in wanted)) if specs else ()
+    skipped = tuple(v for v in verdicts.values() if not v.ok)
+    return Plan(
+        certs=certs,
+        default_name=specs[0].name if specs else None,
+        archive=archive,
+        skipped=skipped,
+    )

@@ -1,0 +1,138 @@
+"""Validate: may a name be ordered? (DESIGN.md §2.3)
+
+The decision per name is made here from the answers of two small adapters: a ``Resolver``
+(DNS lookups) and an ``HttpCheck`` (the self-check through the webroot). Lookups for all names
+run concurrently. A missing record is a verdict, not an exception.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from acme_sidecar.model import Verdict
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """The addresses of one name and type; ``error`` is set when the lookup itself failed."""
+
+    addresses: tuple[str, ...] = ()
+    error: str | None = None
+
+
+class Resolver(Protocol):
+    """Looks up A and AAAA records."""
+
+    def lookup(self, name: str, rdtype: str) -> Lookup:
+        """Return the addresses of ``name`` for ``rdtype`` (``A`` or ``AAAA``)."""
+
+
+class HttpCheck(Protocol):
+    """Fetches the self-check token of ``name`` from ``address``."""
+
+    def check(self, name: str, address: str) -> str | None:
+        """Return ``None`` when the token came back, else the reason it did not."""
+
+
+@dataclass(frozen=True, slots=True)
+class IpPolicy:
+    """What the DNS answers are compared with."""
+
+    ipv4: str | None
+    ipv6: str | None
+    skip_ip_check: bool = False
+    snat4: bool = False
+    snat6: bool = False
+    skip_http: bool = False
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+def _family(
+    name: str,
+    rdtype: str,
+    answer: Lookup,
+    expected: str | None,
+    bypass: bool,
+    http: HttpCheck | None,
+) -> tuple[bool, str]:
+    """Check one address family; return (ok, reason)."""
+    shown = ", ".join(answer.addresses)
+    if bypass:
+        address = answer.addresses[0]
+        why = f"{rdtype} {shown} (IP comparison skipped)"
+    else:
+        match = next((a for a in answer.addresses if expected and _same(a, expected)), None)
+        if match is None:
+            return False, f"DNS {rdtype} returned {shown}, expected {expected or 'an address'}"
+        address = match
+        why = f"{rdtype} {address} matches this server"
+    if http is not None:
+        failure = http.check(name, address)
+        if failure is not None:
+            return False, f"{why}, but the HTTP self-check failed: {failure}"
+    return True, why
+
+
+def validate_name(
+    name: str, resolver: Resolver, policy: IpPolicy, http: HttpCheck | None
+) -> Verdict:
+    """AAAA first; when it is missing or does not match (or its self-check fails), try A."""
+    http = None if policy.skip_http else http
+    reasons: list[str] = []
+    aaaa = resolver.lookup(name, "AAAA")
+    if aaaa.error:
+        reasons.append(f"AAAA lookup failed: {aaaa.error}")
+    elif aaaa.addresses:
+        ok, why = _family(
+            name, "AAAA", aaaa, policy.ipv6, policy.skip_ip_check or policy.snat6, http
+        )
+        if ok:
+            return Verdict(name, True, why)
+        reasons.append(why)
+    a = resolver.lookup(name, "A")
+    if a.error:
+        reasons.append(f"A lookup failed: {a.error}")
+    elif a.addresses:
+        ok, why = _family(name, "A", a, policy.ipv4, policy.skip_ip_check or policy.snat4, http)
+        if ok:
+            return Verdict(name, True, why)
+        reasons.append(why)
+    if not aaaa.addresses and not a.addresses and not (aaaa.error or a.error):
+        reasons.append("no A or AAAA record")
+    return Verdict(name, False, "; ".join(reasons))
+
+
+def validate_names(
+    names: Iterable[str],
+    resolver: Resolver,
+    policy: IpPolicy,
+    http: HttpCheck | None,
+    *,
+    workers: int = 32,
+) -> dict[str, Verdict]:
+    """Validate every name concurrently; log one line per name."""
+    unique = list(dict.fromkeys(names))
+    if not unique:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(workers, len(unique))) as pool:
+        verdicts = list(pool.map(lambda n: validate_name(n, resolver, policy, http), unique))
+    for v in verdicts:
+        if v.ok:
+            log.info("name.accepted", name=v.name, reason=v.reason)
+        else:
+            log.warning("name.skipped", name=v.name, reason=v.reason)
+    return {v.name: v for v in verdicts}

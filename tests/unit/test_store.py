@@ -1,0 +1,142 @@
+"""The certificate volume: atomic pairs, backups, recovery after a crash, permissions."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from acme_sidecar.errors import StoreError
+from acme_sidecar.model import CertSpec
+from acme_sidecar.store import CertStore
+
+
+def make_key() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return key, pem
+
+
+def make_cert(key: ec.EllipticCurvePrivateKey, names: tuple[str, ...], days: int = 90) -> bytes:
+    now = datetime.now(UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+SPEC = CertSpec("mail.example.org", ("mail.example.org", "autoconfig.a.test"))
+
+
+def test_write_and_load(tmp_path: Path) -> None:
+    """A written certificate loads back with its names; key is 0600; domains has no newline."""
+    store = CertStore(tmp_path)
+    key, pem = make_key()
+    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    loaded = store.load()[SPEC.name]
+    assert loaded.domains == SPEC.domains and loaded.key_matches
+    assert stat.S_IMODE((tmp_path / SPEC.name / "key.pem").stat().st_mode) == 0o600
+    assert (tmp_path / SPEC.name / "domains").read_bytes() == b"mail.example.org autoconfig.a.test"
+    assert not list(tmp_path.rglob("*.new"))
+
+
+def test_mismatched_pair_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    """A certificate that does not match its key is never written."""
+    store = CertStore(tmp_path)
+    key, pem = make_key()
+    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    before = (tmp_path / SPEC.name / "cert.pem").read_bytes()
+    other, _ = make_key()
+    with pytest.raises(StoreError):
+        store.write_cert(SPEC, make_cert(other, SPEC.domains), pem)
+    assert (tmp_path / SPEC.name / "cert.pem").read_bytes() == before
+
+
+def test_replacement_is_backed_up_and_pruned(tmp_path: Path) -> None:
+    """Each replacement keeps a backup; only the newest ACME_BACKUP_KEEP remain."""
+    store = CertStore(tmp_path, backup_keep=2)
+    key, pem = make_key()
+    for _ in range(4):
+        store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    backups = list((tmp_path / "backups" / SPEC.name).iterdir())
+    assert len(backups) == 2
+    assert all((b / "key.pem").is_file() for b in backups)
+
+
+def test_recover_completes_interrupted_swap(tmp_path: Path) -> None:
+    """After a crash between the key and cert renames, the new pair is completed on start."""
+    store = CertStore(tmp_path)
+    key, pem = make_key()
+    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    key2, pem2 = make_key()
+    d = tmp_path / SPEC.name
+    (d / "key.pem").write_bytes(pem2)  # the key rename happened ...
+    new_cert = make_cert(key2, SPEC.domains)
+    (d / "cert.pem.new").write_bytes(new_cert)  # ... the cert rename did not
+    assert not store.load()[SPEC.name].key_matches
+    store.recover()
+    assert store.load()[SPEC.name].key_matches
+    assert (d / "cert.pem").read_bytes() == new_cert
+
+
+def test_recover_discards_partial_staging(tmp_path: Path) -> None:
+    """A half-written staged certificate is thrown away; the old pair stays."""
+    store = CertStore(tmp_path)
+    key, pem = make_key()
+    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    d = tmp_path / SPEC.name
+    (d / "cert.pem.new").write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB")
+    store.recover()
+    assert store.load()[SPEC.name].key_matches
+    assert not (d / "cert.pem.new").exists()
+
+
+def test_set_default_and_archive(tmp_path: Path) -> None:
+    """The default pair mirrors a cert dir; archiving moves a dir under backups/."""
+    store = CertStore(tmp_path)
+    key, pem = make_key()
+    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    assert store.set_default(SPEC.name) is True
+    assert store.set_default(SPEC.name) is False
+    assert (tmp_path / "cert.pem").read_bytes() == (tmp_path / SPEC.name / "cert.pem").read_bytes()
+    target = store.archive(SPEC.name)
+    assert not (tmp_path / SPEC.name).exists() and (target / "cert.pem").is_file()
+
+
+def test_garbage_dirs_are_ignored(tmp_path: Path) -> None:
+    """Dirs that are not certificates, or hold garbage, never break loading."""
+    (tmp_path / "acme").mkdir()
+    bad = tmp_path / "bad.example.org"
+    bad.mkdir()
+    for f in ("domains", "cert.pem", "key.pem"):
+        (bad / f).write_text("garbage")
+    (tmp_path / "not a name").mkdir()
+    assert CertStore(tmp_path).load() == {}
+
+
+def test_keys_created_once_and_private(tmp_path: Path) -> None:
+    """Account and certificate keys are created once (0600) and reused."""
+    store = CertStore(tmp_path)
+    store.prepare()
+    first = store.account_key()
+    assert store.account_key() == first
+    assert stat.S_IMODE(store.account_key_path.stat().st_mode) == 0o600
