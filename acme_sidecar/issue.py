@@ -19,13 +19,16 @@ from typing import Any, Protocol
 
 import requests
 import structlog
-from acme import challenges, client, crypto_util, errors, messages
+from acme import challenges, client, errors, messages
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC
 
 from acme_sidecar.errors import IssueError
 from acme_sidecar.model import CertSpec, Issued, IssueFailure
+from acme_sidecar.store import PrivateKey, load_key
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +75,22 @@ def _retry_after_header(value: str | None, now: datetime) -> datetime | None:
         parsed = parsedate_to_datetime(value)
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
+
+
+def make_csr(key: PrivateKey, names: Sequence[str]) -> bytes:
+    """A PEM CSR for ``names`` signed by an already loaded key.
+
+    ``acme.crypto_util.make_csr`` takes PEM and re-parses (and for RSA re-validates) the key on
+    every call, which costs ~0.5 s per order with a 4096-bit key; cryptography's builder with the
+    key object loaded once per batch does the same job.
+    """
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
 
 
 def _jwk(account_pem: bytes) -> tuple[JWK, JWASignature]:
@@ -169,18 +188,19 @@ class AcmeIssuer:
             self.connect()
         except IssueError as exc:
             return [IssueFailure(s, str(exc), exc.retry_after) for s in specs]
+        key = load_key(key_pem)
         workers = min(self._parallel, len(specs))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="order") as pool:
-            return list(pool.map(lambda s: self.issue_one(s, key_pem), specs))
+            return list(pool.map(lambda s: self.issue_one(s, key), specs))
 
-    def issue_one(self, spec: CertSpec, key_pem: bytes) -> Issued | IssueFailure:
+    def issue_one(self, spec: CertSpec, key: PrivateKey) -> Issued | IssueFailure:
         """Order one certificate; drop names whose authorization fails and order again."""
         names = list(spec.domains)
         dropped: dict[str, str] = {}
         while names:
             current = CertSpec(name=names[0], domains=tuple(names))
             try:
-                chain = self._order(current, key_pem)
+                chain = self._order(current, key)
             except IssueError as exc:
                 if not exc.failed_names or not set(exc.failed_names) & set(names):
                     log.error(
@@ -201,10 +221,10 @@ class AcmeIssuer:
             "the CA rejected every name: " + "; ".join(f"{n}: {r}" for n, r in dropped.items()),
         )
 
-    def _order(self, spec: CertSpec, key_pem: bytes) -> bytes:
+    def _order(self, spec: CertSpec, key: PrivateKey) -> bytes:
         acme = self._client()
         deadline = time.monotonic() + self._timeout
-        csr = crypto_util.make_csr(key_pem, list(spec.domains))
+        csr = make_csr(key, spec.domains)
         written: list[Path] = []
         try:
             order = acme.new_order(csr)

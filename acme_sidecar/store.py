@@ -69,10 +69,16 @@ def load_chain(data: bytes) -> list[x509.Certificate]:
     return certs
 
 
-def load_key(data: bytes) -> PrivateKey:
-    """Parse a PEM private key (RSA or EC); raise ``StoreError`` otherwise."""
+def load_key(data: bytes, *, check: bool = False) -> PrivateKey:
+    """Parse a PEM private key (RSA or EC); raise ``StoreError`` otherwise.
+
+    The RSA consistency check costs about half a second for a 4096-bit key, so it runs only
+    with ``check`` (for a key about to sign); comparing public keys does not need it.
+    """
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = serialization.load_pem_private_key(
+            data, password=None, unsafe_skip_rsa_key_validation=not check
+        )
     except (ValueError, TypeError) as exc:
         raise StoreError("not a PEM private key") from exc
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
@@ -199,7 +205,7 @@ class CertStore:
     def _load_or_create_key(self, path: Path, make: type[rsa.RSAPrivateKey] | None) -> bytes:
         if path.exists():
             data = path.read_bytes()
-            load_key(data)
+            load_key(data, check=True)
             if path.stat().st_mode & 0o077:
                 path.chmod(0o600)
             log.info("key.reused", path=str(path.relative_to(self.root)))
