@@ -1,0 +1,110 @@
+"""Session fixtures for the real-component test world (see ``tests/world``).
+
+Components start lazily, only when a collected test needs them; the ones the selected
+tests need are started in parallel right after collection, and all are torn down at the
+end of the session. A missing binary is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import atexit
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.world.dns import MockDNS
+from tests.world.docker import DockerWorld
+from tests.world.launcher import COMPONENTS, Launcher, World
+from tests.world.mariadb import MariaDB
+from tests.world.pebble import Pebble
+from tests.world.web import Nginx
+
+_LAUNCHER = pytest.StashKey[Launcher]()
+_INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "integration: uses real services of the test world (tests/world)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _INTEGRATION_DIR in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _launcher(config: pytest.Config) -> Launcher:
+    if _LAUNCHER not in config.stash:
+        launcher = Launcher()
+        atexit.register(launcher.close)
+        config.stash[_LAUNCHER] = launcher
+    return config.stash[_LAUNCHER]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    wanted = [name for name in COMPONENTS if name in needed]
+    if wanted:
+        _launcher(session.config).prefetch(wanted)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    launcher = session.config.stash.get(_LAUNCHER, None)
+    if launcher is not None:
+        launcher.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    launcher = terminalreporter.config.stash.get(_LAUNCHER, None)
+    if launcher is not None and launcher.timings:
+        times = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(launcher.timings.items()))
+        terminalreporter.write_line(f"test world startup: {times}")
+
+
+@pytest.fixture(scope="session")
+def world_launcher(pytestconfig: pytest.Config) -> Launcher:
+    """The launcher owning every test-world component of this session."""
+    return _launcher(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def dns(world_launcher: Launcher) -> MockDNS:
+    """Mock DNS (pebble-challtestsrv): every name resolves to 127.0.0.1 by default."""
+    return world_launcher.dns()
+
+
+@pytest.fixture(scope="session")
+def nginx(world_launcher: Launcher) -> Nginx:
+    """nginx serving ``nginx.webroot`` as ``/.well-known/acme-challenge/``."""
+    return world_launcher.nginx()
+
+
+@pytest.fixture(scope="session")
+def pebble(dns: MockDNS, nginx: Nginx, world_launcher: Launcher) -> Pebble:
+    """Pebble ACME CA resolving through ``dns`` and validating HTTP-01 via ``nginx``."""
+    return world_launcher.pebble()
+
+
+@pytest.fixture(scope="session")
+def mariadb(world_launcher: Launcher) -> MariaDB:
+    """MariaDB with the mailcow database, user and tables."""
+    return world_launcher.mariadb()
+
+
+@pytest.fixture(scope="session")
+def docker_world(world_launcher: Launcher) -> Iterator[DockerWorld]:
+    """Private dockerd with the ``acme-test-busybox`` image."""
+    yield world_launcher.docker_world()
+
+
+@pytest.fixture(scope="session")
+def world(
+    dns: MockDNS, nginx: Nginx, pebble: Pebble, mariadb: MariaDB, docker_world: DockerWorld
+) -> World:
+    """All test-world components bundled in a frozen dataclass."""
+    return World(dns=dns, nginx=nginx, pebble=pebble, mariadb=mariadb, docker=docker_world)

@@ -1,0 +1,139 @@
+"""Starts test-world components lazily, in parallel threads, and tears them all down.
+
+Each component is started at most once per process; asking for Pebble also starts the
+mock DNS and nginx it depends on (concurrently). ``prefetch`` lets the pytest session kick
+off everything the collected tests will need before the first test runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from .dns import MockDNS
+from .docker import DockerWorld
+from .mariadb import MariaDB
+from .pebble import Pebble
+from .web import Nginx
+
+COMPONENTS = ("dns", "nginx", "pebble", "mariadb", "docker_world")
+
+
+class _Service(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Service)
+
+
+@dataclass(frozen=True)
+class World:
+    """All test-world components of one pytest session."""
+
+    dns: MockDNS
+    nginx: Nginx
+    pebble: Pebble
+    mariadb: MariaDB
+    docker: DockerWorld
+
+
+class Launcher:
+    """Owns the private root directory and every component started under it."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="aw-", dir="/tmp"))
+        self.timings: dict[str, float] = {}
+        self._pool = ThreadPoolExecutor(max_workers=len(COMPONENTS), thread_name_prefix="world")
+        self._lock = threading.Lock()
+        self._futures: dict[str, Future[Any]] = {}
+        self._services: list[_Service] = []
+        self._closed = False
+
+    def _launch(self, name: str, make: Callable[[], S]) -> S:
+        began = time.monotonic()
+        service = make()
+        with self._lock:
+            self._services.append(service)
+        service.start()
+        self.timings[name] = time.monotonic() - began
+        return service
+
+    def _future(self, name: str) -> Future[Any]:
+        factories: dict[str, Callable[[], object]] = {
+            "dns": lambda: self._launch("dns", lambda: MockDNS(self.root / "dns")),
+            "nginx": lambda: self._launch("nginx", lambda: Nginx(self.root / "web")),
+            "pebble": self._make_pebble,
+            "mariadb": lambda: self._launch("mariadb", lambda: MariaDB(self.root / "db")),
+            "docker_world": lambda: self._launch("docker", lambda: DockerWorld(self.root / "dk")),
+        }
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("test world is already torn down")
+            if name not in self._futures:
+                self._futures[name] = self._pool.submit(factories[name])
+            return self._futures[name]
+
+    def _make_pebble(self) -> Pebble:
+        dns_future, nginx_future = self._future("dns"), self._future("nginx")
+        dns, nginx = dns_future.result(), nginx_future.result()
+        return self._launch("pebble", lambda: Pebble(self.root / "pebble", dns.port, nginx.port))
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Start the named components in the background without waiting for them."""
+        for name in names:
+            self._future(name)
+
+    def dns(self) -> MockDNS:
+        """The mock DNS server (started on first use)."""
+        result: MockDNS = self._future("dns").result()
+        return result
+
+    def nginx(self) -> Nginx:
+        """The nginx challenge webserver (started on first use)."""
+        result: Nginx = self._future("nginx").result()
+        return result
+
+    def pebble(self) -> Pebble:
+        """Pebble, after the DNS and nginx it depends on (started on first use)."""
+        result: Pebble = self._future("pebble").result()
+        return result
+
+    def mariadb(self) -> MariaDB:
+        """The MariaDB server (started on first use)."""
+        result: MariaDB = self._future("mariadb").result()
+        return result
+
+    def docker_world(self) -> DockerWorld:
+        """The private docker daemon (started on first use)."""
+        result: DockerWorld = self._future("docker_world").result()
+        return result
+
+    def world(self) -> World:
+        """Every component, started in parallel."""
+        self.prefetch(COMPONENTS)
+        return World(self.dns(), self.nginx(), self.pebble(), self.mariadb(), self.docker_world())
+
+    def close(self) -> None:
+        """Stop every started component (in parallel) and remove the private directory."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            futures = list(self._futures.values())
+        wait(futures)
+        with self._lock:
+            services = list(self._services)
+        stops = [self._pool.submit(service.stop) for service in services]
+        errors = [f.exception() for f in stops if f.exception() is not None]
+        self._pool.shutdown(wait=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+        if errors:
+            raise RuntimeError(f"test world teardown failed: {errors[0]!r}")

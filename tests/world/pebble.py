@@ -1,0 +1,89 @@
+"""Pebble ACME test CA, validating through the mock DNS and the local nginx.
+
+Pebble's issuing root and intermediate are regenerated on every (re)start; fetch them
+with :meth:`Pebble.root_pem` / :meth:`Pebble.intermediate_pem` after each start.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import requests
+
+from .proc import Child, free_port, require_binary, wait_for
+from .tls import make_server_cert
+
+PEBBLE_ENV = {
+    "PEBBLE_VA_NOSLEEP": "1",
+    "PEBBLE_WFE_NONCEREJECT": "0",
+    "PEBBLE_AUTHZREUSE": "0",
+}
+
+
+class Pebble:
+    """A Pebble instance on 127.0.0.1; ports stay the same across stop()/start()."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, workdir: Path, dns_port: int, http_port: int) -> None:
+        binary = require_binary("pebble", "pebble")
+        workdir.mkdir(parents=True, exist_ok=True)
+        tls = make_server_cert(workdir, "pebble listener")
+        self.ca_bundle = tls.ca_cert
+        self.port = free_port()
+        self.management_port = free_port()
+        self.http_port = http_port
+        self.tls_port = free_port()
+        self.directory_url = f"https://{self.host}:{self.port}/dir"
+        self.management_url = f"https://{self.host}:{self.management_port}"
+        config = {
+            "pebble": {
+                "listenAddress": f"{self.host}:{self.port}",
+                "managementListenAddress": f"{self.host}:{self.management_port}",
+                "certificate": str(tls.cert),
+                "privateKey": str(tls.key),
+                "httpPort": http_port,
+                "tlsPort": self.tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": False,
+            }
+        }
+        config_path = workdir / "pebble-config.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        argv = [binary, "-config", str(config_path), "-dnsserver", f"127.0.0.1:{dns_port}"]
+        self._child = Child("pebble", argv, workdir / "pebble.log", env=PEBBLE_ENV, cwd=workdir)
+
+    def _get(self, url: str) -> requests.Response:
+        resp = requests.get(url, verify=str(self.ca_bundle), timeout=5)
+        resp.raise_for_status()
+        return resp
+
+    def _ready(self) -> bool:
+        try:
+            self._get(self.directory_url)
+            self._get(f"{self.management_url}/roots/0")
+        except requests.RequestException:
+            return False
+        return True
+
+    def start(self) -> None:
+        """Start Pebble and wait until its directory and management API answer."""
+        self._child.start()
+        wait_for(self._ready, "pebble directory", self._child)
+
+    def stop(self) -> None:
+        """Stop Pebble (simulates the CA being down); start() brings it back."""
+        self._child.stop()
+
+    def running(self) -> bool:
+        """Return True while the Pebble process is alive."""
+        return self._child.running()
+
+    def root_pem(self) -> bytes:
+        """PEM of the root currently used for issuance (changes on every start)."""
+        return self._get(f"{self.management_url}/roots/0").content
+
+    def intermediate_pem(self) -> bytes:
+        """PEM of the intermediate currently used for issuance."""
+        return self._get(f"{self.management_url}/intermediates/0").content
