@@ -1,8 +1,11 @@
-"""Apply: restart the consumers (Postfix, Dovecot, nginx) through the Docker API.
+"""Apply: reload or restart the consumers (Postfix, Dovecot, nginx) through the Docker API.
 
 Containers are found by their compose labels: ``com.docker.compose.project`` equal to
 ``COMPOSE_PROJECT_NAME`` (exactly, never a substring) and ``com.docker.compose.service`` in
-``ACME_RESTART_SERVICES``. Each container is restarted once per cycle. May touch: Docker only.
+``ACME_RESTART_SERVICES``. A change of certificate contents is applied with the service's own
+reload command run inside its container (falling back to a restart when that fails); a change in
+the set of certificate directories needs a restart, because the consumers build their SNI maps
+at start. Each container is acted on once per call. May touch: Docker only.
 """
 
 from __future__ import annotations
@@ -19,22 +22,36 @@ log = structlog.get_logger(__name__)
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 
+# the reload command of each consumer, found by a word in its compose service name
+RELOAD_COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("postfix", ("postfix", "reload")),
+    ("dovecot", ("doveadm", "reload")),
+    ("nginx", ("nginx", "-s", "reload")),
+)
+
+
+def reload_command(service: str) -> tuple[str, ...] | None:
+    """The in-container reload command of ``service``; ``None`` means restart it."""
+    return next((cmd for word, cmd in RELOAD_COMMANDS if word in service), None)
+
 
 class Services(Protocol):
     """The consumers of the certificate volume."""
 
-    def restart_all(self) -> list[str]:
-        """Restart every consumer once; return the services restarted."""
+    services: tuple[str, ...]
+
+    def apply(self, *, restart: bool, only: Sequence[str] | None = None) -> dict[str, str]:
+        """Reload (or restart) every consumer once; return ``{service: "reloaded"|...}``."""
 
 
 def _docker_from_env() -> Any:
     import docker
 
-    return docker.from_env(timeout=60)
+    return docker.from_env(timeout=60, version="auto")
 
 
 class DockerServices:
-    """Compose services of one project, restarted through the Docker SDK (``DOCKER_HOST``)."""
+    """Compose services of one project, driven through the Docker SDK (``DOCKER_HOST``)."""
 
     def __init__(
         self,
@@ -58,18 +75,18 @@ class DockerServices:
             and c.labels.get(SERVICE_LABEL) == service
         ]
 
-    def restart_all(self) -> list[str]:
-        """Restart each running container of the configured services once."""
+    def apply(self, *, restart: bool, only: Sequence[str] | None = None) -> dict[str, str]:
+        """Reload, or restart when ``restart`` (or when the reload fails), each service once."""
         import docker.errors
 
         try:
             client = self._client_factory()
         except docker.errors.DockerException as exc:
             raise ServiceError(f"cannot reach the Docker API: {exc}") from exc
-        done: list[str] = []
+        done: dict[str, str] = {}
         failed: list[str] = []
         try:
-            for service in self.services:
+            for service in self.services if only is None else only:
                 containers = self._containers(client, service)
                 if not containers:
                     log.warning(
@@ -80,22 +97,41 @@ class DockerServices:
                     )
                 for container in containers:
                     try:
-                        container.restart(timeout=10)
+                        done[service] = self._apply_one(container, service, restart)
                     except docker.errors.DockerException as exc:
                         failed.append(service)
-                        log.error("service.restart_failed", service=service, error=str(exc))
-                        continue
-                    log.info(
-                        "service.restarted",
-                        service=service,
-                        container=container.name,
-                        reason="certificates changed",
-                    )
-                    done.append(service)
+                        log.error("service.failed", service=service, error=str(exc))
         except docker.errors.DockerException as exc:
             raise ServiceError(f"cannot list containers through the Docker API: {exc}") from exc
         finally:
             client.close()
         if failed:
-            raise ServiceError("could not restart " + ", ".join(failed))
+            raise ServiceError("could not reload or restart " + ", ".join(failed))
         return done
+
+    def _apply_one(self, container: Any, service: str, restart: bool) -> str:
+        command = reload_command(service)
+        if not restart and command is not None:
+            result = container.exec_run(list(command))
+            if result.exit_code == 0:
+                log.info(
+                    "service.reloaded",
+                    service=service,
+                    container=container.name,
+                    command=" ".join(command),
+                    reason="certificate contents changed",
+                )
+                return "reloaded"
+            output = (result.output or b"").decode(errors="replace").strip()[-200:]
+            log.warning(
+                "service.reload_failed",
+                service=service,
+                command=" ".join(command),
+                exit_code=result.exit_code,
+                output=output,
+                action="restarting instead",
+            )
+        container.restart(timeout=10)
+        why = "the set of certificates changed" if restart else "reload did not work"
+        log.info("service.restarted", service=service, container=container.name, reason=why)
+        return "restarted"

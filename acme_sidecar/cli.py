@@ -23,7 +23,7 @@ from acme_sidecar.cycle import Deps, Outcome, decide, next_sleep, run_cycle, sum
 from acme_sidecar.daemon import Daemon
 from acme_sidecar.db import MariaDBSource
 from acme_sidecar.errors import ConfigError
-from acme_sidecar.issue import AcmeIssuer, Issuer
+from acme_sidecar.issue import AcmeIssuer, Issuer, caa_identities
 from acme_sidecar.log import configure
 from acme_sidecar.plan import renewal_time
 from acme_sidecar.resolver import DnsResolver, WebrootSelfCheck, detect_public_ip
@@ -72,6 +72,7 @@ def build_deps(settings: Settings, stop: threading.Event) -> Deps:
         issuer=issuer,
         http_check=lambda: WebrootSelfCheck(s.acme_webroot, s.acme_http_verify_port),
         public_ips=public_ips,
+        ca_identities=lambda: caa_identities(s.directory, s.acme_ca_bundle),
         services=DockerServices(s.compose_project_name, s.acme_restart_services),
     )
 

@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     acme_parallel_orders: int = 8
     acme_backup_keep: int = 10
     acme_order_timeout: int = 300
+    acme_name_grace: Annotated[int, NoDecode] = 7 * 86400
+    acme_db_poll: int = 300
+    acme_caa_identities: Annotated[tuple[str, ...], NoDecode] = ()
+    acme_max_names: int = 100
+    acme_verify_smtp: str = "postfix:25"
+    acme_verify_imap: str = "dovecot:143"
+    acme_verify_https: str = "nginx:443"
+    acme_verify_attempts: int = 5
 
     # --- validators: each error message says what would be valid -------------------------
 
@@ -209,11 +217,56 @@ class Settings(BaseSettings):
         "acme_db_retry_interval",
         "acme_parallel_orders",
         "acme_order_timeout",
+        "acme_db_poll",
+        "acme_verify_attempts",
     )
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be a whole number of 1 or more")
+        return value
+
+    @field_validator("acme_name_grace", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int:
+        text = str(value).strip().lower()
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+        if not number.isdigit():
+            raise ValueError("must be a duration such as 7d, 12h, 30m or seconds (604800)")
+        return int(number) * units[unit]
+
+    @field_validator("acme_caa_identities", mode="before")
+    @classmethod
+    def _identities(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        items = []
+        for raw in str(value).split(","):
+            if not raw.strip():
+                continue
+            name = normalize_hostname(raw)
+            if name is None:
+                raise ValueError(f"{raw.strip()!r} is not a CA domain such as letsencrypt.org")
+            items.append(name)
+        return tuple(items)
+
+    @field_validator("acme_verify_smtp", "acme_verify_imap", "acme_verify_https")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        text = value.strip()
+        if not text:
+            return ""
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("must be host:port (for example postfix:25), or empty to skip")
+        return text
+
+    @field_validator("acme_max_names")
+    @classmethod
+    def _max_names(cls, value: int) -> int:
+        if not 1 <= value <= 100:
+            raise ValueError("must be from 1 to 100 (Let's Encrypt allows 100; 25 for short-lived)")
         return value
 
     @field_validator("acme_backup_keep")

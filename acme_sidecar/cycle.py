@@ -1,7 +1,7 @@
 """One cycle: discover -> validate -> plan -> issue -> store -> apply, with one summary line.
 
 This module wires the stages; it holds no decisions of its own beyond the order of steps and the
-rule that archiving and clearing ``force_renew`` happen only after a cycle without errors.
+rules that archiving and clearing ``force_renew`` happen only after a cycle without errors.
 """
 
 from __future__ import annotations
@@ -17,11 +17,19 @@ import structlog
 from acme_sidecar.apply import Services
 from acme_sidecar.config import Settings
 from acme_sidecar.db import DomainSource
+from acme_sidecar.deploy import deploy
 from acme_sidecar.discover import NameRules, candidate_groups
-from acme_sidecar.errors import ServiceError, SourceError, StoreError
+from acme_sidecar.errors import SourceError, StoreError
 from acme_sidecar.issue import Issuer
-from acme_sidecar.model import Action, Issued, NameGroup, Plan, Verdict
+from acme_sidecar.model import Action, DomainRows, Issued, NameGroup, Plan, StoredCert, Verdict
 from acme_sidecar.plan import Shape, make_plan
+from acme_sidecar.state import (
+    State,
+    apply_memory,
+    record_issued,
+    record_rejections,
+    record_retry_after,
+)
 from acme_sidecar.store import CertStore
 from acme_sidecar.validate import HttpCheck, IpPolicy, Resolver, validate_names
 
@@ -45,10 +53,13 @@ class Report:
     plan: Plan | None = None
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     groups: tuple[NameGroup, ...] = ()
+    rows: DomainRows | None = None
+    stored: dict[str, StoredCert] = field(default_factory=dict)
+    state: State = field(default_factory=State)
     issued: int = 0
     failed: int = 0
     archived: int = 0
-    restarted: tuple[str, ...] = ()
+    applied: tuple[str, ...] = ()
     next_due: datetime | None = None
 
     @property
@@ -67,6 +78,7 @@ class Deps:
     issuer: Callable[[bytes], Issuer]
     http_check: Callable[[], contextlib.AbstractContextManager[HttpCheck]]
     public_ips: Callable[[], tuple[str | None, str | None]]
+    ca_identities: Callable[[], tuple[str, ...]] = lambda: ()
     services: Services | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -87,6 +99,9 @@ def _policy(settings: Settings, deps: Deps) -> IpPolicy:
     if not settings.skip_ip_check:
         ipv4, ipv6 = deps.public_ips()
         log.info("ip.public", ipv4=ipv4, ipv6=ipv6)
+    identities = settings.acme_caa_identities or deps.ca_identities()
+    if not identities:
+        log.info("caa.unchecked", reason="the CA names no CAA identity; it checks CAA itself")
     return IpPolicy(
         ipv4=ipv4,
         ipv6=ipv6,
@@ -94,6 +109,7 @@ def _policy(settings: Settings, deps: Deps) -> IpPolicy:
         snat4=settings.snat4,
         snat6=settings.snat6,
         skip_http=settings.skip_http_verification,
+        ca_identities=identities,
     )
 
 
@@ -111,25 +127,25 @@ def decide(settings: Settings, deps: Deps) -> Report:
         log.error("db.unreachable", error=str(exc), action="keeping current certificates")
         return Report(Outcome.SOURCE_DOWN)
     groups = candidate_groups(rules_from(settings), rows)
-    log.info(
-        "names.discovered",
-        domains=len(rows.domains),
-        names=sum(len(g.names) for g in groups),
-    )
-    names = [n for g in groups for n in g.names]
+    log.info("names.discovered", domains=len(rows.domains), names=sum(len(g.names) for g in groups))
     policy = _policy(settings, deps)
     checker = _no_check() if settings.skip_http_verification else deps.http_check()
     with checker as http:
-        verdicts = validate_names(names, deps.resolver, policy, http)
+        verdicts = validate_names([n for g in groups for n in g.names], deps.resolver, policy, http)
     stored = deps.store.load()
+    grace = timedelta(seconds=settings.acme_name_grace)
+    verdicts, state = apply_memory(verdicts, stored, deps.store.load_state(), grace=grace, now=now)
     plan = make_plan(
         groups,
         verdicts,
         stored,
-        shape=Shape(sni=settings.enable_ssl_sni),
+        shape=Shape(sni=settings.enable_ssl_sni, max_names=settings.acme_max_names),
         force=deps.store.force_requested(),
         now=now,
+        retry_after=state.cert_retry_after,
     )
+    for note in plan.notes:
+        log.warning("plan.note", note=note)
     for cert in plan.certs:
         log.info(
             f"cert.{cert.action.value}",
@@ -137,9 +153,8 @@ def decide(settings: Settings, deps: Deps) -> Report:
             names=" ".join(cert.spec.domains),
             reason=cert.reason,
         )
-    if not plan.certs:
-        return Report(Outcome.NOTHING_VALID, plan, verdicts, groups)
-    return Report(Outcome.OK, plan, verdicts, groups)
+    outcome = Outcome.OK if plan.certs else Outcome.NOTHING_VALID
+    return Report(outcome, plan, verdicts, groups, rows, stored, state)
 
 
 def run_cycle(settings: Settings, deps: Deps) -> Report:
@@ -150,94 +165,88 @@ def run_cycle(settings: Settings, deps: Deps) -> Report:
         log.error("store.unusable", error=str(exc))
         return Report(Outcome.FAILED, failed=1)
     decided = decide(settings, deps)
-    if decided.outcome is not Outcome.OK or decided.plan is None:
-        if decided.outcome is Outcome.NOTHING_VALID:
-            log.warning(
-                "cycle.nothing_valid",
-                reason="no name passed validation; keeping the current certificates",
-                hint="see the name.skipped lines; SKIP_LETS_ENCRYPT=y turns the sidecar off",
-            )
+    if decided.outcome is Outcome.SOURCE_DOWN or decided.plan is None:
         return decided
-    plan = decided.plan
-    store = deps.store
-    issued_count = failed = archived = 0
-    changed = False
-    written: set[str] = set()
+    store, plan, state, now = deps.store, decided.plan, decided.state, deps.clock()
+    if decided.outcome is Outcome.NOTHING_VALID:
+        store.save_state(state)
+        log.warning(
+            "cycle.nothing_valid",
+            reason="no certificate can be ordered; keeping the current certificates",
+            hint="see the name.skipped lines; SKIP_LETS_ENCRYPT=y turns the sidecar off",
+        )
+        return decided
+    issued = failed = archived = 0
+    written: dict[str, int] = {}
     if plan.to_order:
         key_pem = store.domain_key()
-        issuer = deps.issuer(store.account_key())
-        results = issuer.issue_all([c.spec for c in plan.to_order], key_pem)
+        results = deps.issuer(store.account_key()).issue_all(
+            [c.spec for c in plan.to_order], key_pem
+        )
         for result in results:
             if not isinstance(result, Issued):
                 failed += 1
+                state = record_rejections(state, result.rejected, now)
+                if result.retry_after:
+                    state = record_retry_after(state, result.spec.name, result.retry_after)
                 continue
+            state = record_rejections(state, result.dropped, now)
             try:
                 store.write_cert(result.spec, result.fullchain_pem, key_pem)
             except (StoreError, OSError) as exc:
                 failed += 1
                 log.error("cert.store_failed", certificate=result.spec.name, error=str(exc))
                 continue
-            stored_now = store.load().get(result.spec.name)
+            state = record_issued(state, set(result.spec.domains), result.spec.name)
+            cert = store.load().get(result.spec.name)
+            written[result.spec.name] = cert.serial if cert else 0
             log.info(
                 "cert.stored",
                 certificate=result.spec.name,
                 names=" ".join(result.spec.domains),
-                serial=f"{stored_now.serial:x}" if stored_now else None,
-                not_after=stored_now.not_after.isoformat() if stored_now else None,
+                serial=f"{cert.serial:x}" if cert else None,
+                not_after=cert.not_after.isoformat() if cert else None,
             )
-            written.add(result.spec.name)
-            issued_count += 1
-            changed = True
-            if result.dropped:
-                failed += 1  # a wanted name is missing from the certificate
-    default = _default_name(plan, written, store)
-    if default is not None and store.set_default(default):
-        log.info("cert.default", certificate=default, files="cert.pem key.pem")
-        changed = True
+            issued += 1
+            failed += 1 if result.dropped else 0  # a wanted name is missing
+    default_changed = False
+    if plan.default_name and (store.root / plan.default_name / "cert.pem").is_file():
+        default_changed = store.set_default(plan.default_name)
+        if default_changed:
+            log.info("cert.default", certificate=plan.default_name, files="cert.pem key.pem")
     if failed == 0:
         for name in plan.archive:
-            if name in written:
-                continue
-            target = store.archive(name)
-            log.info("cert.archived", certificate=name, to=str(target.relative_to(store.root)))
-            archived += 1
-            changed = True
-    restarted: tuple[str, ...] = ()
-    if changed and deps.services is not None:
-        try:
-            restarted = tuple(deps.services.restart_all())
-        except ServiceError as exc:
-            failed += 1
-            log.error("service.failed", error=str(exc))
+            if name not in written:
+                target = store.archive(name)
+                log.info("cert.archived", certificate=name, to=str(target.relative_to(store.root)))
+                archived += 1
+    applied: tuple[str, ...] = ()
+    if written or archived or default_changed:
+        set_changed = set(store.load()) != set(decided.stored)
+        applied, errors = deploy(settings, deps.services, written, set_changed=set_changed)
+        failed += errors
     if store.force_requested():
-        if failed == 0 and issued_count:
+        if failed == 0 and issued:
             store.clear_force()
             log.info("force_renew.cleared", reason="every certificate was re-issued")
         elif failed:
-            log.warning("force_renew.kept", reason="the cycle had errors; will try again")
-    next_due = min((c.renew_at for c in plan.certs if c.renew_at), default=None)
-    outcome = Outcome.OK if failed == 0 else Outcome.FAILED
+            log.warning("force_renew.kept", reason="the cycle had errors; it will try again")
+    store.save_state(state)
+    waits = [c.renew_at for c in plan.certs if c.renew_at and c.action is not Action.RENEW]
     return Report(
-        outcome,
+        Outcome.OK if failed == 0 else Outcome.FAILED,
         plan,
         decided.verdicts,
         decided.groups,
-        issued=issued_count,
+        decided.rows,
+        decided.stored,
+        state,
+        issued=issued,
         failed=failed,
         archived=archived,
-        restarted=restarted,
-        next_due=next_due,
+        applied=applied,
+        next_due=min(waits, default=None),
     )
-
-
-def _default_name(plan: Plan, written: set[str], store: CertStore) -> str | None:
-    """The directory whose pair becomes the top-level cert.pem/key.pem."""
-    first = plan.certs[0] if plan.certs else None
-    if first is None:
-        return None
-    if (store.root / first.spec.name / "cert.pem").is_file():
-        return first.spec.name
-    return next(iter(sorted(written)), None)
 
 
 def next_sleep(report: Report, settings: Settings, now: datetime) -> float:
@@ -266,7 +275,7 @@ def summarize(report: Report, sleep: float) -> None:
         issued=report.issued,
         failed=report.failed,
         archived=report.archived,
-        restarted=",".join(report.restarted) or None,
+        services=",".join(report.applied) or None,
         skipped_names=len(plan.skipped) if plan else 0,
         next_check_in=f"{int(sleep)}s",
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 
@@ -14,6 +15,7 @@ import structlog
 
 from acme_sidecar.config import Settings
 from acme_sidecar.cycle import Deps, Report, next_sleep, run_cycle, summarize
+from acme_sidecar.errors import SourceError
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +53,25 @@ class Daemon:
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
 
+    def _sleep(self, seconds: float, report: Report) -> None:
+        """Sleep ``seconds``; every ACME_DB_POLL seconds look whether the domains changed."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.wake.wait(min(left, self.settings.acme_db_poll)):
+                return
+            if report.rows is None:
+                continue
+            try:
+                rows = self.deps.source.read()
+            except SourceError:
+                continue  # the next cycle logs it
+            if rows != report.rows:
+                log.info("domains.changed", action="starting a cycle now")
+                return
+
     def run(self) -> int:
         """Loop until ``stop`` is set; return the process exit code (0)."""
         if self.settings.skip_lets_encrypt:
@@ -74,6 +95,6 @@ class Daemon:
                 break
             sleep = next_sleep(report, self.settings, self.deps.clock())
             summarize(report, sleep)
-            self.wake.wait(sleep)
+            self._sleep(sleep, report)
         log.info("daemon.stopped")
         return 0

@@ -209,7 +209,7 @@ class AcmeIssuer:
                         error=str(exc),
                         retry_after=exc.retry_after.isoformat() if exc.retry_after else None,
                     )
-                    return IssueFailure(spec, str(exc), exc.retry_after)
+                    return IssueFailure(spec, str(exc), exc.retry_after, dropped)
                 for name, reason in exc.failed_names.items():
                     log.warning("name.rejected", certificate=spec.name, name=name, reason=reason)
                 dropped.update(exc.failed_names)
@@ -219,6 +219,7 @@ class AcmeIssuer:
         return IssueFailure(
             spec,
             "the CA rejected every name: " + "; ".join(f"{n}: {r}" for n, r in dropped.items()),
+            rejected=dropped,
         )
 
     def _order(self, spec: CertSpec, key: PrivateKey) -> bytes:
@@ -307,6 +308,29 @@ class AcmeIssuer:
             failed[updated.body.identifier.value] = reason
         detail = body.error.detail if body.error else "authorization failed"
         return IssueError(f"order invalid: {detail}", failed_names=failed)
+
+
+KNOWN_CA_IDENTITIES = {
+    "acme-v02.api.letsencrypt.org": "letsencrypt.org",
+    "acme-staging-v02.api.letsencrypt.org": "letsencrypt.org",
+}
+
+
+def caa_identities(directory_url: str, ca_bundle: Path | None) -> tuple[str, ...]:
+    """The CA's CAA identities: ``meta.caaIdentities`` of its directory, else a known one."""
+    host = directory_url.split("/")[2].split(":")[0] if "//" in directory_url else ""
+    fallback = (KNOWN_CA_IDENTITIES[host],) if host in KNOWN_CA_IDENTITIES else ()
+    try:
+        response = requests.get(
+            directory_url, timeout=15, verify=str(ca_bundle) if ca_bundle else True
+        )
+        meta = response.json().get("meta", {})
+        found = meta.get("caaIdentities") or []
+    except (requests.RequestException, ValueError, AttributeError) as exc:
+        log.warning("ca.unreachable", directory=directory_url, error=str(exc)[:200])
+        return fallback
+    identities = tuple(str(i).lower() for i in found if isinstance(i, str) and i)
+    return identities or fallback
 
 
 def _translate(exc: Exception, context: str) -> IssueError:

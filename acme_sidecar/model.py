@@ -62,6 +62,7 @@ class Action(enum.Enum):
     KEEP = "keep"
     ISSUE = "issue"
     RENEW = "renew"
+    WAIT = "wait"  # would be ordered, but the CA asked us to wait (Retry-After)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +83,12 @@ class Plan:
     default_name: str | None
     archive: tuple[str, ...] = ()
     skipped: tuple[Verdict, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     @property
     def to_order(self) -> tuple[CertPlan, ...]:
-        """The certificates that need an ACME order."""
-        return tuple(c for c in self.certs if c.action is not Action.KEEP)
+        """The certificates that need an ACME order now."""
+        return tuple(c for c in self.certs if c.action in (Action.ISSUE, Action.RENEW))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +107,4 @@ class IssueFailure:
     spec: CertSpec
     reason: str
     retry_after: datetime | None = None
+    rejected: dict[str, str] = field(default_factory=dict)

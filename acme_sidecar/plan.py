@@ -39,7 +39,12 @@ def _chunks(first: str | None, rest: Sequence[str], size: int) -> list[tuple[str
 def wanted_specs(
     groups: Sequence[NameGroup], verdicts: Mapping[str, Verdict], shape: Shape
 ) -> list[CertSpec]:
-    """The certificates that should exist, server certificate first; never over ``max_names``."""
+    """The certificates that should exist, server certificate first; never over ``max_names``.
+
+    The server certificate always starts with the hostname: when the hostname does not
+    validate, no server certificate is planned at all (the stored one is kept), instead of one
+    named after some other name (acme-mailcow's #3289).
+    """
 
     def valid(names: Sequence[str]) -> list[str]:
         return [n for n in names if n in verdicts and verdicts[n].ok]
@@ -48,11 +53,13 @@ def wanted_specs(
     others = [g for g in groups if not g.server]
     server_valid = valid(server.names) if server else []
     hostname = server.names[0] if server and server_valid[:1] == [server.names[0]] else None
-    server_rest = [n for n in server_valid if n != hostname]
-    if not shape.sni:
-        server_rest += [n for g in others for n in valid(g.names)]
-    chunks = _chunks(hostname, sorted(set(server_rest)), shape.max_names)
-    specs = [CertSpec(name=c[0], domains=c) for c in chunks]
+    specs: list[CertSpec] = []
+    if hostname is not None:
+        server_rest = [n for n in server_valid if n != hostname]
+        if not shape.sni:
+            server_rest += [n for g in others for n in valid(g.names)]
+        chunks = _chunks(hostname, sorted(set(server_rest)), shape.max_names)
+        specs = [CertSpec(name=c[0], domains=c) for c in chunks]
     if shape.sni:
         taken = {n for s in specs for n in s.domains}
         for group in others:
@@ -66,7 +73,23 @@ def wanted_specs(
     return specs
 
 
-def _decide(spec: CertSpec, stored: StoredCert | None, force: bool, now: datetime) -> CertPlan:
+def _decide(
+    spec: CertSpec, stored: StoredCert | None, force: bool, now: datetime, wait: datetime | None
+) -> CertPlan:
+    plan = _decide_fresh(spec, stored, force, now)
+    if plan.action is not Action.KEEP and wait is not None and wait > now:
+        return CertPlan(
+            spec,
+            Action.WAIT,
+            f"{plan.reason}; the CA asked to wait until {wait:%Y-%m-%d %H:%M}Z",
+            wait,
+        )
+    return plan
+
+
+def _decide_fresh(
+    spec: CertSpec, stored: StoredCert | None, force: bool, now: datetime
+) -> CertPlan:
     if stored is None:
         return CertPlan(spec, Action.ISSUE, "no certificate yet")
     if stored.domains != spec.domains:
@@ -96,16 +119,34 @@ def make_plan(
     shape: Shape,
     force: bool,
     now: datetime,
+    retry_after: Mapping[str, datetime] | None = None,
 ) -> Plan:
-    """Decide keep/issue/renew per wanted certificate and which stored ones to archive."""
+    """Decide keep/issue/renew/wait per wanted certificate and which stored ones to archive."""
+    waits = retry_after or {}
     specs = wanted_specs(groups, verdicts, shape)
-    certs = tuple(_decide(s, stored.get(s.name), force, now) for s in specs)
+    certs = tuple(_decide(s, stored.get(s.name), force, now, waits.get(s.name)) for s in specs)
     wanted = {s.name for s in specs}
-    archive = tuple(sorted(n for n in stored if n not in wanted)) if specs else ()
+    server = next((g for g in groups if g.server), None)
+    hostname = server.names[0] if server else None
+    notes: list[str] = []
+    blocked = hostname is not None and not (specs and specs[0].domains[0] == hostname)
+    if blocked:
+        notes.append(
+            f"{hostname} does not validate: the server certificate is kept as it is and not "
+            "re-issued until the hostname validates again"
+        )
+    archive = tuple(
+        sorted(
+            n
+            for n, cert in stored.items()
+            if n not in wanted and not (blocked and hostname in cert.domains)
+        )
+    )
     skipped = tuple(v for v in verdicts.values() if not v.ok)
     return Plan(
         certs=certs,
-        default_name=specs[0].name if specs else None,
-        archive=archive,
+        default_name=specs[0].name if specs and not blocked else None,
+        archive=archive if specs else (),
         skipped=skipped,
+        notes=tuple(notes),
     )

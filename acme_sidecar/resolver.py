@@ -17,7 +17,7 @@ import requests
 import structlog
 
 from acme_sidecar.config import parse_resolver
-from acme_sidecar.validate import Lookup
+from acme_sidecar.validate import Caa, CaaLookup, Lookup
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +54,25 @@ class DnsResolver:
             return Lookup(error=f"{type(exc).__name__}: {exc}")
         want = dns.rdatatype.from_text(rdtype)
         return Lookup(tuple(r.to_text() for r in answer if r.rdtype == want))
+
+    def lookup_caa(self, name: str) -> CaaLookup:
+        """The CAA records at ``name``; NXDOMAIN and no-answer are empty."""
+        try:
+            answer = self._resolver().resolve(name, "CAA", search=False)
+        except _NO_ANSWER:
+            return CaaLookup()
+        except dns.exception.DNSException as exc:
+            return CaaLookup(error=f"{type(exc).__name__}: {exc}")
+        records = tuple(
+            Caa(
+                int(r.flags),
+                r.tag.decode(errors="replace").lower(),
+                r.value.decode(errors="replace"),
+            )
+            for r in answer
+            if r.rdtype == dns.rdatatype.CAA
+        )
+        return CaaLookup(records)
 
 
 def detect_public_ip(url: str, version: int, timeout: float = 5.0) -> str | None:

@@ -25,6 +25,7 @@ from cryptography.x509.oid import ExtensionOID
 from acme_sidecar.errors import StoreError
 from acme_sidecar.model import CertSpec, StoredCert
 from acme_sidecar.names import normalize_hostname
+from acme_sidecar.state import State
 
 log = structlog.get_logger(__name__)
 
@@ -311,6 +312,28 @@ class CertStore:
         entries = sorted(p for p in base.iterdir() if p.is_dir())
         for old in entries[: max(0, len(entries) - self.backup_keep)]:
             shutil.rmtree(old, ignore_errors=True)
+
+    @property
+    def state_path(self) -> Path:
+        """``acme/state.json``: what the sidecar remembers across restarts."""
+        return self.root / "acme" / "state.json"
+
+    def load_state(self) -> State:
+        """The remembered state; a missing or damaged file gives an empty state (logged)."""
+        try:
+            return State.from_json(self.state_path.read_text("utf-8"))
+        except FileNotFoundError:
+            return State()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("state.unreadable", path=str(self.state_path), error=str(exc)[:200])
+            return State()
+
+    def save_state(self, state: State) -> None:
+        """Write the state atomically, only when it changed (a quiet cycle writes nothing)."""
+        data = state.to_json().encode()
+        if self.state_path.is_file() and self.state_path.read_bytes() == data:
+            return
+        atomic_write(self.state_path, data, 0o600)
 
     def force_requested(self) -> bool:
         """Whether the admin created ``force_renew``."""

@@ -28,11 +28,31 @@ class Lookup:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Caa:
+    """One CAA record (RFC 8659)."""
+
+    flags: int
+    tag: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class CaaLookup:
+    """The CAA records at one node; ``error`` is set when the lookup itself failed."""
+
+    records: tuple[Caa, ...] = ()
+    error: str | None = None
+
+
 class Resolver(Protocol):
-    """Looks up A and AAAA records."""
+    """Looks up A, AAAA and CAA records."""
 
     def lookup(self, name: str, rdtype: str) -> Lookup:
         """Return the addresses of ``name`` for ``rdtype`` (``A`` or ``AAAA``)."""
+
+    def lookup_caa(self, name: str) -> CaaLookup:
+        """Return the CAA records at exactly ``name`` (no climbing)."""
 
 
 class HttpCheck(Protocol):
@@ -52,6 +72,40 @@ class IpPolicy:
     snat4: bool = False
     snat6: bool = False
     skip_http: bool = False
+    ca_identities: tuple[str, ...] = ()
+
+
+KNOWN_CAA_TAGS = {"issue", "issuewild", "iodef", "contactemail", "contactphone", "issuemail"}
+
+
+def caa_check(name: str, resolver: Resolver, identities: tuple[str, ...]) -> str | None:
+    """RFC 8659: find the relevant CAA set by climbing from ``name`` towards the root; return
+    ``None`` when the CA (one of ``identities``) may issue, else the reason it may not."""
+    wildcard = name.startswith("*.")
+    labels = name.removeprefix("*.").split(".")
+    for i in range(len(labels) - 1):
+        node = ".".join(labels[i:])
+        found = resolver.lookup_caa(node)
+        if found.error:
+            return f"CAA lookup for {node} failed: {found.error}"
+        if not found.records:
+            continue
+        shown = "; ".join(f'{r.flags} {r.tag} "{r.value}"' for r in found.records)
+        critical = [r for r in found.records if r.flags & 128 and r.tag not in KNOWN_CAA_TAGS]
+        if critical:
+            return f"CAA at {node} has a critical tag this CA cannot honour: {shown}"
+        issue = [r for r in found.records if r.tag == "issue"]
+        wild = [r for r in found.records if r.tag == "issuewild"]
+        relevant = wild if wildcard and wild else issue
+        if not relevant:
+            return None  # only iodef & co: any CA may issue
+        if not identities:
+            return None  # the CA's identity is unknown; the CA checks CAA itself
+        allowed = {r.value.split(";", 1)[0].strip().lower() for r in relevant}
+        if allowed & set(identities):
+            return None
+        return f"CAA at {node} does not allow {', '.join(identities)}: {shown}"
+    return None
 
 
 def _same(a: str, b: str) -> bool:
@@ -92,6 +146,9 @@ def validate_name(
 ) -> Verdict:
     """AAAA first; when it is missing or does not match (or its self-check fails), try A."""
     http = None if policy.skip_http else http
+    caa = caa_check(name, resolver, policy.ca_identities)
+    if caa is not None:
+        return Verdict(name, False, caa)
     reasons: list[str] = []
     aaaa = resolver.lookup(name, "AAAA")
     if aaaa.error:

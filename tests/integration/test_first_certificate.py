@@ -49,6 +49,9 @@ def base_env(world: World, cert_dir: Path) -> dict[str, str]:
         "ACME_HTTP_VERIFY_PORT": str(world.nginx.port),
         "PUBLIC_IPV4": "127.0.0.1",
         "ACME_IPV6_DETECT_URL": "",
+        "ACME_VERIFY_SMTP": "",  # these busybox containers serve no TLS; see test_deploy
+        "ACME_VERIFY_IMAP": "",
+        "ACME_VERIFY_HTTPS": "",
         "ACME_ACCOUNT_EMAIL": "admin@example.test",
         "DOCKER_HOST": world.docker.docker_host,
     }

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from acme_sidecar.validate import IpPolicy, Lookup, validate_name
+from acme_sidecar.validate import Caa, CaaLookup, IpPolicy, Lookup, caa_check, validate_name
 
 
 class FakeResolver:
-    def __init__(self, records: dict[tuple[str, str], Lookup]) -> None:
+    def __init__(
+        self,
+        records: dict[tuple[str, str], Lookup],
+        caa: dict[str, CaaLookup] | None = None,
+    ) -> None:
         self.records = records
+        self.caa = caa or {}
+        self.caa_asked: list[str] = []
 
     def lookup(self, name: str, rdtype: str) -> Lookup:
         return self.records.get((name, rdtype), Lookup())
+
+    def lookup_caa(self, name: str) -> CaaLookup:
+        self.caa_asked.append(name)
+        return self.caa.get(name, CaaLookup())
 
 
 class FakeHttp:
@@ -89,3 +99,64 @@ def test_http_failure_refuses_and_skip_http_skips() -> None:
     assert not validate_name(N, r, POLICY, bad).ok
     skip = IpPolicy("192.0.2.1", None, skip_http=True)
     assert validate_name(N, r, skip, bad).ok
+
+
+def issue(value: str, tag: str = "issue", flags: int = 0) -> CaaLookup:
+    return CaaLookup((Caa(flags, tag, value),))
+
+
+LE = ("letsencrypt.org",)
+
+
+def test_caa_climbs_to_the_first_node_with_records() -> None:
+    """The relevant CAA set is the closest one up the tree (RFC 8659)."""
+    r = FakeResolver({}, {"example.org": issue("otherca.example")})
+    reason = caa_check("a.b.example.org", r, LE)
+    assert reason is not None and "otherca.example" in reason and "example.org" in reason
+    assert r.caa_asked == ["a.b.example.org", "b.example.org", "example.org"]
+
+
+def test_caa_closest_node_wins() -> None:
+    """A permissive record below a restrictive one allows issuance."""
+    r = FakeResolver(
+        {},
+        {
+            "b.example.org": issue("letsencrypt.org; accounturi=x"),
+            "example.org": issue("otherca.example"),
+        },
+    )
+    assert caa_check("a.b.example.org", r, LE) is None
+
+
+def test_caa_issuewild_for_wildcards_only() -> None:
+    """issuewild governs wildcard names; issue governs the rest."""
+    r = FakeResolver(
+        {},
+        {"example.org": CaaLookup((Caa(0, "issue", "letsencrypt.org"), Caa(0, "issuewild", ";")))},
+    )
+    assert caa_check("mail.example.org", r, LE) is None
+    assert caa_check("*.example.org", r, LE) is not None
+
+
+def test_caa_no_records_or_only_iodef_allows() -> None:
+    """No CAA anywhere, or only iodef, lets any CA issue; an empty issue value forbids all."""
+    assert caa_check("mail.example.org", FakeResolver({}), LE) is None
+    iodef = FakeResolver({}, {"example.org": issue("mailto:x@example.org", tag="iodef")})
+    assert caa_check("mail.example.org", iodef, LE) is None
+    none = FakeResolver({}, {"example.org": issue(";")})
+    assert caa_check("mail.example.org", none, LE) is not None
+
+
+def test_caa_unknown_critical_tag_forbids() -> None:
+    """An unknown tag with the critical flag forbids issuance."""
+    r = FakeResolver({}, {"example.org": issue("x", tag="future", flags=128)})
+    assert caa_check("mail.example.org", r, LE) is not None
+
+
+def test_caa_denial_makes_the_verdict() -> None:
+    """A CAA denial refuses the name before any HTTP check."""
+    http = FakeHttp()
+    r = FakeResolver({(N, "A"): Lookup(("192.0.2.1",))}, {"example.org": issue("otherca.test")})
+    policy = IpPolicy("192.0.2.1", None, ca_identities=LE)
+    v = validate_name(N, r, policy, http)
+    assert not v.ok and "CAA" in v.reason and http.calls == []
