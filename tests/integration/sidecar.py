@@ -6,9 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.world import World
+
+HOST = "mail.example.test"
+PROJECT = "acmetest"
 
 
 @dataclass
@@ -53,4 +59,54 @@ def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
         str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
         for p in sorted(root.rglob("*"))
         if p.is_file()
+    }
+
+
+def base_env(world: World, cert_dir: Path) -> dict[str, str]:
+    """The settings a test sidecar runs with: everything points at the test world."""
+    return {
+        "MAILCOW_HOSTNAME": HOST,
+        "DBNAME": world.mariadb.dbname,
+        "DBUSER": world.mariadb.user,
+        "DBPASS": world.mariadb.password,
+        "DB_SOCKET": str(world.mariadb.socket),
+        "COMPOSE_PROJECT_NAME": PROJECT,
+        "ACME_CERT_DIR": str(cert_dir),
+        "ACME_WEBROOT": str(world.nginx.webroot),
+        "ACME_CA_BUNDLE": str(world.pebble.ca_bundle),
+        "DIRECTORY_URL": world.pebble.directory_url,
+        "ACME_DNS_RESOLVERS": f"{world.dns.host}:{world.dns.port}",
+        "ACME_HTTP_VERIFY_PORT": str(world.nginx.port),
+        "PUBLIC_IPV4": "127.0.0.1",
+        "ACME_IPV6_DETECT_URL": "",
+        "ACME_VERIFY_SMTP": "",  # these busybox containers serve no TLS; see test_deploy
+        "ACME_VERIFY_IMAP": "",
+        "ACME_VERIFY_HTTPS": "",
+        "ACME_ACCOUNT_EMAIL": "admin@example.test",
+        "DOCKER_HOST": world.docker.docker_host,
+    }
+
+
+def seed(world: World, domains: Sequence[str], mta_sts: Sequence[str] = ()) -> None:
+    """Replace the database rows: active domains, and MTA-STS for some of them."""
+    world.mariadb.reset()
+    for domain in domains:
+        world.mariadb.execute("INSERT INTO domain (domain) VALUES (%s)", (domain,))
+    for domain in mta_sts:
+        world.mariadb.execute("INSERT INTO mta_sts (domain) VALUES (%s)", (domain,))
+
+
+def leaf(path: Path) -> Any:
+    """The leaf certificate of a PEM chain file."""
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificates(path.read_bytes())[0]
+
+
+def cert_dirs(root: Path) -> dict[str, str]:
+    """Every certificate directory of the volume with its ``domains`` line."""
+    return {
+        p.name: (p / "domains").read_text()
+        for p in sorted(root.iterdir())
+        if p.is_dir() and (p / "domains").is_file() and (p / "cert.pem").is_file()
     }

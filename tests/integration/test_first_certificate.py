@@ -17,11 +17,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.integration.sidecar import Run, sidecar, snapshot
+from tests.integration.sidecar import HOST, PROJECT, Run, base_env, sidecar, snapshot
 from tests.world import World
 
-HOST = "mail.example.test"
-PROJECT = "acmetest"
 SERVICES = ("postfix-mailcow", "dovecot-mailcow", "nginx-mailcow")
 EXPECTED = (
     HOST,
@@ -30,31 +28,6 @@ EXPECTED = (
     "autodiscover.alpha.test",
     "autodiscover.beta.test",
 )
-
-
-def base_env(world: World, cert_dir: Path) -> dict[str, str]:
-    """The settings a test sidecar runs with: everything points at the test world."""
-    return {
-        "MAILCOW_HOSTNAME": HOST,
-        "DBNAME": world.mariadb.dbname,
-        "DBUSER": world.mariadb.user,
-        "DBPASS": world.mariadb.password,
-        "DB_SOCKET": str(world.mariadb.socket),
-        "COMPOSE_PROJECT_NAME": PROJECT,
-        "ACME_CERT_DIR": str(cert_dir),
-        "ACME_WEBROOT": str(world.nginx.webroot),
-        "ACME_CA_BUNDLE": str(world.pebble.ca_bundle),
-        "DIRECTORY_URL": world.pebble.directory_url,
-        "ACME_DNS_RESOLVERS": f"{world.dns.host}:{world.dns.port}",
-        "ACME_HTTP_VERIFY_PORT": str(world.nginx.port),
-        "PUBLIC_IPV4": "127.0.0.1",
-        "ACME_IPV6_DETECT_URL": "",
-        "ACME_VERIFY_SMTP": "",  # these busybox containers serve no TLS; see test_deploy
-        "ACME_VERIFY_IMAP": "",
-        "ACME_VERIFY_HTTPS": "",
-        "ACME_ACCOUNT_EMAIL": "admin@example.test",
-        "DOCKER_HOST": world.docker.docker_host,
-    }
 
 
 @dataclass

@@ -148,3 +148,28 @@ def test_renewal_time_fractions() -> None:
     """⅔ of a 90-day lifetime, ½ of a 6-day one."""
     assert renewal_time(NOW, NOW + timedelta(days=90)) == NOW + timedelta(days=60)
     assert renewal_time(NOW, NOW + timedelta(days=6)) == NOW + timedelta(days=3)
+
+
+def test_hostname_failing_blocks_server_cert_not_others() -> None:
+    """Without a valid hostname no server certificate is planned and the stored one is kept;
+    in SNI mode the domain certificates go on."""
+    verdicts = all_ok() | {HOST: Verdict(HOST, False, "no A")}
+    have = _current(timedelta(days=1))
+    plan = make_plan(GROUPS, verdicts, have, shape=Shape(sni=True), force=False, now=NOW)
+    assert [c.spec.name for c in plan.certs] == ["autodiscover.a.test", "autodiscover.b.test"]
+    assert plan.archive == () and plan.default_name is None and plan.notes
+    san = make_plan(GROUPS, verdicts, have, shape=Shape(), force=False, now=NOW)
+    assert san.certs == () and san.archive == ()
+
+
+def test_retry_after_turns_an_order_into_wait() -> None:
+    """A certificate the CA asked us to wait for is not ordered before that time."""
+    later = NOW + timedelta(hours=2)
+    plan = make_plan(
+        GROUPS, all_ok(), {}, shape=Shape(), force=False, now=NOW, retry_after={HOST: later}
+    )
+    assert plan.certs[0].action is Action.WAIT and plan.to_order == ()
+    plan = make_plan(
+        GROUPS, all_ok(), {}, shape=Shape(), force=False, now=later, retry_after={HOST: later}
+    )
+    assert plan.certs[0].action is Action.ISSUE
