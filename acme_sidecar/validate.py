@@ -138,6 +138,7 @@ def _family(
         failure = http.check(name, address)
         if failure is not None:
             return False, f"{why}, but the HTTP self-check failed: {failure}"
+        why += "; HTTP self-check passed"
     return True, why
 
 
