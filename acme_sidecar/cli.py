@@ -11,7 +11,7 @@ import json
 import sys
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import structlog
@@ -20,9 +20,10 @@ from acme_sidecar import __version__
 from acme_sidecar.apply import DockerServices
 from acme_sidecar.config import Settings, load_settings
 from acme_sidecar.cycle import Deps, Outcome, decide, next_sleep, run_cycle, summarize
-from acme_sidecar.daemon import Daemon
+from acme_sidecar.daemon import Daemon, after_cycle
 from acme_sidecar.db import MariaDBSource
 from acme_sidecar.errors import ConfigError
+from acme_sidecar.hooks import HealthFile, Hook, health_problems, read_health
 from acme_sidecar.issue import AcmeIssuer, Issuer, caa_identities
 from acme_sidecar.log import configure
 from acme_sidecar.plan import renewal_time
@@ -77,6 +78,28 @@ def build_deps(settings: Settings, stop: threading.Event) -> Deps:
     )
 
 
+def build_hooks(settings: Settings) -> list[Hook]:
+    """What runs after every cycle: the health file (always)."""
+    return [HealthFile(settings.acme_health_file)]
+
+
+def _health(settings: Settings) -> int:
+    health = read_health(settings.acme_health_file)
+    if settings.skip_lets_encrypt:
+        print("healthy: SKIP_LETS_ENCRYPT=y")
+        return 0
+    problems = health_problems(
+        health,
+        datetime.now(UTC),
+        failing_for=timedelta(seconds=settings.acme_health_fail_after),
+    )
+    if problems:
+        print("unhealthy: " + "; ".join(problems))
+        return 1
+    print(f"healthy: last cycle {health.get('last_cycle') or 'not yet run'}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="acme-sidecar",
@@ -89,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="dry run: every name with its verdict, then the plan")
     status = sub.add_parser("status", help="the certificates in the volume")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sub.add_parser("health", help="exit 0 when healthy, 1 when not (the container HEALTHCHECK)")
     return parser
 
 
@@ -109,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "status":
         return _status(settings, as_json=args.json)
+    if args.command == "health":
+        return _health(settings)
     stop = threading.Event()
     deps = build_deps(settings, stop)
     if args.command == "check":
@@ -119,8 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         report = run_cycle(settings, deps)
         summarize(report, next_sleep(report, settings, deps.clock()))
+        after_cycle(report, deps, build_hooks(settings))
         return 0 if report.all_valid else 1
-    daemon = Daemon(settings, deps, stop=stop)
+    daemon = Daemon(settings, deps, stop=stop, hooks=build_hooks(settings))
     daemon.install_signals()
     return daemon.run()
 

@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     acme_verify_imap: str = "dovecot:143"
     acme_verify_https: str = "nginx:443"
     acme_verify_attempts: int = 5
+    acme_health_fail_after: Annotated[int, NoDecode] = 2 * 3600
+    acme_health_file: Path = Path("/run/acme-sidecar/health.json")
 
     # --- validators: each error message says what would be valid -------------------------
 
@@ -226,7 +228,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a whole number of 1 or more")
         return value
 
-    @field_validator("acme_name_grace", mode="before")
+    @field_validator("acme_name_grace", "acme_health_fail_after", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> int:
         text = str(value).strip().lower()

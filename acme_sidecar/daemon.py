@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 import structlog
@@ -16,8 +16,16 @@ import structlog
 from acme_sidecar.config import Settings
 from acme_sidecar.cycle import Deps, Report, next_sleep, run_cycle, summarize
 from acme_sidecar.errors import SourceError
+from acme_sidecar.hooks import CycleEvent, Hook, run_hooks
 
 log = structlog.get_logger(__name__)
+
+
+def after_cycle(report: Report, deps: Deps, hooks: Sequence[Hook]) -> None:
+    """Run the hooks with the cycle's report and the certificates now in the volume."""
+    if hooks:
+        event = CycleEvent(report, deps.store.load(), deps.clock())
+        run_hooks(hooks, event)
 
 
 class Daemon:
@@ -30,9 +38,11 @@ class Daemon:
         *,
         stop: threading.Event | None = None,
         cycle: Callable[[Settings, Deps], Report] = run_cycle,
+        hooks: Sequence[Hook] = (),
     ) -> None:
         self.settings = settings
         self.deps = deps
+        self.hooks = tuple(hooks)
         self.stop = stop or threading.Event()
         self.wake = threading.Event()
         self._cycle = cycle
@@ -95,6 +105,7 @@ class Daemon:
                 break
             sleep = next_sleep(report, self.settings, self.deps.clock())
             summarize(report, sleep)
+            after_cycle(report, self.deps, self.hooks)
             self._sleep(sleep, report)
         log.info("daemon.stopped")
         return 0

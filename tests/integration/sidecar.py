@@ -84,6 +84,7 @@ def base_env(world: World, cert_dir: Path) -> dict[str, str]:
         "ACME_VERIFY_HTTPS": "",
         "ACME_ACCOUNT_EMAIL": "admin@example.test",
         "DOCKER_HOST": world.docker.docker_host,
+        "ACME_HEALTH_FILE": str(cert_dir.with_name(cert_dir.name + ".health.json")),
     }
 
 

@@ -260,6 +260,7 @@ def test_caa_forbidding_the_ca_skips_the_name(
 
 def mailcow_volume(root: Path) -> tuple[bytes, bytes]:
     """A volume laid out by acme-mailcow: RSA account and domain keys, one SAN cert dir."""
+
     def rsa_pem() -> bytes:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         return key.private_bytes(

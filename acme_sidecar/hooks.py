@@ -1,0 +1,108 @@
+"""Hooks: what else happens after each cycle (health file, metrics, notifications, mailcow UI).
+
+A hook gets the settings-independent ``Report`` of a cycle and the certificates in the volume.
+Hooks must never raise: a broken notifier must not stop certificate work (the daemon catches and
+logs what a hook raises anyway).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from acme_sidecar.cycle import Outcome, Report
+from acme_sidecar.model import StoredCert
+from acme_sidecar.store import atomic_write
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CycleEvent:
+    """What hooks see after a cycle."""
+
+    report: Report
+    certificates: Mapping[str, StoredCert]
+    finished: datetime
+
+
+class Hook(Protocol):
+    """Something that reacts to a finished cycle."""
+
+    def after_cycle(self, event: CycleEvent) -> None:
+        """React; must not raise."""
+
+
+def run_hooks(hooks: Sequence[Hook], event: CycleEvent) -> None:
+    """Call every hook; log (never propagate) what one raises."""
+    for hook in hooks:
+        try:
+            hook.after_cycle(event)
+        except Exception as exc:  # noqa: BLE001 - a hook must never stop the daemon
+            log.error("hook.failed", hook=type(hook).__name__, error=str(exc)[:300])
+
+
+class HealthFile:
+    """Writes ``ACME_HEALTH_FILE`` for ``acme-sidecar health`` (the container HEALTHCHECK).
+
+    It lives outside the certificate volume (default under /run), so a quiet cycle writes
+    nothing into the volume.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def after_cycle(self, event: CycleEvent) -> None:
+        """Record the last success, since when it fails, and the earliest expiry."""
+        previous = read_health(self.path)
+        ok = event.report.outcome is Outcome.OK
+        failing_since = (
+            None if ok else (previous.get("failing_since") or event.finished.isoformat())
+        )
+        expiry = min((c.not_after for c in event.certificates.values()), default=None)
+        data = {
+            "last_cycle": event.finished.isoformat(),
+            "last_outcome": event.report.outcome.value,
+            "last_success": event.finished.isoformat() if ok else previous.get("last_success"),
+            "failing_since": failing_since,
+            "earliest_expiry": expiry.isoformat() if expiry else None,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, json.dumps(data, indent=1).encode(), 0o644)
+
+
+def read_health(path: Path) -> dict[str, str | None]:
+    """The health file, or an empty dict when missing or damaged."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return (
+        {str(k): (str(v) if v is not None else None) for k, v in data.items()}
+        if isinstance(data, dict)
+        else {}
+    )
+
+
+def health_problems(
+    health: Mapping[str, str | None],
+    now: datetime,
+    *,
+    failing_for: timedelta,
+    expiry_margin: timedelta = timedelta(days=7),
+) -> list[str]:
+    """Why the sidecar is unhealthy (empty when healthy)."""
+    problems = []
+    since = health.get("failing_since")
+    if since and now - datetime.fromisoformat(since) > failing_for:
+        problems.append(f"cycles have failed since {since}")
+    expiry = health.get("earliest_expiry")
+    if expiry and datetime.fromisoformat(expiry) - now < expiry_margin:
+        problems.append(f"a certificate expires at {expiry}")
+    return problems

@@ -1,0 +1,37 @@
+"""The health rules behind `acme-sidecar health` and the health file hook."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from acme_sidecar.cycle import Outcome, Report
+from acme_sidecar.hooks import CycleEvent, HealthFile, health_problems, read_health
+
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def test_failing_longer_than_threshold_is_unhealthy() -> None:
+    """Failing for longer than the threshold is unhealthy; shorter is not."""
+    health = {"failing_since": (NOW - timedelta(hours=3)).isoformat()}
+    assert health_problems(health, NOW, failing_for=timedelta(hours=2))
+    assert not health_problems(health, NOW, failing_for=timedelta(hours=4))
+
+
+def test_expiry_within_seven_days_is_unhealthy() -> None:
+    """A certificate expiring within 7 days is unhealthy."""
+    soon = {"earliest_expiry": (NOW + timedelta(days=6)).isoformat()}
+    later = {"earliest_expiry": (NOW + timedelta(days=8)).isoformat()}
+    assert health_problems(soon, NOW, failing_for=timedelta(hours=2))
+    assert not health_problems(later, NOW, failing_for=timedelta(hours=2))
+
+
+def test_health_file_tracks_failures(tmp_path: Path) -> None:
+    """The file keeps the first failure time until a success clears it."""
+    hook = HealthFile(tmp_path / "h.json")
+    hook.after_cycle(CycleEvent(Report(Outcome.FAILED), {}, NOW))
+    hook.after_cycle(CycleEvent(Report(Outcome.FAILED), {}, NOW + timedelta(hours=1)))
+    assert read_health(hook.path)["failing_since"] == NOW.isoformat()
+    hook.after_cycle(CycleEvent(Report(Outcome.OK), {}, NOW + timedelta(hours=2)))
+    data = read_health(hook.path)
+    assert data["failing_since"] is None and data["last_success"]
