@@ -78,9 +78,29 @@ def build_deps(settings: Settings, stop: threading.Event) -> Deps:
     )
 
 
-def build_hooks(settings: Settings) -> list[Hook]:
-    """What runs after every cycle: the health file (always)."""
-    return [HealthFile(settings.acme_health_file)]
+def build_hooks(settings: Settings, *, daemon: bool = False) -> list[Hook]:
+    """What runs after every cycle: the health file (always), then what the settings enable:
+    Prometheus metrics (``daemon`` only: their HTTP endpoint starts here), notifications and
+    the mailcow UI (Redis; from here on every log line also goes to the UI's ACME log).
+
+    Call it before the first cycle, so the cycle's log lines reach the mailcow UI.
+    """
+    # imported here: `health` (the container HEALTHCHECK) and `status` need none of these
+    from acme_sidecar import mailcow_ui, notify
+    from acme_sidecar.metrics import Metrics
+
+    hooks: list[Hook] = [HealthFile(settings.acme_health_file)]
+    if daemon and settings.acme_metrics_port is not None:
+        metrics = Metrics()
+        metrics.serve(settings.acme_metrics_address, settings.acme_metrics_port)
+        hooks.append(metrics)
+    ui = mailcow_ui.from_settings(settings)
+    if ui is not None:
+        hooks.append(ui)
+    notifier = notify.from_settings(settings)
+    if notifier is not None:
+        hooks.append(notifier)
+    return hooks
 
 
 def _health(settings: Settings) -> int:
@@ -143,11 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.skip_lets_encrypt:
             log.info("daemon.idle", reason="SKIP_LETS_ENCRYPT=y: nothing to do")
             return 0
+        hooks = build_hooks(settings)  # before the cycle: it taps the log for the mailcow UI
         report = run_cycle(settings, deps)
         summarize(report, next_sleep(report, settings, deps.clock()))
-        after_cycle(report, deps, build_hooks(settings))
+        after_cycle(report, deps, hooks)
         return 0 if report.all_valid else 1
-    daemon = Daemon(settings, deps, stop=stop, hooks=build_hooks(settings))
+    daemon = Daemon(settings, deps, stop=stop, hooks=build_hooks(settings, daemon=True))
     daemon.install_signals()
     return daemon.run()
 

@@ -99,6 +99,21 @@ class Settings(BaseSettings):
     acme_verify_attempts: int = 5
     acme_health_fail_after: Annotated[int, NoDecode] = 2 * 3600
     acme_health_file: Path = Path("/run/acme-sidecar/health.json")
+    # operations: metrics, notifications, mailcow UI (Redis); see metrics.py, notify.py,
+    # mailcow_ui.py for how the derived defaults are filled in
+    acme_metrics_port: Annotated[int | None, NoDecode] = None
+    acme_metrics_address: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
+    acme_notify_email: Annotated[tuple[str, ...], NoDecode] = ()
+    acme_notify_smtp: str = "postfix:25"
+    acme_notify_from: str = ""
+    acme_notify_webhook: str = ""
+    acme_notify_expiry_days: int = 14
+    acme_notify_state: Path | None = None
+    redispass: str = ""
+    redis_slaveof_ip: str = ""
+    redis_slaveof_port: Annotated[int | None, NoDecode] = None
+    acme_redis_host: str = ""
+    acme_redis_port: int = 6379
 
     # --- validators: each error message says what would be valid -------------------------
 
@@ -293,6 +308,81 @@ class Settings(BaseSettings):
             raise ValueError("must be a compose project name (letters, digits, _ . -)")
         return text
 
+    @field_validator("acme_metrics_port", "redis_slaveof_port", mode="before")
+    @classmethod
+    def _optional_port(cls, value: Any) -> int | None:
+        text = str(value).strip() if value is not None else ""
+        if not text:
+            return None
+        if not text.isdigit() or not 1 <= int(text) <= 65535:
+            raise ValueError("must be a port number from 1 to 65535, or empty")
+        return int(text)
+
+    @field_validator("acme_redis_port")
+    @classmethod
+    def _redis_port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError("must be a port number from 1 to 65535")
+        return value
+
+    @field_validator("acme_metrics_address")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError("must be an IP address to listen on, such as 0.0.0.0 or ::") from None
+
+    @field_validator("acme_notify_email", mode="before")
+    @classmethod
+    def _recipients(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        items = tuple(s.strip() for s in str(value).split(",") if s.strip())
+        for item in items:
+            if not is_email(item):
+                raise ValueError(f"{item!r} is not an e-mail address such as admin@example.org")
+        return tuple(dict.fromkeys(items))
+
+    @field_validator("acme_notify_from")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        text = value.strip()
+        if text and not is_email(text):
+            raise ValueError("must be an e-mail address such as acme@example.org, or empty")
+        return text
+
+    @field_validator("acme_notify_smtp")
+    @classmethod
+    def _smtp(cls, value: str) -> str:
+        text = value.strip()
+        if parse_host_port(text) is None:
+            raise ValueError("must be host:port of an SMTP server (for example postfix:25)")
+        return text
+
+    @field_validator("acme_notify_webhook")
+    @classmethod
+    def _webhook(cls, value: str) -> str:
+        text = value.strip()
+        if text and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+            raise ValueError("must be an http:// or https:// URL, or empty")
+        return text
+
+    @field_validator("acme_notify_expiry_days")
+    @classmethod
+    def _expiry_days(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be a whole number of days, 1 or more")
+        return value
+
+    @field_validator("redis_slaveof_ip", "acme_redis_host")
+    @classmethod
+    def _redis_host(cls, value: str) -> str:
+        text = value.strip()
+        if text and parse_host_port(f"{text}:1") is None:
+            raise ValueError("must be a host name or IP address (without a port), or empty")
+        return text
+
     @model_validator(mode="after")
     def _dns_challenge(self) -> Settings:
         if self.acme_dns_challenge:
@@ -352,6 +442,28 @@ def parse_resolver(item: str) -> tuple[str, int]:
     if not 1 <= port <= 65535:
         raise ValueError(f"{item!r} has no valid port (1-65535)")
     return host, port
+
+
+def is_email(text: str) -> bool:
+    """Whether ``text`` looks like an e-mail address with a valid domain."""
+    match = _EMAIL.match(text)
+    return match is not None and normalize_hostname(match.group(1)) is not None
+
+
+def parse_host_port(text: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port`` for IPv6) as a pair, or None when it is not one."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+    elif not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9])?", host):
+        return None
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return None
+    return host, int(port)
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

@@ -1,12 +1,43 @@
-"""Logging setup: structlog, human lines on a terminal, JSON otherwise, always to stderr."""
+"""Logging setup: structlog, human lines on a terminal, JSON otherwise, always to stderr.
+
+Taps (``add_tap``) see every event before it is rendered, e.g. to copy it to mailcow's Redis
+log (``mailcow_ui``); a tap must be quick and must not block, and what it raises is ignored.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from typing import Literal
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, Literal
 
 import structlog
+
+Tap = Callable[[Mapping[str, Any]], None]
+_taps: list[Tap] = []
+
+
+def add_tap(tap: Tap) -> None:
+    """Let ``tap`` see every log event from now on (the wiring calls this)."""
+    if tap not in _taps:
+        _taps.append(tap)
+
+
+def remove_tap(tap: Tap) -> None:
+    """Stop passing log events to ``tap``."""
+    if tap in _taps:
+        _taps.remove(tap)
+
+
+def _run_taps(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: hand the event to every tap; a tap never breaks logging."""
+    for tap in tuple(_taps):
+        with contextlib.suppress(Exception):  # a broken tap must not lose the log line
+            tap(event_dict)
+    return event_dict
 
 
 def configure(fmt: Literal["auto", "console", "json"] = "auto", *, tz: str = "") -> None:
@@ -22,6 +53,7 @@ def configure(fmt: Literal["auto", "console", "json"] = "auto", *, tz: str = "")
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=not tz),
+            _run_taps,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),

@@ -18,6 +18,7 @@ from tests.world.docker import DockerWorld
 from tests.world.launcher import COMPONENTS, Launcher, World
 from tests.world.mariadb import MariaDB
 from tests.world.pebble import Pebble
+from tests.world.redis import RedisServer
 from tests.world.web import Nginx
 
 _LAUNCHER = pytest.StashKey[Launcher]()
@@ -100,6 +101,22 @@ def mariadb(world_launcher: Launcher) -> MariaDB:
 def docker_world(world_launcher: Launcher) -> Iterator[DockerWorld]:
     """Private dockerd with the ``acme-test-busybox`` image."""
     yield world_launcher.docker_world()
+
+
+@pytest.fixture(scope="session")
+def consumer_image(world_launcher: Launcher, docker_world: DockerWorld) -> str:
+    """Tag of the Debian TLS consumer image in ``docker_world`` (see ``DockerWorld.run_consumer``).
+
+    The root fs is debootstrapped once per machine (about a minute) and cached under
+    ``/var/cache/acme-sidecar-tests``; each session imports it (a few seconds).
+    """
+    return world_launcher.consumer_image()
+
+
+@pytest.fixture(scope="session")
+def redis_server(world_launcher: Launcher) -> RedisServer:
+    """Redis with a password, standing in for mailcow's ``redis-mailcow``."""
+    return world_launcher.redis_server()
 
 
 @pytest.fixture(scope="session")

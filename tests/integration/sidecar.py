@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,3 +115,49 @@ def cert_dirs(root: Path) -> dict[str, str]:
         for p in sorted(root.iterdir())
         if p.is_dir() and (p / "domains").is_file() and (p / "cert.pem").is_file()
     }
+
+
+class Daemon:
+    """``acme-sidecar run`` in the background; its stderr is drained by a thread so the
+    process can never block on a full pipe, and lines can be awaited by event name."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ACME_LOG_FORMAT": "json", **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "acme_sidecar", "run"],
+            env=full,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, event: str, timeout: float = 60) -> dict[str, Any]:
+        """Block until a log line with ``event`` arrives; return it parsed."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if line.startswith("{") and json.loads(line).get("event") == event:
+                parsed: dict[str, Any] = json.loads(line)
+                return parsed
+        raise AssertionError(f"no {event} within {timeout}s: {''.join(self.seen[-15:])}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        """Send ``sig`` and wait; kill it (and fail) if it does not exit in time."""
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.integration.sidecar import HOST, PROJECT, Run, base_env, sidecar, snapshot
+from tests.integration.sidecar import HOST, PROJECT, Daemon, Run, base_env, sidecar, snapshot
 from tests.world import World
 
 SERVICES = ("postfix-mailcow", "dovecot-mailcow", "nginx-mailcow")
@@ -228,19 +224,8 @@ def test_database_unreachable_is_a_log_line_and_retry(world: World, tmp_path: Pa
 def test_run_stops_on_sigterm(world: World, tmp_path: Path) -> None:
     """`run` sleeps after its cycle and SIGTERM ends it at once with exit 0."""
     env = base_env(world, tmp_path) | {"DB_SOCKET": str(tmp_path / "nowhere.sock")}
-    full = {"PATH": os.environ.get("PATH", ""), "ACME_LOG_FORMAT": "json", **env}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "acme_sidecar", "run"],
-        env=full,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 60
-    for line in proc.stderr:
-        if '"cycle.done"' in line or time.monotonic() > deadline:
-            break
+    daemon = Daemon(env)
+    daemon.wait_for("cycle.done")
     sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=10) == 0
+    assert daemon.stop() == 0
     assert time.monotonic() - sent < 3

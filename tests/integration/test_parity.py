@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.integration.sidecar import (
     HOST,
+    Daemon,
     base_env,
     cert_dirs,
     leaf,
@@ -307,35 +304,15 @@ def test_new_domain_and_sighup_start_a_cycle(world: World, volume: Path) -> None
     """The daemon notices a new domain by polling the database, and SIGHUP starts a cycle."""
     seed(world, ["one.test"])
     env = base_env(world, volume) | {"ACME_DB_POLL": "1"}
-    full = {"PATH": os.environ.get("PATH", ""), "ACME_LOG_FORMAT": "json", **env}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "acme_sidecar", "run"],
-        env=full,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    seen: list[str] = []
-
-    def wait_for(event: str, limit: float = 30) -> None:
-        deadline = time.monotonic() + limit
-        for line in proc.stderr:  # type: ignore[union-attr]
-            seen.append(line)
-            if f'"{event}"' in line:
-                return
-            if time.monotonic() > deadline:
-                break
-        raise AssertionError(f"no {event}: {''.join(seen[-20:])}")
-
+    daemon = Daemon(env)
     try:
-        wait_for("cycle.done")
+        daemon.wait_for("cycle.done")
         world.mariadb.execute("INSERT INTO domain (domain) VALUES ('two.test')")
-        wait_for("domains.changed")
-        wait_for("cycle.done")
+        daemon.wait_for("domains.changed")
+        daemon.wait_for("cycle.done")
         assert "autodiscover.two.test" in (volume / HOST / "domains").read_text()
-        proc.send_signal(signal.SIGHUP)
-        wait_for("daemon.woken")
-        wait_for("cycle.done")
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_for("daemon.woken")
+        daemon.wait_for("cycle.done")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert daemon.stop() == 0

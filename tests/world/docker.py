@@ -3,6 +3,12 @@
 Services are plain long-running busybox containers labelled like docker compose would
 label them. Their shell traps SIGHUP and appends ``reload`` to ``/tmp/reloads`` so tests
 can tell a reload signal was delivered; SIGTERM makes them exit at once.
+
+Consumers (``run_consumer``) are compose-labelled containers of the Debian consumer image
+(``images.py``) running ``consumer_server.py``: real SMTP/IMAP STARTTLS or HTTPS listeners
+on the host's loopback that serve the certificate volume like mailcow's Postfix, Dovecot
+and nginx (SNI map fixed at start, files re-read on ``postfix reload`` & co., which append
+to ``/run/reloads``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import io
 import json
 import subprocess
 import tarfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +25,14 @@ from typing import Any
 import docker
 from docker.models.containers import Container
 
+from . import images
 from .proc import Child, require_binary, wait_for
 
 IMAGE = "acme-test-busybox:latest"
 READY_FILE = "/run/ready"
 RELOADS_FILE = "/tmp/reloads"
+CONSUMER_RELOADS_FILE = "/run/reloads"
+CONSUMER_CERTS = "/etc/ssl/mail"
 SERVICE_SCRIPT = f"""\
 trap 'echo reload >> {RELOADS_FILE}; kill $child 2>/dev/null' HUP
 trap 'kill $child 2>/dev/null; exit 0' TERM INT
@@ -89,6 +99,8 @@ class DockerWorld:
         ]  # fmt: skip
         self._child = Child("dockerd", argv, workdir / "dockerd.log")
         self._client: Any = None
+        self._consumer_lock = threading.Lock()
+        self._consumer_image: str | None = None
 
     @property
     def client(self) -> Any:
@@ -116,11 +128,22 @@ class DockerWorld:
                 data, repository=IMAGE.split(":")[0], tag=IMAGE.split(":")[1]
             )
 
+    def _replace(self, name: str) -> None:
+        for old in self.client.containers.list(all=True, filters={"name": f"^{name}$"}):
+            old.remove(force=True)
+
+    @staticmethod
+    def _labels(project: str, service: str) -> dict[str, str]:
+        return {
+            "com.docker.compose.project": project,
+            "com.docker.compose.service": service,
+            "com.docker.compose.container-number": "1",
+        }
+
     def run_service(self, project: str, service: str) -> Container:
         """Start container ``<project>-<service>-1`` labelled as a compose service."""
         name = f"{project}-{service}-1"
-        for old in self.client.containers.list(all=True, filters={"name": f"^{name}$"}):
-            old.remove(force=True)
+        self._replace(name)
         container = self.client.containers.run(
             IMAGE,
             ["/bin/sh", "-c", SERVICE_SCRIPT],
@@ -129,17 +152,53 @@ class DockerWorld:
             network_mode="none",
             tmpfs={"/run": ""},
             stop_signal="SIGTERM",
-            labels={
-                "com.docker.compose.project": project,
-                "com.docker.compose.service": service,
-                "com.docker.compose.container-number": "1",
-            },
+            labels=self._labels(project, service),
+        )
+        self.wait_ready(container.id)
+        return container
+
+    def consumer_image(self) -> str:
+        """Tag of the TLS consumer image, imported on first use (debootstrapped if uncached)."""
+        with self._consumer_lock:
+            if self._consumer_image is None:
+                self._consumer_image = images.consumer_image(self.client)
+            return self._consumer_image
+
+    def run_consumer(
+        self, project: str, service: str, kind: str, port: int, cert_dir: Path
+    ) -> Container:
+        """Start ``<project>-<service>-1``: a ``kind`` TLS listener on 127.0.0.1:``port``.
+
+        ``kind`` is ``smtp``, ``imap`` or ``https``; ``cert_dir`` (which must hold the
+        default ``cert.pem``/``key.pem``) is mounted read-only at ``/etc/ssl/mail``. Mount
+        semantics: files and subdirectories changed inside ``cert_dir`` are visible to the
+        container, a ``cert_dir`` replaced as a whole (renamed over) is not.
+        """
+        if kind not in ("smtp", "imap", "https"):
+            raise ValueError(f"consumer kind must be smtp, imap or https, not {kind!r}")
+        image = self.consumer_image()
+        name = f"{project}-{service}-1"
+        self._replace(name)
+        container = self.client.containers.run(
+            image,
+            [images.CONSUMER_SERVER, "--kind", kind, "--port", str(port)],
+            name=name,
+            detach=True,
+            network_mode="host",
+            tmpfs={"/run": ""},
+            volumes={str(cert_dir.resolve()): {"bind": CONSUMER_CERTS, "mode": "ro"}},
+            stop_signal="SIGTERM",
+            labels=self._labels(project, service),
         )
         self.wait_ready(container.id)
         return container
 
     def wait_ready(self, container_id: str, timeout: float = 20.0) -> None:
-        """Wait until the service shell (re)started and installed its signal traps."""
+        """Wait until a service or consumer (re)started: its ``/run/ready`` exists.
+
+        Both kinds keep ``/run`` on a tmpfs, so the file is gone after every restart until
+        the new process has installed its signal handlers (and listens, for consumers).
+        """
 
         def ready() -> bool:
             container = self.client.containers.get(container_id)
@@ -148,11 +207,23 @@ class DockerWorld:
             code, _ = container.exec_run(["test", "-e", READY_FILE])
             return bool(code == 0)
 
-        wait_for(ready, f"container {container_id[:12]}", self._child, timeout)
+        try:
+            wait_for(ready, f"container {container_id[:12]}", self._child, timeout)
+        except RuntimeError as exc:
+            container = self.client.containers.get(container_id)
+            logs = container.logs(tail=20).decode(errors="replace")
+            raise RuntimeError(f"{exc}\n{container.name} is {container.status}:\n{logs}") from exc
 
     def reloads(self, container_id: str) -> int:
-        """Number of SIGHUPs the service has handled so far (lines in /tmp/reloads)."""
-        code, out = self.client.containers.get(container_id).exec_run(["cat", RELOADS_FILE])
+        """SIGHUPs the container has handled so far (lines in its reloads file).
+
+        Services count in /tmp/reloads (kept across restarts), consumers in /run/reloads
+        (a tmpfs: back to 0 after a restart).
+        """
+        container = self.client.containers.get(container_id)
+        busybox = container.attrs["Config"]["Image"] == IMAGE
+        path = RELOADS_FILE if busybox else CONSUMER_RELOADS_FILE
+        code, out = container.exec_run(["cat", path])
         return out.decode().split().count("reload") if code == 0 else 0
 
     def wait_reloads(self, container_id: str, count: int, timeout: float = 10.0) -> None:

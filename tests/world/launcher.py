@@ -2,7 +2,9 @@
 
 Each component is started at most once per process; asking for Pebble also starts the
 mock DNS and nginx it depends on (concurrently). ``prefetch`` lets the pytest session kick
-off everything the collected tests will need before the first test runs.
+off everything the collected tests will need before the first test runs. The consumer
+image is a component too: its root fs is debootstrapped (or found in the machine's cache)
+while dockerd starts, then imported into it.
 """
 
 from __future__ import annotations
@@ -17,13 +19,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from . import images
 from .dns import MockDNS
 from .docker import DockerWorld
 from .mariadb import MariaDB
 from .pebble import Pebble
+from .redis import RedisServer
 from .web import Nginx
 
-COMPONENTS = ("dns", "nginx", "pebble", "mariadb", "docker_world")
+COMPONENTS = (
+    "dns",
+    "nginx",
+    "pebble",
+    "mariadb",
+    "docker_world",
+    "consumer_image",
+    "redis_server",
+)
+WORLD_COMPONENTS = ("dns", "nginx", "pebble", "mariadb", "docker_world")
 
 
 class _Service(Protocol):
@@ -73,6 +86,8 @@ class Launcher:
             "pebble": self._make_pebble,
             "mariadb": lambda: self._launch("mariadb", lambda: MariaDB(self.root / "db")),
             "docker_world": lambda: self._launch("docker", lambda: DockerWorld(self.root / "dk")),
+            "consumer_image": self._make_consumer_image,
+            "redis_server": lambda: self._launch("redis", lambda: RedisServer(self.root / "redis")),
         }
         with self._lock:
             if self._closed:
@@ -85,6 +100,15 @@ class Launcher:
         dns_future, nginx_future = self._future("dns"), self._future("nginx")
         dns, nginx = dns_future.result(), nginx_future.result()
         return self._launch("pebble", lambda: Pebble(self.root / "pebble", dns.port, nginx.port))
+
+    def _make_consumer_image(self) -> str:
+        began = time.monotonic()
+        docker_future = self._future("docker_world")
+        images.consumer_rootfs()
+        docker: DockerWorld = docker_future.result()
+        tag = docker.consumer_image()
+        self.timings["consumer_image"] = time.monotonic() - began
+        return tag
 
     def prefetch(self, names: Iterable[str]) -> None:
         """Start the named components in the background without waiting for them."""
@@ -116,9 +140,19 @@ class Launcher:
         result: DockerWorld = self._future("docker_world").result()
         return result
 
+    def consumer_image(self) -> str:
+        """Tag of the TLS consumer image in the private dockerd (built on first use)."""
+        result: str = self._future("consumer_image").result()
+        return result
+
+    def redis_server(self) -> RedisServer:
+        """The Redis server standing in for mailcow's (started on first use)."""
+        result: RedisServer = self._future("redis_server").result()
+        return result
+
     def world(self) -> World:
-        """Every component, started in parallel."""
-        self.prefetch(COMPONENTS)
+        """Every component of ``World``, started in parallel."""
+        self.prefetch(WORLD_COMPONENTS)
         return World(self.dns(), self.nginx(), self.pebble(), self.mariadb(), self.docker_world())
 
     def close(self) -> None:

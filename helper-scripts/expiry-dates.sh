@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Print the not-after date each service actually serves, per certificate (SNI name).
+#
+# Usage: helper-scripts/expiry-dates.sh [HOST] [CERT_DIR]
+#   HOST      where to connect (default: MAILCOW_HOSTNAME from ./mailcow.conf)
+#   CERT_DIR  the certificate volume (default: data/assets/ssl); one SNI name per certificate
+#             directory is tried, plus the hostname itself.
+# Ports: SMTP 25 and 587 (STARTTLS), 465 (TLS); IMAP 143 (STARTTLS), 993 (TLS); HTTPS 443.
+set -uo pipefail
+
+if [[ -f mailcow.conf ]]; then
+    # shellcheck disable=SC1091
+    source mailcow.conf
+fi
+host=${1:-${MAILCOW_HOSTNAME:-}}
+cert_dir=${2:-data/assets/ssl}
+if [[ -z $host ]]; then
+    echo "usage: $0 HOST [CERT_DIR]  (or run it next to mailcow.conf)" >&2
+    exit 2
+fi
+
+names=("$host")
+if [[ -d $cert_dir ]]; then
+    for d in "$cert_dir"/*/; do
+        [[ -f $d/domains && -f $d/cert.pem && -f $d/key.pem ]] || continue
+        first=$(cut -d' ' -f1 "$d/domains")
+        [[ $first != "$host" ]] && names+=("$first")
+    done
+fi
+
+served() { # port starttls-protocol-or-empty name
+    local port=$1 proto=$2 name=$3 args=()
+    [[ -n $proto ]] && args=(-starttls "$proto")
+    timeout 10 openssl s_client -connect "$host:$port" -servername "$name" "${args[@]}" \
+        </dev/null 2>/dev/null | openssl x509 -noout -enddate 2>/dev/null | cut -d= -f2
+}
+
+echo "TLS expiry dates served by $host:"
+for name in "${names[@]}"; do
+    echo "$name"
+    for entry in "Postfix:25:smtp" "Postfix:587:smtp" "Postfix:465:" "Dovecot:143:imap" \
+                 "Dovecot:993:" "Nginx:443:"; do
+        IFS=: read -r service port proto <<<"$entry"
+        date=$(served "$port" "$proto" "$name")
+        printf '  %-8s %-4s %s\n' "$service" "$port" "${date:-no answer}"
+    done
+done

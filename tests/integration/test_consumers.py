@@ -1,0 +1,201 @@
+"""The TLS consumers behave like mailcow's Postfix, Dovecot and nginx towards certificates.
+
+A reload re-reads the files of the SNI map built at start (no new names, no restart); only
+a restart picks up new certificate directories. The served certificate is read back over
+SMTP/IMAP STARTTLS and direct HTTPS with SNI.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from docker.models.containers import Container
+
+from tests.world.docker import DockerWorld
+from tests.world.proc import free_port
+from tests.world.tlsprobe import served_serial
+
+PROJECT = "consumertest"
+# service, kind, reload command (what acme-mailcow runs through `docker exec`)
+CONSUMERS = (
+    ("postfix-mailcow", "smtp", ["postfix", "reload"]),
+    ("dovecot-mailcow", "imap", ["doveadm", "reload"]),
+    ("nginx-mailcow", "https", ["nginx", "-s", "reload"]),
+)
+
+
+def write_pair(directory: Path, names: list[str], domains_file: bool = True) -> int:
+    """Write a self-signed ``cert.pem``/``key.pem`` for ``names`` (and ``domains``); serial."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (directory / "key.pem").write_bytes(key_pem)
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    if domains_file:
+        (directory / "domains").write_text(" ".join(names))
+    return cert.serial_number
+
+
+@dataclass
+class Consumer:
+    """One running consumer container."""
+
+    service: str
+    kind: str
+    port: int
+    reload_cmd: list[str]
+    container: Container
+
+
+@dataclass
+class Stack:
+    """Three consumers sharing one certificate directory."""
+
+    docker: DockerWorld
+    cert_dir: Path
+    serials: dict[str, int]
+    consumers: list[Consumer]
+
+    def reload_all(self) -> None:
+        """Run each container's reload command and wait until it was handled."""
+        for consumer in self.consumers:
+            before = self.docker.reloads(consumer.container.id)
+            code, out = consumer.container.exec_run(consumer.reload_cmd)
+            assert code == 0, out
+            self.docker.wait_reloads(consumer.container.id, before + 1)
+
+    def served(self, name: str | None) -> set[int]:
+        """The serials the three consumers serve for SNI ``name``."""
+        return {served_serial(c.kind, c.port, name) for c in self.consumers}
+
+
+@pytest.fixture
+def stack(docker_world: DockerWorld, consumer_image: str, tmp_path: Path) -> Iterator[Stack]:
+    """Default pair + ``alpha.test`` and ``beta.test`` directories, three consumers."""
+    cert_dir = tmp_path / "ssl"
+    serials = {
+        "default": write_pair(cert_dir, ["mail.example.test"], domains_file=False),
+        "alpha": write_pair(cert_dir / "alpha.test", ["alpha.test", "www.alpha.test"]),
+        "beta": write_pair(cert_dir / "beta.test", ["beta.test"]),
+    }
+    consumers = []
+    try:
+        for service, kind, reload_cmd in CONSUMERS:
+            port = free_port()
+            container = docker_world.run_consumer(PROJECT, service, kind, port, cert_dir)
+            consumers.append(Consumer(service, kind, port, reload_cmd, container))
+        yield Stack(docker_world, cert_dir, serials, consumers)
+    finally:
+        for consumer in consumers:
+            consumer.container.remove(force=True)
+
+
+def test_labels_and_image(stack: Stack, consumer_image: str) -> None:
+    for consumer in stack.consumers:
+        consumer.container.reload()
+        assert consumer.container.name == f"{PROJECT}-{consumer.service}-1"
+        assert consumer.container.labels == {
+            "com.docker.compose.project": PROJECT,
+            "com.docker.compose.service": consumer.service,
+            "com.docker.compose.container-number": "1",
+        }
+        assert consumer.container.attrs["Config"]["Image"] == consumer_image
+        assert consumer.container.status == "running"
+
+
+def test_sni_map(stack: Stack) -> None:
+    for name, key in [
+        ("alpha.test", "alpha"),
+        ("www.alpha.test", "alpha"),
+        ("WWW.Alpha.Test", "alpha"),
+        ("beta.test", "beta"),
+        ("unknown.test", "default"),
+        ("mail.example.test", "default"),
+        (None, "default"),
+    ]:
+        assert stack.served(name) == {stack.serials[key]}, name
+
+
+def test_reload_serves_new_files_without_restart(stack: Stack) -> None:
+    started = {c.service: stack.docker.started_at(c.container.id) for c in stack.consumers}
+    new_alpha = write_pair(stack.cert_dir / "alpha.test", ["alpha.test", "www.alpha.test"])
+    new_default = write_pair(stack.cert_dir, ["mail.example.test"], domains_file=False)
+    # files replaced but no reload yet: the old certificates are still served
+    assert stack.served("alpha.test") == {stack.serials["alpha"]}
+    assert stack.served(None) == {stack.serials["default"]}
+
+    stack.reload_all()
+
+    assert stack.served("alpha.test") == {new_alpha}
+    assert stack.served("www.alpha.test") == {new_alpha}
+    assert stack.served(None) == {new_default}
+    assert stack.served("beta.test") == {stack.serials["beta"]}
+    for consumer in stack.consumers:
+        assert stack.docker.started_at(consumer.container.id) == started[consumer.service]
+        assert stack.docker.reloads(consumer.container.id) == 1
+
+
+def test_new_directory_needs_restart(stack: Stack) -> None:
+    gamma = write_pair(stack.cert_dir / "gamma.test", ["gamma.test"])
+    stack.reload_all()
+    assert stack.served("gamma.test") == {stack.serials["default"]}
+
+    for consumer in stack.consumers:
+        before = stack.docker.started_at(consumer.container.id)
+        consumer.container.restart(timeout=5)
+        stack.docker.wait_ready(consumer.container.id)
+        assert stack.docker.started_at(consumer.container.id) != before
+        assert stack.docker.reloads(consumer.container.id) == 0  # /run is a fresh tmpfs
+
+    assert stack.served("gamma.test") == {gamma}
+    assert stack.served("alpha.test") == {stack.serials["alpha"]}
+
+
+def test_removed_directory_kept_until_restart(stack: Stack) -> None:
+    shutil.rmtree(stack.cert_dir / "beta.test")
+    stack.reload_all()
+    assert stack.served("beta.test") == {stack.serials["beta"]}
+
+    for consumer in stack.consumers:
+        consumer.container.restart(timeout=5)
+        stack.docker.wait_ready(consumer.container.id)
+    assert stack.served("beta.test") == {stack.serials["default"]}
+
+
+def test_unreadable_pair_keeps_old_context_on_reload(stack: Stack) -> None:
+    (stack.cert_dir / "alpha.test" / "key.pem").write_text("not a key\n")
+    stack.reload_all()
+    assert stack.served("alpha.test") == {stack.serials["alpha"]}
+
+
+def test_reload_commands_reject_other_arguments(stack: Stack) -> None:
+    for consumer in stack.consumers:
+        code, _ = consumer.container.exec_run([consumer.reload_cmd[0], "stop"])
+        assert code == 1
+        assert stack.docker.reloads(consumer.container.id) == 0

@@ -1,0 +1,371 @@
+"""Operations against real receivers: notifications (a real SMTP server with STARTTLS and a real
+HTTP webhook listener), the mailcow UI (a real ``redis-server`` with a password) and the
+Prometheus endpoint of the running daemon, all driven through ``python -m acme_sidecar``.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.sidecar import HOST, base_env, leaf, seed, sidecar
+from tests.world import World
+from tests.world.proc import free_port
+from tests.world.redis import RedisServer
+from tests.world.tls import make_server_cert
+
+RECIPIENTS = "postmaster@example.test,admin@example.test"
+
+
+@dataclass
+class Mail:
+    """One message the SMTP server accepted."""
+
+    sender: str
+    recipients: list[str]
+    message: Message
+    tls: bool
+
+
+@dataclass
+class Inbox:
+    """aiosmtpd handler keeping every message."""
+
+    mails: list[Mail] = field(default_factory=list)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.content
+        raw = content if isinstance(content, bytes) else str(content).encode()
+        self.mails.append(
+            Mail(
+                str(envelope.mail_from),
+                list(envelope.rcpt_tos),
+                email.message_from_bytes(raw, policy=email.policy.default),
+                session.ssl is not None,
+            )
+        )
+        return "250 OK"
+
+
+@dataclass
+class Smtp:
+    """The running SMTP server: where it listens and what it received."""
+
+    endpoint: str
+    inbox: Inbox
+
+
+@dataclass
+class Webhook:
+    """The running webhook listener: its URL and the JSON bodies POSTed to it."""
+
+    url: str
+    posts: list[dict[str, Any]]
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> Path:
+    """A fresh, empty certificate volume."""
+    path = tmp_path / "ssl"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def smtp(tmp_path: Path) -> Iterator[Smtp]:
+    """aiosmtpd on a free loopback port, offering STARTTLS with a throwaway certificate."""
+    (tmp_path / "smtp-tls").mkdir()
+    tls = make_server_cert(tmp_path / "smtp-tls", "smtp")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert, tls.key)
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(
+        inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=False
+    )
+    controller.start()
+    try:
+        yield Smtp(f"127.0.0.1:{port}", inbox)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    """http.server on a free loopback port, answering 204 to every POST and keeping its body."""
+    posts: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            posts.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Webhook(f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-token", posts)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def notify_env(world: World, volume: Path, smtp: Smtp, webhook: Webhook) -> dict[str, str]:
+    return base_env(world, volume) | {
+        "ACME_NOTIFY_EMAIL": RECIPIENTS,
+        "ACME_NOTIFY_SMTP": smtp.endpoint,
+        "ACME_NOTIFY_WEBHOOK": webhook.url,
+    }
+
+
+def redis_env(world: World, volume: Path, redis_server: RedisServer) -> dict[str, str]:
+    return base_env(world, volume) | {
+        "REDISPASS": redis_server.password,
+        "ACME_REDIS_HOST": redis_server.host,
+        "ACME_REDIS_PORT": str(redis_server.port),
+    }
+
+
+def test_failed_cycle_is_notified_once_a_day(
+    world: World, volume: Path, smtp: Smtp, webhook: Webhook
+) -> None:
+    """With the CA down the cycle fails: one mail (over STARTTLS) and one webhook POST; the
+    next failing cycle the same day sends nothing more (acme/notify.json remembers)."""
+    seed(world, ["one.test"])
+    env = notify_env(world, volume, smtp, webhook)
+    world.pebble.stop()
+    try:
+        first = sidecar(env, "once")
+        second = sidecar(env, "once")
+    finally:
+        world.pebble.start()
+    assert first.code == 1 and second.code == 1, first.stderr
+    assert [n["channel"] for n in first.named("notify.sent")] == ["email", "webhook"]
+    assert second.named("notify.sent") == []
+    (mail,) = smtp.inbox.mails
+    assert mail.tls and mail.sender == f"acme-sidecar@{HOST}"
+    assert mail.recipients == RECIPIENTS.split(",")
+    assert mail.message["Subject"].startswith(f"[acme-sidecar] {HOST}: a certificate cycle had")
+    (post,) = webhook.posts
+    assert post["event"] == "cycle_failed" and post["hostname"] == HOST
+    assert post["details"]["outcome"] == "failed" and post["summary"]
+    state = json.loads((volume / "acme" / "notify.json").read_text())
+    assert set(state["sent"]) == {"cycle_failed"}
+    assert "secret-token" not in first.stderr + second.stderr
+
+
+def test_certificate_close_to_expiry_is_notified(
+    world: World, volume: Path, smtp: Smtp, webhook: Webhook
+) -> None:
+    """Pebble issues 5-year certificates, so ACME_NOTIFY_EXPIRY_DAYS=3650 makes the fresh one
+    count as close to expiry: it is notified once, the successful cycle itself is not."""
+    seed(world, ["one.test"])
+    env = notify_env(world, volume, smtp, webhook) | {"ACME_NOTIFY_EXPIRY_DAYS": "3650"}
+    run = sidecar(env, "once")
+    assert run.code == 0, run.stderr
+    again = sidecar(env, "once")
+    assert again.code == 0 and again.named("notify.sent") == []
+    (post,) = webhook.posts
+    not_after = leaf(volume / HOST / "cert.pem").not_valid_after_utc
+    assert post["event"] == "certificate_expiring" and post["hostname"] == HOST
+    assert post["details"]["certificate"] == HOST
+    assert post["details"]["not_after"] == not_after.isoformat()
+    assert "autodiscover.one.test" in post["details"]["names"]
+    (mail,) = smtp.inbox.mails
+    assert f"certificate {HOST} expires in" in mail.message["Subject"]
+    assert set(json.loads((volume / "acme" / "notify.json").read_text())["sent"]) == {
+        f"expiring:{HOST}"
+    }
+
+
+def ui_log(redis_server: RedisServer) -> list[dict[str, str]]:
+    """ACME_LOG, newest first, parsed."""
+    return [json.loads(e) for e in redis_server.client().lrange("ACME_LOG", 0, -1)]
+
+
+def test_mailcow_ui_log_and_fail_time(
+    world: World, volume: Path, redis_server: RedisServer
+) -> None:
+    """`once` puts every log line into ACME_LOG in mailcow's format and leaves ACME_FAIL_TIME
+    alone; a failed cycle sets ACME_FAIL_TIME. `check` writes nothing to Redis."""
+    redis_server.reset()
+    seed(world, ["one.test"])
+    env = redis_env(world, volume, redis_server)
+    assert sidecar(env, "check").code == 0
+    assert redis_server.client().llen("ACME_LOG") == 0
+    run = sidecar(env, "once")
+    assert run.code == 0, run.stderr
+    entries = ui_log(redis_server)
+    assert all(set(e) == {"time", "message"} and e["time"].isdigit() for e in entries)
+    assert all(e["message"].startswith(f"{HOST} - ") for e in entries)
+    assert abs(int(entries[0]["time"]) - time.time()) < 300
+    messages = [e["message"].removeprefix(f"{HOST} - ") for e in reversed(entries)]
+    in_ui = [m.split()[1] if m.split()[0].endswith(":") else m.split()[0] for m in messages]
+    assert in_ui == [e["event"] for e in run.events][-len(in_ui) :]  # every line, in order
+    assert "names.discovered" in in_ui
+    assert any(m.startswith(f"cert.issue certificate={HOST} ") for m in messages)
+    assert any(m.startswith("cycle.done outcome=ok ") for m in messages)
+    assert redis_server.password not in "".join(messages)
+    assert redis_server.client().get("ACME_FAIL_TIME") is None
+
+    failing = volume.parent / "failing"
+    failing.mkdir()
+    world.pebble.stop()
+    try:
+        down = sidecar(redis_env(world, failing, redis_server), "once")
+    finally:
+        world.pebble.start()
+    assert down.code == 1
+    fail_time = redis_server.client().get("ACME_FAIL_TIME")
+    assert fail_time is not None and abs(int(fail_time) - time.time()) < 300
+    assert ui_log(redis_server)[0]["message"].startswith(f"{HOST} - ")
+
+
+def test_redis_master_and_redis_down(world: World, volume: Path, redis_server: RedisServer) -> None:
+    """With REDIS_SLAVEOF_IP the lines go to that master; with Redis down `once` still works,
+    says so once and does not wait on it."""
+    redis_server.reset()
+    seed(world, ["one.test"])
+    closed = str(free_port())  # nothing listens there
+    env = redis_env(world, volume, redis_server) | {"ACME_REDIS_PORT": closed}
+    master = env | {"REDIS_SLAVEOF_IP": "127.0.0.1", "REDIS_SLAVEOF_PORT": str(redis_server.port)}
+    run = sidecar(master, "once")
+    assert run.code == 0, run.stderr
+    assert any("cycle.done" in e["message"] for e in ui_log(redis_server))
+    redis_server.reset()
+    began = time.monotonic()
+    down = sidecar(env, "once")
+    took = time.monotonic() - began
+    assert down.code == 0, down.stderr
+    (warning,) = down.named("mailcow.redis_down")
+    assert warning["redis"] == f"127.0.0.1:{closed}"
+    assert redis_server.password not in down.stderr
+    assert took < 20
+    assert redis_server.client().llen("ACME_LOG") == 0
+
+
+class Daemon:
+    """``python -m acme_sidecar run`` with its stderr read by a thread."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        full = {"PATH": os.environ.get("PATH", ""), "ACME_LOG_FORMAT": "json", **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "acme_sidecar", "run"],
+            env=full,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, event: str, limit: float = 60) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if any(f'"{event}"' in line for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {event}: {''.join(self.lines[-20:])}")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=15)
+        self._reader.join(5)
+        return code
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the endpoint: (name, sorted labels) -> value."""
+    text = requests.get(url, timeout=5).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_endpoint_of_the_daemon(world: World, volume: Path) -> None:
+    """`run` with ACME_METRICS_PORT serves /metrics: the certificate's expiry and renewal time,
+    the last success, and the failure counters (zero)."""
+    seed(world, ["one.test"])
+    port = free_port()
+    env = base_env(world, volume) | {
+        "ACME_METRICS_PORT": str(port),
+        "ACME_METRICS_ADDRESS": "127.0.0.1",
+    }
+    daemon = Daemon(env)
+    try:
+        daemon.wait_for("metrics.listening")
+        daemon.wait_for("cycle.done")
+        url = f"http://127.0.0.1:{port}/metrics"
+        key = ("acme_sidecar_certificate_expiration_timestamp_seconds", (("name", HOST),))
+        deadline = time.monotonic() + 10
+        samples = scrape(url)
+        while key not in samples and time.monotonic() < deadline:
+            time.sleep(0.1)
+            samples = scrape(url)
+    finally:
+        assert daemon.stop() == 0
+    cert = leaf(volume / HOST / "cert.pem")
+    assert samples[key] == cert.not_valid_after_utc.timestamp()
+    renewal = samples[("acme_sidecar_certificate_renewal_timestamp_seconds", (("name", HOST),))]
+    assert cert.not_valid_before_utc.timestamp() < renewal < samples[key]
+    assert abs(samples[("acme_sidecar_last_success_timestamp_seconds", ())] - time.time()) < 300
+    assert samples[("acme_sidecar_cycle_failures_total", (("reason", "failed"),))] == 0
+    assert samples[("acme_sidecar_names_skipped", ())] == 0
+
+
+def test_once_starts_no_metrics_endpoint(world: World, volume: Path) -> None:
+    """`once` with ACME_METRICS_PORT set runs its cycle without listening (the daemon may hold
+    the port)."""
+    seed(world, ["one.test"])
+    run = sidecar(base_env(world, volume) | {"ACME_METRICS_PORT": str(free_port())}, "once")
+    assert run.code == 0, run.stderr
+    assert run.named("metrics.listening") == [] and run.named("metrics.failed") == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ACME_NOTIFY_EMAIL", "admin"),
+        ("ACME_NOTIFY_SMTP", "postfix"),
+        ("ACME_NOTIFY_WEBHOOK", "hooks.example.org"),
+        ("ACME_METRICS_PORT", "http"),
+    ],
+)
+def test_bad_setting_stops_with_exit_2(name: str, value: str) -> None:
+    """A bad value stops `once` at start with exit 2, naming the variable and the value."""
+    run = sidecar({"MAILCOW_HOSTNAME": HOST, name: value}, "once")
+    assert run.code == 2 and f"{name}={value!r} is not valid" in run.stderr
