@@ -1,0 +1,126 @@
+"""Issue #3: apply with the least disruption, then verify what the services really serve.
+
+The consumers are real TLS listeners in containers (tests/world/consumer_server.py) that build
+their SNI maps from the volume at start and re-read the files on reload, like mailcow's Postfix,
+Dovecot and nginx. The sidecar checks the served serial over SMTP and IMAP STARTTLS and HTTPS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from docker.models.containers import Container
+
+from tests.integration.sidecar import HOST, PROJECT, base_env, cert_dirs, leaf, seed, sidecar
+from tests.integration.test_consumers import write_pair
+from tests.world import World
+from tests.world.proc import free_port
+from tests.world.tlsprobe import served_serial
+
+KINDS = (("postfix-mailcow", "smtp"), ("dovecot-mailcow", "imap"), ("nginx-mailcow", "https"))
+
+
+@dataclass
+class Stack:
+    """Three consumers serving the volume, and the sidecar settings that point at them."""
+
+    volume: Path
+    env: dict[str, str]
+    containers: dict[str, Container]
+    ports: dict[str, int]
+
+    def started(self, world: World) -> dict[str, str]:
+        return {s: world.docker.started_at(c.id) for s, c in self.containers.items()}
+
+    def reloads(self, world: World) -> dict[str, int]:
+        return {s: world.docker.reloads(c.id) for s, c in self.containers.items()}
+
+    def serial(self, kind: str, name: str) -> int:
+        service = next(s for s, k in KINDS if k == kind)
+        return served_serial(kind, self.ports[service], name)
+
+
+@pytest.fixture
+def stack(world: World, consumer_image: str, tmp_path: Path) -> Iterator[Stack]:
+    """A volume holding mailcow's snake-oil default pair, served by three consumers."""
+    volume = tmp_path / "ssl"
+    write_pair(volume, [HOST], domains_file=False)  # the snake-oil cert.pem/key.pem
+    ports = {service: free_port() for service, _ in KINDS}
+    containers = {
+        service: world.docker.run_consumer(PROJECT, service, kind, ports[service], volume)
+        for service, kind in KINDS
+    }
+    env = base_env(world, volume) | {
+        "ACME_VERIFY_SMTP": f"127.0.0.1:{ports['postfix-mailcow']}",
+        "ACME_VERIFY_IMAP": f"127.0.0.1:{ports['dovecot-mailcow']}",
+        "ACME_VERIFY_HTTPS": f"127.0.0.1:{ports['nginx-mailcow']}",
+    }
+    yield Stack(volume, env, containers, ports)
+    for container in containers.values():
+        container.remove(force=True)
+
+
+def test_new_set_restarts_then_renewal_reloads(world: World, stack: Stack) -> None:
+    """A new certificate directory restarts the consumers and the new certificate is served;
+    a renewal (same directories) reloads them in place and the renewed one is served."""
+    seed(world, ["one.test"])
+    first = sidecar(stack.env, "once")
+    assert first.code == 0, first.stderr
+    assert sorted(e["service"] for e in first.named("service.restarted")) == sorted(
+        s for s, _ in KINDS
+    )
+    assert first.named("service.verified")
+    for service, _ in KINDS:
+        world.docker.wait_ready(stack.containers[service].id)
+    issued = leaf(stack.volume / HOST / "cert.pem").serial_number
+    assert {stack.serial(kind, HOST) for _, kind in KINDS} == {issued}
+
+    started = stack.started(world)
+    (stack.volume / "force_renew").touch()
+    renewal = sidecar(stack.env, "once")
+    assert renewal.code == 0, renewal.stderr
+    assert renewal.named("service.restarted") == []
+    assert sorted(e["service"] for e in renewal.named("service.reloaded")) == sorted(
+        s for s, _ in KINDS
+    )
+    assert stack.started(world) == started
+    assert stack.reloads(world) == {s: 1 for s, _ in KINDS}
+    renewed = leaf(stack.volume / HOST / "cert.pem").serial_number
+    assert renewed != issued
+    assert {stack.serial(kind, HOST) for _, kind in KINDS} == {renewed}
+
+
+def test_sni_certificates_served_per_name(world: World, stack: Stack) -> None:
+    """In SNI mode every domain certificate is served for its names after the restart, and
+    the sidecar's own check covered each of them."""
+    seed(world, ["one.test", "two.test"])
+    run = sidecar(stack.env | {"ENABLE_SSL_SNI": "y"}, "once")
+    assert run.code == 0, run.stderr
+    verified = run.named("service.verified")
+    assert verified and verified[0]["names"] == 3
+    for service, _ in KINDS:
+        world.docker.wait_ready(stack.containers[service].id)
+    for name in cert_dirs(stack.volume):
+        expected = leaf(stack.volume / name / "cert.pem").serial_number
+        for _, kind in KINDS:
+            assert stack.serial(kind, name) == expected, (kind, name)
+
+
+def test_wrong_certificate_served_is_one_clear_error(world: World, stack: Stack) -> None:
+    """When a service keeps serving something else, it is restarted once and then reported
+    with the service and the name, and the cycle counts as failed."""
+    seed(world, ["one.test"])
+    port = free_port()
+    impostor = world.docker.run_consumer("impostor", "nginx-mailcow", "https", port, stack.volume)
+    try:
+        env = stack.env | {"ACME_VERIFY_HTTPS": f"127.0.0.1:{port}", "ACME_VERIFY_ATTEMPTS": "2"}
+        run = sidecar(env, "once")
+    finally:
+        impostor.remove(force=True)
+    assert run.code == 1
+    failures = run.named("service.verify_failed")
+    assert {(f["service"], f["name"]) for f in failures} == {("nginx-mailcow", HOST)}
+    assert failures[0]["expected"] != failures[0]["served"]
