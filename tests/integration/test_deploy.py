@@ -7,60 +7,10 @@ Dovecot and nginx. The sidecar checks the served serial over SMTP and IMAP START
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-
-import pytest
-from docker.models.containers import Container
-
-from tests.integration.sidecar import HOST, PROJECT, base_env, cert_dirs, leaf, seed, sidecar
-from tests.integration.test_consumers import write_pair
+from tests.integration.sidecar import HOST, cert_dirs, leaf, seed, sidecar
+from tests.integration.stack import KINDS, Stack
 from tests.world import World
 from tests.world.proc import free_port
-from tests.world.tlsprobe import served_serial
-
-KINDS = (("postfix-mailcow", "smtp"), ("dovecot-mailcow", "imap"), ("nginx-mailcow", "https"))
-
-
-@dataclass
-class Stack:
-    """Three consumers serving the volume, and the sidecar settings that point at them."""
-
-    volume: Path
-    env: dict[str, str]
-    containers: dict[str, Container]
-    ports: dict[str, int]
-
-    def started(self, world: World) -> dict[str, str]:
-        return {s: world.docker.started_at(c.id) for s, c in self.containers.items()}
-
-    def reloads(self, world: World) -> dict[str, int]:
-        return {s: world.docker.reloads(c.id) for s, c in self.containers.items()}
-
-    def serial(self, kind: str, name: str) -> int:
-        service = next(s for s, k in KINDS if k == kind)
-        return served_serial(kind, self.ports[service], name)
-
-
-@pytest.fixture
-def stack(world: World, consumer_image: str, tmp_path: Path) -> Iterator[Stack]:
-    """A volume holding mailcow's snake-oil default pair, served by three consumers."""
-    volume = tmp_path / "ssl"
-    write_pair(volume, [HOST], domains_file=False)  # the snake-oil cert.pem/key.pem
-    ports = {service: free_port() for service, _ in KINDS}
-    containers = {
-        service: world.docker.run_consumer(PROJECT, service, kind, ports[service], volume)
-        for service, kind in KINDS
-    }
-    env = base_env(world, volume) | {
-        "ACME_VERIFY_SMTP": f"127.0.0.1:{ports['postfix-mailcow']}",
-        "ACME_VERIFY_IMAP": f"127.0.0.1:{ports['dovecot-mailcow']}",
-        "ACME_VERIFY_HTTPS": f"127.0.0.1:{ports['nginx-mailcow']}",
-    }
-    yield Stack(volume, env, containers, ports)
-    for container in containers.values():
-        container.remove(force=True)
 
 
 def test_new_set_restarts_then_renewal_reloads(world: World, stack: Stack) -> None:

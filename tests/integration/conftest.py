@@ -1,0 +1,34 @@
+"""Fixtures shared by the integration tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.sidecar import HOST, PROJECT, base_env
+from tests.integration.stack import KINDS, Stack
+from tests.integration.test_consumers import write_pair
+from tests.world import World
+from tests.world.proc import free_port
+
+
+@pytest.fixture
+def stack(world: World, consumer_image: str, tmp_path: Path) -> Iterator[Stack]:
+    """A volume holding mailcow's snake-oil default pair, served by three consumers."""
+    volume = tmp_path / "ssl"
+    write_pair(volume, [HOST], domains_file=False)  # the snake-oil cert.pem/key.pem
+    ports = {service: free_port() for service, _ in KINDS}
+    containers = {
+        service: world.docker.run_consumer(PROJECT, service, kind, ports[service], volume)
+        for service, kind in KINDS
+    }
+    env = base_env(world, volume) | {
+        "ACME_VERIFY_SMTP": f"127.0.0.1:{ports['postfix-mailcow']}",
+        "ACME_VERIFY_IMAP": f"127.0.0.1:{ports['dovecot-mailcow']}",
+        "ACME_VERIFY_HTTPS": f"127.0.0.1:{ports['nginx-mailcow']}",
+    }
+    yield Stack(volume, env, containers, ports)
+    for container in containers.values():
+        container.remove(force=True)
