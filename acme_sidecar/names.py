@@ -10,6 +10,16 @@ import idna
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
+def _ascii(text: str) -> str | None:
+    """``text`` IDNA-encoded (UTS #46) when it is not ASCII; ``None`` when it cannot be."""
+    if text.isascii():
+        return text
+    try:
+        return idna.encode(text, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return None
+
+
 def normalize_hostname(value: str, *, allow_wildcard: bool = False) -> str | None:
     """Return ``value`` as a lower-case ASCII (IDNA) hostname, or ``None`` when it is not one.
 
@@ -24,17 +34,15 @@ def normalize_hostname(value: str, *, allow_wildcard: bool = False) -> str | Non
         wildcard, text = True, text[2:]
     if not text or len(text) > 253:
         return None
-    if not text.isascii():
-        try:
-            text = idna.encode(text, uts46=True).decode("ascii")
-        except (idna.IDNAError, UnicodeError):
-            return None
-    labels = text.split(".")
+    encoded = _ascii(text)
+    if encoded is None:
+        return None
+    labels = encoded.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
         return None
     if labels[-1].isdigit():
         return None  # an IP address or a numeric TLD is not a hostname
-    result = ("*." if wildcard else "") + text
+    result = ("*." if wildcard else "") + encoded
     return result if len(result) <= 253 else None
 
 
@@ -43,12 +51,10 @@ def normalize_prefix(value: str) -> str | None:
     text = value.strip().lower()
     if not text or len(text) > 200:
         return None
-    if not text.isascii():
-        try:
-            text = idna.encode(text, uts46=True).decode("ascii")
-        except (idna.IDNAError, UnicodeError):
-            return None
-    return text if all(_LABEL.match(label) for label in text.split(".")) else None
+    ascii_text = _ascii(text)
+    if ascii_text is None:
+        return None
+    return ascii_text if all(_LABEL.match(label) for label in ascii_text.split(".")) else None
 
 
 def is_wildcard(name: str) -> bool:

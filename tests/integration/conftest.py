@@ -32,3 +32,11 @@ def stack(world: World, consumer_image: str, tmp_path: Path) -> Iterator[Stack]:
     yield Stack(volume, env, containers, ports)
     for container in containers.values():
         container.remove(force=True)
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> Path:
+    """A fresh, empty certificate volume."""
+    path = tmp_path / "ssl"
+    path.mkdir()
+    return path

@@ -8,11 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
-import signal
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +24,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.sidecar import HOST, base_env, leaf, seed, sidecar
+from tests.integration.sidecar import HOST, Daemon, base_env, leaf, seed, sidecar
 from tests.world import World
 from tests.world.proc import free_port
 from tests.world.redis import RedisServer
@@ -81,14 +77,6 @@ class Webhook:
 
     url: str
     posts: list[dict[str, Any]]
-
-
-@pytest.fixture
-def volume(tmp_path: Path) -> Path:
-    """A fresh, empty certificate volume."""
-    path = tmp_path / "ssl"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture
@@ -267,43 +255,6 @@ def test_redis_master_and_redis_down(world: World, volume: Path, redis_server: R
     assert redis_server.password not in down.stderr
     assert took < 20
     assert redis_server.client().llen("ACME_LOG") == 0
-
-
-class Daemon:
-    """``python -m acme_sidecar run`` with its stderr read by a thread."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        full = {"PATH": os.environ.get("PATH", ""), "ACME_LOG_FORMAT": "json", **env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "acme_sidecar", "run"],
-            env=full,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def wait_for(self, event: str, limit: float = 60) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if any(f'"{event}"' in line for line in self.lines):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no {event}: {''.join(self.lines[-20:])}")
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=15)
-        self._reader.join(5)
-        return code
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

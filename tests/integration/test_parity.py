@@ -24,14 +24,6 @@ from tests.world import World
 
 
 @pytest.fixture
-def volume(tmp_path: Path) -> Path:
-    """A fresh, empty certificate volume."""
-    path = tmp_path / "ssl"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def dns_overrides(world: World) -> Iterator[list[str]]:
     """Names whose A records a test changed; reset to the default afterwards."""
     names: list[str] = []
