@@ -45,33 +45,51 @@ class Daemon:
         self.hooks = tuple(hooks)
         self.stop = stop or threading.Event()
         self.wake = threading.Event()
+        self.signals: list[int] = []
         self._cycle = cycle
 
     def install_signals(self) -> None:
-        """SIGTERM/SIGINT stop the loop; SIGHUP starts a cycle now."""
+        """SIGTERM/SIGINT stop the loop; SIGHUP starts a cycle now.
+
+        The handlers only set events and note the signal: logging from a signal handler can
+        deadlock on the logger's lock when the signal interrupts a log write.
+        """
 
         def on_stop(signum: int, frame: FrameType | None) -> None:
-            log.info("daemon.stopping", signal=signal.Signals(signum).name)
+            self.signals.append(signum)
             self.stop.set()
             self.wake.set()
 
         def on_hup(signum: int, frame: FrameType | None) -> None:
-            log.info("daemon.woken", signal="SIGHUP", action="starting a cycle now")
+            self.signals.append(signum)
             self.wake.set()
 
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
 
+    def _report_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum == signal.SIGHUP:
+                log.info("daemon.woken", signal="SIGHUP", action="starting a cycle now")
+            else:
+                log.info("daemon.stopping", signal=signal.Signals(signum).name)
+
     def _sleep(self, seconds: float, report: Report) -> None:
         """Sleep ``seconds``; every ACME_DB_POLL seconds look whether the domains changed."""
         deadline = time.monotonic() + seconds
+        poll_at = time.monotonic() + self.settings.acme_db_poll
         while not self.stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 return
-            if self.wake.wait(min(left, self.settings.acme_db_poll)):
+            # short slices: a signal handler then runs promptly whatever thread it hit
+            if self.wake.wait(min(deadline - now, poll_at - now, 0.5)):
                 return
+            if time.monotonic() < poll_at:
+                continue
+            poll_at = time.monotonic() + self.settings.acme_db_poll
             if report.rows is None:
                 continue
             try:
@@ -90,7 +108,9 @@ class Daemon:
                 reason="SKIP_LETS_ENCRYPT=y: no certificates are requested; set it to n to "
                 "let acme-sidecar manage them",
             )
-            self.stop.wait()
+            while not self.stop.wait(0.5):
+                pass
+            self._report_signals()
             return 0
         log.info(
             "daemon.started",
@@ -100,6 +120,7 @@ class Daemon:
         )
         while not self.stop.is_set():
             self.wake.clear()
+            self._report_signals()
             report = self._cycle(self.settings, self.deps)
             if self.stop.is_set():
                 break
@@ -107,5 +128,6 @@ class Daemon:
             summarize(report, sleep)
             after_cycle(report, self.deps, self.hooks)
             self._sleep(sleep, report)
+        self._report_signals()
         log.info("daemon.stopped")
         return 0
