@@ -64,8 +64,13 @@ class Report:
 
     @property
     def all_valid(self) -> bool:
-        """Every wanted certificate is in place and valid (``once`` exits 0 only then)."""
-        return self.outcome is Outcome.OK and self.failed == 0
+        """Every wanted certificate is in place and valid (``once`` exits 0 only then).
+
+        A certificate held back by the CA's Retry-After counts as not valid: it is wanted and
+        its stored version (if any) is due or has the wrong names.
+        """
+        waiting = bool(self.plan and any(c.action is Action.WAIT for c in self.plan.certs))
+        return self.outcome is Outcome.OK and self.failed == 0 and not waiting
 
 
 @dataclass
