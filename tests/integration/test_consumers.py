@@ -199,3 +199,12 @@ def test_reload_commands_reject_other_arguments(stack: Stack) -> None:
         code, _ = consumer.container.exec_run([consumer.reload_cmd[0], "stop"])
         assert code == 1
         assert stack.docker.reloads(consumer.container.id) == 0
+
+
+def test_every_sighup_is_one_reload(stack: Stack) -> None:
+    consumer = stack.consumers[0]
+    for _ in range(10):
+        consumer.container.kill(signal="SIGHUP")
+    stack.docker.wait_reloads(consumer.container.id, 10)
+    assert stack.docker.reloads(consumer.container.id) == 10
+    assert served_serial(consumer.kind, consumer.port, "beta.test") == stack.serials["beta"]

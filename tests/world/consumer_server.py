@@ -225,12 +225,22 @@ def main(argv: list[str] | None = None) -> int:
         log(f"cannot load the default certificate from {args.certs}: {exc}")
         return 2
 
+    # The handler only writes a byte to a pipe (no locks in signal context); a thread does
+    # one reload per byte, so a SIGHUP landing inside a print of the main thread is harmless.
+    # (``queue`` is not in python3-minimal: only modules of libpython3.11-minimal are here.)
+    wake_read, wake_write = os.pipe()
+
+    def reloader() -> None:
+        while os.read(wake_read, 1):
+            consumer.reload()
+
     def on_hup(_signum: int, _frame: FrameType | None) -> None:
-        consumer.reload()
+        os.write(wake_write, b"h")
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:
         os._exit(0)
 
+    threading.Thread(target=reloader, name="reloader", daemon=True).start()
     signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGTERM, on_term)
     host = socket.gethostname()
