@@ -308,3 +308,22 @@ def test_new_domain_and_sighup_start_a_cycle(world: World, volume: Path) -> None
         daemon.wait_for("cycle.done")
     finally:
         assert daemon.stop() == 0
+
+
+def test_failing_hostname_never_loses_the_default_certificate(
+    world: World, volume: Path, dns_overrides: list[str]
+) -> None:
+    """Past its grace period a failing hostname does not make another name the default
+    certificate's first name: the server certificate is kept as it is, and the log says why."""
+    seed(world, ["one.test"])
+    env = base_env(world, volume)
+    assert sidecar(env, "once").code == 0
+    files = snapshot(volume)
+    point(world, dns_overrides, HOST, "198.51.100.9")
+    run = sidecar(env | {"ACME_NAME_GRACE": "0s"}, "once")
+    assert run.named("order.created") == [] and run.named("cert.archived") == []
+    assert any(HOST in n["note"] for n in run.named("plan.note"))
+    assert {k: v for k, v in snapshot(volume).items() if not k.startswith("acme/")} == {
+        k: v for k, v in files.items() if not k.startswith("acme/")
+    }
+    assert cert_dirs(volume)[HOST].split()[0] == HOST
