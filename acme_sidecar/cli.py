@@ -85,21 +85,27 @@ def build_hooks(settings: Settings, *, daemon: bool = False) -> list[Hook]:
 
     Call it before the first cycle, so the cycle's log lines reach the mailcow UI.
     """
-    # imported here: `health` (the container HEALTHCHECK) and `status` need none of these
-    from acme_sidecar import mailcow_ui, notify
-    from acme_sidecar.metrics import Metrics
-
+    # imported only when enabled: each pulls in a library (prometheus_client, redis, smtplib)
+    # that costs start-up time and memory, and `health` runs every minute
     hooks: list[Hook] = [HealthFile(settings.acme_health_file)]
     if daemon and settings.acme_metrics_port is not None:
+        from acme_sidecar.metrics import Metrics
+
         metrics = Metrics()
         metrics.serve(settings.acme_metrics_address, settings.acme_metrics_port)
         hooks.append(metrics)
-    ui = mailcow_ui.from_settings(settings)
-    if ui is not None:
-        hooks.append(ui)
-    notifier = notify.from_settings(settings)
-    if notifier is not None:
-        hooks.append(notifier)
+    if settings.redispass or settings.acme_redis_host:
+        from acme_sidecar import mailcow_ui
+
+        ui = mailcow_ui.from_settings(settings)
+        if ui is not None:
+            hooks.append(ui)
+    if settings.acme_notify_email or settings.acme_notify_webhook:
+        from acme_sidecar import notify
+
+        notifier = notify.from_settings(settings)
+        if notifier is not None:
+            hooks.append(notifier)
     return hooks
 
 

@@ -30,7 +30,7 @@ from acme_sidecar.state import (
     record_rejections,
     record_retry_after,
 )
-from acme_sidecar.store import CertStore
+from acme_sidecar.store import CertStore, load_chain
 from acme_sidecar.validate import HttpCheck, IpPolicy, Resolver, validate_names
 
 log = structlog.get_logger(__name__)
@@ -169,6 +169,7 @@ def run_cycle(settings: Settings, deps: Deps) -> Report:
     except StoreError as exc:
         log.error("store.unusable", error=str(exc))
         return Report(Outcome.FAILED, failed=1)
+    dirs_before = set(deps.store.names())
     decided = decide(settings, deps)
     if decided.outcome is Outcome.SOURCE_DOWN or decided.plan is None:
         return decided
@@ -203,14 +204,14 @@ def run_cycle(settings: Settings, deps: Deps) -> Report:
                 log.error("cert.store_failed", certificate=result.spec.name, error=str(exc))
                 continue
             state = record_issued(state, set(result.spec.domains), result.spec.name)
-            cert = store.load().get(result.spec.name)
-            written[result.spec.name] = cert.serial if cert else 0
+            leaf = load_chain(result.fullchain_pem)[0]
+            written[result.spec.name] = leaf.serial_number
             log.info(
                 "cert.stored",
                 certificate=result.spec.name,
                 names=" ".join(result.spec.domains),
-                serial=f"{cert.serial:x}" if cert else None,
-                not_after=cert.not_after.isoformat() if cert else None,
+                serial=f"{leaf.serial_number:x}",
+                not_after=leaf.not_valid_after_utc.isoformat(),
             )
             issued += 1
             failed += 1 if result.dropped else 0  # a wanted name is missing
@@ -227,7 +228,7 @@ def run_cycle(settings: Settings, deps: Deps) -> Report:
                 archived += 1
     applied: tuple[str, ...] = ()
     if written or archived or default_changed:
-        set_changed = set(store.load()) != set(decided.stored)
+        set_changed = set(store.names()) != dirs_before
         applied, errors = deploy(settings, deps.services, written, set_changed=set_changed)
         failed += errors
     if store.force_requested():

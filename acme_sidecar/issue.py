@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ from acme_sidecar.store import PrivateKey, load_key
 log = structlog.get_logger(__name__)
 
 FIRST_POLL = 0.05
+CA_DOWN_AFTER = 3  # orders in a row that could not reach the CA: give up the rest
 MAX_POLL = 2.0
 USER_AGENT = "acme-sidecar/0.1 (+acme-python)"
 
@@ -42,8 +43,11 @@ _local = threading.local()
 class Issuer(Protocol):
     """Obtains certificates for a batch of specs."""
 
-    def issue_all(self, specs: Sequence[CertSpec], key_pem: bytes) -> list[Issued | IssueFailure]:
-        """Order every spec (in parallel); never raises for one failed order."""
+    def issue_all(
+        self, specs: Sequence[CertSpec], key_pem: bytes
+    ) -> Iterator[Issued | IssueFailure]:
+        """Order every spec (in parallel); yield each result as it completes; never raises
+        for one failed order."""
 
 
 class _Network(client.ClientNetwork):
@@ -132,6 +136,7 @@ class AcmeIssuer:
         self._directory: messages.Directory | None = None
         self._account: messages.RegistrationResource | None = None
         self._lock = threading.Lock()
+        self._unreachable = 0
 
     # --- account ----------------------------------------------------------------------
 
@@ -180,18 +185,40 @@ class AcmeIssuer:
 
     # --- orders -----------------------------------------------------------------------
 
-    def issue_all(self, specs: Sequence[CertSpec], key_pem: bytes) -> list[Issued | IssueFailure]:
-        """Order every spec, up to ``parallel`` at once; results in the order of ``specs``."""
+    def issue_all(
+        self, specs: Sequence[CertSpec], key_pem: bytes
+    ) -> Iterator[Issued | IssueFailure]:
+        """Order every spec, up to ``parallel`` at once; yield results as they complete, so
+        the caller stores each certificate at once.
+
+        When the CA stops answering (``CA_DOWN_AFTER`` orders in a row could not reach it),
+        the orders not yet started are given up with one reason instead of each waiting for
+        its own timeout.
+        """
         if not specs:
-            return []
+            return
         try:
             self.connect()
         except IssueError as exc:
-            return [IssueFailure(s, str(exc), exc.retry_after) for s in specs]
+            for spec in specs:
+                yield IssueFailure(spec, str(exc), exc.retry_after)
+            return
         key = load_key(key_pem)
+        self._unreachable = 0
         workers = min(self._parallel, len(specs))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="order") as pool:
-            return list(pool.map(lambda s: self.issue_one(s, key), specs))
+            futures = [pool.submit(self._issue_guarded, s, key) for s in specs]
+            for future in as_completed(futures):
+                yield future.result()
+
+    def _issue_guarded(self, spec: CertSpec, key: PrivateKey) -> Issued | IssueFailure:
+        if self._unreachable >= CA_DOWN_AFTER:
+            return IssueFailure(spec, "not ordered: the CA stopped answering in this cycle")
+        result = self.issue_one(spec, key)
+        with self._lock:
+            down = isinstance(result, IssueFailure) and "unreachable" in result.reason
+            self._unreachable = self._unreachable + 1 if down else 0
+        return result
 
     def issue_one(self, spec: CertSpec, key: PrivateKey) -> Issued | IssueFailure:
         """Order one certificate; drop names whose authorization fails and order again."""

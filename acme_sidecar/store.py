@@ -171,6 +171,14 @@ class CertStore:
 
     # --- reading --------------------------------------------------------------------------
 
+    def names(self) -> list[str]:
+        """The certificate directories (domains, cert.pem, key.pem), without parsing them."""
+        return [
+            d.name
+            for d in self._dirs()
+            if all((d / f).is_file() for f in ("domains", "cert.pem", "key.pem"))
+        ]
+
     def load(self) -> dict[str, StoredCert]:
         """Every certificate directory (one holding domains, cert.pem and key.pem)."""
         found: dict[str, StoredCert] = {}
