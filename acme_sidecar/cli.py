@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(settings: Settings, deps: Deps) -> int:
-    report = decide(settings, deps)
+    report = decide(settings, deps, fresh=True)
     out = sys.stdout
     if report.outcome is Outcome.SOURCE_DOWN:
         print("cannot read the domain database; see the log above", file=out)

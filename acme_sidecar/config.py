@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     acme_backup_keep: int = 10
     acme_order_timeout: int = 300
     acme_name_grace: Annotated[int, NoDecode] = 7 * 86400
+    acme_revalidate_after: Annotated[int, NoDecode] = 12 * 3600
     acme_db_poll: int = 300
     acme_caa_identities: Annotated[tuple[str, ...], NoDecode] = ()
     acme_max_names: int = 100
@@ -243,7 +244,9 @@ class Settings(BaseSettings):
             raise ValueError("must be a whole number of 1 or more")
         return value
 
-    @field_validator("acme_name_grace", "acme_health_fail_after", mode="before")
+    @field_validator(
+        "acme_name_grace", "acme_health_fail_after", "acme_revalidate_after", mode="before"
+    )
     @classmethod
     def _duration(cls, value: Any) -> int:
         text = str(value).strip().lower()

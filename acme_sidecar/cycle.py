@@ -29,6 +29,8 @@ from acme_sidecar.state import (
     record_issued,
     record_rejections,
     record_retry_after,
+    record_validated,
+    reusable_verdicts,
 )
 from acme_sidecar.store import CertStore, load_chain
 from acme_sidecar.validate import HttpCheck, IpPolicy, Resolver, validate_names
@@ -123,8 +125,12 @@ def _no_check() -> Iterator[None]:
     yield None
 
 
-def decide(settings: Settings, deps: Deps) -> Report:
-    """Discover, validate and plan; no ACME order and no write to the volume."""
+def decide(settings: Settings, deps: Deps, *, fresh: bool = False) -> Report:
+    """Discover, validate and plan; no ACME order and no write to the volume.
+
+    Names that passed validation recently and sit in a certificate that is not due are not
+    checked again (see ``state.reusable_verdicts``) unless ``fresh``.
+    """
     now = deps.clock()
     try:
         rows = deps.source.read()
@@ -132,23 +138,67 @@ def decide(settings: Settings, deps: Deps) -> Report:
         log.error("db.unreachable", error=str(exc), action="keeping current certificates")
         return Report(Outcome.SOURCE_DOWN)
     groups = candidate_groups(rules_from(settings), rows)
-    log.info("names.discovered", domains=len(rows.domains), names=sum(len(g.names) for g in groups))
-    policy = _policy(settings, deps)
-    checker = _no_check() if settings.skip_http_verification else deps.http_check()
-    with checker as http:
-        verdicts = validate_names([n for g in groups for n in g.names], deps.resolver, policy, http)
+    names = [n for g in groups for n in g.names]
+    log.info("names.discovered", domains=len(rows.domains), names=len(names))
     stored = deps.store.load()
-    grace = timedelta(seconds=settings.acme_name_grace)
-    verdicts, state = apply_memory(verdicts, stored, deps.store.load_state(), grace=grace, now=now)
-    plan = make_plan(
-        groups,
-        verdicts,
-        stored,
-        shape=Shape(sni=settings.enable_ssl_sni, max_names=settings.acme_max_names),
-        force=deps.store.force_requested(),
-        now=now,
-        retry_after=state.cert_retry_after,
+    state = deps.store.load_state()
+    force = deps.store.force_requested()
+    reused = (
+        {}
+        if fresh
+        else reusable_verdicts(
+            names,
+            stored,
+            state,
+            now=now,
+            revalidate_after=timedelta(seconds=settings.acme_revalidate_after),
+            force=force,
+        )
     )
+    shape = Shape(sni=settings.enable_ssl_sni, max_names=settings.acme_max_names)
+    grace = timedelta(seconds=settings.acme_name_grace)
+    checked: dict[str, Verdict] = {}
+    policy: IpPolicy | None = None
+
+    def check(batch: list[str]) -> None:
+        nonlocal policy
+        if not batch:
+            return
+        policy = policy or _policy(settings, deps)
+        checker = _no_check() if settings.skip_http_verification else deps.http_check()
+        with checker as http:
+            checked.update(validate_names(batch, deps.resolver, policy, http))
+
+    def planned() -> tuple[Plan, dict[str, Verdict], State]:
+        verdicts = {n: checked.get(n) or reused[n] for n in names}
+        remember = settings.acme_revalidate_after > 0
+        after = record_validated(state, checked, now) if remember else state
+        verdicts, after = apply_memory(verdicts, stored, after, grace=grace, now=now)
+        plan = make_plan(
+            groups,
+            verdicts,
+            stored,
+            shape=shape,
+            force=force,
+            now=now,
+            retry_after=after.cert_retry_after,
+        )
+        return plan, verdicts, after
+
+    check([n for n in names if n not in reused])
+    plan, verdicts, after = planned()
+    # a certificate that will be ordered gets every one of its names checked afresh
+    stale = sorted({n for c in plan.to_order for n in c.spec.domains if n not in checked})
+    if stale:
+        check(stale)
+        plan, verdicts, after = planned()
+    if len(checked) < len(names):
+        log.info(
+            "names.reused",
+            names=len(names) - len(checked),
+            reason="validated recently and their certificates are not due",
+        )
+    state = after
     for note in plan.notes:
         log.warning("plan.note", note=note)
     for cert in plan.certs:

@@ -76,7 +76,7 @@ def candidate_groups(rules: NameRules, rows: DomainRows) -> tuple[NameGroup, ...
                 not rules.autodiscover or domain not in rows.mta_sts_domains
             ):
                 if rules.autodiscover:
-                    log.info("name.skipped", name=f"mta-sts.{domain}", reason="MTA-STS not active")
+                    log.info("name.omitted", name=f"mta-sts.{domain}", reason="MTA-STS not active")
                 continue
             name = normalize_hostname(f"{prefix}.{domain}")
             if name is None or name in seen:

@@ -8,12 +8,13 @@ certificate the time before which no new order may be placed (the CA's ``Retry-A
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from acme_sidecar.model import StoredCert, Verdict
+from acme_sidecar.plan import renewal_time
 
 REJECT_BACKOFF_FIRST = timedelta(hours=1)
 REJECT_BACKOFF_MAX = timedelta(days=1)
@@ -35,6 +36,7 @@ class State:
     failing_since: Mapping[str, datetime] = field(default_factory=dict)
     rejected: Mapping[str, Rejection] = field(default_factory=dict)
     cert_retry_after: Mapping[str, datetime] = field(default_factory=dict)
+    validated: Mapping[str, datetime] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialise (ISO 8601 times)."""
@@ -47,6 +49,7 @@ class State:
                     for k, r in self.rejected.items()
                 },
                 "cert_retry_after": {k: v.isoformat() for k, v in self.cert_retry_after.items()},
+                "validated": {k: v.isoformat() for k, v in self.validated.items()},
             },
             indent=1,
             sort_keys=True,
@@ -68,6 +71,9 @@ class State:
             },
             cert_retry_after={
                 str(k): datetime.fromisoformat(v) for k, v in data["cert_retry_after"].items()
+            },
+            validated={
+                str(k): datetime.fromisoformat(v) for k, v in data.get("validated", {}).items()
             },
         )
 
@@ -144,3 +150,50 @@ def record_issued(state: State, names: set[str], cert: str) -> State:
 def record_retry_after(state: State, cert: str, when: datetime) -> State:
     """Remember that certificate ``cert`` may not be ordered before ``when``."""
     return replace(state, cert_retry_after={**state.cert_retry_after, cert: when})
+
+
+def reusable_verdicts(
+    names: Iterable[str],
+    stored: Mapping[str, StoredCert],
+    state: State,
+    *,
+    now: datetime,
+    revalidate_after: timedelta,
+    force: bool,
+) -> dict[str, Verdict]:
+    """Verdicts that need no fresh DNS/HTTP check this cycle.
+
+    A name qualifies when it passed validation less than ``revalidate_after`` ago and sits in a
+    stored certificate that is valid and not due: nothing will be ordered for it, so a fresh
+    check could only start its grace period a little earlier. Names of a certificate that is
+    due, forced, or new are always checked.
+    """
+    if force or revalidate_after <= timedelta(0):
+        return {}
+    settled: set[str] = set()
+    for cert in stored.values():
+        due = renewal_time(cert.not_before, cert.not_after)
+        if cert.key_matches and cert.not_after > now and now < due:
+            settled.update(cert.domains)
+    out: dict[str, Verdict] = {}
+    for name in names:
+        when = state.validated.get(name)
+        if name in settled and when is not None and now - when < revalidate_after:
+            out[name] = Verdict(
+                name,
+                True,
+                f"validated {when:%Y-%m-%d %H:%M}Z; checked again after "
+                f"{when + revalidate_after:%Y-%m-%d %H:%M}Z or when its certificate is due",
+            )
+    return out
+
+
+def record_validated(state: State, verdicts: Mapping[str, Verdict], now: datetime) -> State:
+    """Note when freshly validated names passed; forget names that failed."""
+    table = dict(state.validated)
+    for name, verdict in verdicts.items():
+        if verdict.ok:
+            table[name] = now
+        else:
+            table.pop(name, None)
+    return replace(state, validated=table)

@@ -81,6 +81,8 @@ KNOWN_CAA_TAGS = {"issue", "issuewild", "iodef", "contactemail", "contactphone",
 def caa_check(name: str, resolver: Resolver, identities: tuple[str, ...]) -> str | None:
     """RFC 8659: find the relevant CAA set by climbing from ``name`` towards the root; return
     ``None`` when the CA (one of ``identities``) may issue, else the reason it may not."""
+    if not identities:
+        return None  # the CA's identity is unknown: the CA checks CAA itself; save the lookups
     wildcard = name.startswith("*.")
     labels = name.removeprefix("*.").split(".")
     for i in range(len(labels) - 1):
@@ -99,8 +101,6 @@ def caa_check(name: str, resolver: Resolver, identities: tuple[str, ...]) -> str
         relevant = wild if wildcard and wild else issue
         if not relevant:
             return None  # only iodef & co: any CA may issue
-        if not identities:
-            return None  # the CA's identity is unknown; the CA checks CAA itself
         allowed = {r.value.split(";", 1)[0].strip().lower() for r in relevant}
         if allowed & set(identities):
             return None

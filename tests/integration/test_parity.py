@@ -327,3 +327,26 @@ def test_failing_hostname_never_loses_the_default_certificate(
         k: v for k, v in files.items() if not k.startswith("acme/")
     }
     assert cert_dirs(volume)[HOST].split()[0] == HOST
+
+
+def test_quiet_cycle_reuses_recent_verdicts(
+    world: World, volume: Path, dns_overrides: list[str]
+) -> None:
+    """By default a name validated recently, in a certificate that is not due, is not checked
+    again (the quiet cycle does no DNS, HTTP or ACME work for it); a new name always is."""
+    seed(world, ["one.test"])
+    env = base_env(world, volume) | {"ACME_REVALIDATE_AFTER": "12h"}
+    assert sidecar(env, "once").code == 0
+    point(world, dns_overrides, "autoconfig.one.test", "198.51.100.9")
+    quiet = sidecar(env, "once")
+    assert quiet.code == 0, quiet.stderr
+    assert quiet.named("name.accepted") == [] and quiet.named("name.skipped") == []
+    assert quiet.named("names.reused")[0]["names"] == 3
+    dns_overrides.remove("autoconfig.one.test")
+    world.dns.clear_a("autoconfig.one.test")
+    world.mariadb.execute("INSERT INTO domain (domain) VALUES ('two.test')")
+    grown = sidecar(env, "once")
+    checked = {e["name"] for e in grown.named("name.accepted") + grown.named("name.skipped")}
+    # the certificate must change (new names), so all its names are checked afresh
+    assert {"autodiscover.two.test", "autoconfig.two.test", "autoconfig.one.test"} <= checked
+    assert "autodiscover.two.test" in (volume / HOST / "domains").read_text()

@@ -71,3 +71,27 @@ def test_issued_forgets_rejection_and_round_trips() -> None:
     state = record_rejections(State(), {NAME: "x"}, NOW)
     assert State.from_json(state.to_json()) == state
     assert NAME not in record_issued(state, {NAME}, NAME).rejected
+
+
+def test_recent_verdicts_reused_only_for_settled_certificates() -> None:
+    """Recently validated names in a certificate that is not due need no fresh check; a due
+    certificate, force_renew, an old verdict or revalidation off mean a fresh check."""
+    from acme_sidecar.state import reusable_verdicts
+
+    fresh = cert(NAME)
+    state = State(validated={NAME: NOW - timedelta(hours=1)})
+    twelve = timedelta(hours=12)
+    reuse = reusable_verdicts([NAME], fresh, state, now=NOW, revalidate_after=twelve, force=False)
+    assert reuse[NAME].ok
+    assert not reusable_verdicts(
+        [NAME], fresh, state, revalidate_after=timedelta(0), now=NOW, force=False
+    )
+    old = State(validated={NAME: NOW - timedelta(hours=13)})
+    assert not reusable_verdicts([NAME], fresh, old, revalidate_after=twelve, now=NOW, force=False)
+    due = {
+        NAME: StoredCert(
+            NAME, (NAME,), NOW - timedelta(days=80), NOW + timedelta(days=10), 1, "x", True
+        )
+    }
+    assert not reusable_verdicts([NAME], due, state, revalidate_after=twelve, now=NOW, force=False)
+    assert not reusable_verdicts([NAME], fresh, state, now=NOW, revalidate_after=twelve, force=True)
