@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -220,7 +221,16 @@ def run_cycle(settings: Settings, deps: Deps) -> Report:
         log.error("store.unusable", error=str(exc))
         return Report(Outcome.FAILED, failed=1)
     dirs_before = set(deps.store.names())
+    # a new volume needs an RSA-4096 key (up to seconds of CPU, outside the GIL): make it
+    # while the database is read and the names are validated
+    key_job = None
+    if not deps.store.domain_key_path.exists():
+        key_job = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keygen")
+        key_future = key_job.submit(deps.store.domain_key)
     decided = decide(settings, deps)
+    if key_job is not None:
+        key_job.shutdown(wait=True)
+        key_future.result()
     if decided.outcome is Outcome.SOURCE_DOWN or decided.plan is None:
         return decided
     store, plan, state, now = deps.store, decided.plan, decided.state, deps.clock()
