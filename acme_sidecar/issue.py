@@ -137,6 +137,7 @@ class AcmeIssuer:
         self._account: messages.RegistrationResource | None = None
         self._lock = threading.Lock()
         self._unreachable = 0
+        self._generation = 0
 
     # --- account ----------------------------------------------------------------------
 
@@ -177,11 +178,21 @@ class AcmeIssuer:
 
     def _client(self) -> client.ClientV2:
         acme: client.ClientV2 | None = getattr(_local, "client", None)
-        if acme is None or getattr(_local, "owner", None) is not self:
+        current = (self, self._generation)
+        if acme is None or getattr(_local, "owner", None) != current:
             directory = self.connect()
             acme = client.ClientV2(directory, self._network(self._account))
-            _local.client, _local.owner = acme, self
+            _local.client, _local.owner = acme, current
         return acme
+
+    def _forget_account(self, exc: IssueError) -> None:
+        """Drop the cached account so the next client registers it again."""
+        with self._lock:
+            if self._account is not None:
+                log.warning("account.unknown", uri=self._account.uri, error=str(exc)[:200])
+            self._directory = None
+            self._account = None
+            self._generation += 1
 
     # --- orders -----------------------------------------------------------------------
 
@@ -224,11 +235,18 @@ class AcmeIssuer:
         """Order one certificate; drop names whose authorization fails and order again."""
         names = list(spec.domains)
         dropped: dict[str, str] = {}
+        registered_again = False
         while names:
             current = CertSpec(name=names[0], domains=tuple(names))
             try:
                 chain = self._order(current, key)
             except IssueError as exc:
+                if exc.code == "accountDoesNotExist" and not registered_again:
+                    # the CA forgot the account (a reset test CA, a deactivated account):
+                    # register the same key again and retry this order once
+                    registered_again = True
+                    self._forget_account(exc)
+                    continue
                 if not exc.failed_names or not set(exc.failed_names) & set(names):
                     log.error(
                         "order.failed",

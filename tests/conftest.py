@@ -114,6 +114,16 @@ def consumer_image(world_launcher: Launcher, docker_world: DockerWorld) -> str:
 
 
 @pytest.fixture(scope="session")
+def base_image(world_launcher: Launcher, docker_world: DockerWorld) -> str:
+    """Tag of the image the repository's Dockerfiles build ``FROM`` in ``docker_world``.
+
+    ``helper-scripts/build-base-image.sh`` debootstraps it once per machine (cached under
+    ``/var/cache/acme-sidecar-tests``); each session imports it (a few seconds).
+    """
+    return world_launcher.base_image()
+
+
+@pytest.fixture(scope="session")
 def redis_server(world_launcher: Launcher) -> RedisServer:
     """Redis with a password, standing in for mailcow's ``redis-mailcow``."""
     return world_launcher.redis_server()

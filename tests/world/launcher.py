@@ -4,7 +4,8 @@ Each component is started at most once per process; asking for Pebble also start
 mock DNS and nginx it depends on (concurrently). ``prefetch`` lets the pytest session kick
 off everything the collected tests will need before the first test runs. The consumer
 image is a component too: its root fs is debootstrapped (or found in the machine's cache)
-while dockerd starts, then imported into it.
+while dockerd starts, then imported into it. So is the base image of the repository's
+Dockerfiles (``compose.base_image``), for the container tests.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from . import images
+from . import compose, images
 from .dns import MockDNS
 from .docker import DockerWorld
 from .mariadb import MariaDB
@@ -35,6 +36,7 @@ COMPONENTS = (
     "docker_world",
     "consumer_image",
     "redis_server",
+    "base_image",
 )
 WORLD_COMPONENTS = ("dns", "nginx", "pebble", "mariadb", "docker_world")
 
@@ -88,6 +90,7 @@ class Launcher:
             "docker_world": lambda: self._launch("docker", lambda: DockerWorld(self.root / "dk")),
             "consumer_image": self._make_consumer_image,
             "redis_server": lambda: self._launch("redis", lambda: RedisServer(self.root / "redis")),
+            "base_image": self._make_base_image,
         }
         with self._lock:
             if self._closed:
@@ -108,6 +111,13 @@ class Launcher:
         docker: DockerWorld = docker_future.result()
         tag = docker.consumer_image()
         self.timings["consumer_image"] = time.monotonic() - began
+        return tag
+
+    def _make_base_image(self) -> str:
+        began = time.monotonic()
+        docker: DockerWorld = self._future("docker_world").result()
+        tag = compose.base_image(docker.docker_host)
+        self.timings["base_image"] = time.monotonic() - began
         return tag
 
     def prefetch(self, names: Iterable[str]) -> None:
@@ -143,6 +153,12 @@ class Launcher:
     def consumer_image(self) -> str:
         """Tag of the TLS consumer image in the private dockerd (built on first use)."""
         result: str = self._future("consumer_image").result()
+        return result
+
+    def base_image(self) -> str:
+        """Tag of the repository's Debian base image in the private dockerd (imported on first
+        use; debootstrapped when the machine's cache has none)."""
+        result: str = self._future("base_image").result()
         return result
 
     def redis_server(self) -> RedisServer:
