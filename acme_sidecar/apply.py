@@ -40,7 +40,9 @@ class Services(Protocol):
 
     services: tuple[str, ...]
 
-    def apply(self, *, restart: bool, only: Sequence[str] | None = None) -> dict[str, str]:
+    def apply(
+        self, *, restart: bool, only: Sequence[str] | None = None, reason: str = ""
+    ) -> dict[str, str]:
         """Reload (or restart) every consumer once; return ``{service: "reloaded"|...}``."""
 
 
@@ -75,8 +77,11 @@ class DockerServices:
             and c.labels.get(SERVICE_LABEL) == service
         ]
 
-    def apply(self, *, restart: bool, only: Sequence[str] | None = None) -> dict[str, str]:
-        """Reload, or restart when ``restart`` (or when the reload fails), each service once."""
+    def apply(
+        self, *, restart: bool, only: Sequence[str] | None = None, reason: str = ""
+    ) -> dict[str, str]:
+        """Reload, or restart when ``restart`` (or when the reload fails), each service once;
+        ``reason`` says why a restart was asked for (default: the set changed)."""
         import docker.errors
 
         try:
@@ -97,7 +102,7 @@ class DockerServices:
                     )
                 for container in containers:
                     try:
-                        done[service] = self._apply_one(container, service, restart)
+                        done[service] = self._apply_one(container, service, restart, reason)
                     except docker.errors.DockerException as exc:
                         failed.append(service)
                         log.error("service.failed", service=service, error=str(exc))
@@ -109,7 +114,7 @@ class DockerServices:
             raise ServiceError("could not reload or restart " + ", ".join(failed))
         return done
 
-    def _apply_one(self, container: Any, service: str, restart: bool) -> str:
+    def _apply_one(self, container: Any, service: str, restart: bool, reason: str) -> str:
         command = reload_command(service)
         if not restart and command is not None:
             result = container.exec_run(list(command))
@@ -132,6 +137,6 @@ class DockerServices:
                 action="restarting instead",
             )
         container.restart(timeout=10)
-        why = "the set of certificates changed" if restart else "reload did not work"
+        why = (reason or "the set of certificates changed") if restart else "reload did not work"
         log.info("service.restarted", service=service, container=container.name, reason=why)
         return "restarted"

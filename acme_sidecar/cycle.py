@@ -289,10 +289,15 @@ def run_cycle(settings: Settings, deps: Deps) -> Report:
     applied: tuple[str, ...] = ()
     if written or archived or default_changed:
         set_changed = set(store.names()) != dirs_before
+        issue_failed = failed
         applied, errors = deploy(settings, deps.services, written, set_changed=set_changed)
         failed += errors
+    else:
+        issue_failed = failed
     if store.force_requested():
-        if failed == 0 and issued:
+        # cleared once every certificate was re-issued and stored: a deploy problem is
+        # reported, but must not make the next cycles order everything again
+        if issue_failed == 0 and issued:
             store.clear_force()
             log.info("force_renew.cleared", reason="every certificate was re-issued")
         elif failed:

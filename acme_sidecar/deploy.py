@@ -76,7 +76,13 @@ def deploy(
     if reloaded:
         log.warning("service.stale", services=",".join(sorted(reloaded)), action="restarting them")
         try:
-            services.apply(restart=True, only=sorted(reloaded))
+            again_done = services.apply(
+                restart=True,
+                only=sorted(reloaded),
+                reason="it still served the old certificate after the reload",
+            )
+            done.update(again_done)
+            actions = tuple(f"{s}:{a}" for s, a in done.items())
         except ServiceError as exc:
             log.error("service.failed", error=str(exc))
             return actions, 1
