@@ -153,9 +153,13 @@ class AcmeIssuer:
 
     def connect(self) -> messages.Directory:
         """Fetch the directory and register (or find) the account; once per issuer."""
+        return self._session()[0]
+
+    def _session(self) -> tuple[messages.Directory, messages.RegistrationResource, int]:
+        """Directory, account and their generation, read together under the lock."""
         with self._lock:
             if self._directory is not None and self._account is not None:
-                return self._directory
+                return self._directory, self._account, self._generation
             net = self._network(None)
             try:
                 directory = client.ClientV2.get_directory(self._url, net)
@@ -174,20 +178,28 @@ class AcmeIssuer:
             except (requests.RequestException, errors.Error, messages.Error, ValueError) as exc:
                 raise _translate(exc, "cannot reach the ACME directory " + self._url) from exc
             self._directory, self._account = directory, account
-            return directory
+            return directory, account, self._generation
 
     def _client(self) -> client.ClientV2:
         acme: client.ClientV2 | None = getattr(_local, "client", None)
-        current = (self, self._generation)
-        if acme is None or getattr(_local, "owner", None) != current:
-            directory = self.connect()
-            acme = client.ClientV2(directory, self._network(self._account))
-            _local.client, _local.owner = acme, current
+        owner = getattr(_local, "owner", None)
+        if acme is None or owner is None or owner[0] is not self or owner[1] != self._generation:
+            directory, account, generation = self._session()
+            acme = client.ClientV2(directory, self._network(account))
+            _local.client, _local.owner = acme, (self, generation)
         return acme
 
     def _forget_account(self, exc: IssueError) -> None:
-        """Drop the cached account so the next client registers it again."""
+        """Drop the cached account so the next client registers it again.
+
+        Only the first thread that saw the account fail does this; threads whose client was
+        built from an older generation just rebuild their client from the new account.
+        """
+        owner = getattr(_local, "owner", None)
+        used = owner[1] if owner is not None and owner[0] is self else None
         with self._lock:
+            if used != self._generation:
+                return  # someone registered again already
             if self._account is not None:
                 log.warning("account.unknown", uri=self._account.uri, error=str(exc)[:200])
             self._directory = None
