@@ -171,7 +171,7 @@ class Settings(BaseSettings):
     def _services(cls, value: Any) -> tuple[str, ...]:
         if isinstance(value, tuple):
             return value
-        items = tuple(s.strip() for s in str(value).split(",") if s.strip())
+        items = _comma_list(value)
         for item in items:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", item):
                 raise ValueError(f"{item!r} is not a compose service name")
@@ -182,7 +182,7 @@ class Settings(BaseSettings):
     def _resolvers(cls, value: Any) -> tuple[str, ...]:
         if isinstance(value, tuple):
             return value
-        items = tuple(s.strip() for s in str(value).split(",") if s.strip())
+        items = _comma_list(value)
         for item in items:
             parse_resolver(item)
         return items
@@ -341,7 +341,7 @@ class Settings(BaseSettings):
     def _recipients(cls, value: Any) -> tuple[str, ...]:
         if isinstance(value, tuple):
             return value
-        items = tuple(s.strip() for s in str(value).split(",") if s.strip())
+        items = _comma_list(value)
         for item in items:
             if not is_email(item):
                 raise ValueError(f"{item!r} is not an e-mail address such as admin@example.org")
@@ -426,6 +426,11 @@ class Settings(BaseSettings):
         if self.autodiscover_san:
             own += ["autodiscover", "autoconfig", "mta-sts"]
         return tuple(dict.fromkeys(own))
+
+
+def _comma_list(value: Any) -> tuple[str, ...]:
+    """The non-empty, stripped items of a comma-separated setting."""
+    return tuple(item.strip() for item in str(value).split(",") if item.strip())
 
 
 def parse_resolver(item: str) -> tuple[str, int]:

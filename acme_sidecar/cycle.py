@@ -287,13 +287,11 @@ def run_cycle(settings: Settings, deps: Deps) -> Report:
                 log.info("cert.archived", certificate=name, to=str(target.relative_to(store.root)))
                 archived += 1
     applied: tuple[str, ...] = ()
+    issue_failed = failed  # failures of ordering and storing, before any deploy problem
     if written or archived or default_changed:
         set_changed = set(store.names()) != dirs_before
-        issue_failed = failed
         applied, errors = deploy(settings, deps.services, written, set_changed=set_changed)
         failed += errors
-    else:
-        issue_failed = failed
     if store.force_requested():
         # cleared once every certificate was re-issued and stored: a deploy problem is
         # reported, but must not make the next cycles order everything again
