@@ -20,7 +20,7 @@ COPY requirements.txt /opt/acme-sidecar/requirements.txt
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
         -r /opt/acme-sidecar/requirements.txt
-COPY pyproject.toml README.md /opt/acme-sidecar/
+COPY pyproject.toml README.md LICENSE /opt/acme-sidecar/
 COPY acme_sidecar /opt/acme-sidecar/acme_sidecar
 RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
         /opt/acme-sidecar \

@@ -17,18 +17,19 @@ from functools import cache
 import structlog
 
 from acme_sidecar import __version__
-from acme_sidecar.apply import DockerServices
-from acme_sidecar.config import Settings, load_settings
-from acme_sidecar.cycle import Deps, Outcome, decide, next_sleep, run_cycle, summarize
-from acme_sidecar.daemon import Daemon, after_cycle
-from acme_sidecar.db import MariaDBSource
-from acme_sidecar.errors import ConfigError
-from acme_sidecar.hooks import HealthFile, Hook, health_problems, read_health
-from acme_sidecar.issue import AcmeIssuer, Issuer, caa_identities
-from acme_sidecar.log import configure
-from acme_sidecar.plan import renewal_time
-from acme_sidecar.resolver import DnsResolver, WebrootSelfCheck, detect_public_ip
-from acme_sidecar.store import CertStore
+from acme_sidecar.adapters.acme import AcmeIssuer, Issuer, caa_identities
+from acme_sidecar.adapters.dns import DnsResolver, WebrootSelfCheck, detect_public_ip
+from acme_sidecar.adapters.docker import DockerServices
+from acme_sidecar.adapters.mariadb import MariaDBSource
+from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.config.settings import Settings, load_settings
+from acme_sidecar.core.errors import ConfigError
+from acme_sidecar.core.plan import renewal_time
+from acme_sidecar.core.report import Outcome
+from acme_sidecar.ops.hooks import HealthFile, Hook, health_problems, read_health
+from acme_sidecar.ops.log import configure
+from acme_sidecar.shell.cycle import Deps, decide, next_sleep, run_cycle, summarize
+from acme_sidecar.shell.daemon import Daemon, after_cycle
 
 log = structlog.get_logger("acme_sidecar")
 
@@ -89,19 +90,19 @@ def build_hooks(settings: Settings, *, daemon: bool = False) -> list[Hook]:
     # that costs start-up time and memory, and `health` runs every minute
     hooks: list[Hook] = [HealthFile(settings.acme_health_file)]
     if daemon and settings.acme_metrics_port is not None:
-        from acme_sidecar.metrics import Metrics
+        from acme_sidecar.ops.metrics import Metrics
 
         metrics = Metrics()
         metrics.serve(settings.acme_metrics_address, settings.acme_metrics_port)
         hooks.append(metrics)
     if settings.redispass or settings.acme_redis_host:
-        from acme_sidecar import mailcow_ui
+        from acme_sidecar.ops import mailcow_ui
 
         ui = mailcow_ui.from_settings(settings)
         if ui is not None:
             hooks.append(ui)
     if settings.acme_notify_email or settings.acme_notify_webhook:
-        from acme_sidecar import notify
+        from acme_sidecar.ops import notify
 
         notifier = notify.from_settings(settings)
         if notifier is not None:

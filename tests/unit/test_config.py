@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from acme_sidecar.config import LE_PRODUCTION, LE_STAGING, load_settings
-from acme_sidecar.errors import ConfigError
+from acme_sidecar.config.settings import LE_PRODUCTION, LE_STAGING, load_settings
+from acme_sidecar.core.errors import ConfigError
 
 BASE = {"MAILCOW_HOSTNAME": "mail.example.org"}
 

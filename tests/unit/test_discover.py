@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from acme_sidecar.discover import NameRules, candidate_groups, clean_rows
-from acme_sidecar.names import normalize_hostname
+from acme_sidecar.core.discover import NameRules, candidate_groups, clean_rows
+from acme_sidecar.core.names import normalize_hostname
 
 HOST = "mail.example.org"
 

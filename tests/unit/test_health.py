@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from acme_sidecar.cycle import Outcome, Report
-from acme_sidecar.hooks import CycleEvent, HealthFile, health_problems, read_health
+from acme_sidecar.core.report import Outcome, Report
+from acme_sidecar.ops.hooks import CycleEvent, HealthFile, health_problems, read_health
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 

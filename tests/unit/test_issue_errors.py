@@ -13,7 +13,7 @@ import pytest
 import requests
 from acme import messages
 
-from acme_sidecar.issue import _Network, _retry_after_header, _translate
+from acme_sidecar.adapters.acme import _Network, _retry_after_header, _translate
 
 
 def problem(status: int, body: dict[str, object], headers: dict[str, str]) -> requests.Response:

@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from acme_sidecar.config import load_settings
-from acme_sidecar.errors import ConfigError
+from acme_sidecar.config.settings import load_settings
+from acme_sidecar.core.errors import ConfigError
 
 BASE = {"MAILCOW_HOSTNAME": "mail.example.org"}
 

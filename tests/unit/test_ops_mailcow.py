@@ -9,10 +9,10 @@ from typing import Any
 
 import redis
 
-from acme_sidecar.config import load_settings
-from acme_sidecar.cycle import Outcome, Report
-from acme_sidecar.hooks import CycleEvent
-from acme_sidecar.mailcow_ui import (
+from acme_sidecar.config.settings import load_settings
+from acme_sidecar.core.report import Outcome, Report
+from acme_sidecar.ops.hooks import CycleEvent
+from acme_sidecar.ops.mailcow_ui import (
     MailcowUi,
     RedisLog,
     RedisTarget,

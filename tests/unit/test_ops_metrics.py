@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
 
-from acme_sidecar.cycle import Outcome, Report
-from acme_sidecar.hooks import CycleEvent
-from acme_sidecar.metrics import Metrics, sample
-from acme_sidecar.model import Plan, StoredCert, Verdict
+from acme_sidecar.core.model import Plan, StoredCert, Verdict
+from acme_sidecar.core.report import Outcome, Report
+from acme_sidecar.ops.hooks import CycleEvent
+from acme_sidecar.ops.metrics import Metrics, sample
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 EXPIRY = "acme_sidecar_certificate_expiration_timestamp_seconds"

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from acme_sidecar.config import load_settings
-from acme_sidecar.cycle import Outcome, Report
-from acme_sidecar.hooks import CycleEvent
-from acme_sidecar.model import Plan, StoredCert, Verdict
-from acme_sidecar.notify import (
+from acme_sidecar.config.settings import load_settings
+from acme_sidecar.core.model import Plan, StoredCert, Verdict
+from acme_sidecar.core.report import Outcome, Report
+from acme_sidecar.ops.hooks import CycleEvent
+from acme_sidecar.ops.notify import (
     Notice,
     Notifier,
     SmtpChannel,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from acme_sidecar.model import Action, NameGroup, StoredCert, Verdict
-from acme_sidecar.plan import Shape, make_plan, renewal_time, wanted_specs
+from acme_sidecar.core.model import Action, NameGroup, StoredCert, Verdict
+from acme_sidecar.core.plan import Shape, make_plan, renewal_time, wanted_specs
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 HOST = "mail.example.org"

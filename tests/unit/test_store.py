@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from acme_sidecar.errors import StoreError
-from acme_sidecar.model import CertSpec
-from acme_sidecar.store import CertStore
+from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.core.errors import StoreError
+from acme_sidecar.core.model import CertSpec
 
 
 def make_key() -> tuple[ec.EllipticCurvePrivateKey, bytes]:

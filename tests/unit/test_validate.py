@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from acme_sidecar.validate import Caa, CaaLookup, IpPolicy, Lookup, caa_check, validate_name
+from acme_sidecar.core.validate import Caa, CaaLookup, IpPolicy, Lookup, caa_check, validate_name
 
 
 class FakeResolver:

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from acme_sidecar.errors import ConfigError
-from acme_sidecar.names import normalize_hostname, normalize_prefix
+from acme_sidecar.core.errors import ConfigError
+from acme_sidecar.core.names import normalize_hostname, normalize_prefix
 
 LE_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LE_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"

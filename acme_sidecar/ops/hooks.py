@@ -16,9 +16,9 @@ from typing import Protocol
 
 import structlog
 
-from acme_sidecar.cycle import Outcome, Report
-from acme_sidecar.model import StoredCert
-from acme_sidecar.store import atomic_write
+from acme_sidecar.adapters.volume import atomic_write
+from acme_sidecar.core.model import StoredCert
+from acme_sidecar.core.report import Outcome, Report
 
 log = structlog.get_logger(__name__)
 

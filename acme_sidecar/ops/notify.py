@@ -26,11 +26,11 @@ import requests
 import structlog
 
 from acme_sidecar import __version__
-from acme_sidecar.config import Settings, parse_host_port
-from acme_sidecar.cycle import Outcome
-from acme_sidecar.hooks import CycleEvent
-from acme_sidecar.plan import renewal_time
-from acme_sidecar.store import atomic_write
+from acme_sidecar.adapters.volume import atomic_write
+from acme_sidecar.config.settings import Settings, parse_host_port
+from acme_sidecar.core.plan import renewal_time
+from acme_sidecar.core.report import Outcome
+from acme_sidecar.ops.hooks import CycleEvent
 
 log = structlog.get_logger(__name__)
 

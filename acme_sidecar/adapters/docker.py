@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from acme_sidecar.errors import ServiceError
+from acme_sidecar.core.errors import ServiceError
 
 log = structlog.get_logger(__name__)
 

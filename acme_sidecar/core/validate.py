@@ -15,7 +15,7 @@ from typing import Protocol
 
 import structlog
 
-from acme_sidecar.model import Verdict
+from acme_sidecar.core.model import Verdict
 
 log = structlog.get_logger(__name__)
 

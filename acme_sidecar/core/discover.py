@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from acme_sidecar.model import DomainRows, NameGroup
-from acme_sidecar.names import normalize_hostname
+from acme_sidecar.core.model import DomainRows, NameGroup
+from acme_sidecar.core.names import normalize_hostname
 
 log = structlog.get_logger(__name__)
 

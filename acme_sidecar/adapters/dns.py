@@ -16,8 +16,8 @@ import dns.resolver
 import requests
 import structlog
 
-from acme_sidecar.config import parse_resolver
-from acme_sidecar.validate import Caa, CaaLookup, Lookup
+from acme_sidecar.config.settings import parse_resolver
+from acme_sidecar.core.validate import Caa, CaaLookup, Lookup
 
 log = structlog.get_logger(__name__)
 

@@ -26,9 +26,9 @@ from prometheus_client import (
     start_http_server,
 )
 
-from acme_sidecar.cycle import Outcome
-from acme_sidecar.hooks import CycleEvent
-from acme_sidecar.plan import renewal_time
+from acme_sidecar.core.plan import renewal_time
+from acme_sidecar.core.report import Outcome
+from acme_sidecar.ops.hooks import CycleEvent
 
 log = structlog.get_logger(__name__)
 

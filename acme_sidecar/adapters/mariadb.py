@@ -20,9 +20,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from acme_sidecar.discover import clean_rows
-from acme_sidecar.errors import SourceError
-from acme_sidecar.model import DomainRows
+from acme_sidecar.core.discover import clean_rows
+from acme_sidecar.core.errors import SourceError
+from acme_sidecar.core.model import DomainRows
 
 log = structlog.get_logger(__name__)
 

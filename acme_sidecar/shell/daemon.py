@@ -13,10 +13,11 @@ from types import FrameType
 
 import structlog
 
-from acme_sidecar.config import Settings
-from acme_sidecar.cycle import Deps, Report, next_sleep, run_cycle, summarize
-from acme_sidecar.errors import SourceError
-from acme_sidecar.hooks import CycleEvent, Hook, run_hooks
+from acme_sidecar.config.settings import Settings
+from acme_sidecar.core.errors import SourceError
+from acme_sidecar.core.report import Report
+from acme_sidecar.ops.hooks import CycleEvent, Hook, run_hooks
+from acme_sidecar.shell.cycle import Deps, next_sleep, run_cycle, summarize
 
 log = structlog.get_logger(__name__)
 

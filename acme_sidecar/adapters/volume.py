@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtensionOID
 
-from acme_sidecar.errors import StoreError
-from acme_sidecar.model import CertSpec, StoredCert
-from acme_sidecar.names import normalize_hostname
-from acme_sidecar.state import State
+from acme_sidecar.core.errors import StoreError
+from acme_sidecar.core.model import CertSpec, StoredCert
+from acme_sidecar.core.names import normalize_hostname
+from acme_sidecar.core.state import State
 
 log = structlog.get_logger(__name__)
 

@@ -26,16 +26,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC
 
-from acme_sidecar.errors import IssueError
-from acme_sidecar.model import CertSpec, Issued, IssueFailure
-from acme_sidecar.store import PrivateKey, load_key
+from acme_sidecar.adapters.volume import PrivateKey, load_key
+from acme_sidecar import __version__
+from acme_sidecar.core.errors import IssueError
+from acme_sidecar.core.model import CertSpec, Issued, IssueFailure
 
 log = structlog.get_logger(__name__)
 
 FIRST_POLL = 0.05
 CA_DOWN_AFTER = 3  # orders in a row that could not reach the CA: give up the rest
 MAX_POLL = 2.0
-USER_AGENT = "acme-sidecar/0.1 (+acme-python)"
+USER_AGENT = f"acme-sidecar/{__version__} (+acme-python)"
 
 _local = threading.local()
 

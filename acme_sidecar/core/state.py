@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from acme_sidecar.model import StoredCert, Verdict
-from acme_sidecar.plan import renewal_time
+from acme_sidecar.core.model import StoredCert, Verdict
+from acme_sidecar.core.plan import renewal_time
 
 REJECT_BACKOFF_FIRST = timedelta(hours=1)
 REJECT_BACKOFF_MAX = timedelta(days=1)

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from acme_sidecar.model import Action, CertPlan, CertSpec, NameGroup, Plan, StoredCert, Verdict
+from acme_sidecar.core.model import Action, CertPlan, CertSpec, NameGroup, Plan, StoredCert, Verdict
 
 SHORT_LIFETIME = timedelta(days=10)
 

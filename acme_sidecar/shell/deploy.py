@@ -12,10 +12,10 @@ from collections.abc import Mapping
 
 import structlog
 
-from acme_sidecar.apply import Services
-from acme_sidecar.config import Settings
-from acme_sidecar.errors import ServiceError
-from acme_sidecar.verify import Endpoint, Kind, Mismatch, check_served
+from acme_sidecar.adapters.docker import Services
+from acme_sidecar.adapters.tls_probe import Endpoint, Kind, Mismatch, check_served
+from acme_sidecar.config.settings import Settings
+from acme_sidecar.core.errors import ServiceError
 
 log = structlog.get_logger(__name__)
 

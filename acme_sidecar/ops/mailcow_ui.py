@@ -28,10 +28,10 @@ import structlog
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from acme_sidecar.config import Settings
-from acme_sidecar.cycle import Outcome
-from acme_sidecar.hooks import CycleEvent
-from acme_sidecar.log import add_tap
+from acme_sidecar.config.settings import Settings
+from acme_sidecar.core.report import Outcome
+from acme_sidecar.ops.hooks import CycleEvent
+from acme_sidecar.ops.log import add_tap
 
 log = structlog.get_logger(__name__)
 

@@ -7,24 +7,24 @@ rules that archiving and clearing ``force_renew`` happen only after a cycle with
 from __future__ import annotations
 
 import contextlib
-import enum
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from acme_sidecar.apply import Services
-from acme_sidecar.config import Settings
-from acme_sidecar.db import DomainSource
-from acme_sidecar.deploy import deploy
-from acme_sidecar.discover import NameRules, candidate_groups
-from acme_sidecar.errors import SourceError, StoreError
-from acme_sidecar.issue import Issuer
-from acme_sidecar.model import Action, DomainRows, Issued, NameGroup, Plan, StoredCert, Verdict
-from acme_sidecar.plan import Shape, make_plan
-from acme_sidecar.state import (
+from acme_sidecar.adapters.acme import Issuer
+from acme_sidecar.adapters.docker import Services
+from acme_sidecar.adapters.mariadb import DomainSource
+from acme_sidecar.adapters.volume import CertStore, load_chain
+from acme_sidecar.config.settings import Settings
+from acme_sidecar.core.discover import NameRules, candidate_groups
+from acme_sidecar.core.errors import SourceError, StoreError
+from acme_sidecar.core.model import Action, Issued, Plan, Verdict
+from acme_sidecar.core.plan import Shape, make_plan
+from acme_sidecar.core.report import Outcome, Report
+from acme_sidecar.core.state import (
     State,
     apply_memory,
     record_issued,
@@ -33,47 +33,10 @@ from acme_sidecar.state import (
     record_validated,
     reusable_verdicts,
 )
-from acme_sidecar.store import CertStore, load_chain
-from acme_sidecar.validate import HttpCheck, IpPolicy, Resolver, validate_names
+from acme_sidecar.core.validate import HttpCheck, IpPolicy, Resolver, validate_names
+from acme_sidecar.shell.deploy import deploy
 
 log = structlog.get_logger(__name__)
-
-
-class Outcome(enum.Enum):
-    """How a cycle ended; the daemon picks its next wake-up from this."""
-
-    OK = "ok"
-    FAILED = "failed"
-    NOTHING_VALID = "nothing_valid"
-    SOURCE_DOWN = "source_down"
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """What one cycle did."""
-
-    outcome: Outcome
-    plan: Plan | None = None
-    verdicts: dict[str, Verdict] = field(default_factory=dict)
-    groups: tuple[NameGroup, ...] = ()
-    rows: DomainRows | None = None
-    stored: dict[str, StoredCert] = field(default_factory=dict)
-    state: State = field(default_factory=State)
-    issued: int = 0
-    failed: int = 0
-    archived: int = 0
-    applied: tuple[str, ...] = ()
-    next_due: datetime | None = None
-
-    @property
-    def all_valid(self) -> bool:
-        """Every wanted certificate is in place and valid (``once`` exits 0 only then).
-
-        A certificate held back by the CA's Retry-After counts as not valid: it is wanted and
-        its stored version (if any) is due or has the wrong names.
-        """
-        waiting = bool(self.plan and any(c.action is Action.WAIT for c in self.plan.certs))
-        return self.outcome is Outcome.OK and self.failed == 0 and not waiting
 
 
 @dataclass

@@ -1,0 +1,47 @@
+"""What one cycle did: its outcome and report, the value the daemon and the ops hooks read."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from acme_sidecar.core.model import Action, DomainRows, NameGroup, Plan, StoredCert, Verdict
+from acme_sidecar.core.state import State
+
+
+class Outcome(enum.Enum):
+    """How a cycle ended; the daemon picks its next wake-up from this."""
+
+    OK = "ok"
+    FAILED = "failed"
+    NOTHING_VALID = "nothing_valid"
+    SOURCE_DOWN = "source_down"
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What one cycle did."""
+
+    outcome: Outcome
+    plan: Plan | None = None
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    groups: tuple[NameGroup, ...] = ()
+    rows: DomainRows | None = None
+    stored: dict[str, StoredCert] = field(default_factory=dict)
+    state: State = field(default_factory=State)
+    issued: int = 0
+    failed: int = 0
+    archived: int = 0
+    applied: tuple[str, ...] = ()
+    next_due: datetime | None = None
+
+    @property
+    def all_valid(self) -> bool:
+        """Every wanted certificate is in place and valid (``once`` exits 0 only then).
+
+        A certificate held back by the CA's Retry-After counts as not valid: it is wanted and
+        its stored version (if any) is due or has the wrong names.
+        """
+        waiting = bool(self.plan and any(c.action is Action.WAIT for c in self.plan.certs))
+        return self.outcome is Outcome.OK and self.failed == 0 and not waiting
