@@ -4,6 +4,11 @@ SidecarError
 ├── ConfigError        an environment value is invalid (exit code 2)
 ├── SourceError        the domain database cannot be read
 ├── IssueError         an ACME order failed (carries the failed names and Retry-After)
+│   ├── CaUnreachable      no answer, a connection error or a 5xx from the CA (systemic)
+│   ├── RateLimited        the CA's rateLimited answer, with its Retry-After
+│   ├── AccountUnknown     the CA does not know the account (register the same key again)
+│   └── NamesRejected      authorizations went invalid: per name, the CA's own reason or a
+│                          transient cause on the CA's side (DNS, connection)
 ├── StoreError         the certificate volume cannot be read or written
 └── ServiceError       the Docker API refused a reload or restart
 """
@@ -40,6 +45,36 @@ class IssueError(SidecarError):
         self.failed_names: dict[str, str] = dict(failed_names or {})
         self.retry_after = retry_after
         self.code = code
+
+
+class CaUnreachable(IssueError):
+    """The CA could not be reached, timed out, or answered with a server error (5xx)."""
+
+
+class RateLimited(IssueError):
+    """The CA refused with ``rateLimited``; ``retry_after`` is when it allows the next try."""
+
+
+class AccountUnknown(IssueError):
+    """The CA does not know the account (``accountDoesNotExist``)."""
+
+
+class NamesRejected(IssueError):
+    """Authorizations failed. ``failed_names`` are refused for the CA's own reason
+    (unauthorized, incorrectResponse, caa, rejectedIdentifier); ``transient_names`` failed for
+    a cause on the CA's side that may pass on the next try (dns, connection, timeout)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failed_names: dict[str, str] | None = None,
+        transient_names: dict[str, str] | None = None,
+        retry_after: datetime | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, failed_names=failed_names, retry_after=retry_after, code=code)
+        self.transient_names: dict[str, str] = dict(transient_names or {})
 
 
 class StoreError(SidecarError):

@@ -91,20 +91,45 @@ class Plan:
         return tuple(c for c in self.certs if c.action in (Action.ISSUE, Action.RENEW))
 
 
+class FailureKind(enum.Enum):
+    """Why an order failed, which decides when it is tried again (``core.settle``)."""
+
+    SYSTEMIC = "systemic"  # the CA unreachable or answering 5xx, badNonce without end, or every
+    # failed name failed for a DNS/connection cause on the CA's side: short retry ladder
+    REJECTED = "rejected"  # the CA refused every name for its own reason: per-name back-off
+    RATE_LIMITED = "rate_limited"  # the CA's rateLimited answer: its Retry-After, else back-off
+    OTHER = "other"  # anything else (order deadline, malformed answer): exponential back-off
+
+
 @dataclass(frozen=True, slots=True)
 class Issued:
-    """A certificate the CA issued, not yet stored."""
+    """A certificate the CA issued, not yet stored.
+
+    ``dropped`` are names the CA rejected for its own reason (left out of this certificate);
+    ``failed_validations`` every name whose authorization went invalid on the way (for the
+    rate-limit budget); ``orders`` how many new orders were placed for it.
+    """
 
     spec: CertSpec
     fullchain_pem: bytes
     dropped: dict[str, str] = field(default_factory=dict)
+    failed_validations: tuple[str, ...] = ()
+    orders: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class IssueFailure:
-    """An order that did not produce a certificate."""
+    """An order that did not produce a certificate.
+
+    ``rejected`` are names the CA refused for its own reason (unauthorized, incorrect response,
+    CAA, rejected identifier): they get a per-name back-off. Names that failed for a transient
+    cause (the CA's DNS lookup or connection failed) are only in ``failed_validations``.
+    """
 
     spec: CertSpec
     reason: str
     retry_after: datetime | None = None
     rejected: dict[str, str] = field(default_factory=dict)
+    kind: FailureKind = FailureKind.OTHER
+    failed_validations: tuple[str, ...] = ()
+    orders: int = 0
