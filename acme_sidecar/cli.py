@@ -7,7 +7,6 @@ Exit codes: 0 fine, 1 a certificate is missing or invalid after ``once``, 2 inva
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 from collections.abc import Sequence
@@ -18,18 +17,22 @@ import structlog
 
 from acme_sidecar import __version__
 from acme_sidecar.adapters.acme import AcmeIssuer, Issuer, caa_identities
-from acme_sidecar.adapters.dns import DnsResolver, WebrootSelfCheck, detect_public_ip
+from acme_sidecar.adapters.dns import DnsResolver
 from acme_sidecar.adapters.docker import DockerServices
+from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
 from acme_sidecar.adapters.mariadb import MariaDBSource
 from acme_sidecar.adapters.volume import CertStore
-from acme_sidecar.config.settings import Settings, load_settings
+from acme_sidecar.config.policies import cycle_policy, daemon_policy
+from acme_sidecar.config.settings import Settings, load_settings, mask_url
 from acme_sidecar.core.errors import ConfigError
-from acme_sidecar.core.plan import renewal_time
 from acme_sidecar.core.report import Outcome
+from acme_sidecar.core.settle import force_seen
 from acme_sidecar.ops.hooks import HealthFile, Hook, health_problems, read_health
 from acme_sidecar.ops.log import configure
-from acme_sidecar.shell.cycle import Deps, decide, next_sleep, run_cycle, summarize
+from acme_sidecar.shell.cycle import Deps, guarded_cycle, next_sleep, summarize
 from acme_sidecar.shell.daemon import Daemon, after_cycle
+from acme_sidecar.shell.gather import decide
+from acme_sidecar.shell.status import collect, render
 
 log = structlog.get_logger("acme_sidecar")
 
@@ -64,7 +67,7 @@ def build_deps(settings: Settings, stop: threading.Event) -> Deps:
         source=MariaDBSource(
             database=s.dbname,
             user=s.dbuser,
-            password=s.dbpass,
+            password=s.dbpass.get_secret_value(),
             socket=s.db_socket,
             host=s.db_host,
             port=s.db_port,
@@ -76,6 +79,7 @@ def build_deps(settings: Settings, stop: threading.Event) -> Deps:
         public_ips=public_ips,
         ca_identities=lambda: caa_identities(s.directory, s.acme_ca_bundle),
         services=DockerServices(s.compose_project_name, s.acme_restart_services),
+        stop=stop,
     )
 
 
@@ -156,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning(
             "config.directory",
             reason="LE_STAGING=y wins over DIRECTORY_URL",
-            ignored=settings.directory_url,
+            ignored=mask_url(settings.directory_url),
         )
     if args.command == "status":
         return _status(settings, as_json=args.json)
@@ -171,17 +175,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("daemon.idle", reason="SKIP_LETS_ENCRYPT=y: nothing to do")
             return 0
         hooks = build_hooks(settings)  # before the cycle: it taps the log for the mailcow UI
-        report = run_cycle(settings, deps)
-        summarize(report, next_sleep(report, settings, deps.clock()))
+        report = guarded_cycle(cycle_policy(settings), deps)
+        summarize(report, next_sleep(report, daemon_policy(settings), deps.clock(), streak=1))
         after_cycle(report, deps, hooks)
         return 0 if report.all_valid else 1
-    daemon = Daemon(settings, deps, stop=stop, hooks=build_hooks(settings, daemon=True))
+    daemon = Daemon(
+        daemon_policy(settings),
+        cycle_policy(settings),
+        deps,
+        stop=stop,
+        hooks=build_hooks(settings, daemon=True),
+    )
     daemon.install_signals()
     return daemon.run()
 
 
 def _check(settings: Settings, deps: Deps) -> int:
-    report = decide(settings, deps, fresh=True)
+    state = force_seen(deps.store.load_state(), deps.store.force_requested(), deps.clock())
+    report = decide(cycle_policy(settings), deps, state, fresh=True)
     out = sys.stdout
     if report.outcome is Outcome.SOURCE_DOWN:
         print("cannot read the domain database; see the log above", file=out)
@@ -206,34 +217,5 @@ def _check(settings: Settings, deps: Deps) -> int:
 
 def _status(settings: Settings, *, as_json: bool) -> int:
     store = CertStore(settings.acme_cert_dir)
-    now = datetime.now(UTC)
-    rows = []
-    for cert in store.load().values():
-        renew = renewal_time(cert.not_before, cert.not_after)
-        rows.append(
-            {
-                "name": cert.name,
-                "domains": list(cert.domains),
-                "issuer": cert.issuer,
-                "serial": f"{cert.serial:x}",
-                "not_before": cert.not_before.isoformat(),
-                "not_after": cert.not_after.isoformat(),
-                "renew_at": renew.isoformat(),
-                "expired": cert.not_after <= now,
-                "key_matches": cert.key_matches,
-            }
-        )
-    if as_json:
-        json.dump({"certificates": rows}, sys.stdout, indent=2)
-        print()
-        return 0
-    if not rows:
-        print(f"no certificates in {settings.acme_cert_dir}")
-        return 0
-    for row in rows:
-        print(f"{row['name']}")
-        print(f"  names:     {' '.join(row['domains'])}")  # type: ignore[arg-type]
-        print(f"  issuer:    {row['issuer']}")
-        print(f"  not after: {row['not_after']}")
-        print(f"  renews at: {row['renew_at']}")
+    render(collect(store, datetime.now(UTC)), as_json=as_json)
     return 0

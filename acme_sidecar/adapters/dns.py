@@ -1,25 +1,17 @@
-"""DNS and HTTP adapters for validation: dnspython lookups, public IP detection, the self-check.
+"""DNS adapter for validation: dnspython lookups of A, AAAA and CAA records.
 
-Everything here touches the network; the decisions that use these answers live in ``validate``.
+May touch: the network (DNS) only; the decisions that use these answers live in
+``core.validate``. The HTTP side (public IP detection, the self-check) is in ``http_probe``.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import secrets
-from pathlib import Path
-from types import TracebackType
-
 import dns.exception
 import dns.rdatatype
 import dns.resolver
-import requests
-import structlog
 
 from acme_sidecar.config.settings import parse_resolver
 from acme_sidecar.core.validate import Caa, CaaLookup, Lookup
-
-log = structlog.get_logger(__name__)
 
 _NO_ANSWER = (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer)
 
@@ -73,65 +65,3 @@ class DnsResolver:
             if r.rdtype == dns.rdatatype.CAA
         )
         return CaaLookup(records)
-
-
-def detect_public_ip(url: str, version: int, timeout: float = 5.0) -> str | None:
-    """Ask ``url`` for this server's public address; return it only when it parses as IPv4/6."""
-    try:
-        response = requests.get(url, timeout=timeout)
-        text = response.text.strip()
-        addr = ipaddress.ip_address(text)
-    except (requests.RequestException, ValueError) as exc:
-        log.warning("ip.detect_failed", url=url, version=version, error=str(exc)[:200])
-        return None
-    if addr.version != version:
-        log.warning("ip.detect_failed", url=url, version=version, error=f"got {text[:60]!r}")
-        return None
-    return str(addr)
-
-
-class WebrootSelfCheck:
-    """Writes one random token into the webroot and fetches it back through each name.
-
-    The request goes to the validated address itself (not a fresh lookup), on
-    ``ACME_HTTP_VERIFY_PORT``, with the name in the Host header: what the CA will do.
-    Use as a context manager so the token file is always removed.
-    """
-
-    def __init__(self, webroot: Path, port: int, timeout: float = 5.0) -> None:
-        self._webroot = webroot
-        self._port = port
-        self._timeout = timeout
-        self._token = secrets.token_urlsafe(24)
-        self._session = requests.Session()
-
-    def __enter__(self) -> WebrootSelfCheck:
-        self._webroot.mkdir(parents=True, exist_ok=True)
-        (self._webroot / self._token).write_text(self._token)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        (self._webroot / self._token).unlink(missing_ok=True)
-        self._session.close()
-
-    def check(self, name: str, address: str) -> str | None:
-        """Return ``None`` when ``http://name/.well-known/acme-challenge/TOKEN`` answered right."""
-        host = f"[{address}]" if ":" in address else address
-        url = f"http://{host}:{self._port}/.well-known/acme-challenge/{self._token}"
-        try:
-            response = self._session.get(
-                url, headers={"Host": name}, timeout=self._timeout, allow_redirects=False
-            )
-        except requests.RequestException as exc:
-            return f"http://{name}:{self._port} via {address} not reachable ({type(exc).__name__})"
-        if response.status_code != 200 or response.text.strip() != self._token:
-            return (
-                f"http://{name}:{self._port}/.well-known/acme-challenge/ via {address} answered "
-                f"{response.status_code} without the token (is the webroot served there?)"
-            )
-        return None

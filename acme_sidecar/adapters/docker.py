@@ -10,6 +10,7 @@ at start. Each container is acted on once per call. May touch: Docker only.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -83,10 +84,13 @@ class DockerServices:
         """Reload, or restart when ``restart`` (or when the reload fails), each service once;
         ``reason`` says why a restart was asked for (default: the set changed)."""
         import docker.errors
+        import requests
 
+        # the SDK raises requests' errors (ReadTimeout, ConnectionError) besides its own
+        failures = (docker.errors.DockerException, requests.RequestException, OSError)
         try:
             client = self._client_factory()
-        except docker.errors.DockerException as exc:
+        except failures as exc:
             raise ServiceError(f"cannot reach the Docker API: {exc}") from exc
         done: dict[str, str] = {}
         failed: list[str] = []
@@ -103,13 +107,14 @@ class DockerServices:
                 for container in containers:
                     try:
                         done[service] = self._apply_one(container, service, restart, reason)
-                    except docker.errors.DockerException as exc:
+                    except failures as exc:
                         failed.append(service)
                         log.error("service.failed", service=service, error=str(exc))
-        except docker.errors.DockerException as exc:
+        except failures as exc:
             raise ServiceError(f"cannot list containers through the Docker API: {exc}") from exc
         finally:
-            client.close()
+            with contextlib.suppress(*failures):
+                client.close()
         if failed:
             raise ServiceError("could not reload or restart " + ", ".join(failed))
         return done

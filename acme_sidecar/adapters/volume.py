@@ -1,10 +1,13 @@
-"""Store: the certificate volume (DESIGN.md §4), written atomically.
+"""Store: the certificate volume (DESIGN.md §4), written atomically, never through a link.
 
-May touch only files under ``ACME_CERT_DIR``. Each write stages ``*.new`` files (mode 0600 for
-keys, fsynced), checks that key and certificate match, then renames key, cert and ``domains`` into
-place and fsyncs the directory. A crash between renames is finished on the next start by
-``recover``, so a reader never keeps a mismatched pair. What is replaced is copied to
-``backups/<name>/<UTC timestamp>/`` first.
+May touch only files under ``ACME_CERT_DIR`` (with the primitives of ``files``). Each write
+stages ``*.new`` files (mode 0600 for keys, every byte written, fsynced, read back and parsed),
+checks that key and certificate match, then renames key, cert and ``domains`` into place and
+fsyncs the directory. A crash between renames is finished on the next start by ``recover``, so
+a reader never keeps a mismatched pair; a full or read-only volume leaves the old files as they
+were. What is replaced is copied to ``backups/<name>/<UTC timestamp>/`` first. A symbolic link
+where a certificate directory or one of the volume's files belongs is refused, never followed.
+``lock`` keeps two daemons on one volume from ordering at once.
 """
 
 from __future__ import annotations
@@ -12,16 +15,22 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtensionOID
 
+from acme_sidecar.adapters import files
+from acme_sidecar.adapters.files import PrivateKey as PrivateKey
+from acme_sidecar.adapters.files import atomic_write as atomic_write
+from acme_sidecar.adapters.files import cert_sans as cert_sans
+from acme_sidecar.adapters.files import check_not_link, ensure_dir, is_regular, read_bytes
+from acme_sidecar.adapters.files import key_matches as key_matches
+from acme_sidecar.adapters.files import load_chain as load_chain
+from acme_sidecar.adapters.files import load_key as load_key
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.model import CertSpec, StoredCert
 from acme_sidecar.core.names import normalize_hostname
@@ -30,87 +39,41 @@ from acme_sidecar.core.state import State
 log = structlog.get_logger(__name__)
 
 PAIR = ("key.pem", "cert.pem")
+CERT_FILES = ("domains", "cert.pem", "key.pem")
 RESERVED = {"acme", "backups"}
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+class VolumeBusy(StoreError):
+    """Another acme-sidecar holds the volume's lock (``acme/lock``)."""
+
+
+def _pair_ok(cert_path: Path, key_path: Path) -> bool:
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> Path:
-    """Write ``data`` to ``path.new`` (created with ``mode``) and fsync it; return that path."""
-    tmp = path.with_name(path.name + ".new")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return tmp
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically."""
-    _write_new(path, data, mode).replace(path)
-    _fsync_dir(path.parent)
-
-
-def load_chain(data: bytes) -> list[x509.Certificate]:
-    """Parse a PEM chain, leaf first; raise ``StoreError`` when it holds no certificate."""
-    try:
-        certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise StoreError(f"not a PEM certificate chain: {exc}") from exc
-    return certs
-
-
-def load_key(data: bytes, *, check: bool = False) -> PrivateKey:
-    """Parse a PEM private key (RSA or EC); raise ``StoreError`` otherwise.
-
-    The RSA consistency check costs about half a second for a 4096-bit key, so it runs only
-    with ``check`` (for a key about to sign); comparing public keys does not need it.
-    """
-    try:
-        key = serialization.load_pem_private_key(
-            data, password=None, unsafe_skip_rsa_key_validation=not check
-        )
-    except (ValueError, TypeError) as exc:
-        raise StoreError("not a PEM private key") from exc
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise StoreError(f"unsupported key type {type(key).__name__}")
-    return key
-
-
-def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
-    """Whether ``cert`` was issued for ``key``."""
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
-    return cert.public_key().public_bytes(enc, fmt) == key.public_key().public_bytes(enc, fmt)
-
-
-def cert_sans(cert: x509.Certificate) -> tuple[str, ...]:
-    """The DNS names of ``cert``'s subjectAltName extension."""
-    try:
-        ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
-    except x509.ExtensionNotFound:
-        return ()
-    value = ext.value
-    if not isinstance(value, x509.SubjectAlternativeName):
-        return ()
-    return tuple(value.get_values_for_type(x509.DNSName))
-
-
-def _pair_ok(cert_data: bytes, key_data: bytes) -> bool:
-    try:
-        return key_matches(load_chain(cert_data)[0], load_key(key_data))
-    except StoreError:
+        return key_matches(load_chain(read_bytes(cert_path))[0], load_key(read_bytes(key_path)))
+    except (StoreError, OSError):
         return False
+
+
+def _domains_ok(domains_path: Path, cert_path: Path) -> bool:
+    """Whether a staged ``domains`` file is whole: the names of the certificate in place."""
+    try:
+        names = read_bytes(domains_path).decode("utf-8").split()
+        sans = cert_sans(load_chain(read_bytes(cert_path))[0])
+    except (StoreError, OSError, ValueError):
+        return False
+    return bool(names) and {n.lower() for n in names} == {n.lower() for n in sans}
+
+
+def _holds(path: Path, data: bytes, *, private: bool = False) -> bool:
+    """Whether file ``path`` holds ``data`` (``private``: made 0600); a link is refused."""
+    try:
+        return read_bytes(path, private=private) == data
+    except FileNotFoundError:
+        return False
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d_%H_%M_%S")
 
 
 class CertStore:
@@ -123,14 +86,29 @@ class CertStore:
     # --- layout ---------------------------------------------------------------------------
 
     @property
+    def acme_dir(self) -> Path:
+        """``acme/``: keys, state and the lock (mode 0700); never a symbolic link."""
+        return self.root / "acme"
+
+    @property
     def account_key_path(self) -> Path:
         """``acme/account.pem``: the ACME account key, kept forever."""
-        return self.root / "acme" / "account.pem"
+        return self.acme_dir / "account.pem"
 
     @property
     def domain_key_path(self) -> Path:
         """``acme/key.pem``: the certificate key reused across renewals."""
-        return self.root / "acme" / "key.pem"
+        return self.acme_dir / "key.pem"
+
+    @property
+    def state_path(self) -> Path:
+        """``acme/state.json``: what the sidecar remembers across restarts."""
+        return self.acme_dir / "state.json"
+
+    @property
+    def lock_path(self) -> Path:
+        """``acme/lock``: held (``flock``) by the daemon that may order for this volume."""
+        return self.acme_dir / "lock"
 
     @property
     def force_path(self) -> Path:
@@ -140,27 +118,74 @@ class CertStore:
     def prepare(self) -> None:
         """Create the volume's directories and finish any interrupted swap."""
         try:
-            (self.root / "acme").mkdir(parents=True, exist_ok=True)
-            (self.root / "acme").chmod(0o700)
+            self.root.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.acme_dir, 0o700, "the acme directory")
+            if self.acme_dir.stat().st_mode & 0o077:
+                self.acme_dir.chmod(0o700)
         except OSError as exc:
-            raise StoreError(f"cannot use certificate directory {self.root}: {exc}") from exc
+            raise files.volume_error(exc, "preparing", self.root, "nothing was written") from exc
         self.recover()
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold ``acme/lock`` (non-blocking ``flock``); ``VolumeBusy`` when another holds it.
+
+        The kernel releases it when the process ends, however it ends (no stale lock).
+        """
+        ensure_dir(self.acme_dir, 0o700, "the acme directory")
+        fd = files.try_lock(self.lock_path)
+        if fd is None:
+            raise VolumeBusy(f"another acme-sidecar holds {self.lock_path}; this one waits")
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    # --- recovery -------------------------------------------------------------------------
+
     def recover(self) -> None:
-        """Finish (or roll back) a swap that a crash interrupted, in every certificate dir."""
-        for directory in [self.root, *self._dirs()]:
-            key_new, cert_new = (directory / f"{n}.new" for n in PAIR)
-            if cert_new.exists():
-                key_file = key_new if key_new.exists() else directory / "key.pem"
-                if key_file.exists() and _pair_ok(cert_new.read_bytes(), key_file.read_bytes()):
-                    if key_new.exists():
-                        key_new.replace(directory / "key.pem")
-                    cert_new.replace(directory / "cert.pem")
-                    log.warning("store.recovered", directory=str(directory), action="completed")
-                else:
-                    log.warning("store.recovered", directory=str(directory), action="discarded")
-            for leftover in (key_new, cert_new, directory / "domains.new"):
-                leftover.unlink(missing_ok=True)
+        """Finish (or roll back) a swap that a crash interrupted, in every certificate dir.
+
+        A staged pair that is whole and matches is renamed into place; a torn one (empty,
+        unparseable, not matching) is discarded, so is a ``domains.new`` that does not list the
+        names of the certificate in place. Leftover ``acme/*.new`` files are removed.
+        """
+        try:
+            if self.acme_dir.is_dir() and not self.acme_dir.is_symlink():
+                for name in ("account.pem", "key.pem", "state.json"):
+                    files.discard(self.acme_dir / f"{name}.new")
+                files.fsync_dir(self.acme_dir)
+            for directory in [self.root, *self._dirs()]:
+                self._recover_dir(directory)
+        except OSError as exc:
+            raise files.volume_error(exc, "recovering", self.root, "it runs again") from exc
+
+    def _recover_dir(self, directory: Path) -> None:
+        key_new, cert_new, domains_new = (directory / f"{n}.new" for n in (*PAIR, "domains"))
+        staged = [p for p in (key_new, cert_new, domains_new) if os.path.lexists(p)]
+        if not staged:
+            return
+        if any((directory / f).is_symlink() for f in CERT_FILES):  # refused: never renamed over
+            for leftover in staged:
+                files.discard(leftover)
+            return
+        if cert_new in staged:
+            key_file = key_new if is_regular(key_new) else directory / "key.pem"
+            if _pair_ok(cert_new, key_file):
+                if key_file == key_new:
+                    key_new.replace(directory / "key.pem")
+                cert_new.replace(directory / "cert.pem")
+                log.warning("store.recovered", directory=str(directory), action="completed")
+            else:
+                log.warning("store.recovered", directory=str(directory), action="discarded")
+        if domains_new in staged and _domains_ok(domains_new, directory / "cert.pem"):
+            domains_new.replace(directory / "domains")
+            log.warning("store.recovered", directory=str(directory), file="domains")
+        for leftover in (key_new, cert_new, domains_new):
+            files.discard(leftover)
+        files.fsync_dir(directory)
+
+    # --- reading --------------------------------------------------------------------------
 
     def _dirs(self) -> Iterator[Path]:
         if not self.root.is_dir():
@@ -169,21 +194,41 @@ class CertStore:
             if entry.is_dir() and not entry.is_symlink() and entry.name not in RESERVED:
                 yield entry
 
-    # --- reading --------------------------------------------------------------------------
+    def _refusal(self, directory: Path) -> str | None:
+        """Why certificate directory ``directory`` is refused as a link, or None."""
+        if directory.is_symlink():
+            return "the certificate directory is a symbolic link"
+        linked = [f for f in CERT_FILES if (directory / f).is_symlink()]
+        if linked and directory.is_dir():
+            return f"{' and '.join(linked)} in the certificate directory is a symbolic link"
+        return None
+
+    def _refusals(self) -> dict[str, str]:
+        entries = sorted(self.root.iterdir()) if self.root.is_dir() else []
+        found = {e.name: self._refusal(e) for e in entries if e.is_dir() and e.name not in RESERVED}
+        return {name: reason for name, reason in found.items() if reason}
+
+    def refused(self) -> list[str]:
+        """Certificate directories refused because they, or their files, are symbolic links.
+
+        ``load`` and ``names`` leave them out; nothing is read or written through them.
+        """
+        return sorted(self._refusals())
 
     def names(self) -> list[str]:
         """The certificate directories (domains, cert.pem, key.pem), without parsing them."""
-        return [
-            d.name
-            for d in self._dirs()
-            if all((d / f).is_file() for f in ("domains", "cert.pem", "key.pem"))
-        ]
+        return [d.name for d in self._dirs() if all(is_regular(d / f) for f in CERT_FILES)]
 
     def load(self) -> dict[str, StoredCert]:
         """Every certificate directory (one holding domains, cert.pem and key.pem)."""
+        refusals = self._refusals()
+        for name, reason in refusals.items():
+            log.warning("store.symlink_refused", path=str(self.root / name), reason=reason)
         found: dict[str, StoredCert] = {}
         for directory in self._dirs():
-            if not all((directory / f).is_file() for f in ("domains", "cert.pem", "key.pem")):
+            if directory.name in refusals:
+                continue
+            if not all(is_regular(directory / f) for f in CERT_FILES):
                 continue
             if normalize_hostname(directory.name, allow_wildcard=True) != directory.name:
                 log.warning("store.ignored", directory=directory.name, reason="not a host name")
@@ -195,9 +240,9 @@ class CertStore:
         return found
 
     def _read(self, directory: Path) -> StoredCert:
-        domains = tuple((directory / "domains").read_text("utf-8").split())
-        leaf = load_chain((directory / "cert.pem").read_bytes())[0]
-        key = load_key((directory / "key.pem").read_bytes())
+        domains = tuple(read_bytes(directory / "domains").decode("utf-8").split())
+        leaf = load_chain(read_bytes(directory / "cert.pem"))[0]
+        key = load_key(read_bytes(directory / "key.pem"))
         return StoredCert(
             name=directory.name,
             domains=domains,
@@ -212,12 +257,23 @@ class CertStore:
     # --- keys -----------------------------------------------------------------------------
 
     def _load_or_create_key(self, path: Path, make: type[rsa.RSAPrivateKey] | None) -> bytes:
-        if path.exists():
-            data = path.read_bytes()
-            load_key(data, check=True)
-            if path.stat().st_mode & 0o077:
-                path.chmod(0o600)
-            log.info("key.reused", path=str(path.relative_to(self.root)))
+        rel = str(path.relative_to(self.root))
+        check_not_link(self.acme_dir, "the acme directory")
+        try:
+            data = read_bytes(path, private=True)
+        except FileNotFoundError:
+            pass
+        else:
+            try:
+                load_key(data, check=True)
+            except StoreError as exc:
+                pins = "CAA accounturi" if make is None else "TLSA records"
+                raise StoreError(
+                    f"{path} is damaged ({exc}); it is kept as it is and no new key replaces "
+                    f"it ({pins} may pin it): restore it from a backup, or move it away to "
+                    "start with a new key"
+                ) from exc
+            log.info("key.reused", path=rel)
             return data
         key: PrivateKey
         if make is None:
@@ -229,9 +285,9 @@ class CertStore:
             serialization.PrivateFormat.TraditionalOpenSSL,
             serialization.NoEncryption(),
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, data, 0o600)
-        log.info("key.created", path=str(path.relative_to(self.root)))
+        ensure_dir(self.acme_dir, 0o700, "the acme directory")
+        files.create_new(path, data, 0o600, check=load_key)
+        log.info("key.created", path=rel)
         return data
 
     def account_key(self) -> bytes:
@@ -250,101 +306,132 @@ class CertStore:
         if not key_matches(chain[0], load_key(key_pem)):
             raise StoreError(f"{spec.name}: the issued certificate does not match its key")
         directory = self.root / spec.name
-        if directory.exists():
+        reason = self._refusal(directory)
+        if reason:
+            raise files.refuse_link(directory, reason)
+        if directory.is_dir():
             self.backup(spec.name)
-        directory.mkdir(mode=0o755, exist_ok=True)
-        self._swap(directory, fullchain, key_pem)
-        atomic_write(directory / "domains", " ".join(spec.domains).encode())
+        ensure_dir(directory, 0o755, "the certificate directory")
+        self._swap(directory, fullchain, key_pem, " ".join(spec.domains).encode())
 
-    def _swap(self, directory: Path, cert_pem: bytes, key_pem: bytes) -> None:
-        key_path, cert_path = directory / "key.pem", directory / "cert.pem"
-        same_key = key_path.is_file() and key_path.read_bytes() == key_pem
-        cert_new = _write_new(cert_path, cert_pem, 0o644)
-        key_new = None if same_key else _write_new(key_path, key_pem, 0o600)
-        _fsync_dir(directory)
-        if key_new is not None:
-            key_new.replace(key_path)
-        cert_new.replace(cert_path)
-        key_path.chmod(0o600)
-        _fsync_dir(directory)
+    def _swap(self, directory: Path, cert: bytes, key: bytes, domains: bytes | None) -> None:
+        """Stage every file, then rename key, cert and ``domains``; nothing renamed on failure."""
+        staged: list[files.Staged] = [(directory / "cert.pem", cert, 0o644, load_chain)]
+        if not _holds(
+            directory / "key.pem", key, private=True
+        ):  # the same key (TLSA pins) stays untouched
+            staged.insert(0, (directory / "key.pem", key, 0o600, load_key))  # first: see recover
+        if domains is not None:
+            staged.append((directory / "domains", domains, 0o644, None))
+        files.swap_in(directory, staged, torn="the next start finishes or rolls back the swap")
 
-    def set_default(self, name: str) -> bool:
-        """Make ``<name>/cert.pem`` and ``key.pem`` the top-level pair; True when it changed."""
+    def set_default(self, name: str, before: Callable[[], None] | None = None) -> bool:
+        """Make ``<name>/cert.pem`` and ``key.pem`` the top-level pair; True when it changed.
+
+        ``before`` runs just before the swap (the cycle records the deploy it now owes)."""
         src = self.root / name
-        cert, key = (src / "cert.pem").read_bytes(), (src / "key.pem").read_bytes()
-        top_cert, top_key = self.root / "cert.pem", self.root / "key.pem"
-        if (
-            top_cert.is_file()
-            and top_key.is_file()
-            and top_cert.read_bytes() == cert
-            and top_key.read_bytes() == key
+        reason = self._refusal(src)
+        if reason:
+            raise files.refuse_link(src, reason)
+        cert, key = read_bytes(src / "cert.pem"), read_bytes(src / "key.pem")
+        if _holds(self.root / "cert.pem", cert) and _holds(
+            self.root / "key.pem", key, private=True
         ):
             return False
-        self._swap(self.root, cert, key)
+        if before is not None:
+            before()
+        self._swap(self.root, cert, key, None)
         return True
 
     def _stamp_dir(self, name: str) -> Path:
         base = self.root / "backups" / name
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d_%H_%M_%S")
+        ensure_dir(base.parent, 0o700, "the backups directory")
+        ensure_dir(base, 0o700, f"the backups directory of {name}")
+        stamp = _stamp()
         target, n = base / stamp, 1
-        while target.exists():
+        while os.path.lexists(target):
             n += 1
             target = base / f"{stamp}.{n}"
         return target
 
     def backup(self, name: str) -> Path:
-        """Copy the files of certificate ``name`` to ``backups/<name>/<UTC timestamp>/``."""
+        """Copy the files of certificate ``name`` to ``backups/<name>/<UTC timestamp>/``.
+
+        Files and directories are fsynced; on failure the partial backup is removed and
+        ``StoreError`` raised, so nothing is replaced without its backup. Links are refused.
+        """
+        src = self.root / name
+        reason = self._refusal(src)
+        if reason:
+            raise files.refuse_link(src, reason)
         target = self._stamp_dir(name)
-        target.mkdir(parents=True, mode=0o700)
-        for file in ("domains", "cert.pem", "key.pem", "acme.csr"):
-            if (self.root / name / file).is_file():
-                shutil.copy2(self.root / name / file, target / file)
+        files.copy_dir(src, (*CERT_FILES, "acme.csr"), target, parents=3)
         self.prune(name)
         log.info("cert.backed_up", certificate=name, backup=str(target.relative_to(self.root)))
         return target
 
     def archive(self, name: str) -> Path:
         """Move certificate directory ``name`` whole into ``backups/<name>/<UTC timestamp>``."""
+        src = self.root / name
+        check_not_link(src, "the certificate directory")
         target = self._stamp_dir(name)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (self.root / name).replace(target)
-        _fsync_dir(self.root)
+        try:
+            src.replace(target)
+            for directory in (self.root, target.parent.parent, target.parent):
+                files.fsync_dir(directory)
+        except OSError as exc:
+            raise files.volume_error(exc, "archiving", src, "it stays in place") from exc
         self.prune(name)
         return target
 
     def prune(self, name: str) -> None:
-        """Keep only the newest ``backup_keep`` backups of ``name``."""
+        """Keep only the newest ``backup_keep`` backups of ``name`` (links are left alone)."""
         base = self.root / "backups" / name
-        if not base.is_dir():
+        if base.is_symlink() or not base.is_dir():
             return
-        entries = sorted(p for p in base.iterdir() if p.is_dir())
+        entries = sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink())
         for old in entries[: max(0, len(entries) - self.backup_keep)]:
             shutil.rmtree(old, ignore_errors=True)
 
-    @property
-    def state_path(self) -> Path:
-        """``acme/state.json``: what the sidecar remembers across restarts."""
-        return self.root / "acme" / "state.json"
+    # --- state ----------------------------------------------------------------------------
 
     def load_state(self) -> State:
-        """The remembered state; a missing or damaged file gives an empty state (logged)."""
+        """The remembered state; missing gives an empty state, damaged is kept aside first."""
+        check_not_link(self.acme_dir, "the acme directory")
         try:
-            return State.from_json(self.state_path.read_text("utf-8"))
+            text = read_bytes(self.state_path).decode("utf-8")
+            return State.from_json(text)
         except FileNotFoundError:
             return State()
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("state.unreadable", path=str(self.state_path), error=str(exc)[:200])
-            return State()
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return self._keep_damaged(exc)
+
+    def _keep_damaged(self, exc: Exception) -> State:
+        path, stamp = self.state_path, _stamp()
+        kept, n = path.with_name(f"{path.name}.damaged-{stamp}"), 1
+        while os.path.lexists(kept):
+            n += 1
+            kept = path.with_name(f"{path.name}.damaged-{stamp}.{n}")
+        files.keep_aside(path, kept)
+        log.warning("state.damaged", path=str(path), kept=str(kept), error=str(exc)[:200])
+        return State()
 
     def save_state(self, state: State) -> None:
         """Write the state atomically, only when it changed (a quiet cycle writes nothing)."""
         data = state.to_json().encode()
-        if self.state_path.is_file() and self.state_path.read_bytes() == data:
-            return
+        check_not_link(self.acme_dir, "the acme directory")
+        with contextlib.suppress(FileNotFoundError):
+            if read_bytes(self.state_path) == data:
+                return
         atomic_write(self.state_path, data, 0o600)
 
+    # --- force_renew ----------------------------------------------------------------------
+
     def force_requested(self) -> bool:
-        """Whether the admin created ``force_renew``."""
+        """Whether the admin created ``force_renew`` (a symbolic link is refused, logged)."""
+        if self.force_path.is_symlink():
+            files.refuse_link(self.force_path, "force_renew is a symbolic link")  # logged only
+            return False
         return self.force_path.exists()
 
     def clear_force(self) -> None:

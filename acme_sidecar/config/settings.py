@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ValidationError, field_validator, model_validator
+from pydantic import SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from acme_sidecar.core.errors import ConfigError
@@ -27,6 +27,18 @@ _NO = {"n", "no", ""}
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([^@\s]+)$")
 
 YesNo = Annotated[bool, NoDecode]
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds from ``7d``, ``12h``, ``30m``, ``45s`` or a plain number of seconds."""
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    if not number.isdigit():
+        raise ValueError("must be a duration such as 7d, 12h, 30m or seconds (604800)")
+    return int(number) * units[unit]
 
 
 def _yes_no(value: Any) -> Any:
@@ -61,7 +73,7 @@ class Settings(BaseSettings):
     acme_dns_challenge: YesNo = False
     dbname: str = "mailcow"
     dbuser: str = "mailcow"
-    dbpass: str = ""
+    dbpass: SecretStr = SecretStr("")
     db_socket: Path = Path("/var/run/mysqld/mysqld.sock")
     db_host: str = ""
     db_port: int = 3306
@@ -92,6 +104,11 @@ class Settings(BaseSettings):
     acme_name_grace: Annotated[int, NoDecode] = 7 * 86400
     acme_revalidate_after: Annotated[int, NoDecode] = 12 * 3600
     acme_db_poll: int = 300
+    # retries: systemic failures climb this ladder, then ACME_RETRY_INTERVAL; other failures
+    # back off exponentially from ACME_RETRY_INTERVAL up to ACME_MAX_BACKOFF (see core/settle.py)
+    acme_retry_ladder: Annotated[tuple[int, ...], NoDecode] = (60, 120, 300, 600, 1800)
+    acme_max_backoff: Annotated[int, NoDecode] = 86400
+    acme_verify_timeout: Annotated[int, NoDecode] = 120
     acme_caa_identities: Annotated[tuple[str, ...], NoDecode] = ()
     acme_max_names: int = 100
     acme_verify_smtp: str = "postfix:25"
@@ -107,10 +124,10 @@ class Settings(BaseSettings):
     acme_notify_email: Annotated[tuple[str, ...], NoDecode] = ()
     acme_notify_smtp: str = "postfix:25"
     acme_notify_from: str = ""
-    acme_notify_webhook: str = ""
+    acme_notify_webhook: SecretStr = SecretStr("")  # its path or userinfo often holds a token
     acme_notify_expiry_days: int = 14
     acme_notify_state: Path | None = None
-    redispass: str = ""
+    redispass: SecretStr = SecretStr("")
     redis_slaveof_ip: str = ""
     redis_slaveof_port: Annotated[int | None, NoDecode] = None
     acme_redis_host: str = ""
@@ -245,16 +262,26 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "acme_name_grace", "acme_health_fail_after", "acme_revalidate_after", mode="before"
+        "acme_name_grace",
+        "acme_health_fail_after",
+        "acme_revalidate_after",
+        "acme_max_backoff",
+        "acme_verify_timeout",
+        mode="before",
     )
     @classmethod
     def _duration(cls, value: Any) -> int:
-        text = str(value).strip().lower()
-        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-        number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
-        if not number.isdigit():
-            raise ValueError("must be a duration such as 7d, 12h, 30m or seconds (604800)")
-        return int(number) * units[unit]
+        return parse_duration(value)
+
+    @field_validator("acme_retry_ladder", mode="before")
+    @classmethod
+    def _ladder(cls, value: Any) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        steps = tuple(parse_duration(v) for v in str(value).split(",") if v.strip())
+        if not steps or min(steps) < 1:
+            raise ValueError("must be a comma list of durations of 1s or more, e.g. 1m,2m,5m")
+        return steps
 
     @field_validator("acme_caa_identities", mode="before")
     @classmethod
@@ -363,10 +390,10 @@ class Settings(BaseSettings):
             raise ValueError("must be host:port of an SMTP server (for example postfix:25)")
         return text
 
-    @field_validator("acme_notify_webhook")
+    @field_validator("acme_notify_webhook", mode="before")
     @classmethod
-    def _webhook(cls, value: str) -> str:
-        text = value.strip()
+    def _webhook(cls, value: Any) -> str:
+        text = (value.get_secret_value() if isinstance(value, SecretStr) else str(value)).strip()
         if text and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
             raise ValueError("must be an http:// or https:// URL, or empty")
         return text
@@ -495,5 +522,24 @@ def _describe(exc: ValidationError, values: dict[str, str]) -> str:
         elif err["type"] == "missing":
             lines.append(f"{loc.upper()} is not set: it is required")
         else:
-            lines.append(f"{loc.upper()}={values.get(loc, '')!r} is not valid: {message}")
+            shown = "***" if loc in _HIDDEN else mask_url(str(values.get(loc, "")))
+            lines.append(f"{loc.upper()}={shown!r} is not valid: {message}")
     return "; ".join(lines)
+
+
+_HIDDEN = {"dbpass", "redispass"}  # never echoed; URLs are echoed with their password masked
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of a ``scheme://user:password@host`` URL shown as ``***``
+    (a user name alone, often a token, is masked too); anything else is returned unchanged."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, hostport = rest[:end].rpartition("@")
+    if not at:
+        return text
+    user, colon, _ = userinfo.partition(":")
+    masked = f"{user}:***" if colon else "***"
+    return f"{scheme}://{masked}@{hostport}{rest[end:]}"

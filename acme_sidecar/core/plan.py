@@ -6,10 +6,11 @@ stored certificates and the clock. No I/O, no logging: the cycle logs the plan i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from acme_sidecar.core.budget import Hold
 from acme_sidecar.core.model import Action, CertPlan, CertSpec, NameGroup, Plan, StoredCert, Verdict
 
 SHORT_LIFETIME = timedelta(days=10)
@@ -73,18 +74,13 @@ def wanted_specs(
     return specs
 
 
-def _decide(
-    spec: CertSpec, stored: StoredCert | None, force: bool, now: datetime, wait: datetime | None
-) -> CertPlan:
-    plan = _decide_fresh(spec, stored, force, now)
-    if plan.action is not Action.KEEP and wait is not None and wait > now:
+def _decide(spec: CertSpec, fresh: CertPlan, hold: Hold | None) -> CertPlan:
+    if fresh.action is not Action.KEEP and hold is not None:
+        until = f"{hold.until:%Y-%m-%d %H:%M}Z"
         return CertPlan(
-            spec,
-            Action.WAIT,
-            f"{plan.reason}; the CA asked to wait until {wait:%Y-%m-%d %H:%M}Z",
-            wait,
+            spec, Action.WAIT, f"{fresh.reason}; {hold.reason}; next try {until}", hold.until
         )
-    return plan
+    return fresh
 
 
 def _decide_fresh(
@@ -119,12 +115,27 @@ def make_plan(
     shape: Shape,
     force: bool,
     now: datetime,
-    retry_after: Mapping[str, datetime] | None = None,
+    force_done: Collection[str] = (),
+    hold: Callable[[CertSpec, int], Hold | None] = lambda spec, planned: None,
 ) -> Plan:
-    """Decide keep/issue/renew/wait per wanted certificate and which stored ones to archive."""
-    waits = retry_after or {}
+    """Decide keep/issue/renew/wait per wanted certificate and which stored ones to archive.
+
+    ``force`` (the admin's ``force_renew``) renews every certificate not in ``force_done``
+    (those re-issued since the flag appeared). ``hold(spec, planned)`` says why a certificate
+    that needs an order must wait (back-off, the CA's Retry-After, the rate-limit budget);
+    ``planned`` is the number of orders already planned before it in this plan.
+    """
     specs = wanted_specs(groups, verdicts, shape)
-    certs = tuple(_decide(s, stored.get(s.name), force, now, waits.get(s.name)) for s in specs)
+    certs_list: list[CertPlan] = []
+    planned = 0
+    for spec in specs:
+        fresh = _decide_fresh(
+            spec, stored.get(spec.name), force and spec.name not in force_done, now
+        )
+        cert = _decide(spec, fresh, None if fresh.action is Action.KEEP else hold(spec, planned))
+        planned += cert.action in (Action.ISSUE, Action.RENEW)
+        certs_list.append(cert)
+    certs = tuple(certs_list)
     wanted = {s.name for s in specs}
     server = next((g for g in groups if g.server), None)
     hostname = server.names[0] if server else None

@@ -35,6 +35,7 @@ class Report:
     archived: int = 0
     applied: tuple[str, ...] = ()
     next_due: datetime | None = None
+    crashed: bool = False  # ended by an unexpected exception (see shell.cycle.guarded_cycle)
 
     @property
     def all_valid(self) -> bool:
@@ -45,3 +46,8 @@ class Report:
         """
         waiting = bool(self.plan and any(c.action is Action.WAIT for c in self.plan.certs))
         return self.outcome is Outcome.OK and self.failed == 0 and not waiting
+
+    @property
+    def settled(self) -> bool:
+        """Nothing is left to retry soon: every certificate valid and no deploy owed."""
+        return self.all_valid and self.state.deploy is None

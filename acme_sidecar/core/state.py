@@ -1,81 +1,21 @@
-"""What the sidecar remembers between cycles and restarts, and the pure rules that use it.
-
-Kept in ``acme/state.json`` (written atomically by ``CertStore``): since when a name fails
-validation (for the grace period), names the CA rejected (with a growing back-off), and per
-certificate the time before which no new order may be placed (the CA's ``Retry-After``).
+"""The pure rules that use what the sidecar remembers (``core.ledger``): grace for failing
+names, the per-name back-off for names the CA rejected, and reuse of recent verdicts.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
 
+from acme_sidecar.core.ledger import Rejection, State
 from acme_sidecar.core.model import StoredCert, Verdict
 from acme_sidecar.core.plan import renewal_time
 
+__all__ = ["Rejection", "State", "apply_memory", "record_rejections", "record_validated"]
+
 REJECT_BACKOFF_FIRST = timedelta(hours=1)
 REJECT_BACKOFF_MAX = timedelta(days=1)
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """The CA refused a name: why, how often in a row, and until when we do not ask again."""
-
-    reason: str
-    count: int
-    until: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class State:
-    """Everything remembered across cycles."""
-
-    failing_since: Mapping[str, datetime] = field(default_factory=dict)
-    rejected: Mapping[str, Rejection] = field(default_factory=dict)
-    cert_retry_after: Mapping[str, datetime] = field(default_factory=dict)
-    validated: Mapping[str, datetime] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        """Serialise (ISO 8601 times)."""
-        return json.dumps(
-            {
-                "version": 1,
-                "failing_since": {k: v.isoformat() for k, v in self.failing_since.items()},
-                "rejected": {
-                    k: {"reason": r.reason, "count": r.count, "until": r.until.isoformat()}
-                    for k, r in self.rejected.items()
-                },
-                "cert_retry_after": {k: v.isoformat() for k, v in self.cert_retry_after.items()},
-                "validated": {k: v.isoformat() for k, v in self.validated.items()},
-            },
-            indent=1,
-            sort_keys=True,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> State:
-        """Parse; raises ``ValueError`` (or ``KeyError``/``TypeError``) on a damaged file."""
-        data: dict[str, Any] = json.loads(text)
-        return cls(
-            failing_since={
-                str(k): datetime.fromisoformat(v) for k, v in data["failing_since"].items()
-            },
-            rejected={
-                str(k): Rejection(
-                    str(r["reason"]), int(r["count"]), datetime.fromisoformat(r["until"])
-                )
-                for k, r in data["rejected"].items()
-            },
-            cert_retry_after={
-                str(k): datetime.fromisoformat(v) for k, v in data["cert_retry_after"].items()
-            },
-            validated={
-                str(k): datetime.fromisoformat(v) for k, v in data.get("validated", {}).items()
-            },
-        )
 
 
 def _covered(name: str, stored: Mapping[str, StoredCert], now: datetime) -> bool:
@@ -132,24 +72,15 @@ def record_rejections(state: State, rejected: Mapping[str, str], now: datetime) 
     table = dict(state.rejected)
     for name, reason in rejected.items():
         count = table[name].count + 1 if name in table else 1
-        wait = min(REJECT_BACKOFF_FIRST * 2 ** (count - 1), REJECT_BACKOFF_MAX)
+        # the exponent is bounded before the power: a thousand rejections must not overflow
+        wait = min(REJECT_BACKOFF_FIRST * 2 ** min(count - 1, 16), REJECT_BACKOFF_MAX)
         table[name] = Rejection(reason[:300], count, now + wait)
     return replace(state, rejected=table)
 
 
-def record_issued(state: State, names: set[str], cert: str) -> State:
-    """Forget rejections of names that are now in a certificate, and the cert's back-off."""
-    retry = {k: v for k, v in state.cert_retry_after.items() if k != cert}
-    return replace(
-        state,
-        rejected={k: v for k, v in state.rejected.items() if k not in names},
-        cert_retry_after=retry,
-    )
-
-
-def record_retry_after(state: State, cert: str, when: datetime) -> State:
-    """Remember that certificate ``cert`` may not be ordered before ``when``."""
-    return replace(state, cert_retry_after={**state.cert_retry_after, cert: when})
+def record_issued(state: State, names: set[str]) -> State:
+    """Forget the rejections of names that are now in a certificate."""
+    return replace(state, rejected={k: v for k, v in state.rejected.items() if k not in names})
 
 
 def reusable_verdicts(

@@ -2,7 +2,8 @@
 
 The decision per name is made here from the answers of two small adapters: a ``Resolver``
 (DNS lookups) and an ``HttpCheck`` (the self-check through the webroot). Lookups for all names
-run concurrently. A missing record is a verdict, not an exception.
+run concurrently. A missing record is a verdict, not an exception. The self-check connects only to
+public addresses and this server's own (``self_check_refusal``).
 """
 
 from __future__ import annotations
@@ -64,7 +65,12 @@ class HttpCheck(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class IpPolicy:
-    """What the DNS answers are compared with."""
+    """What the DNS answers are compared with.
+
+    ``own`` lists this server's further addresses (SNAT_TO_SOURCE, SNAT6_TO_SOURCE, and
+    PUBLIC_IPV4/6 when the comparison is skipped): with ``ipv4`` and ``ipv6`` they are the only
+    non-public addresses the self-check may connect to (see ``self_check_refusal``).
+    """
 
     ipv4: str | None
     ipv6: str | None
@@ -73,6 +79,7 @@ class IpPolicy:
     snat6: bool = False
     skip_http: bool = False
     ca_identities: tuple[str, ...] = ()
+    own: tuple[str, ...] = ()
 
 
 KNOWN_CAA_TAGS = {"issue", "issuewild", "iodef", "contactemail", "contactphone", "issuemail"}
@@ -115,26 +122,62 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
+def _non_public_kind(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """What kind of non-public address ``addr`` is, or None when it is globally reachable."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped  # ::ffff:10.0.0.1 reaches 10.0.0.1
+    for kind in ("unspecified", "loopback", "link_local", "multicast", "reserved", "private"):
+        if getattr(addr, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return None if addr.is_global else "non-public"  # e.g. 100.64.0.0/10 (carrier NAT)
+
+
+def self_check_refusal(address: str, policy: IpPolicy) -> str | None:
+    """Whether the self-check may connect to ``address``: a public address, or one of this
+    server's own (``policy.ipv4``, ``ipv6``, ``own``). Returns None when it may, else the reason
+    it may not (DNS of a tenant's name must not point the self-check at internal services)."""
+    try:
+        addr = ipaddress.ip_address(address)
+    except ValueError:
+        return f"{address!r}, which is not an IP address; the self-check does not connect there"
+    kind = _non_public_kind(addr)
+    if kind is None:
+        return None
+    own = (policy.ipv4, policy.ipv6, *policy.own)
+    if any(mine and _same(address, mine) for mine in own):
+        return None
+    return (
+        f"{address}, a {kind} address that is not this server's; "
+        "the self-check does not connect there"
+    )
+
+
 def _family(
     name: str,
     rdtype: str,
     answer: Lookup,
-    expected: str | None,
+    policy: IpPolicy,
     bypass: bool,
     http: HttpCheck | None,
 ) -> tuple[bool, str]:
     """Check one address family; return (ok, reason)."""
     shown = ", ".join(answer.addresses)
     if bypass:
-        address = answer.addresses[0]
+        # the self-check goes to the first address it may connect to
+        allowed = [a for a in answer.addresses if self_check_refusal(a, policy) is None]
+        address = (allowed or answer.addresses)[0]
         why = f"{rdtype} {shown} (IP comparison skipped)"
     else:
+        expected = policy.ipv4 if rdtype == "A" else policy.ipv6
         match = next((a for a in answer.addresses if expected and _same(a, expected)), None)
         if match is None:
             return False, f"DNS {rdtype} returned {shown}, expected {expected or 'an address'}"
         address = match
         why = f"{rdtype} {address} matches this server"
     if http is not None:
+        refusal = self_check_refusal(address, policy)
+        if refusal is not None:
+            return False, f"{why}, but {name} resolves to {refusal}"
         failure = http.check(name, address)
         if failure is not None:
             return False, f"{why}, but the HTTP self-check failed: {failure}"
@@ -155,9 +198,7 @@ def validate_name(
     if aaaa.error:
         reasons.append(f"AAAA lookup failed: {aaaa.error}")
     elif aaaa.addresses:
-        ok, why = _family(
-            name, "AAAA", aaaa, policy.ipv6, policy.skip_ip_check or policy.snat6, http
-        )
+        ok, why = _family(name, "AAAA", aaaa, policy, policy.skip_ip_check or policy.snat6, http)
         if ok:
             return Verdict(name, True, why)
         reasons.append(why)
@@ -165,7 +206,7 @@ def validate_name(
     if a.error:
         reasons.append(f"A lookup failed: {a.error}")
     elif a.addresses:
-        ok, why = _family(name, "A", a, policy.ipv4, policy.skip_ip_check or policy.snat4, http)
+        ok, why = _family(name, "A", a, policy, policy.skip_ip_check or policy.snat4, http)
         if ok:
             return Verdict(name, True, why)
         reasons.append(why)

@@ -63,11 +63,12 @@ def redis_target(settings: Settings) -> RedisTarget | None:
     ``REDIS_SLAVEOF_PORT``, default 6379) wins: writes go to that master, as mailcow intends.
     """
     s = settings
-    if not (s.redispass or s.acme_redis_host):
+    password = s.redispass.get_secret_value()
+    if not (password or s.acme_redis_host):
         return None
     if s.redis_slaveof_ip:
-        return RedisTarget(s.redis_slaveof_ip, s.redis_slaveof_port or 6379, s.redispass)
-    return RedisTarget(s.acme_redis_host or "redis", s.acme_redis_port, s.redispass)
+        return RedisTarget(s.redis_slaveof_ip, s.redis_slaveof_port or 6379, password)
+    return RedisTarget(s.acme_redis_host or "redis", s.acme_redis_port, password)
 
 
 def _one_line(text: str) -> str:

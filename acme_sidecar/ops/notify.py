@@ -3,9 +3,9 @@
 Decisions are pure (``problems``, ``due``, ``remember``, ``build_email``): which problems a
 cycle shows, which of them were not already sent within a day, and what the messages say. The
 I/O is in ``SmtpChannel`` (the stack's own Postfix by default), ``WebhookChannel`` (one JSON POST
-per problem) and ``Notifier``, which reads and writes the small state file ``ACME_NOTIFY_STATE``
-(default ``<ACME_CERT_DIR>/acme/notify.json``, written atomically and only when something was
-sent). Nothing else is touched.
+per problem, each within 15 s, its answer's body unread) and ``Notifier``, which reads and writes
+the small state file ``ACME_NOTIFY_STATE`` (default ``<ACME_CERT_DIR>/acme/notify.json``, written
+atomically and only when something was sent). Nothing else is touched.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import requests
 import structlog
 
 from acme_sidecar import __version__
+from acme_sidecar.adapters.http_probe import FetchFailed, fetch
 from acme_sidecar.adapters.volume import atomic_write
 from acme_sidecar.config.settings import Settings, parse_host_port
 from acme_sidecar.core.plan import renewal_time
@@ -35,6 +35,7 @@ from acme_sidecar.ops.hooks import CycleEvent
 log = structlog.get_logger(__name__)
 
 EVERY = timedelta(days=1)
+WEBHOOK_DEADLINE = 15.0  # seconds for one POST, connection and answer included
 CYCLE_FAILED = "cycle_failed"
 EXPIRING = "certificate_expiring"
 
@@ -233,45 +234,52 @@ class SmtpChannel:
 
 
 class WebhookChannel:
-    """One JSON POST per notice to ``url``."""
+    """One JSON POST per notice to ``url``, each done within ``deadline`` seconds.
+
+    The answer's body is not read (only its status counts) and redirects are not followed. The
+    URL is never logged, only its host: webhook paths and user names often hold a token.
+    """
 
     name = "webhook"
 
-    def __init__(self, url: str, *, hostname: str, timeout: float = 10.0) -> None:
-        self.url = url
+    def __init__(self, url: str, *, hostname: str, deadline: float = WEBHOOK_DEADLINE) -> None:
+        self._url = url
+        self.host = urlsplit(url).hostname or ""
         self.hostname = hostname
-        self.timeout = timeout
+        self.deadline = deadline
+
+    def __repr__(self) -> str:
+        return f"WebhookChannel(host={self.host!r})"
 
     def send(self, notices: Sequence[Notice], now: datetime) -> set[str]:
         """POST each notice; the keys whose POST got a 2xx answer."""
         delivered = set()
         for notice in notices:
             try:
-                resp = requests.post(
-                    self.url,
+                answer = fetch(
+                    "POST",
+                    self._url,
+                    deadline=self.deadline,
+                    cap=0,
                     json=webhook_payload(notice, self.hostname),
                     headers={"User-Agent": f"acme-sidecar/{__version__}"},
-                    timeout=self.timeout,
                 )
-                resp.raise_for_status()
-            except requests.RequestException as exc:
+            except FetchFailed as exc:
+                error = str(exc)
+            else:
+                ok = 200 <= answer.status < 300
+                error = "" if ok else f"HTTP {answer.status} {answer.reason}"
+            if error:
                 log.error(
                     "notify.failed",
                     channel=self.name,
                     problem=notice.key,
-                    host=urlsplit(self.url).hostname,
-                    error=_describe(exc),
+                    host=self.host,
+                    error=error,
                 )
                 continue
             delivered.add(notice.key)
         return delivered
-
-
-def _describe(exc: requests.RequestException) -> str:
-    """What went wrong, without the URL (webhook paths often hold a token)."""
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return f"HTTP {exc.response.status_code} {exc.response.reason}"
-    return type(exc).__name__
 
 
 class Notifier:
@@ -329,8 +337,10 @@ def from_settings(settings: Settings) -> Notifier | None:
                 recipients=s.acme_notify_email,
             )
         )
-    if s.acme_notify_webhook:
-        channels.append(WebhookChannel(s.acme_notify_webhook, hostname=s.mailcow_hostname))
+    if s.acme_notify_webhook.get_secret_value():
+        channels.append(
+            WebhookChannel(s.acme_notify_webhook.get_secret_value(), hostname=s.mailcow_hostname)
+        )
     if not channels:
         return None
     return Notifier(channels, state=state_path(s), expiry_days=s.acme_notify_expiry_days)

@@ -1,278 +1,290 @@
-"""One cycle: discover -> validate -> plan -> issue -> store -> apply, with one summary line.
+"""One cycle: finish what is owed, gather and decide, act; one summary line.
 
-This module wires the stages; it holds no decisions of its own beyond the order of steps and the
-rules that archiving and clearing ``force_renew`` happen only after a cycle without errors.
+Order of steps: (1) chains issued but not stored are stored, a deploy still owed is finished;
+(2) ``gather.decide`` plans; (3) orders are placed, each result settled into the ledger and
+saved at once, each certificate stored as it arrives; the default pair is updated; stale
+certificates archived (only when nothing failed); the services reloaded or restarted and
+verified; ``force_renew`` cleared once every certificate was re-issued under it.
+
+``guarded_cycle`` is the boundary: whatever an adapter raises ends the cycle with one error
+line naming the component, the ledger saved, and the daemon's next try from the ladder.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
+from types import TracebackType
 
 import structlog
 
-from acme_sidecar.adapters.acme import Issuer
-from acme_sidecar.adapters.docker import Services
-from acme_sidecar.adapters.mariadb import DomainSource
-from acme_sidecar.adapters.volume import CertStore, load_chain
-from acme_sidecar.config.settings import Settings
-from acme_sidecar.core.discover import NameRules, candidate_groups
-from acme_sidecar.core.errors import SourceError, StoreError
-from acme_sidecar.core.model import Action, Issued, Plan, Verdict
-from acme_sidecar.core.plan import Shape, make_plan
+from acme_sidecar.adapters.volume import CertStore, VolumeBusy, load_chain
+from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
+from acme_sidecar.core.errors import StoreError
+from acme_sidecar.core.ledger import State
+from acme_sidecar.core.model import Action, CertPlan, CertSpec, Issued
 from acme_sidecar.core.report import Outcome, Report
-from acme_sidecar.core.state import (
-    State,
-    apply_memory,
-    record_issued,
-    record_rejections,
-    record_retry_after,
-    record_validated,
-    reusable_verdicts,
+from acme_sidecar.core.settle import (
+    RetryPolicy,
+    begin_orders,
+    deploy_begin,
+    deploy_finished,
+    deploy_wrote,
+    force_complete,
+    force_done,
+    force_seen,
+    interrupted,
+    settle_result,
+    settle_store_failed,
+    settle_stored,
+    tidy,
 )
-from acme_sidecar.core.validate import HttpCheck, IpPolicy, Resolver, validate_names
 from acme_sidecar.shell.deploy import deploy
+from acme_sidecar.shell.gather import Deps, decide
+
+__all__ = ["Deps", "guarded_cycle", "next_sleep", "run_cycle", "summarize"]
 
 log = structlog.get_logger(__name__)
 
-
-@dataclass
-class Deps:
-    """The adapters one cycle uses; the CLI builds them, tests pass fakes."""
-
-    source: DomainSource
-    resolver: Resolver
-    store: CertStore
-    issuer: Callable[[bytes], Issuer]
-    http_check: Callable[[], contextlib.AbstractContextManager[HttpCheck]]
-    public_ips: Callable[[], tuple[str | None, str | None]]
-    ca_identities: Callable[[], tuple[str, ...]] = lambda: ()
-    services: Services | None = None
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+COMPONENTS = {
+    "mariadb": "database (MariaDB)",
+    "dns": "DNS",
+    "http_probe": "HTTP self-check",
+    "acme": "ACME CA",
+    "volume": "certificate volume",
+    "files": "certificate volume",
+    "docker": "Docker API",
+    "dockerapi": "mailcow dockerapi",
+    "tls_probe": "TLS verification",
+}
 
 
-def rules_from(settings: Settings) -> NameRules:
-    """The discovery rules that the settings imply."""
-    return NameRules(
-        hostname=settings.mailcow_hostname,
-        static_sans=settings.static_sans,
-        prefixes=settings.prefixes,
-        autodiscover=settings.autodiscover_san,
-        only_hostname=settings.only_mailcow_hostname,
-    )
+class Book:
+    """The ledger of this run: every change is saved at once; a failed save is logged once
+    and retried with the next change (the state stays in memory meanwhile)."""
+
+    def __init__(self, store: CertStore, state: State) -> None:
+        self.store = store
+        self.state = state
+        self._unsaved = False
+
+    def update(self, state: State) -> None:
+        """Take ``state`` as the new ledger and save it."""
+        self.state = state
+        self.save()
+
+    def save(self) -> None:
+        """Write the ledger to ``acme/state.json`` (only when it changed)."""
+        try:
+            self.store.save_state(self.state)
+        except (StoreError, OSError) as exc:
+            if not self._unsaved:
+                log.error("state.unsaved", error=str(exc)[:300], action="kept in memory")
+            self._unsaved = True
+        else:
+            self._unsaved = False
 
 
-def _policy(settings: Settings, deps: Deps) -> IpPolicy:
-    ipv4 = ipv6 = None
-    if not settings.skip_ip_check:
-        ipv4, ipv6 = deps.public_ips()
-        log.info("ip.public", ipv4=ipv4, ipv6=ipv6)
-    identities = settings.acme_caa_identities or deps.ca_identities()
-    if not identities:
-        log.info("caa.unchecked", reason="the CA names no CAA identity; it checks CAA itself")
-    return IpPolicy(
-        ipv4=ipv4,
-        ipv6=ipv6,
-        skip_ip_check=settings.skip_ip_check,
-        snat4=settings.snat4,
-        snat6=settings.snat6,
-        skip_http=settings.skip_http_verification,
-        ca_identities=identities,
-    )
+def component_of(exc: BaseException) -> str:
+    """The outside system an exception came from: the deepest adapter on its traceback."""
+    tb: TracebackType | None = exc.__traceback__
+    found = ""
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.startswith("acme_sidecar.adapters."):
+            found = module.split(".")[2]
+        elif module.startswith("acme_sidecar.") and not found:
+            found = module.rsplit(".", 1)[-1]
+        tb = tb.tb_next
+    return COMPONENTS.get(found, found or "unknown")
 
 
-@contextlib.contextmanager
-def _no_check() -> Iterator[None]:
-    yield None
-
-
-def decide(settings: Settings, deps: Deps, *, fresh: bool = False) -> Report:
-    """Discover, validate and plan; no ACME order and no write to the volume.
-
-    Names that passed validation recently and sit in a certificate that is not due are not
-    checked again (see ``state.reusable_verdicts``) unless ``fresh``.
-    """
-    now = deps.clock()
+def guarded_cycle(policy: CyclePolicy, deps: Deps, state: State | None = None) -> Report:
+    """``run_cycle`` behind the boundary: never raises (but for KeyboardInterrupt/SystemExit)."""
+    book = Book(deps.store, state if state is not None else State())
     try:
-        rows = deps.source.read()
-    except SourceError as exc:
-        log.error("db.unreachable", error=str(exc), action="keeping current certificates")
-        return Report(Outcome.SOURCE_DOWN)
-    groups = candidate_groups(rules_from(settings), rows)
-    names = [n for g in groups for n in g.names]
-    log.info("names.discovered", domains=len(rows.domains), names=len(names))
-    stored = deps.store.load()
-    state = deps.store.load_state()
-    force = deps.store.force_requested()
-    reused = (
-        {}
-        if fresh
-        else reusable_verdicts(
-            names,
-            stored,
-            state,
-            now=now,
-            revalidate_after=timedelta(seconds=settings.acme_revalidate_after),
-            force=force,
+        return run_cycle(policy, deps, state, book=book)
+    except Exception as exc:  # noqa: BLE001 - the cycle boundary: log, save, retry later
+        log.error(
+            "cycle.crashed",
+            component=component_of(exc),
+            error_type=type(exc).__name__,
+            error=str(exc)[:300],
+            action="state saved; next try from the retry ladder",
         )
-    )
-    shape = Shape(sni=settings.enable_ssl_sni, max_names=settings.acme_max_names)
-    grace = timedelta(seconds=settings.acme_name_grace)
-    checked: dict[str, Verdict] = {}
-    policy: IpPolicy | None = None
-
-    def check(batch: list[str]) -> None:
-        nonlocal policy
-        if not batch:
-            return
-        policy = policy or _policy(settings, deps)
-        checker = _no_check() if settings.skip_http_verification else deps.http_check()
-        with checker as http:
-            checked.update(validate_names(batch, deps.resolver, policy, http))
-
-    def planned() -> tuple[Plan, dict[str, Verdict], State]:
-        verdicts = {n: checked.get(n) or reused[n] for n in names}
-        remember = settings.acme_revalidate_after > 0
-        after = record_validated(state, checked, now) if remember else state
-        verdicts, after = apply_memory(verdicts, stored, after, grace=grace, now=now)
-        plan = make_plan(
-            groups,
-            verdicts,
-            stored,
-            shape=shape,
-            force=force,
-            now=now,
-            retry_after=after.cert_retry_after,
-        )
-        return plan, verdicts, after
-
-    check([n for n in names if n not in reused])
-    plan, verdicts, after = planned()
-    # a certificate that will be ordered gets every one of its names checked afresh
-    stale = sorted({n for c in plan.to_order for n in c.spec.domains if n not in checked})
-    if stale:
-        check(stale)
-        plan, verdicts, after = planned()
-    if len(checked) < len(names):
-        log.info(
-            "names.reused",
-            names=len(names) - len(checked),
-            reason="validated recently and their certificates are not due",
-        )
-    state = after
-    for note in plan.notes:
-        log.warning("plan.note", note=note)
-    for cert in plan.certs:
-        log.info(
-            f"cert.{cert.action.value}",
-            certificate=cert.spec.name,
-            names=" ".join(cert.spec.domains),
-            reason=cert.reason,
-        )
-    outcome = Outcome.OK if plan.certs else Outcome.NOTHING_VALID
-    return Report(outcome, plan, verdicts, groups, rows, stored, state)
+        book.save()
+        return Report(Outcome.FAILED, state=book.state, failed=1, crashed=True)
 
 
-def run_cycle(settings: Settings, deps: Deps) -> Report:
-    """One full cycle; never raises for a failure of the CA, the database or Docker."""
+def run_cycle(
+    policy: CyclePolicy, deps: Deps, state: State | None = None, *, book: Book | None = None
+) -> Report:
+    """One full cycle. ``state`` is the ledger the daemon carries; ``None`` reads the volume's."""
+    store = deps.store
     try:
-        deps.store.prepare()
+        store.prepare()
+        with store.lock():
+            if state is None:
+                state = store.load_state()
+            if book is None:
+                book = Book(store, state)
+            book.state = state
+            return _act(policy, deps, book, store)
+    except VolumeBusy as exc:
+        log.warning("store.busy", component="certificate volume", error=str(exc))
     except StoreError as exc:
-        log.error("store.unusable", error=str(exc))
-        return Report(Outcome.FAILED, failed=1)
-    dirs_before = set(deps.store.names())
-    # a new volume needs an RSA-4096 key (up to seconds of CPU, outside the GIL): make it
-    # while the database is read and the names are validated
+        log.error("store.unusable", component="certificate volume", error=str(exc)[:300])
+    kept = book.state if book else (state or State())
+    return Report(Outcome.FAILED, failed=1, state=kept, crashed=True)
+
+
+def _store_one(
+    book: Book,
+    store: CertStore,
+    spec: CertSpec,
+    chain: bytes,
+    key_pem: bytes,
+    now: datetime,
+    retry: RetryPolicy,
+) -> int | None:
+    """Store an issued chain, owing its deploy first; return its serial (None: not stored)."""
+    book.update(deploy_wrote(deploy_begin(book.state, store.names(), now), spec.name))
+    try:
+        store.write_cert(spec, chain, key_pem)
+    except (StoreError, OSError) as exc:
+        log.error("cert.store_failed", certificate=spec.name, error=str(exc)[:300])
+        book.update(settle_store_failed(book.state, spec.name, str(exc), now, retry))
+        return None
+    book.update(settle_stored(book.state, spec.name))
+    leaf = load_chain(chain)[0]
+    log.info(
+        "cert.stored",
+        certificate=spec.name,
+        names=" ".join(spec.domains),
+        serial=f"{leaf.serial_number:x}",
+        not_after=leaf.not_valid_after_utc.isoformat(),
+    )
+    return int(leaf.serial_number)
+
+
+def _store_unstored(
+    book: Book, store: CertStore, key_pem: bytes, now: datetime, retry: RetryPolicy
+) -> int:
+    """Chains issued in an earlier cycle that could not be stored: store them, never re-order."""
+    stored = 0
+    for name, ledger in sorted(book.state.certs.items()):
+        if not ledger.unstored:
+            continue
+        spec = CertSpec(name, ledger.unstored_names or (name,))
+        chain = ledger.unstored.encode()
+        try:
+            leaf = load_chain(chain)[0]
+        except StoreError:
+            leaf = None
+        if leaf is None or leaf.not_valid_after_utc <= now:
+            log.warning("cert.unstored_dropped", certificate=name, reason="unusable or expired")
+            book.update(settle_stored(book.state, name))
+            continue
+        log.info("cert.unstored_retry", certificate=name, reason="issued earlier, not yet stored")
+        stored += _store_one(book, store, spec, chain, key_pem, now, retry) is not None
+    return stored
+
+
+def _finish_deploy(policy: CyclePolicy, deps: Deps, book: Book) -> tuple[tuple[str, ...], int]:
+    """Apply and verify the deploy the ledger owes; clear it only when it fully succeeded."""
+    owed = book.state.deploy
+    if owed is None:
+        return (), 0
+    store = deps.store
+    certs = store.load()
+    written = {n: certs[n].serial for n in owed.certs if n in certs}
+    set_changed = set(store.names()) != set(owed.dirs_before)
+    if owed.attempts:
+        log.info("deploy.resumed", certificates=",".join(owed.certs) or None, since=str(owed.since))
+    actions, errors = deploy(
+        policy.deploy, deps.services, written, set_changed=set_changed, stop=deps.stop
+    )
+    book.update(deploy_finished(book.state, ok=errors == 0))
+    return actions, errors
+
+
+def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Report:
+    now = deps.clock()
+    book.update(
+        force_seen(interrupted(book.state, now, policy.retry), store.force_requested(), now)
+    )
+    # a new volume needs an RSA-4096 key (seconds of CPU, outside the GIL): make it while the
+    # database is read and the names are validated
     key_job = None
-    if not deps.store.domain_key_path.exists():
+    if not store.domain_key_path.exists():
         key_job = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keygen")
-        key_future = key_job.submit(deps.store.domain_key)
-    decided = decide(settings, deps)
+        key_future = key_job.submit(store.domain_key)
+    issued = failed = archived = 0
+    applied: tuple[str, ...] = ()
+    if any(c.unstored for c in book.state.certs.values()):
+        issued += _store_unstored(book, store, store.domain_key(), now, policy.retry)
+    if book.state.deploy is not None:
+        applied, errors = _finish_deploy(policy, deps, book)
+        failed += errors
+    refused = frozenset(store.refused())
+    decided = decide(policy, deps, book.state, refused=refused)
     if key_job is not None:
         key_job.shutdown(wait=True)
         key_future.result()
+    book.update(decided.state)
     if decided.outcome is Outcome.SOURCE_DOWN or decided.plan is None:
-        return decided
-    store, plan, state, now = deps.store, decided.plan, decided.state, deps.clock()
+        return replace(decided, state=book.state, applied=applied, failed=failed)
+    plan = decided.plan
     if decided.outcome is Outcome.NOTHING_VALID:
-        store.save_state(state)
         log.warning(
             "cycle.nothing_valid",
             reason="no certificate can be ordered; keeping the current certificates",
             hint="see the name.skipped lines; SKIP_LETS_ENCRYPT=y turns the sidecar off",
         )
-        return decided
-    issued = failed = archived = 0
-    written: dict[str, int] = {}
-    if plan.to_order:
+        return replace(decided, state=book.state, applied=applied, failed=failed)
+    if plan.to_order and not deps.stop.is_set():
         key_pem = store.domain_key()
+        book.update(begin_orders(book.state, [c.spec.name for c in plan.to_order], now))
         results = deps.issuer(store.account_key()).issue_all(
             [c.spec for c in plan.to_order], key_pem
         )
         for result in results:
+            book.update(settle_result(book.state, result, deps.clock(), policy.retry))
             if not isinstance(result, Issued):
                 failed += 1
-                state = record_rejections(state, result.rejected, now)
-                if result.retry_after:
-                    state = record_retry_after(state, result.spec.name, result.retry_after)
                 continue
-            state = record_rejections(state, result.dropped, now)
-            try:
-                store.write_cert(result.spec, result.fullchain_pem, key_pem)
-            except (StoreError, OSError) as exc:
-                failed += 1
-                log.error("cert.store_failed", certificate=result.spec.name, error=str(exc))
-                continue
-            state = record_issued(state, set(result.spec.domains), result.spec.name)
-            leaf = load_chain(result.fullchain_pem)[0]
-            written[result.spec.name] = leaf.serial_number
-            log.info(
-                "cert.stored",
-                certificate=result.spec.name,
-                names=" ".join(result.spec.domains),
-                serial=f"{leaf.serial_number:x}",
-                not_after=leaf.not_valid_after_utc.isoformat(),
+            serial = _store_one(
+                book, store, result.spec, result.fullchain_pem, key_pem, now, policy.retry
             )
+            if serial is None:
+                failed += 1
+                continue
             issued += 1
             failed += 1 if result.dropped else 0  # a wanted name is missing
-    default_changed = False
     if plan.default_name and (store.root / plan.default_name / "cert.pem").is_file():
-        default_changed = store.set_default(plan.default_name)
-        if default_changed:
+        dirs = store.names()
+        owe = lambda: book.update(deploy_begin(book.state, dirs, now))  # noqa: E731
+        if store.set_default(plan.default_name, before=owe):
             log.info("cert.default", certificate=plan.default_name, files="cert.pem key.pem")
-    if failed == 0:
+    if failed == 0 and plan.archive:
+        book.update(deploy_begin(book.state, store.names(), now))
         for name in plan.archive:
-            if name not in written:
-                target = store.archive(name)
-                log.info("cert.archived", certificate=name, to=str(target.relative_to(store.root)))
-                archived += 1
-    applied: tuple[str, ...] = ()
-    issue_failed = failed  # failures of ordering and storing, before any deploy problem
-    if written or archived or default_changed:
-        set_changed = set(store.names()) != dirs_before
-        applied, errors = deploy(settings, deps.services, written, set_changed=set_changed)
+            target = store.archive(name)
+            log.info("cert.archived", certificate=name, to=str(target.relative_to(store.root)))
+            archived += 1
+    issue_failed = failed
+    if book.state.deploy is not None:
+        more, errors = _finish_deploy(policy, deps, book)
+        applied += more
         failed += errors
-    if store.force_requested():
-        # cleared once every certificate was re-issued and stored: a deploy problem is
-        # reported, but must not make the next cycles order everything again
-        if issue_failed == 0 and issued:
-            store.clear_force()
-            log.info("force_renew.cleared", reason="every certificate was re-issued")
-        elif failed:
-            log.warning("force_renew.kept", reason="the cycle had errors; it will try again")
-    store.save_state(state)
+    _settle_force(book, store, plan.certs, issue_failed)
+    book.update(tidy(book.state, deps.clock(), {c.spec.name for c in plan.certs}))
     waits = [c.renew_at for c in plan.certs if c.renew_at and c.action is not Action.RENEW]
-    return Report(
-        Outcome.OK if failed == 0 else Outcome.FAILED,
-        plan,
-        decided.verdicts,
-        decided.groups,
-        decided.rows,
-        decided.stored,
-        state,
+    return replace(
+        decided,
+        outcome=Outcome.OK if failed == 0 else Outcome.FAILED,
+        state=book.state,
         issued=issued,
         failed=failed,
         archived=archived,
@@ -281,18 +293,65 @@ def run_cycle(settings: Settings, deps: Deps) -> Report:
     )
 
 
-def next_sleep(report: Report, settings: Settings, now: datetime) -> float:
-    """Seconds until the next cycle: a day, 30 min after a failure, 1 h when nothing validated."""
+def _settle_force(book: Book, store: CertStore, certs: tuple[CertPlan, ...], failed: int) -> None:
+    if book.state.force_since is None:
+        return
+    wanted = [c.spec.name for c in certs]
+    if force_complete(book.state, wanted):
+        store.clear_force()
+        book.update(replace(book.state, force_since=None))
+        log.info("force_renew.cleared", reason="every certificate was re-issued")
+        return
+    done = [n for n in wanted if n not in _pending_force(book.state, wanted)]
+    log.warning(
+        "force_renew.kept",
+        reason="not every certificate was re-issued yet; the others are not ordered again",
+        done=",".join(done) or None,
+        pending=",".join(_pending_force(book.state, wanted)) or None,
+        failed=failed or None,
+    )
+
+
+def _pending_force(state: State, wanted: list[str]) -> list[str]:
+    done = force_done(state)
+    return [n for n in wanted if n not in done]
+
+
+def _step(policy: DaemonPolicy, n: int) -> timedelta:
+    ladder = policy.retry.ladder
+    return ladder[n - 1] if 0 < n <= len(ladder) else policy.retry.interval
+
+
+def next_sleep(report: Report, policy: DaemonPolicy, now: datetime, *, streak: int = 0) -> float:
+    """Seconds until the next cycle: the earliest of
+
+    - the daily check, and the next renewal or hold (back-off, Retry-After, budget) that ends;
+    - a certificate's own next attempt (from the ledger) after a failed order;
+    - a deploy still owed: the retry ladder by its attempts;
+    - a cycle that crashed or found nothing valid: the ladder by ``streak`` (unsuccessful
+      cycles in a row; with nothing valid at most ``ACME_IDLE_INTERVAL``).
+
+    The database down: ``ACME_DB_RETRY_INTERVAL``. Never less than a second.
+    """
     if report.outcome is Outcome.SOURCE_DOWN:
-        return float(settings.acme_db_retry_interval)
-    if report.outcome is Outcome.FAILED:
-        return float(settings.acme_retry_interval)
-    if report.outcome is Outcome.NOTHING_VALID:
-        return float(settings.acme_idle_interval)
-    wait = timedelta(seconds=settings.acme_check_interval)
-    if report.next_due is not None:
-        wait = min(wait, max(report.next_due - now, timedelta(seconds=60)))
-    return wait.total_seconds()
+        return policy.db_retry_interval.total_seconds()
+    due = [report.next_due] if report.next_due else []
+    if report.plan:
+        for cert in report.plan.certs:
+            if cert.action is Action.WAIT and cert.renew_at:
+                due.append(cert.renew_at)
+            if cert.action is not Action.KEEP:
+                nxt = report.state.cert(cert.spec.name).next_attempt
+                due += [nxt] if nxt and nxt > now else []
+    wait = min([policy.check_interval, *(max(t - now, timedelta(0)) for t in due)])
+    if report.crashed or report.outcome is Outcome.NOTHING_VALID:
+        step = _step(policy, max(streak, 1))
+        if report.outcome is Outcome.NOTHING_VALID:
+            step = min(step, policy.idle_interval)
+        wait = min(wait, step)
+    if report.state.deploy is not None:
+        wait = min(wait, _step(policy, max(report.state.deploy.attempts, 1)))
+    return max(wait.total_seconds(), 1.0)
 
 
 def summarize(report: Report, sleep: float) -> None:
@@ -309,5 +368,6 @@ def summarize(report: Report, sleep: float) -> None:
         archived=report.archived,
         services=",".join(report.applied) or None,
         skipped_names=len(plan.skipped) if plan else 0,
+        deploy_owed=report.state.deploy is not None or None,
         next_check_in=f"{int(sleep)}s",
     )

@@ -1,6 +1,9 @@
 """The daemon loop: run a cycle, sleep until the next one, stop at once on SIGTERM.
 
 SIGHUP wakes the loop for a cycle right away. Signals only set events; the loop acts on them.
+The ledger is carried from cycle to cycle in memory (and saved by each cycle), so a volume that
+cannot be written for a while loses nothing. No exception ends the loop: ``guarded_cycle`` is
+the boundary, and the hooks are guarded too.
 """
 
 from __future__ import annotations
@@ -13,20 +16,25 @@ from types import FrameType
 
 import structlog
 
-from acme_sidecar.config.settings import Settings
-from acme_sidecar.core.errors import SourceError
+from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
+from acme_sidecar.core.ledger import State
 from acme_sidecar.core.report import Report
 from acme_sidecar.ops.hooks import CycleEvent, Hook, run_hooks
-from acme_sidecar.shell.cycle import Deps, next_sleep, run_cycle, summarize
+from acme_sidecar.shell.cycle import Deps, guarded_cycle, next_sleep, summarize
 
 log = structlog.get_logger(__name__)
 
 
 def after_cycle(report: Report, deps: Deps, hooks: Sequence[Hook]) -> None:
     """Run the hooks with the cycle's report and the certificates now in the volume."""
-    if hooks:
-        event = CycleEvent(report, deps.store.load(), deps.clock())
-        run_hooks(hooks, event)
+    if not hooks:
+        return
+    try:
+        certificates = deps.store.load()
+    except Exception as exc:  # noqa: BLE001 - hooks must never stop the daemon
+        log.error("hook.failed", hook="volume", error_type=type(exc).__name__, error=str(exc))
+        certificates = {}
+    run_hooks(hooks, CycleEvent(report, certificates, deps.clock()))
 
 
 class Daemon:
@@ -34,14 +42,16 @@ class Daemon:
 
     def __init__(
         self,
-        settings: Settings,
+        policy: DaemonPolicy,
+        cycle_policy: CyclePolicy,
         deps: Deps,
         *,
         stop: threading.Event | None = None,
-        cycle: Callable[[Settings, Deps], Report] = run_cycle,
+        cycle: Callable[[CyclePolicy, Deps, State | None], Report] = guarded_cycle,
         hooks: Sequence[Hook] = (),
     ) -> None:
-        self.settings = settings
+        self.policy = policy
+        self.cycle_policy = cycle_policy
         self.deps = deps
         self.hooks = tuple(hooks)
         self.stop = stop or threading.Event()
@@ -80,7 +90,7 @@ class Daemon:
     def _sleep(self, seconds: float, report: Report) -> None:
         """Sleep ``seconds``; every ACME_DB_POLL seconds look whether the domains changed."""
         deadline = time.monotonic() + seconds
-        poll_at = time.monotonic() + self.settings.acme_db_poll
+        poll_at = time.monotonic() + self.policy.db_poll
         while not self.stop.is_set():
             now = time.monotonic()
             if now >= deadline:
@@ -90,20 +100,20 @@ class Daemon:
                 return
             if time.monotonic() < poll_at:
                 continue
-            poll_at = time.monotonic() + self.settings.acme_db_poll
+            poll_at = time.monotonic() + self.policy.db_poll
             if report.rows is None:
                 continue
             try:
                 rows = self.deps.source.read()
-            except SourceError:
-                continue  # the next cycle logs it
+            except Exception:  # noqa: BLE001, S112 - SourceError or worse: the next cycle logs it
+                continue
             if rows != report.rows:
                 log.info("domains.changed", action="starting a cycle now")
                 return
 
     def run(self) -> int:
         """Loop until ``stop`` is set; return the process exit code (0)."""
-        if self.settings.skip_lets_encrypt:
+        if self.policy.skip_lets_encrypt:
             log.info(
                 "daemon.idle",
                 reason="SKIP_LETS_ENCRYPT=y: no certificates are requested; set it to n to "
@@ -113,19 +123,18 @@ class Daemon:
                 pass
             self._report_signals()
             return 0
-        log.info(
-            "daemon.started",
-            hostname=self.settings.mailcow_hostname,
-            directory=self.settings.directory,
-            cert_dir=str(self.settings.acme_cert_dir),
-        )
+        log.info("daemon.started", **self.policy.banner)
+        state: State | None = None
+        streak = 0
         while not self.stop.is_set():
             self.wake.clear()
             self._report_signals()
-            report = self._cycle(self.settings, self.deps)
+            report = self._cycle(self.cycle_policy, self.deps, state)
+            state = report.state
+            streak = 0 if report.settled else streak + 1
             if self.stop.is_set():
                 break
-            sleep = next_sleep(report, self.settings, self.deps.clock())
+            sleep = next_sleep(report, self.policy, self.deps.clock(), streak=streak)
             summarize(report, sleep)
             after_cycle(report, self.deps, self.hooks)
             self._sleep(sleep, report)

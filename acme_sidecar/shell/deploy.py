@@ -8,33 +8,18 @@ restarted once, and a mismatch after that is one clear error naming service and 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
 
 import structlog
 
 from acme_sidecar.adapters.docker import Services
-from acme_sidecar.adapters.tls_probe import Endpoint, Kind, Mismatch, check_served
-from acme_sidecar.config.settings import Settings
+from acme_sidecar.adapters.tls_probe import Endpoint, Mismatch, check_served
+from acme_sidecar.config.policies import DeployPolicy
 from acme_sidecar.core.errors import ServiceError
 
 log = structlog.get_logger(__name__)
-
-
-def endpoints(settings: Settings) -> list[Endpoint]:
-    """The TLS endpoints to check, each tied to the restart service it belongs to."""
-    out: list[Endpoint] = []
-    specs: list[tuple[Kind, str, str]] = [
-        ("smtp", settings.acme_verify_smtp, "postfix"),
-        ("imap", settings.acme_verify_imap, "dovecot"),
-        ("https", settings.acme_verify_https, "nginx"),
-    ]
-    for kind, address, word in specs:
-        if not address:
-            continue
-        service = next((s for s in settings.acme_restart_services if word in s), word)
-        host, _, port = address.rpartition(":")
-        out.append(Endpoint(service, kind, host.strip("[]"), int(port)))
-    return out
 
 
 def _log_mismatch(m: Mismatch) -> None:
@@ -50,13 +35,18 @@ def _log_mismatch(m: Mismatch) -> None:
 
 
 def deploy(
-    settings: Settings,
+    policy: DeployPolicy,
     services: Services | None,
     written: Mapping[str, int],
     *,
     set_changed: bool,
+    stop: threading.Event | None = None,
 ) -> tuple[tuple[str, ...], int]:
-    """Apply the change to the consumers and verify; return (actions done, error count)."""
+    """Apply the change to the consumers and verify; return (actions done, error count).
+
+    Verification of all endpoints together ends at ``policy.timeout`` or at once when
+    ``stop`` is set (``docker stop``): the caller keeps the deploy owed and finishes it later.
+    """
     if services is None:
         return (), 0
     try:
@@ -65,11 +55,19 @@ def deploy(
         log.error("service.failed", error=str(exc))
         return (), 1
     actions = tuple(f"{s}:{a}" for s, a in done.items())
-    checks = [e for e in endpoints(settings) if e.service in done]
+    checks = [e for e in policy.endpoints if e.service in done]
     if not checks or not written:
         return actions, 0
-    attempts = settings.acme_verify_attempts
-    mismatches = check_served(checks, written, attempts=attempts)
+    deadline = time.monotonic() + policy.timeout
+
+    def verify(endpoints: list[Endpoint]) -> list[Mismatch]:
+        left = max(0.0, deadline - time.monotonic())
+        return check_served(endpoints, written, attempts=policy.attempts, deadline=left, stop=stop)
+
+    mismatches = verify(checks)
+    if stop is not None and stop.is_set():
+        log.warning("service.verify_stopped", reason="stopping; the deploy is finished later")
+        return actions, len(mismatches) or 1
     reloaded = {
         m.endpoint.service for m in mismatches if done.get(m.endpoint.service) != "restarted"
     }
@@ -88,7 +86,7 @@ def deploy(
             return actions, 1
         again = [e for e in checks if e.service in reloaded]
         mismatches = [m for m in mismatches if m.endpoint.service not in reloaded]
-        mismatches += check_served(again, written, attempts=attempts)
+        mismatches += verify(again)
     for m in mismatches:
         _log_mismatch(m)
     if not mismatches:

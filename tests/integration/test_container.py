@@ -35,7 +35,11 @@ ISSUE_WITHIN = 180.0  # seconds from `up` until every name is served with its ne
 TEST_OVERRIDE = {
     "services": {
         "acme": {
-            "environment": {"ACME_RETRY_INTERVAL": "5", "ACME_HEALTH_FAIL_AFTER": "10s"},
+            "environment": {
+                "ACME_RETRY_INTERVAL": "5",
+                "ACME_RETRY_LADDER": "2s",
+                "ACME_HEALTH_FAIL_AFTER": "10s",
+            },
             "healthcheck": {
                 "test": ["CMD", "acme-sidecar", "health"],
                 "interval": "3s",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from acme_sidecar.config.settings import LE_PRODUCTION, LE_STAGING, load_settings
+from acme_sidecar.config.settings import LE_PRODUCTION, LE_STAGING, load_settings, mask_url
 from acme_sidecar.core.errors import ConfigError
 
 BASE = {"MAILCOW_HOSTNAME": "mail.example.org"}
@@ -68,3 +68,35 @@ def test_bad_values_name_variable_and_value(env: dict[str, str], needle: str) ->
     with pytest.raises(ConfigError) as info:
         load_settings(env)
     assert needle in str(info.value)
+
+
+def test_the_db_password_is_not_shown() -> None:
+    """DBPASS is usable but repr() and str() of the settings do not show it."""
+    s = load_settings(BASE | {"DBPASS": "hunter2"})
+    assert s.dbpass.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s)
+
+
+@pytest.mark.parametrize("var", ["ACME_IPV4_DETECT_URL", "ACME_IPV6_DETECT_URL", "DIRECTORY_URL"])
+def test_a_refused_url_is_echoed_with_its_password_masked(var: str) -> None:
+    """An invalid URL setting is named and shown, but its password is not."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(BASE | {var: "http://admin:hunter2@ip.example.org/ bad"})
+    assert f"{var}='http://admin:***@ip.example.org/ bad'" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:pw@host/p?q=1", "https://user:***@host/p?q=1"),
+        ("https://token@host:8443/p", "https://***@host:8443/p"),
+        ("https://user:p@ss@host/", "https://user:***@host/"),
+        ("https://host/p@q", "https://host/p@q"),
+        ("https://host", "https://host"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_mask_url(url: str, shown: str) -> None:
+    """Only the userinfo is masked; an @ in the path is not userinfo."""
+    assert mask_url(url) == shown

@@ -1,4 +1,4 @@
-"""The ACME adapter's error translation, with constructed CA responses.
+"""The ACME adapter's error translation, with constructed CA answers and library exceptions.
 
 Pebble 2.4 (the test world's CA) enforces no rate limits, so a 429 with Retry-After is built
 here by hand, the way Let's Encrypt answers it.
@@ -8,73 +8,250 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
 
+import josepy
 import pytest
 import requests
-from acme import messages
+from acme import errors, messages
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from acme_sidecar.adapters.acme import _Network, _retry_after_header, _translate
+from acme_sidecar.adapters.acme.session import AcmeNetwork, account_key
+from acme_sidecar.adapters.acme.translate import (
+    authz_failures,
+    authz_reason,
+    kind_of,
+    problem,
+    retry_after,
+    translate,
+)
+from acme_sidecar.core.errors import (
+    AccountUnknown,
+    CaUnreachable,
+    IssueError,
+    NamesRejected,
+    RateLimited,
+)
+from acme_sidecar.core.model import FailureKind
+
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+PREFIX = "urn:ietf:params:acme:error:"
 
 
-def problem(status: int, body: dict[str, object], headers: dict[str, str]) -> requests.Response:
+def answer(status: int, body: object, headers: dict[str, str] | None = None) -> requests.Response:
     response = requests.Response()
     response.status_code = status
-    response._content = json.dumps(body).encode()
-    response.headers.update({"Content-Type": "application/problem+json", **headers})
+    response._content = json.dumps(body).encode() if not isinstance(body, bytes) else body
+    response.headers.update({"Content-Type": "application/problem+json", **(headers or {})})
     return response
 
 
-def test_rate_limit_carries_retry_after() -> None:
-    """A 429 rateLimited problem becomes an IssueError with the code and the Retry-After time."""
-    response = problem(
-        429,
-        {"type": "urn:ietf:params:acme:error:rateLimited", "detail": "too many certificates"},
-        {"Retry-After": "3600"},
+def network() -> AcmeNetwork:
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    with pytest.raises(messages.Error) as info:
-        _Network._check_response(response)
-    before = datetime.now(UTC)
-    error = _translate(info.value, "order for mail.example.org failed")
+    key, alg = account_key(pem)
+    return AcmeNetwork(key, alg=alg, clock=lambda: NOW)
+
+
+def checked(response: requests.Response) -> IssueError:
+    with pytest.raises(IssueError) as info:
+        network()._checked(response, None)
+    return info.value
+
+
+def test_rate_limit_carries_retry_after() -> None:
+    """A 429 rateLimited problem becomes RateLimited with the code and the Retry-After time."""
+    error = checked(
+        answer(
+            429,
+            {"type": PREFIX + "rateLimited", "detail": "too many certificates"},
+            {"Retry-After": "3600"},
+        )
+    )
+    assert isinstance(error, RateLimited) and kind_of(error) is FailureKind.RATE_LIMITED
     assert error.code == "rateLimited" and "too many certificates" in str(error)
-    assert error.retry_after is not None
-    assert before + timedelta(seconds=3590) < error.retry_after < before + timedelta(seconds=3610)
+    assert error.retry_after == NOW + timedelta(seconds=3600)
 
 
 def test_subproblems_name_the_failed_identifiers() -> None:
     """Subproblems of a rejected order name the identifiers and their reasons."""
-    response = problem(
-        400,
-        {
-            "type": "urn:ietf:params:acme:error:rejectedIdentifier",
-            "detail": "some names were rejected",
-            "subproblems": [
-                {
-                    "type": "urn:ietf:params:acme:error:rejectedIdentifier",
-                    "detail": "policy forbids issuing for this name",
-                    "identifier": {"type": "dns", "value": "bad.example.org"},
-                }
-            ],
-        },
-        {},
+    error = checked(
+        answer(
+            400,
+            {
+                "type": PREFIX + "rejectedIdentifier",
+                "detail": "some names were rejected",
+                "subproblems": [
+                    {
+                        "type": PREFIX + "rejectedIdentifier",
+                        "detail": "policy forbids issuing for this name",
+                        "identifier": {"type": "dns", "value": "bad.example.org"},
+                    }
+                ],
+            },
+        )
     )
-    with pytest.raises(messages.Error) as info:
-        _Network._check_response(response)
-    error = _translate(info.value, "order failed")
-    assert error.failed_names == {"bad.example.org": "policy forbids issuing for this name"}
-    assert error.retry_after is None
+    assert isinstance(error, NamesRejected)
+    assert error.failed_names == {
+        "bad.example.org": "rejectedIdentifier: policy forbids issuing for this name"
+    }
+    assert error.transient_names == {} and error.retry_after is None
+
+
+def test_5xx_without_a_problem_document_is_unreachable() -> None:
+    """An HTML 502 from a proxy in front of the CA means the CA is down, not a bad request."""
+    error = checked(answer(502, b"<html>bad gateway</html>", {"Content-Type": "text/html"}))
+    assert isinstance(error, CaUnreachable) and kind_of(error) is FailureKind.SYSTEMIC
+
+
+def problem_of(code: str) -> messages.Error:
+    error: messages.Error = messages.Error.from_json(
+        {"type": PREFIX + code, "detail": f"{code} detail"}
+    )
+    return error
 
 
 @pytest.mark.parametrize(
-    ("value", "seconds"),
-    [("120", 120), ("Wed, 25 Nov 2026 00:00:00 GMT", None), ("", None), ("soon", None)],
+    ("error", "status", "expected", "kind"),
+    [
+        (problem_of("rateLimited"), 429, RateLimited, FailureKind.RATE_LIMITED),
+        (problem_of("accountDoesNotExist"), 400, AccountUnknown, FailureKind.OTHER),
+        (problem_of("serverInternal"), 500, CaUnreachable, FailureKind.SYSTEMIC),
+        (problem_of("serverInternal"), None, CaUnreachable, FailureKind.SYSTEMIC),
+        (problem_of("malformed"), 503, CaUnreachable, FailureKind.SYSTEMIC),
+        (problem_of("unauthorized"), 403, IssueError, FailureKind.OTHER),
+        (problem_of("badCSR"), 400, IssueError, FailureKind.OTHER),
+        (problem_of("badNonce"), 400, IssueError, FailureKind.OTHER),
+    ],
 )
-def test_retry_after_header_forms(value: str, seconds: int | None) -> None:
-    """Retry-After is seconds or an HTTP date; anything else is ignored."""
-    now = datetime(2026, 11, 24, tzinfo=UTC)
-    parsed = _retry_after_header(value, now)
-    if seconds is not None:
-        assert parsed == now + timedelta(seconds=seconds)
-    elif value.startswith("Wed"):
-        assert parsed == datetime(2026, 11, 25, tzinfo=UTC)
-    else:
-        assert parsed is None
+def test_problem_table(
+    error: messages.Error, status: int | None, expected: type[IssueError], kind: FailureKind
+) -> None:
+    """Each ACME problem type becomes its typed error and failure kind."""
+    typed = problem(error, status=status)
+    assert type(typed) is expected and kind_of(typed) is kind
+    assert typed.code == error.typ.removeprefix(PREFIX)
+
+
+def client_error(status: int) -> errors.ClientError:
+    return errors.ClientError(answer(status, b"", {"Content-Type": "text/plain"}))
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected", "kind", "words"),
+    [
+        (requests.ConnectionError("refused"), CaUnreachable, FailureKind.SYSTEMIC, "unreachable"),
+        (requests.Timeout("slow"), CaUnreachable, FailureKind.SYSTEMIC, "unreachable"),
+        (requests.ReadTimeout("slow"), CaUnreachable, FailureKind.SYSTEMIC, "unreachable"),
+        (requests.RequestException("x"), CaUnreachable, FailureKind.SYSTEMIC, "unreachable"),
+        (requests.JSONDecodeError("x", "doc", 0), IssueError, FailureKind.OTHER, "malformed"),
+        (josepy.errors.DeserializationError("x"), IssueError, FailureKind.OTHER, "malformed"),
+        (ValueError("x"), IssueError, FailureKind.OTHER, "malformed"),
+        (KeyError("status"), IssueError, FailureKind.OTHER, "malformed"),
+        (TypeError("x"), IssueError, FailureKind.OTHER, "malformed"),
+        (problem_of("serverInternal"), CaUnreachable, FailureKind.SYSTEMIC, "serverInternal"),
+        (problem_of("rateLimited"), RateLimited, FailureKind.RATE_LIMITED, "rateLimited"),
+        (client_error(500), CaUnreachable, FailureKind.SYSTEMIC, "HTTP 500"),
+        (client_error(404), IssueError, FailureKind.OTHER, "malformed"),
+        (errors.MissingNonce(answer(200, {})), IssueError, FailureKind.OTHER, "order"),
+        (errors.UnexpectedUpdate("x"), IssueError, FailureKind.OTHER, "order"),
+    ],
+)
+def test_translation_table(
+    exc: Exception, expected: type[IssueError], kind: FailureKind, words: str
+) -> None:
+    """Library exceptions become one typed error each, never escaping as themselves."""
+    typed = translate(exc, "order for mail.example.org failed")
+    assert type(typed) is expected and kind_of(typed) is kind
+    assert words in str(typed)
+
+
+def test_an_issue_error_passes_through_translation() -> None:
+    """An error that is already typed is returned unchanged."""
+    error = RateLimited("slow down", code="rateLimited")
+    assert translate(error, "context") is error
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("120", NOW + timedelta(seconds=120)),
+        ("1", NOW + timedelta(seconds=1)),
+        (str(10 * 365 * 86400), NOW + timedelta(days=7)),  # ten years: capped
+        ("9" * 40, NOW + timedelta(days=7)),  # would overflow timedelta: capped
+        (format_datetime(NOW + timedelta(hours=1), usegmt=True), NOW + timedelta(hours=1)),
+        (format_datetime(NOW + timedelta(days=3650), usegmt=True), NOW + timedelta(days=7)),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", NOW + timedelta(days=7)),
+        ("0", None),
+        ("-30", None),
+        (format_datetime(NOW - timedelta(minutes=1), usegmt=True), None),
+        (format_datetime(NOW, usegmt=True), None),
+        ("", None),
+        (None, None),
+        ("soon", None),
+        ("1.5", None),
+        ("Wed, 99 Foo 2026 00:00:00 GMT", None),
+    ],
+)
+def test_retry_after_forms(value: str | None, expected: datetime | None) -> None:
+    """Retry-After is seconds or an HTTP date, capped at 7 days; 0, past or garbage is None."""
+    assert retry_after(value, NOW) == expected
+
+
+def authz(name: str, status: str, code: str | None) -> messages.Authorization:
+    challenge: dict[str, Any] = {
+        "type": "http-01",
+        "url": f"https://ca.test/chall/{name}",
+        "token": "a" * 43,
+        "status": status,
+    }
+    if code is not None:
+        challenge["error"] = {"type": PREFIX + code, "detail": f"{code} for {name}"}
+    body: messages.Authorization = messages.Authorization.from_json(
+        {"identifier": {"type": "dns", "value": name}, "status": status, "challenges": [challenge]}
+    )
+    return body
+
+
+@pytest.mark.parametrize(
+    ("code", "transient"),
+    [
+        ("dns", True),
+        ("connection", True),
+        ("timeout", True),
+        ("serverInternal", True),
+        ("unauthorized", False),
+        ("incorrectResponse", False),
+        ("caa", False),
+        ("rejectedIdentifier", False),
+        ("malformed", False),
+        ("tls", False),
+        ("somethingNew", False),
+        (None, False),
+    ],
+)
+def test_authz_classification(code: str | None, transient: bool) -> None:
+    """An invalid authorization is transient only when the CA's own lookup/connect failed."""
+    reason, is_transient = authz_reason(authz("a.test", "invalid", code))
+    assert is_transient is transient
+    assert (code or "authorization invalid") in reason
+
+
+def test_only_invalid_authorizations_count() -> None:
+    """Valid, pending and deactivated authorizations are not failures; invalid ones are sorted."""
+    failure = authz_failures(
+        [
+            authz("ok.test", "valid", None),
+            authz("wait.test", "pending", None),
+            authz("gone.test", "deactivated", None),
+            authz("bad.test", "invalid", "unauthorized"),
+            authz("dns.test", "invalid", "dns"),
+        ],
+        "authorization failed",
+    )
+    assert set(failure.failed_names) == {"bad.test"}
+    assert set(failure.transient_names) == {"dns.test"}
+    assert kind_of(failure) is FailureKind.SYSTEMIC

@@ -17,7 +17,7 @@ def test_defaults_turn_everything_off() -> None:
     s = load_settings(BASE | {"ACME_METRICS_PORT": "", "REDIS_SLAVEOF_PORT": "", "REDISPASS": ""})
     assert s.acme_metrics_port is None
     assert ipaddress.ip_address(s.acme_metrics_address) == ipaddress.IPv4Address(0)  # all
-    assert s.acme_notify_email == () and s.acme_notify_webhook == ""
+    assert s.acme_notify_email == () and s.acme_notify_webhook.get_secret_value() == ""
     assert s.acme_notify_smtp == "postfix:25" and s.acme_notify_expiry_days == 14
     assert s.redis_slaveof_port is None and s.acme_redis_port == 6379
 
@@ -71,3 +71,22 @@ def test_the_redis_password_is_never_in_a_message() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(BASE | {"REDISPASS": "s3cret", "ACME_REDIS_PORT": "0"})
     assert "s3cret" not in str(caught.value)
+
+
+def test_the_webhook_url_is_secret_and_masked_when_refused() -> None:
+    """The webhook URL stays out of repr(); a refused one is echoed with its password masked."""
+    url = "https://bot:t0ps3cret@hooks.example.org/x"
+    s = load_settings(BASE | {"ACME_NOTIFY_WEBHOOK": url})
+    assert s.acme_notify_webhook.get_secret_value() == url and "t0ps3cret" not in repr(s)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(BASE | {"ACME_NOTIFY_WEBHOOK": "ftp://bot:t0ps3cret@hooks.example.org/x"})
+    message = str(caught.value)
+    assert "ACME_NOTIFY_WEBHOOK='ftp://bot:***@hooks.example.org/x'" in message
+    assert "t0ps3cret" not in message
+
+
+def test_the_redis_password_is_secret() -> None:
+    """REDISPASS is usable but never shown by repr() or str() of the settings."""
+    s = load_settings(BASE | {"REDISPASS": "s3cret"})
+    assert s.redispass.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(s) and "s3cret" not in str(s)

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from acme_sidecar.core.model import Action, NameGroup, StoredCert, Verdict
+from acme_sidecar.core.budget import Hold
+from acme_sidecar.core.model import Action, CertSpec, NameGroup, StoredCert, Verdict
 from acme_sidecar.core.plan import Shape, make_plan, renewal_time, wanted_specs
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -162,14 +163,24 @@ def test_hostname_failing_blocks_server_cert_not_others() -> None:
     assert san.certs == () and san.archive == ()
 
 
-def test_retry_after_turns_an_order_into_wait() -> None:
-    """A certificate the CA asked us to wait for is not ordered before that time."""
+def test_hold_turns_an_order_into_wait() -> None:
+    """A certificate on hold (back-off, Retry-After, budget) is not ordered before its time."""
     later = NOW + timedelta(hours=2)
-    plan = make_plan(
-        GROUPS, all_ok(), {}, shape=Shape(), force=False, now=NOW, retry_after={HOST: later}
-    )
+
+    def hold(spec: CertSpec, planned: int) -> Hold | None:
+        return Hold(later, "the CA asked to wait") if spec.name == HOST else None
+
+    plan = make_plan(GROUPS, all_ok(), {}, shape=Shape(), force=False, now=NOW, hold=hold)
     assert plan.certs[0].action is Action.WAIT and plan.to_order == ()
-    plan = make_plan(
-        GROUPS, all_ok(), {}, shape=Shape(), force=False, now=later, retry_after={HOST: later}
-    )
+    assert plan.certs[0].renew_at == later and "the CA asked to wait" in plan.certs[0].reason
+    plan = make_plan(GROUPS, all_ok(), {}, shape=Shape(), force=False, now=later)
     assert plan.certs[0].action is Action.ISSUE
+
+
+def test_force_skips_certificates_already_reissued() -> None:
+    """Under force_renew a certificate re-issued since the flag appeared is kept, not renewed."""
+    have = _current(timedelta(days=1))
+    done = make_plan(GROUPS, all_ok(), have, shape=Shape(), force=True, now=NOW, force_done={HOST})
+    assert done.certs[0].action is Action.KEEP
+    todo = make_plan(GROUPS, all_ok(), have, shape=Shape(), force=True, now=NOW)
+    assert todo.certs[0].action is Action.RENEW

@@ -70,7 +70,7 @@ def test_issued_forgets_rejection_and_round_trips() -> None:
     """Issuing a name clears its rejection; the state survives JSON."""
     state = record_rejections(State(), {NAME: "x"}, NOW)
     assert State.from_json(state.to_json()) == state
-    assert NAME not in record_issued(state, {NAME}, NAME).rejected
+    assert NAME not in record_issued(state, {NAME}).rejected
 
 
 def test_recent_verdicts_reused_only_for_settled_certificates() -> None:

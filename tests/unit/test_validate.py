@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from acme_sidecar.core.validate import Caa, CaaLookup, IpPolicy, Lookup, caa_check, validate_name
+import pytest
+
+from acme_sidecar.core.validate import (
+    Caa,
+    CaaLookup,
+    IpPolicy,
+    Lookup,
+    caa_check,
+    self_check_refusal,
+    validate_name,
+    validate_names,
+)
 
 
 class FakeResolver:
@@ -85,8 +96,8 @@ def test_lookup_error_reported() -> None:
 
 
 def test_skip_ip_check_and_snat() -> None:
-    """SKIP_IP_CHECK and SNAT accept any address of their family."""
-    r = FakeResolver({(N, "A"): Lookup(("198.51.100.7",))})
+    """SKIP_IP_CHECK and SNAT accept any public address of their family."""
+    r = FakeResolver({(N, "A"): Lookup(("9.9.9.9",))})
     assert validate_name(N, r, IpPolicy(None, None, skip_ip_check=True), FakeHttp()).ok
     assert validate_name(N, r, IpPolicy("192.0.2.1", None, snat4=True), FakeHttp()).ok
     assert not validate_name(N, r, IpPolicy("192.0.2.1", None, snat6=True), FakeHttp()).ok
@@ -160,3 +171,89 @@ def test_caa_denial_makes_the_verdict() -> None:
     policy = IpPolicy("192.0.2.1", None, ca_identities=LE)
     v = validate_name(N, r, policy, http)
     assert not v.ok and "CAA" in v.reason and http.calls == []
+
+
+OWN = IpPolicy("192.0.2.1", "2001:db8::1", skip_ip_check=True, own=("10.9.9.9",))
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("9.9.9.9", None),
+        ("2a00:1450:4001::200e", None),
+        ("192.0.2.1", None),  # PUBLIC_IPV4, though in a documentation range
+        ("2001:db8::1", None),  # PUBLIC_IPV6
+        ("10.9.9.9", None),  # SNAT_TO_SOURCE
+        ("10.1.2.3", "private"),
+        ("192.168.1.1", "private"),
+        ("fd00::1", "private"),
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("0.0.0.0", "unspecified"),  # noqa: S104 - an address under test, not a listener
+        ("::", "unspecified"),
+        ("100.64.0.1", "non-public"),
+        ("::ffff:10.1.2.3", "private"),
+        ("::ffff:9.9.9.9", None),
+    ],
+)
+def test_self_check_address_rule(address: str, kind: str | None) -> None:
+    """Public addresses and this server's own may be checked; any other address may not."""
+    reason = self_check_refusal(address, OWN)
+    if kind is None:
+        assert reason is None
+    else:
+        assert reason == (
+            f"{address}, a {kind} address that is not this server's; "
+            "the self-check does not connect there"
+        )
+
+
+def test_self_check_refuses_what_is_not_an_address() -> None:
+    """An answer that is no IP address is never connected to."""
+    assert self_check_refusal("mail.example.org", OWN) is not None
+
+
+def test_loopback_that_is_this_server_is_checked() -> None:
+    """PUBLIC_IPV4=127.0.0.1 (the integration world) keeps the self-check on loopback."""
+    r = FakeResolver({(N, "A"): Lookup(("127.0.0.1",))})
+    http = FakeHttp()
+    assert validate_name(N, r, IpPolicy("127.0.0.1", None), http).ok
+    assert http.calls == [(N, "127.0.0.1")]
+
+
+def test_skip_ip_check_does_not_connect_to_a_private_answer() -> None:
+    """Under SKIP_IP_CHECK a tenant's name on 10.0.0.5 is refused without any connection."""
+    r = FakeResolver({(N, "A"): Lookup(("10.0.0.5",))})
+    http = FakeHttp()
+    verdicts = validate_names([N], r, IpPolicy(None, None, skip_ip_check=True), http)
+    assert not verdicts[N].ok and http.calls == []
+    assert f"{N} resolves to 10.0.0.5, a private address that is not this server's" in (
+        verdicts[N].reason
+    )
+
+
+def test_skip_ip_check_checks_the_first_address_it_may() -> None:
+    """With a private and a public address in the answer, the public one is checked."""
+    r = FakeResolver({(N, "A"): Lookup(("10.0.0.5", "9.9.9.9"))})
+    http = FakeHttp()
+    assert validate_name(N, r, IpPolicy(None, None, skip_ip_check=True), http).ok
+    assert http.calls == [(N, "9.9.9.9")]
+
+
+def test_snat_source_is_this_servers_own() -> None:
+    """A private answer equal to an address in ``own`` (SNAT_TO_SOURCE) is checked."""
+    r = FakeResolver({(N, "A"): Lookup(("10.0.0.5",))})
+    http = FakeHttp()
+    policy = IpPolicy("192.0.2.1", None, snat4=True, own=("10.0.0.5",))
+    assert validate_name(N, r, policy, http).ok and http.calls == [(N, "10.0.0.5")]
+
+
+def test_skip_http_needs_no_address_rule() -> None:
+    """Without a self-check nothing is connected to, so a private answer is accepted."""
+    r = FakeResolver({(N, "A"): Lookup(("10.0.0.5",))})
+    policy = IpPolicy(None, None, skip_ip_check=True, skip_http=True)
+    assert validate_name(N, r, policy, FakeHttp()).ok

@@ -1,0 +1,153 @@
+"""The issuer: obtain certificates over ACME (RFC 8555) for a batch of specs, in parallel.
+
+``AcmeIssuer.issue_all`` runs the orders of a batch on worker threads, one ACME client per
+thread (they share the account, see ``session``), and yields each result as it completes so
+the caller stores it at once. It yields exactly one ``Issued`` or ``IssueFailure`` per spec
+whatever happens: no exception of the ``acme``/``requests``/``josepy`` libraries, nor a
+worker's own bug, escapes. ``caa_identities`` reads the CA's CAA identities from its
+directory. May touch: the CA over HTTPS and challenge files in the webroot.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import requests
+import structlog
+
+from acme_sidecar.adapters.acme.challenges import ChallengeResponder, Http01Webroot
+from acme_sidecar.adapters.acme.orders import OrderFlow
+from acme_sidecar.adapters.acme.session import NetworkFactory, Session, requests_network, utcnow
+from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, kind_of, translate
+from acme_sidecar.adapters.volume import PrivateKey, load_key
+from acme_sidecar.core.errors import CaUnreachable, SidecarError
+from acme_sidecar.core.model import CertSpec, FailureKind, Issued, IssueFailure
+
+log = structlog.get_logger(__name__)
+
+CA_DOWN_AFTER = 3  # orders in a row that could not reach the CA: give up the rest
+_START_ERRORS: tuple[type[Exception], ...] = (SidecarError, *LIBRARY_ERRORS)
+
+
+class Issuer(Protocol):
+    """Obtains certificates for a batch of specs."""
+
+    def issue_all(
+        self, specs: Sequence[CertSpec], key_pem: bytes
+    ) -> Iterator[Issued | IssueFailure]:
+        """Order every spec (in parallel); yield one result per spec as each completes;
+        never raises for a failed order."""
+
+
+class AcmeIssuer:
+    """An ACME account at one directory, answering challenges through a responder (HTTP-01
+    in the shared webroot unless ``responders`` says otherwise)."""
+
+    def __init__(
+        self,
+        *,
+        directory_url: str,
+        account_pem: bytes,
+        webroot: Path,
+        ca_bundle: Path | None = None,
+        email: str = "",
+        parallel: int = 8,
+        order_timeout: float = 300,
+        stop: threading.Event | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        network_factory: NetworkFactory | None = None,
+        responders: Callable[[], ChallengeResponder] | None = None,
+    ) -> None:
+        network = network_factory or requests_network(str(ca_bundle) if ca_bundle else True, clock)
+        self._session = Session(directory_url, account_pem, network, email)
+        self._flow = OrderFlow(
+            self._session,
+            responders or (lambda: Http01Webroot(webroot)),
+            order_timeout=order_timeout,
+            stop=stop or threading.Event(),
+            clock=clock,
+        )
+        self._parallel = max(1, parallel)
+        self._lock = threading.Lock()
+        self._unreachable = 0
+
+    def connect(self) -> None:
+        """Fetch the directory and register (or find) the account; once per issuer."""
+        self._session.connect()
+
+    def issue_all(
+        self, specs: Sequence[CertSpec], key_pem: bytes
+    ) -> Iterator[Issued | IssueFailure]:
+        """Order every spec, up to ``parallel`` at once; yield results as they complete.
+
+        When the CA stops answering (``CA_DOWN_AFTER`` orders in a row could not reach it),
+        the orders not yet started are given up (kind SYSTEMIC) instead of each waiting for
+        its own timeout.
+        """
+        if not specs:
+            return
+        try:
+            self.connect()
+            key = load_key(key_pem)
+        except _START_ERRORS as exc:
+            error = translate(exc, "cannot start the orders")
+            log.error("orders.not_started", error=str(error), kind=kind_of(error).value)
+            for spec in specs:
+                yield IssueFailure(spec, str(error), error.retry_after, kind=kind_of(error))
+            return
+        self._unreachable = 0
+        workers = min(self._parallel, len(specs))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="order") as pool:
+            futures = [pool.submit(self._issue_guarded, s, key) for s in specs]
+            for future in as_completed(futures):
+                yield future.result()
+
+    def _issue_guarded(self, spec: CertSpec, key: PrivateKey) -> Issued | IssueFailure:
+        """The worker boundary: one result per spec, whatever the order does."""
+        if self._unreachable >= CA_DOWN_AFTER:
+            return IssueFailure(
+                spec,
+                "not ordered: the CA stopped answering in this cycle",
+                kind=FailureKind.SYSTEMIC,
+            )
+        try:
+            result, error = self._flow.issue_one(spec, key)
+        except Exception as exc:  # noqa: BLE001  # a bug must cost one order, not the batch
+            log.error("order.crashed", certificate=spec.name, error_type=type(exc).__name__)
+            return IssueFailure(spec, f"the order crashed: {type(exc).__name__}: {exc}")
+        with self._lock:
+            down = isinstance(error, CaUnreachable)
+            self._unreachable = self._unreachable + 1 if down else 0
+        return result
+
+    def issue_one(self, spec: CertSpec, key: PrivateKey) -> Issued | IssueFailure:
+        """Order one certificate; drop names the CA rejects and order again."""
+        return self._flow.issue_one(spec, key)[0]
+
+
+KNOWN_CA_IDENTITIES = {
+    "acme-v02.api.letsencrypt.org": "letsencrypt.org",
+    "acme-staging-v02.api.letsencrypt.org": "letsencrypt.org",
+}
+
+
+def caa_identities(directory_url: str, ca_bundle: Path | None) -> tuple[str, ...]:
+    """The CA's CAA identities: ``meta.caaIdentities`` of its directory, else a known one."""
+    host = directory_url.split("/")[2].split(":")[0] if "//" in directory_url else ""
+    fallback = (KNOWN_CA_IDENTITIES[host],) if host in KNOWN_CA_IDENTITIES else ()
+    try:
+        response = requests.get(
+            directory_url, timeout=15, verify=str(ca_bundle) if ca_bundle else True
+        )
+        meta = response.json().get("meta", {})
+        found = meta.get("caaIdentities") or []
+    except (requests.RequestException, ValueError, AttributeError) as exc:
+        log.warning("ca.unreachable", directory=directory_url, error=str(exc)[:200])
+        return fallback
+    identities = tuple(str(i).lower() for i in found if isinstance(i, str) and i)
+    return identities or fallback

@@ -1,0 +1,283 @@
+"""Orders: place one order, answer its authorizations, poll it, finalize it, fetch the chain.
+
+``OrderFlow.issue_one`` places the order for a spec; names the CA rejects for its own reason
+are dropped and the order placed again without them; a name whose validation failed on the
+CA's side (its DNS lookup or connection) stops the spec for this cycle without banning the
+name. Polling starts at ``FIRST_POLL`` and grows by half up to ``MAX_POLL``; a ``Retry-After``
+from the CA wins. May touch: the CA over HTTPS (through ``Session``) and, through the
+challenge responder, the webroot.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+import requests
+import structlog
+from acme import client, messages
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from acme_sidecar.adapters.acme.challenges import ChallengeResponder
+from acme_sidecar.adapters.acme.session import Session
+from acme_sidecar.adapters.acme.translate import (
+    LIBRARY_ERRORS,
+    authz_failures,
+    kind_of,
+    retry_after,
+    translate,
+)
+from acme_sidecar.adapters.volume import PrivateKey
+from acme_sidecar.core.errors import AccountUnknown, IssueError, NamesRejected
+from acme_sidecar.core.model import CertSpec, FailureKind, Issued, IssueFailure
+
+log = structlog.get_logger(__name__)
+
+FIRST_POLL = 0.05
+MAX_POLL = 2.0
+
+T = TypeVar("T")
+
+
+def _order_status(order: messages.Order) -> str:
+    return str(order.status.name)
+
+
+def _authz_status(authz: messages.AuthorizationResource) -> str:
+    return str(authz.body.status.name)
+
+
+def make_csr(key: PrivateKey, names: Sequence[str]) -> bytes:
+    """A PEM CSR for ``names`` signed by an already loaded key.
+
+    ``acme.crypto_util.make_csr`` takes PEM and re-parses (and for RSA re-validates) the key on
+    every call, which costs ~0.5 s per order with a 4096-bit key; cryptography's builder with the
+    key object loaded once per batch does the same job.
+    """
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(slots=True)
+class Tally:
+    """What happened across the orders of one spec: new orders placed, failed validations."""
+
+    orders: int = 0
+    failed_validations: list[str] = field(default_factory=list)
+
+    def failed(self, names: Sequence[str]) -> None:
+        """Note names whose authorization went invalid (each once)."""
+        self.failed_validations.extend(n for n in names if n not in self.failed_validations)
+
+
+class OrderFlow:
+    """Places and completes the orders of one issuer; safe to use from many threads."""
+
+    def __init__(
+        self,
+        session: Session,
+        responders: Callable[[], ChallengeResponder],
+        *,
+        order_timeout: float,
+        stop: threading.Event,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._session = session
+        self._responders = responders
+        self._timeout = order_timeout
+        self._stop = stop
+        self._clock = clock
+
+    def issue_one(
+        self, spec: CertSpec, key: PrivateKey
+    ) -> tuple[Issued | IssueFailure, IssueError | None]:
+        """Order one certificate; the result, and the error that ended it (if any)."""
+        names = list(spec.domains)
+        dropped: dict[str, str] = {}
+        tally = Tally()
+        registered_again = False
+        while names:
+            current = CertSpec(name=names[0], domains=tuple(names))
+            try:
+                chain = self.place(current, key, tally)
+            except AccountUnknown as exc:
+                if registered_again:
+                    return self._failure(spec, exc, dropped, tally), exc
+                # the CA forgot the account (a reset test CA, a deactivated account):
+                # register the same key again and retry this order once
+                registered_again = True
+                self._session.forget_account(exc)
+                continue
+            except NamesRejected as exc:
+                for name, reason in exc.failed_names.items():
+                    log.warning("name.rejected", certificate=spec.name, name=name, reason=reason)
+                own = {n: r for n, r in exc.failed_names.items() if n in names}
+                transient = {n: r for n, r in exc.transient_names.items() if n in names}
+                if transient and set(names) <= set(own) | set(transient):
+                    # every name failed, for a cause on the CA's side: systemic (a DNS or
+                    # network outage there); no name is banned for it
+                    for name, reason in transient.items():
+                        log.warning(
+                            "name.unvalidated", certificate=spec.name, name=name, reason=reason
+                        )
+                    dropped.update(own)
+                    detail = "; ".join(f"{n}: {r}" for n, r in transient.items())
+                    error = NamesRejected(
+                        f"the CA could not validate on its side: {detail}",
+                        failed_names=dropped,
+                        transient_names=transient,
+                    )
+                    return self._failure(spec, error, dropped, tally), error
+                # some names passed: the ones that failed, for whatever cause, are left out
+                # (each with its own back-off) and the order is placed again without them
+                failed = own | transient
+                for name, reason in transient.items():
+                    log.warning("name.rejected", certificate=spec.name, name=name, reason=reason)
+                if not failed:
+                    return self._failure(spec, exc, dropped, tally), exc
+                dropped.update(failed)
+                names = [n for n in names if n not in failed]
+                continue
+            except IssueError as exc:
+                return self._failure(spec, exc, dropped, tally), exc
+            issued = Issued(current, chain, dropped, tuple(tally.failed_validations), tally.orders)
+            return issued, None
+        reasons = "; ".join(f"{n}: {r}" for n, r in dropped.items())
+        failure = IssueFailure(
+            spec,
+            "the CA rejected every name: " + reasons,
+            rejected=dropped,
+            kind=FailureKind.REJECTED,
+            failed_validations=tuple(tally.failed_validations),
+            orders=tally.orders,
+        )
+        log.error("order.failed", certificate=spec.name, kind=failure.kind.value, error=reasons)
+        return failure, None
+
+    def _failure(
+        self, spec: CertSpec, exc: IssueError, dropped: dict[str, str], tally: Tally
+    ) -> IssueFailure:
+        kind = kind_of(exc)
+        log.error(
+            "order.failed",
+            certificate=spec.name,
+            kind=kind.value,
+            error=str(exc),
+            retry_after=exc.retry_after.isoformat() if exc.retry_after else None,
+        )
+        return IssueFailure(
+            spec,
+            str(exc),
+            exc.retry_after,
+            dict(dropped),
+            kind,
+            tuple(tally.failed_validations),
+            tally.orders,
+        )
+
+    def place(self, spec: CertSpec, key: PrivateKey, tally: Tally) -> bytes:
+        """One order for exactly ``spec.domains``: the PEM chain, or a typed error."""
+        acme = self._session.client()
+        deadline = time.monotonic() + self._timeout
+        csr = make_csr(key, spec.domains)
+        responder = self._responders()
+        try:
+            tally.orders += 1
+            order = acme.new_order(csr)
+            log.info("order.created", certificate=spec.name, names=len(spec.domains))
+            for authz in order.authorizations:
+                if authz.body.status == messages.STATUS_VALID:
+                    continue
+                answer = responder.prepare(authz, self._session.key)
+                acme.answer_challenge(answer.challenge, answer.response)
+            fetch = functools.partial(self._fetch_order, acme, order.uri)
+            what = f"order {order.uri}"
+            body = self._poll(fetch, _order_status, {"ready", "valid", "invalid"}, deadline, what)
+            if body.status == messages.STATUS_INVALID:
+                raise self._authz_failure(acme, order, body, deadline, tally)
+            if body.status == messages.STATUS_READY:
+                order = acme.begin_finalization(order)
+                body = order.body
+            if body.status != messages.STATUS_VALID or body.certificate is None:
+                body = self._poll(fetch, _order_status, {"valid", "invalid"}, deadline, what)
+            if body.status != messages.STATUS_VALID or body.certificate is None:
+                detail = body.error.detail if body.error else "no reason given"
+                raise IssueError(f"the CA did not issue the certificate: {detail}")
+            return acme._post_as_get(body.certificate).text.encode()
+        except LIBRARY_ERRORS as exc:
+            raise translate(exc, f"order for {spec.name} failed") from exc
+        finally:
+            responder.cleanup()
+
+    @staticmethod
+    def _fetch_order(acme: client.ClientV2, url: str) -> tuple[messages.Order, requests.Response]:
+        # POST-as-GET of the order: the library has no public call for this (its own
+        # ``poll_finalization`` uses the same private helper, with a fixed 1 s sleep)
+        response = acme._post_as_get(url)
+        return messages.Order.from_json(response.json()), response
+
+    def _poll(
+        self,
+        fetch: Callable[[], tuple[T, requests.Response]],
+        status_of: Callable[[T], str],
+        want: set[str],
+        deadline: float,
+        what: str,
+        *,
+        give_up: bool = False,
+    ) -> T:
+        """Fetch until the status is in ``want``: 50 ms first, growing by half each time,
+        ``Retry-After`` wins. At the deadline: raise, or with ``give_up`` return the last."""
+        delay = FIRST_POLL
+        while True:
+            value, response = fetch()
+            name = status_of(value)
+            if name in want:
+                return value
+            pause = delay
+            now = self._clock()
+            at = retry_after(response.headers.get("Retry-After"), now)
+            if at is not None:
+                pause = max(0.0, (at - now).total_seconds())
+            delay = min(delay * 1.5, MAX_POLL)
+            if time.monotonic() + pause > deadline:
+                if give_up:
+                    return value
+                raise IssueError(f"{what} still {name} at the deadline")
+            if self._stop.wait(pause):
+                raise IssueError("stopped while waiting for the CA")
+
+    def _authz_failure(
+        self,
+        acme: client.ClientV2,
+        order: messages.OrderResource,
+        body: messages.Order,
+        deadline: float,
+        tally: Tally,
+    ) -> IssueError:
+        """Why an order went invalid: each authorization polled until it is final, and the
+        invalid ones sorted into rejected (the CA's own reason) and transient names."""
+        final = {"valid", "invalid", "deactivated", "expired", "revoked"}
+        authzs: list[messages.Authorization] = []
+        for authz in order.authorizations:
+            fetch = functools.partial(acme.poll, authz)
+            what = f"authorization {authz.uri}"
+            updated = self._poll(fetch, _authz_status, final, deadline, what, give_up=True)
+            authzs.append(updated.body)
+        detail = body.error.detail if body.error and body.error.detail else "authorization failed"
+        failure = authz_failures(authzs, detail)
+        tally.failed([*failure.failed_names, *failure.transient_names])
+        if not failure.failed_names and not failure.transient_names:
+            return IssueError(f"order invalid: {detail}")
+        return failure

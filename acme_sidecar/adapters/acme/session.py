@@ -1,0 +1,244 @@
+"""The ACME session: the network object, the directory, the account and the per-thread client.
+
+``AcmeNetwork`` is the ``acme`` library's ``ClientNetwork`` with three changes: a problem
+answer becomes a typed error at once (with the answer's HTTP status and ``Retry-After``), the
+fresh nonce of an error answer is kept, and ``badNonce`` is retried up to ``BAD_NONCE_RETRIES``
+times instead of once (RFC 8555 §6.5). It is built by a ``NetworkFactory`` so tests can
+answer with constructed ACME JSON. ``Session`` fetches the directory and registers (or finds)
+the account once, hands every worker thread its own ``ClientV2``, and registers again when the
+CA forgot the account. May touch: the CA over HTTPS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+import structlog
+from acme import client, errors, messages
+from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.interfaces import JSONDeSerializable
+from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
+from josepy.jwk import JWK, JWKEC
+
+from acme_sidecar import __version__
+from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, bad_answer, problem, retry_after
+from acme_sidecar.adapters.acme.translate import translate as translate_error
+from acme_sidecar.core.errors import CaUnreachable, IssueError
+
+log = structlog.get_logger(__name__)
+
+USER_AGENT = f"acme-sidecar/{__version__} (+acme-python)"
+BAD_NONCE_RETRIES = 10  # after the first attempt; each retry uses the nonce of the error answer
+NETWORK_TIMEOUT = 30
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """The current time, aware UTC."""
+    return datetime.now(UTC)
+
+
+class AcmeNetwork(client.ClientNetwork):
+    """``ClientNetwork`` raising typed errors and retrying ``badNonce`` with fresh nonces."""
+
+    def __init__(
+        self,
+        key: JWK,
+        *,
+        alg: JWASignature = RS256,
+        account: messages.RegistrationResource | None = None,
+        verify: bool | str = True,
+        timeout: int = NETWORK_TIMEOUT,
+        clock: Clock = utcnow,
+        bad_nonce_retries: int = BAD_NONCE_RETRIES,
+    ) -> None:
+        super().__init__(
+            key,
+            account=account,
+            alg=alg,
+            verify_ssl=verify,  # type: ignore[arg-type]  # requests accepts a CA bundle path
+            user_agent=USER_AGENT,
+            timeout=timeout,
+        )
+        self._clock = clock
+        self._bad_nonce_retries = max(0, bad_nonce_retries)
+
+    def _checked(self, response: requests.Response, content_type: str | None) -> requests.Response:
+        try:
+            return self._check_response(response, content_type=content_type)
+        except errors.ConflictError:
+            raise  # "the account exists": ClientV2.new_account's answer, handled by Session
+        except messages.Error as error:
+            at = retry_after(response.headers.get("Retry-After"), self._clock())
+            raise problem(error, status=response.status_code, retry_at=at) from error
+        except errors.ClientError as error:
+            raise bad_answer(response) from error
+
+    def get(
+        self, url: str, content_type: str = client.ClientNetwork.JSON_CONTENT_TYPE, **kwargs: Any
+    ) -> requests.Response:
+        """GET ``url``; a problem answer raises a typed error."""
+        return self._checked(self._send_request("GET", url, **kwargs), content_type)
+
+    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
+        """POST a JWS; ``badNonce`` is retried with a fresh nonce, a bounded number of times."""
+        for attempt in range(self._bad_nonce_retries + 1):
+            try:
+                return self._post_once(*args, **kwargs)
+            except IssueError as exc:
+                if exc.code != "badNonce":
+                    raise
+                log.debug("acme.bad_nonce", attempt=attempt + 1)
+        raise CaUnreachable(
+            f"the CA rejected {self._bad_nonce_retries + 1} nonces in a row (badNonce)",
+            code="badNonce",
+        )
+
+    def _get_nonce(self, url: str, new_nonce_url: str | None) -> str:
+        if not self._nonces:
+            if new_nonce_url is None:
+                response = self.head(url)
+            else:
+                response = self._checked(self.head(new_nonce_url), None)
+            self._add_nonce(response)
+        return self._nonces.pop()
+
+    def _post_once(
+        self,
+        url: str,
+        obj: JSONDeSerializable,
+        content_type: str = client.ClientNetwork.JOSE_CONTENT_TYPE,
+        **kwargs: Any,
+    ) -> requests.Response:
+        new_nonce_url = kwargs.pop("new_nonce_url", None)
+        data = self._wrap_in_jws(obj, self._get_nonce(url, new_nonce_url), url)
+        kwargs.setdefault("headers", {"Content-Type": content_type})
+        response = self._send_request("POST", url, data=data, **kwargs)
+        if not response.ok:
+            # an error answer carries a fresh nonce too (RFC 8555 §6.5): the retry uses it
+            # instead of asking newNonce; a missing or garbled one is not an error here
+            with contextlib.suppress(errors.NonceError):
+                self._add_nonce(response)
+        response = self._checked(response, content_type)
+        self._add_nonce(response)
+        return response
+
+
+NetworkFactory = Callable[[JWK, JWASignature, messages.RegistrationResource | None], AcmeNetwork]
+
+
+def requests_network(
+    verify: bool | str, clock: Clock = utcnow, *, bad_nonce_retries: int = BAD_NONCE_RETRIES
+) -> NetworkFactory:
+    """The default network factory: real HTTPS with ``verify`` (True or a CA bundle path)."""
+
+    def build(
+        key: JWK, alg: JWASignature, account: messages.RegistrationResource | None
+    ) -> AcmeNetwork:
+        return AcmeNetwork(
+            key,
+            alg=alg,
+            account=account,
+            verify=verify,
+            clock=clock,
+            bad_nonce_retries=bad_nonce_retries,
+        )
+
+    return build
+
+
+def account_key(account_pem: bytes) -> tuple[JWK, JWASignature]:
+    """The account key as a JWK and the JWS algorithm that goes with it."""
+    key = JWK.load(account_pem)
+    if isinstance(key, JWKEC):
+        curve = key.key.curve
+        alg = {"secp256r1": ES256, "secp384r1": ES384, "secp521r1": ES512}
+        if not isinstance(curve, ec.EllipticCurve) or curve.name not in alg:
+            raise IssueError(f"unsupported account key curve {getattr(curve, 'name', curve)}")
+        return key, alg[curve.name]
+    return key, RS256
+
+
+class Session:
+    """The directory and the account of one issuer, shared by its worker threads."""
+
+    def __init__(
+        self,
+        directory_url: str,
+        account_pem: bytes,
+        network: NetworkFactory,
+        email: str = "",
+    ) -> None:
+        self._url = directory_url
+        self.key, self._alg = account_key(account_pem)
+        self._network = network
+        self._email = email
+        self._directory: messages.Directory | None = None
+        self._account: messages.RegistrationResource | None = None
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._local = threading.local()
+
+    def connect(self) -> messages.Directory:
+        """Fetch the directory and register (or find) the account; once per session."""
+        return self._current()[0]
+
+    def _current(self) -> tuple[messages.Directory, messages.RegistrationResource, int]:
+        """Directory, account and their generation, read together under the lock."""
+        with self._lock:
+            if self._directory is not None and self._account is not None:
+                return self._directory, self._account, self._generation
+            try:
+                directory, account = self._register()
+            except LIBRARY_ERRORS as exc:
+                error = translate_error(exc, "cannot reach the ACME directory " + self._url)
+                raise error from exc
+            self._directory, self._account = directory, account
+            return directory, account, self._generation
+
+    def _register(self) -> tuple[messages.Directory, messages.RegistrationResource]:
+        net = self._network(self.key, self._alg, None)
+        directory = client.ClientV2.get_directory(self._url, net)
+        acme = client.ClientV2(directory, net)
+        registration = messages.NewRegistration.from_data(
+            email=self._email or None, terms_of_service_agreed=True
+        )
+        try:
+            account = acme.new_account(registration)
+            log.info("account.registered", uri=account.uri, email=self._email or None)
+        except errors.ConflictError as exc:
+            account = messages.RegistrationResource(uri=exc.location, body=messages.Registration())
+            log.info("account.found", uri=account.uri)
+        return directory, account
+
+    def client(self) -> client.ClientV2:
+        """This thread's ACME client, rebuilt when the account was registered again."""
+        acme: client.ClientV2 | None = getattr(self._local, "client", None)
+        used: int | None = getattr(self._local, "generation", None)
+        if acme is None or used != self._generation:
+            directory, account, generation = self._current()
+            acme = client.ClientV2(directory, self._network(self.key, self._alg, account))
+            self._local.client, self._local.generation = acme, generation
+        return acme
+
+    def forget_account(self, exc: IssueError) -> None:
+        """Drop the cached account so the next client registers it again.
+
+        Only the first thread that saw the account fail does this; threads whose client was
+        built from an older generation just rebuild their client from the new account.
+        """
+        used = getattr(self._local, "generation", None)
+        with self._lock:
+            if used != self._generation:
+                return  # someone registered again already
+            if self._account is not None:
+                log.warning("account.unknown", uri=self._account.uri, error=str(exc)[:200])
+            self._directory = None
+            self._account = None
+            self._generation += 1

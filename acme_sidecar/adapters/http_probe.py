@@ -1,0 +1,309 @@
+"""HTTP adapters: public IP detection, the webroot self-check, and ``fetch``, one bounded request.
+
+Every request here has an overall deadline and a body cap. A per-read timeout alone cannot bound
+a request: a server that sends one byte every two seconds never trips it, in the status line, the
+headers or the body. So ``fetch`` arms a watchdog that shuts the request's sockets down when the
+deadline passes (whatever phase it is in), and reads the body in chunks, never more than the cap.
+The webhook of ``ops.notify`` uses ``fetch`` too.
+
+May touch: the network (HTTP to the detection URL, to this server's addresses, to the webhook)
+and the webroot (one token file while the self-check runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urljoin
+
+import requests
+import structlog
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from acme_sidecar.config.settings import mask_url
+
+log = structlog.get_logger(__name__)
+
+SELF_CHECK_DEADLINE = 10.0  # seconds per name and address
+SELF_CHECK_CAP = 4096  # the token is 32 characters
+DETECT_DEADLINE = 10.0
+DETECT_CAP = 256  # an address is at most 45 characters
+_CHUNK = 1024
+
+
+class FetchFailed(Exception):
+    """A bounded request did not complete; the message says why and never holds the URL."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """The answer of a bounded request: at most ``cap`` bytes of the body."""
+
+    status: int
+    reason: str
+    body: bytes = b""
+
+
+class _Watchdog:
+    """Shuts every socket it watches down once ``seconds`` have passed."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+        self.fired = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            if self.fired:
+                _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._socks:
+                _shutdown(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # socket.socket's own shutdown: an SSLSocket's would drop its TLS state under the reader
+    with contextlib.suppress(OSError):  # already closed
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_WATCHDOG: ContextVar[_Watchdog | None] = ContextVar("acme_sidecar_http_watchdog", default=None)
+
+
+def _register(sock: socket.socket) -> socket.socket:
+    watchdog = _WATCHDOG.get()
+    if watchdog is not None:
+        watchdog.watch(sock)
+    return sock
+
+
+class _WatchedConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        return _register(super()._new_conn())
+
+
+class _WatchedTlsConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        return _register(super()._new_conn())
+
+
+class _WatchedPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedConnection
+
+
+class _WatchedTlsPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedTlsConnection
+
+
+_POOLS: dict[str, type[HTTPConnectionPool]] = {"http": _WatchedPool, "https": _WatchedTlsPool}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, with connections whose sockets the current watchdog can shut."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, urllib3.PoolManager):
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+
+def fetch(
+    method: str,
+    url: str,
+    *,
+    deadline: float,
+    cap: int,
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    max_redirects: int = 0,
+    trust_env: bool = True,
+) -> Fetched:
+    """One request that ends within ``deadline`` seconds and reads at most ``cap`` body bytes.
+
+    Raises ``FetchFailed`` when it could not connect, ran out of time, or the body is longer
+    than ``cap`` (``cap=0``: the body is not read at all). Only GET follows redirects.
+    """
+    watchdog = _Watchdog(deadline)
+    token = _WATCHDOG.set(watchdog)
+    session = requests.Session()
+    session.trust_env = trust_env
+    adapter = _WatchedAdapter(max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    sent = {"Accept-Encoding": "identity", **(headers or {})}
+    try:
+        for _ in range(max_redirects + 1):
+            left = watchdog.left()
+            if left <= 0:
+                break
+            try:
+                response = session.request(
+                    method,
+                    url,
+                    headers=sent,
+                    json=json,
+                    timeout=(left, left),
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except requests.RequestException as exc:
+                if watchdog.fired:
+                    break
+                raise FetchFailed(f"not reachable ({type(exc).__name__})") from exc
+            with response:
+                if watchdog.fired:  # cut off in the headers: http.client took EOF as their end
+                    break
+                location = response.headers.get("Location")
+                if method == "GET" and response.is_redirect and location:
+                    url = urljoin(url, location)
+                    continue
+                body = _read(response, cap, watchdog, deadline)
+                return Fetched(response.status_code, str(response.reason or ""), body)
+        if watchdog.fired or watchdog.left() <= 0:
+            raise FetchFailed(f"no complete answer within {deadline:g}s")
+        raise FetchFailed(f"more than {max_redirects} redirects")
+    finally:
+        _WATCHDOG.reset(token)
+        watchdog.cancel()
+        session.close()
+
+
+def _read(response: requests.Response, cap: int, watchdog: _Watchdog, deadline: float) -> bytes:
+    """At most ``cap`` bytes of the body, in chunks; closing the response drops the rest."""
+    if cap <= 0:
+        return b""
+    body = bytearray()
+    while len(body) <= cap:
+        try:
+            chunk = response.raw.read(min(_CHUNK, cap + 1 - len(body)), decode_content=False)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if watchdog.fired:
+                break
+            raise FetchFailed(f"the answer broke off ({type(exc).__name__})") from exc
+        if watchdog.fired or watchdog.left() <= 0:
+            break
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    if watchdog.fired or watchdog.left() <= 0:
+        raise FetchFailed(f"no complete answer within {deadline:g}s")
+    raise FetchFailed(f"the answer is longer than {cap} bytes")
+
+
+def detect_public_ip(
+    url: str, version: int, deadline: float = DETECT_DEADLINE, *, cap: int = DETECT_CAP
+) -> str | None:
+    """Ask ``url`` for this server's public address; return it only when it parses as IPv4/6."""
+    try:
+        answer = fetch("GET", url, deadline=deadline, cap=cap, max_redirects=3)
+    except FetchFailed as exc:
+        error = str(exc)
+    else:
+        text = answer.body.decode("ascii", errors="replace").strip()
+        error = f"HTTP {answer.status} {answer.reason}" if answer.status != 200 else ""
+        addr = _parse_ip(text) if not error else None
+        if addr is not None and addr.version == version:
+            return str(addr)
+        error = error or f"got {text[:60]!r}"
+    log.warning("ip.detect_failed", url=mask_url(url), version=version, error=error[:200])
+    return None
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+class WebrootSelfCheck:
+    """Writes one random token into the webroot and fetches it back through each name.
+
+    The request goes to the validated address itself (not a fresh lookup), on
+    ``ACME_HTTP_VERIFY_PORT``, with the name in the Host header: what the CA will do. Which
+    addresses it may go to is decided before, in ``core.validate`` (this server's own only,
+    unless public). Each check ends within ``deadline`` seconds and reads at most ``cap`` bytes.
+    Use as a context manager so the token file is always removed.
+    """
+
+    def __init__(
+        self,
+        webroot: Path,
+        port: int,
+        deadline: float = SELF_CHECK_DEADLINE,
+        *,
+        cap: int = SELF_CHECK_CAP,
+    ) -> None:
+        self._webroot = webroot
+        self._port = port
+        self._deadline = deadline
+        self._cap = cap
+        self._token = secrets.token_urlsafe(24)
+
+    def __enter__(self) -> WebrootSelfCheck:
+        self._webroot.mkdir(parents=True, exist_ok=True)
+        (self._webroot / self._token).write_text(self._token)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        (self._webroot / self._token).unlink(missing_ok=True)
+
+    def check(self, name: str, address: str) -> str | None:
+        """Return ``None`` when ``http://name/.well-known/acme-challenge/TOKEN`` answered right."""
+        host = f"[{address}]" if ":" in address else address
+        url = f"http://{host}:{self._port}/.well-known/acme-challenge/{self._token}"
+        where = f"http://{name}:{self._port}/.well-known/acme-challenge/ via {address}"
+        try:
+            # no proxy from the environment: the request must reach this very address
+            answer = fetch(
+                "GET",
+                url,
+                deadline=self._deadline,
+                cap=self._cap,
+                headers={"Host": name},
+                trust_env=False,
+            )
+        except FetchFailed as exc:
+            return f"{where}: {exc}"
+        if answer.status != 200 or answer.body.strip() != self._token.encode():
+            return (
+                f"{where} answered {answer.status} without the token (is the webroot served there?)"
+            )
+        return None

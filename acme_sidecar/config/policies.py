@@ -1,0 +1,146 @@
+"""Small frozen policies cut from ``Settings`` at the edge.
+
+The cycle gets a ``CyclePolicy`` and the daemon a ``DaemonPolicy``; neither sees ``Settings``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from acme_sidecar.adapters.tls_probe import Endpoint, Kind
+from acme_sidecar.config.settings import Settings
+from acme_sidecar.core.budget import Limits
+from acme_sidecar.core.discover import NameRules
+from acme_sidecar.core.plan import Shape
+from acme_sidecar.core.settle import RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationPolicy:
+    """How names are validated before an order."""
+
+    skip_ip_check: bool = False
+    snat4: bool = False
+    snat6: bool = False
+    own: tuple[str, ...] = ()  # this server's configured addresses (PUBLIC_IPV*, SNAT*)
+    skip_http: bool = False
+    caa_identities: tuple[str, ...] = ()  # configured; else the CA's directory is asked
+    grace: timedelta = timedelta(days=7)
+    revalidate_after: timedelta = timedelta(hours=12)
+
+
+@dataclass(frozen=True, slots=True)
+class DeployPolicy:
+    """Which TLS endpoints are checked after a deploy, how often, and for how long in all."""
+
+    endpoints: tuple[Endpoint, ...] = ()
+    attempts: int = 5
+    timeout: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class CyclePolicy:
+    """Everything one cycle needs to know from the settings."""
+
+    rules: NameRules
+    shape: Shape = field(default_factory=Shape)
+    validation: ValidationPolicy = field(default_factory=ValidationPolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: Limits = field(default_factory=Limits)
+    deploy: DeployPolicy = field(default_factory=DeployPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonPolicy:
+    """How the daemon paces cycles."""
+
+    check_interval: timedelta = timedelta(days=1)
+    idle_interval: timedelta = timedelta(hours=1)
+    db_retry_interval: timedelta = timedelta(minutes=1)
+    db_poll: float = 300.0
+    skip_lets_encrypt: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    banner: dict[str, str] = field(default_factory=dict)  # logged once at start
+
+
+def endpoints(settings: Settings) -> tuple[Endpoint, ...]:
+    """The TLS endpoints to check, each tied to the restart service it belongs to."""
+    out: list[Endpoint] = []
+    specs: list[tuple[Kind, str, str]] = [
+        ("smtp", settings.acme_verify_smtp, "postfix"),
+        ("imap", settings.acme_verify_imap, "dovecot"),
+        ("https", settings.acme_verify_https, "nginx"),
+    ]
+    for kind, address, word in specs:
+        if not address:
+            continue
+        service = next((s for s in settings.acme_restart_services if word in s), word)
+        host, _, port = address.rpartition(":")
+        out.append(Endpoint(service, kind, host.strip("[]"), int(port)))
+    return tuple(out)
+
+
+def own_addresses(settings: Settings) -> tuple[str, ...]:
+    """This server's configured addresses: the self-check may connect to these even when they
+    are private or loopback."""
+    found = [settings.public_ipv4, settings.public_ipv6]
+    found += [a.strip() for a in (settings.snat_to_source, settings.snat6_to_source)]
+    return tuple(a for a in found if a and a != "n")
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The retry ladder and back-off of the settings."""
+    return RetryPolicy(
+        ladder=tuple(timedelta(seconds=s) for s in settings.acme_retry_ladder),
+        interval=timedelta(seconds=settings.acme_retry_interval),
+        max_backoff=timedelta(seconds=max(settings.acme_max_backoff, 1)),
+    )
+
+
+def cycle_policy(settings: Settings) -> CyclePolicy:
+    """Cut the cycle's policy from the settings."""
+    return CyclePolicy(
+        rules=NameRules(
+            hostname=settings.mailcow_hostname,
+            static_sans=settings.static_sans,
+            prefixes=settings.prefixes,
+            autodiscover=settings.autodiscover_san,
+            only_hostname=settings.only_mailcow_hostname,
+        ),
+        shape=Shape(sni=settings.enable_ssl_sni, max_names=settings.acme_max_names),
+        validation=ValidationPolicy(
+            skip_ip_check=settings.skip_ip_check,
+            snat4=settings.snat4,
+            snat6=settings.snat6,
+            own=own_addresses(settings),
+            skip_http=settings.skip_http_verification,
+            caa_identities=settings.acme_caa_identities,
+            grace=timedelta(seconds=settings.acme_name_grace),
+            revalidate_after=timedelta(seconds=settings.acme_revalidate_after),
+        ),
+        retry=retry_policy(settings),
+        deploy=DeployPolicy(
+            endpoints=endpoints(settings),
+            attempts=settings.acme_verify_attempts,
+            timeout=float(settings.acme_verify_timeout),
+        ),
+    )
+
+
+def daemon_policy(settings: Settings, cert_dir: Path | None = None) -> DaemonPolicy:
+    """Cut the daemon's policy from the settings."""
+    return DaemonPolicy(
+        check_interval=timedelta(seconds=settings.acme_check_interval),
+        idle_interval=timedelta(seconds=settings.acme_idle_interval),
+        db_retry_interval=timedelta(seconds=settings.acme_db_retry_interval),
+        db_poll=float(settings.acme_db_poll),
+        skip_lets_encrypt=settings.skip_lets_encrypt,
+        retry=retry_policy(settings),
+        banner={
+            "hostname": settings.mailcow_hostname,
+            "directory": settings.directory,
+            "cert_dir": str(cert_dir or settings.acme_cert_dir),
+        },
+    )

@@ -1,0 +1,217 @@
+"""In-memory fakes of the outside systems, for in-process tests of the cycle and the daemon.
+
+The volume is the real ``CertStore`` on ``tmp_path``; certificates are real (signed by a
+throw-away CA for the volume's own key), so the store's checks all run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from acme_sidecar.adapters.volume import CertStore, load_key
+from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
+from acme_sidecar.core.discover import NameRules
+from acme_sidecar.core.model import CertSpec, DomainRows, FailureKind, Issued, IssueFailure
+from acme_sidecar.core.plan import Shape
+from acme_sidecar.core.settle import RetryPolicy
+from acme_sidecar.core.validate import CaaLookup, HttpCheck, Lookup
+from acme_sidecar.shell.gather import Deps
+
+HOST = "mail.example.test"
+ADDRESS = "192.0.2.10"
+
+
+class Clock:
+    """A settable clock."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 29, 12, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class FakeSource:
+    domains: tuple[str, ...] = ("a.test", "b.test", "c.test")
+    error: BaseException | None = None
+
+    def read(self) -> DomainRows:
+        if self.error is not None:
+            raise self.error
+        return DomainRows(self.domains)
+
+
+@dataclass
+class FakeResolver:
+    error: BaseException | None = None
+
+    def lookup(self, name: str, rdtype: str) -> Lookup:
+        if self.error is not None:
+            raise self.error
+        return Lookup((ADDRESS,)) if rdtype == "A" else Lookup()
+
+    def lookup_caa(self, name: str) -> CaaLookup:
+        return CaaLookup()
+
+
+@dataclass
+class FakeHttp:
+    error: BaseException | None = None
+
+    def check(self, name: str, address: str) -> str | None:
+        if self.error is not None:
+            raise self.error
+        return None
+
+
+def _ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Name]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fake CA")])
+
+
+@dataclass
+class FakeIssuer:
+    """Issues real certificates; ``fail`` maps a domain to how orders for certificates whose
+    name ends with it fail."""
+
+    clock: Clock
+    fail: dict[str, FailureKind] = field(default_factory=dict)
+    error: BaseException | None = None  # raised from inside issue_all
+    orders: list[tuple[datetime, str]] = field(default_factory=list)
+    days: int = 90
+    _ca: tuple[ec.EllipticCurvePrivateKey, x509.Name] = field(default_factory=_ca)
+
+    def __call__(self, account_pem: bytes) -> FakeIssuer:
+        return self
+
+    def issue_all(
+        self, specs: Sequence[CertSpec], key_pem: bytes
+    ) -> Iterator[Issued | IssueFailure]:
+        for spec in specs:
+            if self.error is not None:
+                raise self.error
+            self.orders.append((self.clock(), spec.name))
+            kind = next((k for d, k in self.fail.items() if spec.name.endswith(d)), None)
+            if kind is None:
+                yield Issued(spec, self.sign(spec, key_pem))
+            elif kind is FailureKind.SYSTEMIC:
+                yield IssueFailure(
+                    spec,
+                    "dns: the CA could not resolve the names",
+                    kind=kind,
+                    failed_validations=spec.domains,
+                    orders=1,
+                )
+            else:
+                yield IssueFailure(spec, f"{kind.value}: no", kind=kind, orders=1)
+
+    def sign(self, spec: CertSpec, key_pem: bytes) -> bytes:
+        ca_key, ca_name = self._ca
+        now = self.clock()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(ca_name)
+            .public_key(load_key(key_pem).public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=1))
+            .not_valid_after(now + timedelta(days=self.days))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in spec.domains]), False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def count(self, name: str) -> int:
+        return sum(1 for _, n in self.orders if n == name)
+
+
+@dataclass
+class FakeServices:
+    """Records every apply; ``error`` is raised by the next applies while set."""
+
+    services: tuple[str, ...] = ("postfix", "dovecot", "nginx")
+    calls: list[bool] = field(default_factory=list)
+    error: BaseException | None = None
+
+    def apply(
+        self, *, restart: bool, only: Sequence[str] | None = None, reason: str = ""
+    ) -> dict[str, str]:
+        if self.error is not None:
+            raise self.error
+        self.calls.append(restart)
+        word = "restarted" if restart else "reloaded"
+        return {s: word for s in (only or self.services)}
+
+
+@dataclass
+class World:
+    """A cycle's world: fakes plus the real volume."""
+
+    root: Path
+    clock: Clock = field(default_factory=Clock)
+    source: FakeSource = field(default_factory=FakeSource)
+    resolver: FakeResolver = field(default_factory=FakeResolver)
+    http: FakeHttp = field(default_factory=FakeHttp)
+    services: FakeServices = field(default_factory=FakeServices)
+    stop: threading.Event = field(default_factory=threading.Event)
+    issuer: FakeIssuer = field(init=False)
+    store: CertStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.issuer = FakeIssuer(self.clock)
+        self.store = CertStore(self.root)
+        key = self.root / "acme" / "key.pem"
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_bytes(
+            ec.generate_private_key(ec.SECP256R1()).private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        key.chmod(0o600)
+
+    def deps(self) -> Deps:
+        def http() -> contextlib.AbstractContextManager[HttpCheck]:
+            return contextlib.nullcontext(self.http)
+
+        return Deps(
+            source=self.source,
+            resolver=self.resolver,
+            store=self.store,
+            issuer=self.issuer,
+            http_check=http,
+            public_ips=lambda: (ADDRESS, None),
+            services=self.services,
+            clock=self.clock,
+            stop=self.stop,
+        )
+
+
+RETRY = RetryPolicy(jitter=0.0)
+
+
+def cycle_policy(sni: bool = True) -> CyclePolicy:
+    """SNI certificates for the fake domains, Let's Encrypt's limits, the default ladder."""
+    return CyclePolicy(rules=NameRules(hostname=HOST), shape=Shape(sni=sni), retry=RETRY)
+
+
+def daemon_policy() -> DaemonPolicy:
+    """The daemon's defaults with the jitter-free retry policy."""
+    return DaemonPolicy(retry=RETRY)

@@ -1,0 +1,351 @@
+"""Bounded network: slow or huge answers end at the deadline and never get buffered whole.
+
+Real loopback servers (one thread per connection) that trickle one byte every half second or
+offer a 50 MiB body; the clients under test get shortened deadlines so the tests take seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, MutableMapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
+from acme_sidecar.adapters.tls_probe import Endpoint, check_served, served_serial
+from acme_sidecar.ops.notify import Notice, WebhookChannel
+
+HUGE = 50 * 1024 * 1024
+STEP = 0.5  # seconds between trickled bytes
+DEADLINE = 1.5
+NAME = "mail.example.org"
+
+
+class Server:
+    """A loopback TCP server; ``respond(server, conn)`` runs per connection in its own thread."""
+
+    def __init__(self, respond: Callable[[Server, socket.socket], None]) -> None:
+        self.respond = respond
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sent = 0  # body bytes written before the client went away
+        self.stop = threading.Event()
+
+    def __enter__(self) -> Server:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop.set()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        # an OSError means the client closed: what the bounded clients do
+        with conn, contextlib.suppress(OSError):
+            self.respond(self, conn)
+
+    def trickle(self, conn: socket.socket, byte: bytes = b"x") -> None:
+        """Send ``byte`` every STEP seconds until the client goes or the test ends."""
+        while not self.stop.wait(STEP):
+            conn.sendall(byte)
+
+
+def request_of(conn: socket.socket) -> bytes:
+    """The request head (up to the blank line)."""
+    conn.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def trickled_body(server: Server, conn: socket.socket) -> None:
+    request_of(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    server.trickle(conn)
+
+
+def trickled_headers(server: Server, conn: socket.socket) -> None:
+    request_of(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    server.trickle(conn, b"a")
+
+
+def huge_body(server: Server, conn: socket.socket) -> None:
+    request_of(conn)
+    conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {HUGE}\r\n\r\n".encode())
+    chunk = b"x" * 65536
+    while server.sent < HUGE:
+        conn.sendall(chunk)
+        server.sent += len(chunk)
+
+
+def reply(conn: socket.socket, body: bytes, status: str = "200 OK") -> None:
+    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    conn.sendall(head.encode() + body)
+
+
+def answer(body: bytes, status: str = "200 OK") -> Callable[[Server, socket.socket], None]:
+    def respond(server: Server, conn: socket.socket) -> None:
+        request_of(conn)
+        reply(conn, body, status)
+
+    return respond
+
+
+def echo_token(server: Server, conn: socket.socket) -> None:
+    path = request_of(conn).split(b" ", 2)[1]
+    reply(conn, path.rsplit(b"/", 1)[1])
+
+
+@pytest.fixture
+def webroot(tmp_path: Path) -> Path:
+    return tmp_path / "webroot"
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.monotonic()
+    result = call()
+    return result, time.monotonic() - start
+
+
+def peak_memory(call: Callable[[], Any]) -> tuple[Any, int]:
+    tracemalloc.start()
+    try:
+        return call(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def self_check(webroot: Path, port: int) -> str | None:
+    with WebrootSelfCheck(webroot, port, DEADLINE) as check:
+        return check.check(NAME, "127.0.0.1")
+
+
+# --- the HTTP self-check -----------------------------------------------------------------
+
+
+def test_self_check_passes_when_the_token_comes_back(webroot: Path) -> None:
+    """The bounded self-check still accepts a server that serves the token."""
+    with Server(echo_token) as server:
+        assert self_check(webroot, server.port) is None
+
+
+@pytest.mark.parametrize("respond", [trickled_body, trickled_headers])
+def test_self_check_ends_at_its_deadline(
+    webroot: Path, respond: Callable[[Server, socket.socket], None]
+) -> None:
+    """A server trickling one byte every 0.5 s (body or headers) is cut off at the deadline."""
+    with Server(respond) as server:
+        reason, took = timed(lambda: self_check(webroot, server.port))
+    assert took < DEADLINE + 1.0
+    assert reason is not None and f"no complete answer within {DEADLINE:g}s" in reason
+
+
+def test_self_check_cuts_a_huge_body_off(webroot: Path) -> None:
+    """A 50 MiB answer fails the self-check without being buffered: a few KiB are read."""
+    with Server(huge_body) as server:
+        (reason, took), peak = peak_memory(lambda: timed(lambda: self_check(webroot, server.port)))
+        assert server.sent < HUGE
+    assert reason is not None and "longer than 4096 bytes" in reason
+    assert took < DEADLINE and peak < 4 * 1024 * 1024
+
+
+# --- public IP detection -----------------------------------------------------------------
+
+
+def detect(port: int) -> tuple[str | None, list[MutableMapping[str, Any]]]:
+    with capture_logs() as logs:
+        got = detect_public_ip(f"http://127.0.0.1:{port}/", 4, DEADLINE)
+    return got, logs
+
+
+def test_detection_reads_the_address() -> None:
+    """An answer of one IPv4 address is this server's address."""
+    with Server(answer(b"203.0.113.9\n")) as server:
+        assert detect(server.port)[0] == "203.0.113.9"
+
+
+def test_detection_ends_at_its_deadline() -> None:
+    """A trickling detection service gives no address, within the deadline, and says why."""
+    with Server(trickled_headers) as server:
+        (got, logs), took = timed(lambda: detect(server.port))
+    assert got is None and took < DEADLINE + 1.0
+    assert "within" in logs[0]["error"]
+
+
+def test_detection_cuts_a_huge_body_off() -> None:
+    """A 50 MiB answer gives no address; at most the cap is read."""
+    with Server(huge_body) as server:
+        ((got, logs), took), peak = peak_memory(lambda: timed(lambda: detect(server.port)))
+        assert server.sent < HUGE
+    assert got is None and "longer than 256 bytes" in logs[0]["error"]
+    assert took < DEADLINE and peak < 4 * 1024 * 1024
+
+
+# --- the webhook ---------------------------------------------------------------------------
+
+NOTICE = Notice("cycle_failed", "cycle_failed", "a cycle failed")
+NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+
+
+def post(port: int, path: str = "hook") -> tuple[set[str], list[MutableMapping[str, Any]]]:
+    channel = WebhookChannel(f"http://127.0.0.1:{port}/{path}", hostname=NAME, deadline=DEADLINE)
+    with capture_logs() as logs:
+        delivered = channel.send([NOTICE], NOW)
+    return delivered, logs
+
+
+def test_webhook_ends_at_its_deadline() -> None:
+    """A webhook that trickles its answer is given up at the deadline and logged."""
+    with Server(trickled_headers) as server:
+        (delivered, logs), took = timed(lambda: post(server.port))
+    assert delivered == set() and took < DEADLINE + 1.0
+    assert logs[0]["event"] == "notify.failed" and "within" in logs[0]["error"]
+
+
+def test_webhook_does_not_read_a_huge_answer() -> None:
+    """A 2xx with a 50 MiB body counts as delivered; the body is not read."""
+    with Server(huge_body) as server:
+        ((delivered, _), took), peak = peak_memory(lambda: timed(lambda: post(server.port)))
+        assert server.sent < HUGE
+    assert delivered == {"cycle_failed"}
+    assert took < DEADLINE and peak < 4 * 1024 * 1024
+
+
+def test_webhook_failure_log_hides_the_url() -> None:
+    """A refused POST logs the host and status, never the URL's password or path token."""
+    with Server(answer(b"no", "500 Internal Server Error")) as server:
+        delivered, logs = post(server.port, "hook/t0ken")
+        channel = WebhookChannel(
+            f"http://user:s3cret@127.0.0.1:{server.port}/hook/t0ken", hostname=NAME
+        )
+        with capture_logs() as more:
+            channel.send([NOTICE], NOW)
+    assert delivered == set() and logs[0]["error"] == "HTTP 500 Internal Server Error"
+    shown = repr(logs + more) + repr(channel)
+    assert "s3cret" not in shown and "t0ken" not in shown and "127.0.0.1" in shown
+
+
+# --- TLS verification --------------------------------------------------------------------
+
+
+def test_served_serial_ends_within_its_timeout_on_a_trickling_greeting() -> None:
+    """An SMTP server trickling its greeting cannot hold a probe beyond its timeout."""
+
+    def greeting(server: Server, conn: socket.socket) -> None:
+        conn.sendall(b"220-")
+        server.trickle(conn, b"x")
+
+    with Server(greeting) as server:
+        endpoint = Endpoint("postfix", "smtp", "127.0.0.1", server.port)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            served_serial(endpoint, NAME, timeout=1.0)
+    assert time.monotonic() - start < 2.0
+
+
+def test_served_serial_bounds_the_tls_handshake() -> None:
+    """A server trickling its TLS handshake cannot hold a probe beyond its timeout."""
+
+    def handshake(server: Server, conn: socket.socket) -> None:
+        conn.recv(4096)  # ClientHello
+        conn.sendall(b"\x16\x03\x03\x40\x00")  # a 16 KiB handshake record, sent slowly
+        server.trickle(conn, b"\x02")
+
+    with Server(handshake) as server:
+        endpoint = Endpoint("nginx", "https", "127.0.0.1", server.port)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            served_serial(endpoint, NAME, timeout=1.0)
+    assert time.monotonic() - start < 2.0
+
+
+EP = Endpoint("postfix", "smtp", "postfix", 25)
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """Lets blocked fake probes finish when the test ends."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def test_check_served_returns_at_once_when_stopped(release: threading.Event) -> None:
+    """A stop set from another thread ends a blocked verification at once: pairs 'stopped'."""
+    stop = threading.Event()
+
+    def blocked(endpoint: Endpoint, name: str, timeout: float) -> int:
+        release.wait(30)
+        return 1
+
+    threading.Timer(0.3, stop.set).start()
+    result, took = timed(lambda: check_served([EP], {NAME: 1, "b": 2}, probe=blocked, stop=stop))
+    assert took < 1.0
+    assert [(m.server_name, m.served, m.error) for m in result] == [
+        (NAME, None, "stopped"),
+        ("b", None, "stopped"),
+    ]
+
+
+def test_check_served_honours_its_deadline_while_retrying() -> None:
+    """Failing pairs are retried only until the deadline; each probe gets at most the time left."""
+    given: list[float] = []
+
+    def wrong(endpoint: Endpoint, name: str, timeout: float) -> int:
+        given.append(timeout)
+        return 7
+
+    result, took = timed(
+        lambda: check_served(
+            [EP], {NAME: 1}, probe=wrong, attempts=100, first_delay=0.1, deadline=1.0
+        )
+    )
+    assert 0.9 < took < 1.5
+    assert [(m.served, m.error) for m in result] == [(7, "deadline")]
+    assert max(given) <= 1.0 and given[-1] < given[0]
+
+
+def test_check_served_honours_its_deadline_while_a_probe_blocks(release: threading.Event) -> None:
+    """A probe that blocks past the deadline does not hold the verification."""
+
+    def blocked(endpoint: Endpoint, name: str, timeout: float) -> int:
+        release.wait(30)
+        return 1
+
+    result, took = timed(lambda: check_served([EP], {NAME: 1}, probe=blocked, deadline=0.5))
+    assert took < 1.0 and [m.error for m in result] == ["deadline"]
+
+
+def test_check_served_confirms_on_a_later_attempt() -> None:
+    """A pair that turns right on a retry is confirmed; nothing is reported."""
+    answers = iter([7, 1])
+    pauses: list[float] = []
+    result = check_served([EP], {NAME: 1}, probe=lambda e, n, t: next(answers), sleep=pauses.append)
+    assert result == [] and pauses == [0.5]
