@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import io
+import socket
 import threading
+import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +15,9 @@ import pytest
 import requests
 from structlog.testing import capture_logs
 
+from acme_sidecar.adapters.tls_probe import Endpoint
+from acme_sidecar.config.policies import DeployPolicy
+from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import FailureKind
 from acme_sidecar.core.report import Outcome
 from acme_sidecar.core.settle import RetryPolicy
@@ -183,3 +188,25 @@ def test_status_shows_until_when_an_order_waits(tmp_path: Path) -> None:
     out = io.StringIO()
     render(data, out)
     assert "no order before" in out.getvalue() and "deploy owed since" in out.getvalue()
+
+
+def test_stop_ends_verification_and_the_deploy_stays_owed(tmp_path: Path) -> None:
+    """SIGTERM (the stop event) during verification ends it at once; the deploy stays owed."""
+    w = World(tmp_path / "ssl")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts connections, never answers: verification would wait
+    port = silent.getsockname()[1]
+    endpoints = (Endpoint("postfix", "smtp", "127.0.0.1", port),)
+    policy = replace(
+        cycle_policy(), deploy=DeployPolicy(endpoints=endpoints, attempts=50, timeout=60)
+    )
+    threading.Timer(1.0, w.stop.set).start()
+    started = time.monotonic()
+    try:
+        report = guarded_cycle(policy, w.deps())
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 10
+    assert report.state.deploy is not None and len(report.state.deploy.certs) == 4
+    assert State.from_json((w.root / "acme" / "state.json").read_text()).deploy is not None
