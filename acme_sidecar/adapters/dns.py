@@ -10,7 +10,7 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
-from acme_sidecar.config.settings import parse_resolver
+from acme_sidecar.config.values import parse_resolver
 from acme_sidecar.core.validate import Caa, CaaLookup, Lookup
 
 _NO_ANSWER = (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer)

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from acme_sidecar.adapters import files
+from acme_sidecar.adapters import backups, files
 from acme_sidecar.adapters.files import PrivateKey as PrivateKey
 from acme_sidecar.adapters.files import atomic_write as atomic_write
 from acme_sidecar.adapters.files import cert_sans as cert_sans
@@ -70,10 +68,6 @@ def _holds(path: Path, data: bytes, *, private: bool = False) -> bool:
         return read_bytes(path, private=private) == data
     except FileNotFoundError:
         return False
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d_%H_%M_%S")
 
 
 class CertStore:
@@ -343,17 +337,6 @@ class CertStore:
         self._swap(self.root, cert, key, None)
         return True
 
-    def _stamp_dir(self, name: str) -> Path:
-        base = self.root / "backups" / name
-        ensure_dir(base.parent, 0o700, "the backups directory")
-        ensure_dir(base, 0o700, f"the backups directory of {name}")
-        stamp = _stamp()
-        target, n = base / stamp, 1
-        while os.path.lexists(target):
-            n += 1
-            target = base / f"{stamp}.{n}"
-        return target
-
     def backup(self, name: str) -> Path:
         """Copy the files of certificate ``name`` to ``backups/<name>/<UTC timestamp>/``.
 
@@ -364,7 +347,7 @@ class CertStore:
         reason = self._refusal(src)
         if reason:
             raise files.refuse_link(src, reason)
-        target = self._stamp_dir(name)
+        target = backups.stamp_dir(self.root, name)
         files.copy_dir(src, (*CERT_FILES, "acme.csr"), target, parents=3)
         self.prune(name)
         log.info("cert.backed_up", certificate=name, backup=str(target.relative_to(self.root)))
@@ -372,26 +355,13 @@ class CertStore:
 
     def archive(self, name: str) -> Path:
         """Move certificate directory ``name`` whole into ``backups/<name>/<UTC timestamp>``."""
-        src = self.root / name
-        check_not_link(src, "the certificate directory")
-        target = self._stamp_dir(name)
-        try:
-            src.replace(target)
-            for directory in (self.root, target.parent.parent, target.parent):
-                files.fsync_dir(directory)
-        except OSError as exc:
-            raise files.volume_error(exc, "archiving", src, "it stays in place") from exc
+        target = backups.archive(self.root, name)
         self.prune(name)
         return target
 
     def prune(self, name: str) -> None:
         """Keep only the newest ``backup_keep`` backups of ``name`` (links are left alone)."""
-        base = self.root / "backups" / name
-        if base.is_symlink() or not base.is_dir():
-            return
-        entries = sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink())
-        for old in entries[: max(0, len(entries) - self.backup_keep)]:
-            shutil.rmtree(old, ignore_errors=True)
+        backups.prune(self.root, name, self.backup_keep)
 
     # --- state ----------------------------------------------------------------------------
 
@@ -407,7 +377,7 @@ class CertStore:
             return self._keep_damaged(exc)
 
     def _keep_damaged(self, exc: Exception) -> State:
-        path, stamp = self.state_path, _stamp()
+        path, stamp = self.state_path, backups.utc_stamp()
         kept, n = path.with_name(f"{path.name}.damaged-{stamp}"), 1
         while os.path.lexists(kept):
             n += 1

@@ -14,45 +14,30 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
+from acme_sidecar.config.ops_settings import OpsSettings
+from acme_sidecar.config.values import (
+    comma_list,
+    is_email,
+    mask_url,
+    parse_duration,
+    parse_resolver,
+    yes_no,
+)
 from acme_sidecar.core.errors import ConfigError
 from acme_sidecar.core.names import normalize_hostname, normalize_prefix
+
+__all__ = ["LE_PRODUCTION", "LE_STAGING", "Settings", "load_settings", "mask_url"]
 
 LE_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LE_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
-_YES = {"y", "yes"}
-_NO = {"n", "no", ""}
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([^@\s]+)$")
 
 YesNo = Annotated[bool, NoDecode]
 
 
-def parse_duration(value: Any) -> int:
-    """Seconds from ``7d``, ``12h``, ``30m``, ``45s`` or a plain number of seconds."""
-    if isinstance(value, int):
-        return value
-    text = str(value).strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
-    if not number.isdigit():
-        raise ValueError("must be a duration such as 7d, 12h, 30m or seconds (604800)")
-    return int(number) * units[unit]
-
-
-def _yes_no(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _YES:
-        return True
-    if text in _NO:
-        return False
-    raise ValueError("use y or n (y/yes in any case mean yes; n/no or empty mean no)")
-
-
-class Settings(BaseSettings):
+class Settings(OpsSettings):
     """Every setting of DESIGN.md §3; field names are the environment variables, lower-cased."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
@@ -117,21 +102,6 @@ class Settings(BaseSettings):
     acme_verify_attempts: int = 5
     acme_health_fail_after: Annotated[int, NoDecode] = 2 * 3600
     acme_health_file: Path = Path("/run/acme-sidecar/health.json")
-    # operations: metrics, notifications, mailcow UI (Redis); see metrics.py, notify.py,
-    # mailcow_ui.py for how the derived defaults are filled in
-    acme_metrics_port: Annotated[int | None, NoDecode] = None
-    acme_metrics_address: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
-    acme_notify_email: Annotated[tuple[str, ...], NoDecode] = ()
-    acme_notify_smtp: str = "postfix:25"
-    acme_notify_from: str = ""
-    acme_notify_webhook: SecretStr = SecretStr("")  # its path or userinfo often holds a token
-    acme_notify_expiry_days: int = 14
-    acme_notify_state: Path | None = None
-    redispass: SecretStr = SecretStr("")
-    redis_slaveof_ip: str = ""
-    redis_slaveof_port: Annotated[int | None, NoDecode] = None
-    acme_redis_host: str = ""
-    acme_redis_port: int = 6379
 
     # --- validators: each error message says what would be valid -------------------------
 
@@ -148,7 +118,7 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _flag(cls, value: Any) -> Any:
-        return _yes_no(value)
+        return yes_no(value)
 
     @field_validator("mailcow_hostname", mode="before")
     @classmethod
@@ -188,7 +158,7 @@ class Settings(BaseSettings):
     def _services(cls, value: Any) -> tuple[str, ...]:
         if isinstance(value, tuple):
             return value
-        items = _comma_list(value)
+        items = comma_list(value)
         for item in items:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", item):
                 raise ValueError(f"{item!r} is not a compose service name")
@@ -199,7 +169,7 @@ class Settings(BaseSettings):
     def _resolvers(cls, value: Any) -> tuple[str, ...]:
         if isinstance(value, tuple):
             return value
-        items = _comma_list(value)
+        items = comma_list(value)
         for item in items:
             parse_resolver(item)
         return items
@@ -233,8 +203,7 @@ class Settings(BaseSettings):
         text = value.strip()
         if not text:
             return ""
-        match = _EMAIL.match(text)
-        if match is None or normalize_hostname(match.group(1)) is None:
+        if not is_email(text):
             raise ValueError("must be an e-mail address such as admin@example.org, or empty")
         return text
 
@@ -338,81 +307,6 @@ class Settings(BaseSettings):
             raise ValueError("must be a compose project name (letters, digits, _ . -)")
         return text
 
-    @field_validator("acme_metrics_port", "redis_slaveof_port", mode="before")
-    @classmethod
-    def _optional_port(cls, value: Any) -> int | None:
-        text = str(value).strip() if value is not None else ""
-        if not text:
-            return None
-        if not text.isdigit() or not 1 <= int(text) <= 65535:
-            raise ValueError("must be a port number from 1 to 65535, or empty")
-        return int(text)
-
-    @field_validator("acme_redis_port")
-    @classmethod
-    def _redis_port(cls, value: int) -> int:
-        if not 1 <= value <= 65535:
-            raise ValueError("must be a port number from 1 to 65535")
-        return value
-
-    @field_validator("acme_metrics_address")
-    @classmethod
-    def _listen_address(cls, value: str) -> str:
-        try:
-            return str(ipaddress.ip_address(value.strip()))
-        except ValueError:
-            raise ValueError("must be an IP address to listen on, such as 0.0.0.0 or ::") from None
-
-    @field_validator("acme_notify_email", mode="before")
-    @classmethod
-    def _recipients(cls, value: Any) -> tuple[str, ...]:
-        if isinstance(value, tuple):
-            return value
-        items = _comma_list(value)
-        for item in items:
-            if not is_email(item):
-                raise ValueError(f"{item!r} is not an e-mail address such as admin@example.org")
-        return tuple(dict.fromkeys(items))
-
-    @field_validator("acme_notify_from")
-    @classmethod
-    def _sender(cls, value: str) -> str:
-        text = value.strip()
-        if text and not is_email(text):
-            raise ValueError("must be an e-mail address such as acme@example.org, or empty")
-        return text
-
-    @field_validator("acme_notify_smtp")
-    @classmethod
-    def _smtp(cls, value: str) -> str:
-        text = value.strip()
-        if parse_host_port(text) is None:
-            raise ValueError("must be host:port of an SMTP server (for example postfix:25)")
-        return text
-
-    @field_validator("acme_notify_webhook", mode="before")
-    @classmethod
-    def _webhook(cls, value: Any) -> str:
-        text = (value.get_secret_value() if isinstance(value, SecretStr) else str(value)).strip()
-        if text and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
-            raise ValueError("must be an http:// or https:// URL, or empty")
-        return text
-
-    @field_validator("acme_notify_expiry_days")
-    @classmethod
-    def _expiry_days(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("must be a whole number of days, 1 or more")
-        return value
-
-    @field_validator("redis_slaveof_ip", "acme_redis_host")
-    @classmethod
-    def _redis_host(cls, value: str) -> str:
-        text = value.strip()
-        if text and parse_host_port(f"{text}:1") is None:
-            raise ValueError("must be a host name or IP address (without a port), or empty")
-        return text
-
     @model_validator(mode="after")
     def _dns_challenge(self) -> Settings:
         if self.acme_dns_challenge:
@@ -455,52 +349,6 @@ class Settings(BaseSettings):
         return tuple(dict.fromkeys(own))
 
 
-def _comma_list(value: Any) -> tuple[str, ...]:
-    """The non-empty, stripped items of a comma-separated setting."""
-    return tuple(item.strip() for item in str(value).split(",") if item.strip())
-
-
-def parse_resolver(item: str) -> tuple[str, int]:
-    """Parse ``ip`` or ``ip:port`` (``[v6]:port`` for IPv6 with a port) of ACME_DNS_RESOLVERS."""
-    host, port = item, 53
-    if item.startswith("["):
-        host, _, rest = item[1:].partition("]")
-        if rest:
-            port = int(rest.removeprefix(":")) if rest.removeprefix(":").isdigit() else -1
-    elif item.count(":") == 1:
-        host, _, text = item.partition(":")
-        port = int(text) if text.isdigit() else -1
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{item!r} is not an IP address or ip:port") from None
-    if not 1 <= port <= 65535:
-        raise ValueError(f"{item!r} has no valid port (1-65535)")
-    return host, port
-
-
-def is_email(text: str) -> bool:
-    """Whether ``text`` looks like an e-mail address with a valid domain."""
-    match = _EMAIL.match(text)
-    return match is not None and normalize_hostname(match.group(1)) is not None
-
-
-def parse_host_port(text: str) -> tuple[str, int] | None:
-    """``host:port`` (``[v6]:port`` for IPv6) as a pair, or None when it is not one."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            return None
-    elif not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9])?", host):
-        return None
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return None
-    return host, int(port)
-
-
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read the settings from ``environ`` (default: the process environment)."""
     env = dict(os.environ if environ is None else environ)
@@ -528,18 +376,3 @@ def _describe(exc: ValidationError, values: dict[str, str]) -> str:
 
 
 _HIDDEN = {"dbpass", "redispass"}  # never echoed; URLs are echoed with their password masked
-
-
-def mask_url(text: str) -> str:
-    """``text`` with the password of a ``scheme://user:password@host`` URL shown as ``***``
-    (a user name alone, often a token, is masked too); anything else is returned unchanged."""
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        return text
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    userinfo, at, hostport = rest[:end].rpartition("@")
-    if not at:
-        return text
-    user, colon, _ = userinfo.partition(":")
-    masked = f"{user}:***" if colon else "***"
-    return f"{scheme}://{masked}@{hostport}{rest[end:]}"

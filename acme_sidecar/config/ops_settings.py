@@ -1,0 +1,113 @@
+"""The operations settings (metrics, notifications, the mailcow UI over Redis).
+
+A base class of ``Settings``: the same environment, validated the same way; see
+``ops/metrics.py``, ``ops/notify.py`` and ``ops/mailcow_ui.py`` for how derived defaults are
+filled in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from acme_sidecar.config.values import comma_list, is_email, parse_host_port
+
+
+class OpsSettings(BaseSettings):
+    """Metrics, notifications and mailcow UI settings."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    acme_metrics_port: Annotated[int | None, NoDecode] = None
+    acme_metrics_address: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
+    acme_notify_email: Annotated[tuple[str, ...], NoDecode] = ()
+    acme_notify_smtp: str = "postfix:25"
+    acme_notify_from: str = ""
+    acme_notify_webhook: SecretStr = SecretStr("")  # its path or userinfo often holds a token
+    acme_notify_expiry_days: int = 14
+    acme_notify_state: Path | None = None
+    redispass: SecretStr = SecretStr("")
+    redis_slaveof_ip: str = ""
+    redis_slaveof_port: Annotated[int | None, NoDecode] = None
+    acme_redis_host: str = ""
+    acme_redis_port: int = 6379
+
+    @field_validator("acme_metrics_port", "redis_slaveof_port", mode="before")
+    @classmethod
+    def _optional_port(cls, value: Any) -> int | None:
+        text = str(value).strip() if value is not None else ""
+        if not text:
+            return None
+        if not text.isdigit() or not 1 <= int(text) <= 65535:
+            raise ValueError("must be a port number from 1 to 65535, or empty")
+        return int(text)
+
+    @field_validator("acme_redis_port")
+    @classmethod
+    def _redis_port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError("must be a port number from 1 to 65535")
+        return value
+
+    @field_validator("acme_metrics_address")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError("must be an IP address to listen on, such as 0.0.0.0 or ::") from None
+
+    @field_validator("acme_notify_email", mode="before")
+    @classmethod
+    def _recipients(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        items = comma_list(value)
+        for item in items:
+            if not is_email(item):
+                raise ValueError(f"{item!r} is not an e-mail address such as admin@example.org")
+        return tuple(dict.fromkeys(items))
+
+    @field_validator("acme_notify_from")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        text = value.strip()
+        if text and not is_email(text):
+            raise ValueError("must be an e-mail address such as acme@example.org, or empty")
+        return text
+
+    @field_validator("acme_notify_smtp")
+    @classmethod
+    def _smtp(cls, value: str) -> str:
+        text = value.strip()
+        if parse_host_port(text) is None:
+            raise ValueError("must be host:port of an SMTP server (for example postfix:25)")
+        return text
+
+    @field_validator("acme_notify_webhook", mode="before")
+    @classmethod
+    def _webhook(cls, value: Any) -> str:
+        text = (value.get_secret_value() if isinstance(value, SecretStr) else str(value)).strip()
+        if text and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+            raise ValueError("must be an http:// or https:// URL, or empty")
+        return text
+
+    @field_validator("acme_notify_expiry_days")
+    @classmethod
+    def _expiry_days(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be a whole number of days, 1 or more")
+        return value
+
+    @field_validator("redis_slaveof_ip", "acme_redis_host")
+    @classmethod
+    def _redis_host(cls, value: str) -> str:
+        text = value.strip()
+        if text and parse_host_port(f"{text}:1") is None:
+            raise ValueError("must be a host name or IP address (without a port), or empty")
+        return text

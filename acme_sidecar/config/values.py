@@ -1,0 +1,100 @@
+"""Parsers of setting values (pure): durations, flags, lists, host:port, e-mail, masked URLs.
+
+Shared by the settings classes and by the adapters that take a value from them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from acme_sidecar.core.names import normalize_hostname
+
+_YES = {"y", "yes"}
+_NO = {"n", "no", ""}
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([^@\s]+)$")
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds from ``7d``, ``12h``, ``30m``, ``45s`` or a plain number of seconds."""
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    if not number.isdigit():
+        raise ValueError("must be a duration such as 7d, 12h, 30m or seconds (604800)")
+    return int(number) * units[unit]
+
+
+def yes_no(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _YES:
+        return True
+    if text in _NO:
+        return False
+    raise ValueError("use y or n (y/yes in any case mean yes; n/no or empty mean no)")
+
+
+def comma_list(value: Any) -> tuple[str, ...]:
+    """The non-empty, stripped items of a comma-separated setting."""
+    return tuple(item.strip() for item in str(value).split(",") if item.strip())
+
+
+def parse_resolver(item: str) -> tuple[str, int]:
+    """Parse ``ip`` or ``ip:port`` (``[v6]:port`` for IPv6 with a port) of ACME_DNS_RESOLVERS."""
+    host, port = item, 53
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        if rest:
+            port = int(rest.removeprefix(":")) if rest.removeprefix(":").isdigit() else -1
+    elif item.count(":") == 1:
+        host, _, text = item.partition(":")
+        port = int(text) if text.isdigit() else -1
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{item!r} is not an IP address or ip:port") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{item!r} has no valid port (1-65535)")
+    return host, port
+
+
+def is_email(text: str) -> bool:
+    """Whether ``text`` looks like an e-mail address with a valid domain."""
+    match = _EMAIL.match(text)
+    return match is not None and normalize_hostname(match.group(1)) is not None
+
+
+def parse_host_port(text: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port`` for IPv6) as a pair, or None when it is not one."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+    elif not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9])?", host):
+        return None
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return None
+    return host, int(port)
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of a ``scheme://user:password@host`` URL shown as ``***``
+    (a user name alone, often a token, is masked too); anything else is returned unchanged."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, hostport = rest[:end].rpartition("@")
+    if not at:
+        return text
+    user, colon, _ = userinfo.partition(":")
+    masked = f"{user}:***" if colon else "***"
+    return f"{scheme}://{masked}@{hostport}{rest[end:]}"
