@@ -66,12 +66,14 @@ class HealthFile:
             None if ok else (previous.get("failing_since") or event.finished.isoformat())
         )
         expiry = min((c.not_after for c in event.certificates.values()), default=None)
+        owed = event.report.state.deploy
         data = {
             "last_cycle": event.finished.isoformat(),
             "last_outcome": event.report.outcome.value,
             "last_success": event.finished.isoformat() if ok else previous.get("last_success"),
             "failing_since": failing_since,
             "earliest_expiry": expiry.isoformat() if expiry else None,
+            "deploy_owed_since": owed.since.isoformat() if owed else None,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, json.dumps(data, indent=1).encode(), 0o644)
@@ -102,6 +104,9 @@ def health_problems(
     since = health.get("failing_since")
     if since and now - datetime.fromisoformat(since) > failing_for:
         problems.append(f"cycles have failed since {since}")
+    owed = health.get("deploy_owed_since")
+    if owed and now - datetime.fromisoformat(owed) > failing_for:
+        problems.append(f"certificates written since {owed} are not yet served by the services")
     expiry = health.get("earliest_expiry")
     if expiry and datetime.fromisoformat(expiry) - now < expiry_margin:
         problems.append(f"a certificate expires at {expiry}")

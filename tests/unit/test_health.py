@@ -35,3 +35,14 @@ def test_health_file_tracks_failures(tmp_path: Path) -> None:
     hook.after_cycle(CycleEvent(Report(Outcome.OK), {}, NOW + timedelta(hours=2)))
     data = read_health(hook.path)
     assert data["failing_since"] is None and data["last_success"]
+
+
+def test_a_deploy_owed_too_long_is_unhealthy() -> None:
+    """Certificates written but not deployed for longer than the failure window: unhealthy."""
+    now = datetime(2026, 11, 29, 12, tzinfo=UTC)
+    since = (now - timedelta(hours=3)).isoformat()
+    problems = health_problems({"deploy_owed_since": since}, now, failing_for=timedelta(hours=2))
+    assert problems == [f"certificates written since {since} are not yet served by the services"]
+    assert not health_problems(
+        {"deploy_owed_since": now.isoformat()}, now, failing_for=timedelta(hours=2)
+    )
