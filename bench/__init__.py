@@ -1,0 +1,1 @@
+"""acme-sidecar against certbot and lego on the test world; run ``python -m bench.run``."""

@@ -44,12 +44,8 @@ class DomainSource(Protocol):
 
 def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
-    log.warning(
-        "db.unreachable",
-        attempt=state.attempt_number,
-        error=str(exc),
-        action="retrying",
-    )
+    # one db.unreachable line per cycle is the cycle's; these quick retries are details
+    log.debug("db.retry", attempt=state.attempt_number, error=str(exc))
 
 
 class MariaDBSource:

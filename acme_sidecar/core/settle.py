@@ -182,19 +182,21 @@ def force_seen(state: State, present: bool, now: datetime) -> State:
 
 
 def force_done(state: State) -> frozenset[str]:
-    """Certificates re-issued since ``force_renew`` appeared: the flag is done for them."""
+    """Certificates re-issued (and stored) since ``force_renew`` appeared: done for them."""
     since = state.force_since
     if since is None:
         return frozenset()
     return frozenset(
-        n for n, c in state.certs.items() if c.last_issued is not None and c.last_issued >= since
+        n
+        for n, c in state.certs.items()
+        if c.last_issued is not None and c.last_issued >= since and not c.unstored
     )
 
 
 def force_complete(state: State, wanted: Collection[str]) -> bool:
     """Every wanted certificate was re-issued (and stored) since ``force_renew`` appeared."""
     done = force_done(state)
-    return bool(wanted) and all(n in done and not state.cert(n).unstored for n in wanted)
+    return bool(wanted) and all(n in done for n in wanted)
 
 
 # --- deploy --------------------------------------------------------------------------------

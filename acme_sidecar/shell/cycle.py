@@ -170,9 +170,10 @@ def _store_one(
 
 def _store_unstored(
     book: Book, store: CertStore, key_pem: bytes, now: datetime, retry: RetryPolicy
-) -> int:
-    """Chains issued in an earlier cycle that could not be stored: store them, never re-order."""
-    stored = 0
+) -> tuple[int, int]:
+    """Chains issued in an earlier cycle that could not be stored: store them, never re-order.
+    Return how many were stored and how many still could not be."""
+    stored = failed = 0
     for name, ledger in sorted(book.state.certs.items()):
         if not ledger.unstored:
             continue
@@ -187,8 +188,9 @@ def _store_unstored(
             book.update(settle_stored(book.state, name))
             continue
         log.info("cert.unstored_retry", certificate=name, reason="issued earlier, not yet stored")
-        stored += _store_one(book, store, spec, chain, key_pem, now, retry) is not None
-    return stored
+        ok = _store_one(book, store, spec, chain, key_pem, now, retry) is not None
+        stored, failed = stored + ok, failed + (not ok)
+    return stored, failed
 
 
 def _finish_deploy(policy: CyclePolicy, deps: Deps, book: Book) -> tuple[tuple[str, ...], int]:
@@ -223,7 +225,8 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
     issued = failed = archived = 0
     applied: tuple[str, ...] = ()
     if any(c.unstored for c in book.state.certs.values()):
-        issued += _store_unstored(book, store, store.domain_key(), now, policy.retry)
+        done, not_done = _store_unstored(book, store, store.domain_key(), now, policy.retry)
+        issued, failed = issued + done, failed + not_done
     if book.state.deploy is not None:
         applied, errors = _finish_deploy(policy, deps, book)
         failed += errors
@@ -340,8 +343,9 @@ def next_sleep(report: Report, policy: DaemonPolicy, now: datetime, *, streak: i
         for cert in report.plan.certs:
             if cert.action is Action.WAIT and cert.renew_at:
                 due.append(cert.renew_at)
-            if cert.action is not Action.KEEP:
-                nxt = report.state.cert(cert.spec.name).next_attempt
+            ledger = report.state.cert(cert.spec.name)
+            if cert.action is not Action.KEEP or ledger.unstored:
+                nxt = ledger.next_attempt
                 due += [nxt] if nxt and nxt > now else []
     wait = min([policy.check_interval, *(max(t - now, timedelta(0)) for t in due)])
     if report.crashed or report.outcome is Outcome.NOTHING_VALID:

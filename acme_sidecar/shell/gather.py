@@ -123,6 +123,10 @@ def decide(
     def hold(spec: CertSpec, planned: int) -> Hold | None:
         if spec.name in refused:
             return Hold(now + policy.retry.interval, "its directory is a symbolic link (refused)")
+        ledger = after.cert(spec.name)
+        if ledger.unstored:  # issued already: store it (on its retry schedule), never re-order
+            until = max(ledger.next_attempt or now, now)
+            return Hold(until, "issued already; waiting to be stored in the volume")
         return hold_for(spec, after, now, limits=policy.limits, planned_orders=planned)
 
     after = state

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Demo database: initialises the data directory on the first start, then runs MariaDB in the
 # foreground. The socket directory is the mysql-socket volume, shared with the sidecar like
-# mailcow's mysql-socket-vol-1. The seed runs at every start (all of it is idempotent).
+# mailcow's mysql-socket-vol-1. The init file (database.sql, schema.sql and seed.sql, joined by
+# the Dockerfile) runs at every start; all of it is idempotent.
 set -eu
 
 mkdir -p /run/mysqld

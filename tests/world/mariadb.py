@@ -10,29 +10,16 @@ import pymysql
 
 from .proc import Child, free_port, require_binary, wait_for
 
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS domain (
-        domain VARCHAR(255) NOT NULL PRIMARY KEY,
-        description VARCHAR(255),
-        backupmx TINYINT(1) NOT NULL DEFAULT 0,
-        active TINYINT(1) NOT NULL DEFAULT 1,
-        relay_all_recipients TINYINT(1) NOT NULL DEFAULT 0,
-        relay_unknown_only TINYINT(1) NOT NULL DEFAULT 0)""",
-    """CREATE TABLE IF NOT EXISTS alias_domain (
-        alias_domain VARCHAR(255) NOT NULL PRIMARY KEY,
-        target_domain VARCHAR(255) NOT NULL,
-        active TINYINT(1) NOT NULL DEFAULT 1)""",
-    """CREATE TABLE IF NOT EXISTS mta_sts (
-        id BIGINT NOT NULL AUTO_INCREMENT UNIQUE,
-        domain VARCHAR(255) NOT NULL PRIMARY KEY,
-        version VARCHAR(255) NOT NULL DEFAULT 'STSv1',
-        mode VARCHAR(255) NOT NULL DEFAULT 'enforce',
-        mx VARCHAR(255) NOT NULL DEFAULT '',
-        max_age INT NOT NULL DEFAULT 86400,
-        active TINYINT(1) NOT NULL DEFAULT 1)""",
-)
+# mailcow's tables: the one definition the demo database is built from too
+SCHEMA_SQL = Path(__file__).resolve().parents[2] / "demo" / "mysql" / "schema.sql"
 TABLES = ("domain", "alias_domain", "mta_sts")
 FAST_FLAGS = ("--innodb-log-file-size=8M", "--innodb-buffer-pool-size=32M")
+
+
+def schema_statements(path: Path = SCHEMA_SQL) -> list[str]:
+    """The CREATE TABLE statements of ``schema.sql``: comment lines dropped, split at ``;``."""
+    lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
 class MariaDB:
@@ -98,7 +85,7 @@ class MariaDB:
                 cur.execute("CREATE USER %s@%s IDENTIFIED BY %s", (self.user, host, self.password))
                 cur.execute(f"GRANT ALL PRIVILEGES ON {self.dbname}.* TO %s@%s", (self.user, host))
             cur.execute(f"USE {self.dbname}")
-            for statement in SCHEMA:
+            for statement in schema_statements():
                 cur.execute(statement)
 
     def stop(self) -> None:

@@ -2,23 +2,39 @@
 
 Pebble's issuing root and intermediate are regenerated on every (re)start; fetch them
 with :meth:`Pebble.root_pem` / :meth:`Pebble.intermediate_pem` after each start.
+
+Its configuration is the demo's ``demo/pebble/pebble-config.json`` (the one Pebble config of the
+project) with this world's addresses, ports and listener certificate filled in.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import requests
 
 from .proc import Child, free_port, require_binary, wait_for
 from .tls import make_server_cert
 
+# the demo's config: the template of every Pebble the project starts
+CONFIG_TEMPLATE = Path(__file__).resolve().parents[2] / "demo" / "pebble" / "pebble-config.json"
 PEBBLE_ENV = {
     "PEBBLE_VA_NOSLEEP": "1",
     "PEBBLE_WFE_NONCEREJECT": "0",
     "PEBBLE_AUTHZREUSE": "0",
 }
+
+
+def pebble_config(**values: str | int) -> dict[str, Any]:
+    """The template's config with ``values`` in place of its own (each must be a template key)."""
+    config: dict[str, Any] = json.loads(CONFIG_TEMPLATE.read_text())
+    unknown = set(values) - set(config["pebble"])
+    if unknown:
+        raise KeyError(f"{CONFIG_TEMPLATE} has no {', '.join(sorted(unknown))}")
+    config["pebble"].update(values)
+    return config
 
 
 class Pebble:
@@ -37,18 +53,14 @@ class Pebble:
         self.tls_port = free_port()
         self.directory_url = f"https://{self.host}:{self.port}/dir"
         self.management_url = f"https://{self.host}:{self.management_port}"
-        config = {
-            "pebble": {
-                "listenAddress": f"{self.host}:{self.port}",
-                "managementListenAddress": f"{self.host}:{self.management_port}",
-                "certificate": str(tls.cert),
-                "privateKey": str(tls.key),
-                "httpPort": http_port,
-                "tlsPort": self.tls_port,
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": False,
-            }
-        }
+        config = pebble_config(
+            listenAddress=f"{self.host}:{self.port}",
+            managementListenAddress=f"{self.host}:{self.management_port}",
+            certificate=str(tls.cert),
+            privateKey=str(tls.key),
+            httpPort=http_port,
+            tlsPort=self.tls_port,
+        )
         config_path = workdir / "pebble-config.json"
         config_path.write_text(json.dumps(config, indent=2))
         argv = [binary, "-config", str(config_path), "-dnsserver", f"127.0.0.1:{dns_port}"]
