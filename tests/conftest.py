@@ -8,7 +8,7 @@ end of the session. A missing binary is an error, never a skip.
 from __future__ import annotations
 
 import atexit
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from tests.world.redis import RedisServer
 from tests.world.web import Nginx
 
 _LAUNCHER = pytest.StashKey[Launcher]()
+_TOTALS = pytest.StashKey[dict[str, dict[str, int]]]()
 _INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 
 
@@ -65,6 +66,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if launcher is not None and launcher.timings:
         times = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(launcher.timings.items()))
         terminalreporter.write_line(f"test world startup: {times}")
+    for title, counts in terminalreporter.config.stash.get(_TOTALS, {}).items():
+        terminalreporter.write_line(f"{title}: " + " ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@pytest.fixture
+def totals(pytestconfig: pytest.Config) -> Callable[[str, dict[str, int]], None]:
+    """Add counts to a line printed in the run's summary (``title: key=N ...``), so numbers a
+    suite must show (e.g. the fault-injection tally) appear without ``-s``."""
+    table = pytestconfig.stash.setdefault(_TOTALS, {})
+
+    def add(title: str, counts: dict[str, int]) -> None:
+        line = table.setdefault(title, {})
+        for key, value in counts.items():
+            line[key] = line.get(key, 0) + value
+
+    return add
 
 
 @pytest.fixture(scope="session")

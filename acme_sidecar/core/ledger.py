@@ -58,6 +58,7 @@ class Deploy:
     certs: tuple[str, ...] = ()  # certificate directories written since
     dirs_before: tuple[str, ...] = ()  # the certificate directories before the first write
     attempts: int = 0
+    sni_before: tuple[str, ...] = ()  # "name directory" of every name before the first write
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ class State:
                     "certs": list(self.deploy.certs),
                     "dirs_before": list(self.deploy.dirs_before),
                     "attempts": self.deploy.attempts,
+                    "sni_before": list(self.deploy.sni_before),
                 },
             },
             indent=1,
@@ -138,6 +140,7 @@ class State:
                 certs=tuple(str(c) for c in deploy.get("certs", ())),
                 dirs_before=tuple(str(c) for c in deploy.get("dirs_before", ())),
                 attempts=int(deploy.get("attempts", 0)),
+                sni_before=tuple(str(c) for c in deploy.get("sni_before", ())),
             ),
         )
 

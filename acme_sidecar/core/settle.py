@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -202,11 +202,44 @@ def force_complete(state: State, wanted: Collection[str]) -> bool:
 # --- deploy --------------------------------------------------------------------------------
 
 
-def deploy_begin(state: State, dirs_before: Iterable[str], now: datetime) -> State:
-    """Record the deploy owed before the first write (kept if one is already owed)."""
+def sni_map(domains: Mapping[str, Iterable[str]]) -> tuple[str, ...]:
+    """Which directory serves which name, as sorted ``"name directory"`` entries."""
+    return tuple(sorted(f"{n} {d}" for d, names in domains.items() for n in names))
+
+
+def deploy_begin(
+    state: State, dirs_before: Iterable[str], now: datetime, sni_before: Iterable[str] = ()
+) -> State:
+    """Record the deploy owed before the first write (kept if one is already owed): the
+    directories and which directory serves which name, to tell a reload from a restart."""
     if state.deploy is not None:
         return state
-    return replace(state, deploy=Deploy(since=now, dirs_before=tuple(sorted(dirs_before))))
+    deploy = Deploy(since=now, dirs_before=tuple(sorted(dirs_before)), sni_before=tuple(sni_before))
+    return replace(state, deploy=deploy)
+
+
+def deploy_checks(
+    deploy: Deploy, domains: Mapping[str, tuple[str, ...]]
+) -> tuple[bool, dict[str, str]]:
+    """What an owed deploy needs, from the certificate directories now (name -> domains):
+    whether the services must restart (the consumers build their SNI maps at start: a new or
+    removed directory, or a name that moved, needs a restart), and which SNI name to check
+    for which written directory (its first name and every name new to it)."""
+    now = set(sni_map(domains))
+    restart = set(domains) != set(deploy.dirs_before)
+    if deploy.sni_before:
+        restart = restart or now != set(deploy.sni_before)
+    before = set(deploy.sni_before)
+    checks: dict[str, str] = {}
+    for directory in deploy.certs:
+        names = domains.get(directory)
+        if not names:
+            continue
+        checks[names[0]] = directory
+        for name in names[1:]:
+            if before and f"{name} {directory}" not in before:
+                checks[name] = directory
+    return restart, checks
 
 
 def deploy_wrote(state: State, name: str) -> State:

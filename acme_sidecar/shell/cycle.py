@@ -29,6 +29,7 @@ from acme_sidecar.core.settle import (
     RetryPolicy,
     begin_orders,
     deploy_begin,
+    deploy_checks,
     deploy_finished,
     deploy_wrote,
     force_complete,
@@ -38,6 +39,7 @@ from acme_sidecar.core.settle import (
     settle_result,
     settle_store_failed,
     settle_stored,
+    sni_map,
     tidy,
 )
 from acme_sidecar.shell.deploy import deploy
@@ -139,6 +141,13 @@ def run_cycle(
     return Report(Outcome.FAILED, failed=1, state=kept, crashed=True)
 
 
+def _owe(book: Book, store: CertStore, now: datetime) -> None:
+    """Record the deploy owed before the first write of a cycle (with the SNI map before)."""
+    if book.state.deploy is None:
+        domains = {n: c.domains for n, c in store.load().items()}
+        book.update(deploy_begin(book.state, store.names(), now, sni_map(domains)))
+
+
 def _store_one(
     book: Book,
     store: CertStore,
@@ -149,7 +158,8 @@ def _store_one(
     retry: RetryPolicy,
 ) -> int | None:
     """Store an issued chain, owing its deploy first; return its serial (None: not stored)."""
-    book.update(deploy_wrote(deploy_begin(book.state, store.names(), now), spec.name))
+    _owe(book, store, now)
+    book.update(deploy_wrote(book.state, spec.name))
     try:
         store.write_cert(spec, chain, key_pem)
     except (StoreError, OSError) as exc:
@@ -198,10 +208,9 @@ def _finish_deploy(policy: CyclePolicy, deps: Deps, book: Book) -> tuple[tuple[s
     owed = book.state.deploy
     if owed is None:
         return (), 0
-    store = deps.store
-    certs = store.load()
-    written = {n: certs[n].serial for n in owed.certs if n in certs}
-    set_changed = set(store.names()) != set(owed.dirs_before)
+    certs = deps.store.load()
+    set_changed, checks = deploy_checks(owed, {n: c.domains for n, c in certs.items()})
+    written = {name: certs[directory].serial for name, directory in checks.items()}
     if owed.attempts:
         log.info("deploy.resumed", certificates=",".join(owed.certs) or None, since=str(owed.since))
     actions, errors = deploy(
@@ -265,13 +274,15 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
                 continue
             issued += 1
             failed += 1 if result.dropped else 0  # a wanted name is missing
-    if plan.default_name and (store.root / plan.default_name / "cert.pem").is_file():
-        dirs = store.names()
-        owe = lambda: book.update(deploy_begin(book.state, dirs, now))  # noqa: E731
-        if store.set_default(plan.default_name, before=owe):
-            log.info("cert.default", certificate=plan.default_name, files="cert.pem key.pem")
+    default = plan.default_name
+    if (
+        default
+        and (store.root / default / "cert.pem").is_file()
+        and store.set_default(default, before=lambda: _owe(book, store, now))
+    ):
+        log.info("cert.default", certificate=default, files="cert.pem key.pem")
     if failed == 0 and plan.archive:
-        book.update(deploy_begin(book.state, store.names(), now))
+        _owe(book, store, now)
         for name in plan.archive:
             target = store.archive(name)
             log.info("cert.archived", certificate=name, to=str(target.relative_to(store.root)))

@@ -14,6 +14,7 @@ from acme_sidecar.core.settle import (
     RetryPolicy,
     begin_orders,
     deploy_begin,
+    deploy_checks,
     deploy_finished,
     deploy_wrote,
     force_complete,
@@ -25,6 +26,7 @@ from acme_sidecar.core.settle import (
     settle_result,
     settle_store_failed,
     settle_stored,
+    sni_map,
     tidy,
 )
 from acme_sidecar.core.state import record_rejections
@@ -277,3 +279,17 @@ def test_damaged_ledger_raises(text: str) -> None:
     """A damaged or future file raises (the volume keeps it aside), never half-parses."""
     with pytest.raises((ValueError, KeyError, TypeError)):
         State.from_json(text)
+
+
+def test_a_name_new_to_a_directory_needs_a_restart_and_a_check() -> None:
+    """A name added to an existing directory: the services restart (their SNI maps are built
+    at start) and the new name is verified; a plain renewal is a reload checking the first
+    name."""
+    before = sni_map({"a.test": ("a.test", "b.a.test")})
+    owed = Deploy(NOW, ("a.test",), ("a.test",), sni_before=before)
+    restart, checks = deploy_checks(owed, {"a.test": ("a.test", "b.a.test")})
+    assert not restart and checks == {"a.test": "a.test"}
+    restart, checks = deploy_checks(owed, {"a.test": ("a.test", "b.a.test", "mta-sts.a.test")})
+    assert restart and checks == {"a.test": "a.test", "mta-sts.a.test": "a.test"}
+    restart, _ = deploy_checks(owed, {"a.test": ("a.test",), "b.a.test": ("b.a.test",)})
+    assert restart  # a name moved to a new directory
