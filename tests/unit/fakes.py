@@ -177,6 +177,8 @@ class World:
         self.issuer = FakeIssuer(self.clock)
         self.store = CertStore(self.root)
         key = self.root / "acme" / "key.pem"
+        if key.exists():  # a restart on the same volume keeps its key
+            return
         key.parent.mkdir(parents=True, exist_ok=True)
         key.write_bytes(
             ec.generate_private_key(ec.SECP256R1()).private_bytes(

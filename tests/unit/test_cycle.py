@@ -16,9 +16,10 @@ import requests
 from structlog.testing import capture_logs
 
 from acme_sidecar.adapters.tls_probe import Endpoint
+from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import DeployPolicy
 from acme_sidecar.core.ledger import State
-from acme_sidecar.core.model import FailureKind
+from acme_sidecar.core.model import FailureKind, StoredCert
 from acme_sidecar.core.report import Outcome
 from acme_sidecar.core.settle import RetryPolicy
 from acme_sidecar.shell.cycle import guarded_cycle, next_sleep
@@ -74,7 +75,19 @@ ERRORS = {
     "http probe": ("http", OSError("self-check socket")),
     "acme": ("issuer", requests.ConnectionError("CA reset")),
     "docker": ("services", requests.ReadTimeout("dockerd never answered")),
+    "volume": ("store", OSError(errno.EIO, "Input/output error")),
 }
+
+
+class BrokenStore(CertStore):
+    """The real volume adapter, but reading the certificates fails with ``error``."""
+
+    error: BaseException | None = None
+
+    def load(self) -> dict[str, StoredCert]:
+        if self.error is not None:
+            raise self.error
+        return super().load()
 
 
 @pytest.mark.parametrize("adapter", sorted(ERRORS))
@@ -82,6 +95,7 @@ def test_an_adapter_exception_never_ends_the_daemon(tmp_path: Path, adapter: str
     """Whatever an adapter raises: one line naming the error type, the ledger saved, the next
     try soon; a restart right after places no order again."""
     w = World(tmp_path / "ssl")
+    w.store = BrokenStore(w.root)
     part, error = ERRORS[adapter]
     getattr(w, part).error = error
     with capture_logs() as logs:
@@ -95,7 +109,7 @@ def test_an_adapter_exception_never_ends_the_daemon(tmp_path: Path, adapter: str
     if orders:
         assert (w.root / "acme" / "state.json").is_file()
     restarted = World(w.root, clock=w.clock)  # a new process: nothing in memory
-    restarted.issuer = w.issuer
+    restarted.issuer, restarted.store = w.issuer, BrokenStore(w.root)
     getattr(restarted, part).error = error
     guarded_cycle(cycle_policy(), restarted.deps())
     assert len(w.issuer.orders) == orders, "a restart placed an order again"
