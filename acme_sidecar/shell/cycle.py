@@ -15,6 +15,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 
 import structlog
@@ -75,6 +76,12 @@ class Book:
         """Take ``state`` as the new ledger and save it."""
         self.state = state
         self.save()
+
+    def note(self, state: State) -> None:
+        """Take ``state`` as the new ledger; it is saved with the next ``update``. For changes
+        whose loss a restart repairs (a stored chain is recognised in the volume), so that a
+        certificate costs one fsynced write of the ledger, not three."""
+        self.state = state
 
     def save(self) -> None:
         """Write the ledger to ``acme/state.json`` (only when it changed)."""
@@ -166,7 +173,7 @@ def _store_one(
         log.error("cert.store_failed", certificate=spec.name, error=str(exc)[:300])
         book.update(settle_store_failed(book.state, spec.name, str(exc), now, retry))
         return None
-    book.update(settle_stored(book.state, spec.name))
+    book.note(settle_stored(book.state, spec.name))
     leaf = load_chain(chain)[0]
     log.info(
         "cert.stored",
@@ -176,6 +183,13 @@ def _store_one(
         not_after=leaf.not_valid_after_utc.isoformat(),
     )
     return int(leaf.serial_number)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    try:
+        return path.is_file() and not path.is_symlink() and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def _store_unstored(
@@ -195,6 +209,9 @@ def _store_unstored(
             leaf = None
         if leaf is None or leaf.not_valid_after_utc <= now:
             log.warning("cert.unstored_dropped", certificate=name, reason="unusable or expired")
+            book.update(settle_stored(book.state, name))
+            continue
+        if _holds(store.root / name / "cert.pem", chain):  # stored just before a kill
             book.update(settle_stored(book.state, name))
             continue
         log.info("cert.unstored_retry", certificate=name, reason="issued earlier, not yet stored")
@@ -262,10 +279,12 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
             [c.spec for c in plan.to_order], key_pem
         )
         for result in results:
-            book.update(settle_result(book.state, result, deps.clock(), policy.retry))
+            settled = settle_result(book.state, result, deps.clock(), policy.retry)
             if not isinstance(result, Issued):
+                book.update(settled)
                 failed += 1
                 continue
+            book.note(settled)  # saved with the deploy owed, before the first file is written
             serial = _store_one(
                 book, store, result.spec, result.fullchain_pem, key_pem, now, policy.retry
             )
