@@ -18,7 +18,7 @@ import structlog
 from acme_sidecar import __version__
 from acme_sidecar.adapters.acme import AcmeIssuer, Issuer, caa_identities
 from acme_sidecar.adapters.dns import DnsResolver
-from acme_sidecar.adapters.docker import DockerServices
+from acme_sidecar.adapters.dockerapi import choose_services
 from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
 from acme_sidecar.adapters.mariadb import MariaDBSource
 from acme_sidecar.adapters.volume import CertStore
@@ -78,7 +78,12 @@ def build_deps(settings: Settings, stop: threading.Event) -> Deps:
         http_check=lambda: WebrootSelfCheck(s.acme_webroot, s.acme_http_verify_port),
         public_ips=public_ips,
         ca_identities=lambda: caa_identities(s.directory, s.acme_ca_bundle),
-        services=DockerServices(s.compose_project_name, s.acme_restart_services),
+        services=choose_services(
+            s.acme_docker_api,
+            url=s.dockerapi_url,
+            project=s.compose_project_name,
+            services=s.acme_restart_services,
+        ),
         stop=stop,
     )
 
@@ -156,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"acme-sidecar: invalid settings: {exc}", file=sys.stderr)
         return 2
     configure(settings.acme_log_format, tz=settings.tz)
+    for variable, value in settings.lenient_flags:
+        log.warning("config.lenient", variable=variable, value=value, reading="no")
     if settings.le_staging and settings.directory_url:
         log.warning(
             "config.directory",

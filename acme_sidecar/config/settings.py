@@ -1,8 +1,10 @@
 """Settings from the environment (mailcow.conf names), validated once at start.
 
 An invalid value raises ``ConfigError`` naming the variable, the value and what is valid; the CLI
-turns that into exit code 2. No other module reads the environment (except the Docker SDK, which
-reads ``DOCKER_HOST`` itself).
+turns that into exit code 2. mailcow's own yes/no flags are the exception: they are read as
+mailcow reads them (y/yes is yes, anything else no) and an unclear value is kept in
+``Settings.lenient_flags`` for the CLI to log once logging is set up. No other module reads the
+environment (except the Docker SDK, which reads ``DOCKER_HOST`` itself).
 """
 
 from __future__ import annotations
@@ -13,17 +15,25 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from acme_sidecar.config.ops_settings import OpsSettings
 from acme_sidecar.config.values import (
     comma_list,
+    describe_errors,
     is_email,
+    mailcow_flag,
     mask_url,
     parse_duration,
     parse_resolver,
-    yes_no,
 )
 from acme_sidecar.core.errors import ConfigError
 from acme_sidecar.core.names import normalize_hostname, normalize_prefix
@@ -35,6 +45,18 @@ LE_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
 
 YesNo = Annotated[bool, NoDecode]
+
+# mailcow's own yes/no variables (mailcow.conf): read leniently, as mailcow's scripts read them
+MAILCOW_FLAGS = (
+    "autodiscover_san",
+    "enable_ssl_sni",
+    "skip_lets_encrypt",
+    "skip_ip_check",
+    "skip_http_verification",
+    "only_mailcow_hostname",
+    "le_staging",
+    "acme_dns_challenge",
+)
 
 
 class Settings(OpsSettings):
@@ -63,6 +85,26 @@ class Settings(OpsSettings):
     db_host: str = ""
     db_port: int = 3306
     compose_project_name: str = "mailcow-dockerized"
+    # the way to the containers: mailcow's dockerapi, the Docker socket, or auto (dockerapi when
+    # the host of ACME_DOCKERAPI_URL resolves, decided in cli.py); the URL's default is
+    # https://dockerapi.<COMPOSE_PROJECT_NAME>_mailcow-network (see ``dockerapi_url``)
+    acme_docker_api: Literal["dockerapi", "socket", "auto"] = "auto"
+    acme_dockerapi_url: str = ""
+
+    @field_validator("acme_dockerapi_url")
+    @classmethod
+    def _dockerapi_url(cls, value: str) -> str:
+        text = value.strip()
+        if text and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", text):
+            raise ValueError("must be an https:// or http:// URL such as https://dockerapi")
+        return text.rstrip("/")
+
+    @property
+    def dockerapi_url(self) -> str:
+        """ACME_DOCKERAPI_URL, or mailcow's dockerapi on the project's network."""
+        default = f"https://dockerapi.{self.compose_project_name.lower()}_mailcow-network"
+        return self.acme_dockerapi_url or default
+
     tz: str = ""
     acme_cert_dir: Path = Path("/var/lib/acme")
     acme_webroot: Path = Path("/var/www/acme")
@@ -105,20 +147,25 @@ class Settings(OpsSettings):
 
     # --- validators: each error message says what would be valid -------------------------
 
-    @field_validator(
-        "autodiscover_san",
-        "enable_ssl_sni",
-        "skip_lets_encrypt",
-        "skip_ip_check",
-        "skip_http_verification",
-        "only_mailcow_hostname",
-        "le_staging",
-        "acme_dns_challenge",
-        mode="before",
-    )
+    # (variable, value) of each mailcow flag whose value was neither yes nor a clear no
+    _lenient: tuple[tuple[str, str], ...] = PrivateAttr(default=())
+
+    @field_validator(*MAILCOW_FLAGS, mode="before")
     @classmethod
-    def _flag(cls, value: Any) -> Any:
-        return yes_no(value)
+    def _flag(cls, value: Any) -> bool:
+        return mailcow_flag(value)[0]
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _unclear_flags(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        settings = handler(data)
+        if isinstance(data, dict) and isinstance(settings, Settings):
+            settings._lenient = tuple(
+                (name.upper(), str(data[name]))
+                for name in MAILCOW_FLAGS
+                if name in data and not mailcow_flag(data[name])[1]
+            )
+        return settings
 
     @field_validator("mailcow_hostname", mode="before")
     @classmethod
@@ -319,6 +366,12 @@ class Settings(OpsSettings):
     # --- derived values -------------------------------------------------------------------
 
     @property
+    def lenient_flags(self) -> tuple[tuple[str, str], ...]:
+        """``(VARIABLE, value)`` of each mailcow flag set to neither yes (y/yes) nor a clear
+        no (n/no/empty): it was read as no, and the CLI logs a warning for it."""
+        return self._lenient
+
+    @property
     def snat4(self) -> bool:
         """SNAT_TO_SOURCE counts as set for any value other than ``n`` (mailcow's rule)."""
         return self.snat_to_source.strip() != "n"
@@ -349,6 +402,9 @@ class Settings(OpsSettings):
         return tuple(dict.fromkeys(own))
 
 
+HIDDEN = frozenset({"dbpass", "redispass"})  # never echoed; URLs echoed with password masked
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read the settings from ``environ`` (default: the process environment)."""
     env = dict(os.environ if environ is None else environ)
@@ -357,22 +413,4 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, values)) from None
-
-
-def _describe(exc: ValidationError, values: dict[str, str]) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = str(err["loc"][0]) if err["loc"] else ""
-        message = str(err["msg"]).removeprefix("Value error, ")
-        if not loc:
-            lines.append(message)
-        elif err["type"] == "missing":
-            lines.append(f"{loc.upper()} is not set: it is required")
-        else:
-            shown = "***" if loc in _HIDDEN else mask_url(str(values.get(loc, "")))
-            lines.append(f"{loc.upper()}={shown!r} is not valid: {message}")
-    return "; ".join(lines)
-
-
-_HIDDEN = {"dbpass", "redispass"}  # never echoed; URLs are echoed with their password masked
+        raise ConfigError(describe_errors(exc, values, hidden=HIDDEN)) from None

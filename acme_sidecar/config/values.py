@@ -1,4 +1,5 @@
-"""Parsers of setting values (pure): durations, flags, lists, host:port, e-mail, masked URLs.
+"""Parsers of setting values (pure): durations, flags, lists, host:port, e-mail, masked URLs,
+and whether an e-mail address is at a reserved domain (one a CA refuses as a contact).
 
 Shared by the settings classes and by the adapters that take a value from them.
 """
@@ -7,12 +8,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping, Set
 from typing import Any
+
+from pydantic import ValidationError
 
 from acme_sidecar.core.names import normalize_hostname
 
 _YES = {"y", "yes"}
 _NO = {"n", "no", ""}
+# RFC 2606 and RFC 6761: names no one can receive mail at; a CA refuses them as a contact
+_RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+_RESERVED_TLDS = ("example", "test", "invalid", "localhost")
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([^@\s]+)$")
 
 
@@ -29,6 +36,7 @@ def parse_duration(value: Any) -> int:
 
 
 def yes_no(value: Any) -> Any:
+    """A strict flag: y/yes is True, n/no/empty is False, anything else a ``ValueError``."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -37,6 +45,18 @@ def yes_no(value: Any) -> Any:
     if text in _NO:
         return False
     raise ValueError("use y or n (y/yes in any case mean yes; n/no or empty mean no)")
+
+
+def mailcow_flag(value: Any) -> tuple[bool, bool]:
+    """A flag read as mailcow reads it: y/yes in any case is yes, anything else is no.
+
+    Returns the value and whether it was clear (yes, or n/no/empty); an unclear value such as
+    ``true`` or ``1`` is read as no, as mailcow's own scripts do, and deserves a warning.
+    """
+    if isinstance(value, bool):
+        return value, True
+    text = str(value).strip().lower()
+    return text in _YES, text in _YES or text in _NO
 
 
 def comma_list(value: Any) -> tuple[str, ...]:
@@ -69,6 +89,19 @@ def is_email(text: str) -> bool:
     return match is not None and normalize_hostname(match.group(1)) is not None
 
 
+def reserved_contact(email: str) -> bool:
+    """Whether ``email`` is at a reserved domain (RFC 2606/6761): ``example.com``,
+    ``example.net``, ``example.org`` and their subdomains, or under ``.example``, ``.test``,
+    ``.invalid`` or ``.localhost``. A CA refuses such a contact (``invalidContact``)."""
+    domain = email.rpartition("@")[2].strip().rstrip(".").lower()
+    if not domain:
+        return False
+    labels = domain.split(".")
+    if labels[-1] in _RESERVED_TLDS:
+        return True
+    return any(domain == d or domain.endswith("." + d) for d in _RESERVED_DOMAINS)
+
+
 def parse_host_port(text: str) -> tuple[str, int] | None:
     """``host:port`` (``[v6]:port`` for IPv6) as a pair, or None when it is not one."""
     host, sep, port = text.rpartition(":")
@@ -98,3 +131,20 @@ def mask_url(text: str) -> str:
     user, colon, _ = userinfo.partition(":")
     masked = f"{user}:***" if colon else "***"
     return f"{scheme}://{masked}@{hostport}{rest[end:]}"
+
+
+def describe_errors(exc: ValidationError, values: Mapping[str, str], *, hidden: Set[str]) -> str:
+    """One message for every invalid setting: the variable, its value (``hidden`` ones as
+    ``***``, URLs with their password masked) and what would be valid."""
+    lines = []
+    for err in exc.errors():
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if not loc:
+            lines.append(message)
+        elif err["type"] == "missing":
+            lines.append(f"{loc.upper()} is not set: it is required")
+        else:
+            shown = "***" if loc in hidden else mask_url(str(values.get(loc, "")))
+            lines.append(f"{loc.upper()}={shown!r} is not valid: {message}")
+    return "; ".join(lines)

@@ -199,7 +199,7 @@ def test_check_is_a_dry_run(scenario: Scenario) -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("ACME_HTTP_VERIFY_PORT", "eighty"), ("SKIP_IP_CHECK", "maybe"), ("MAILCOW_HOSTNAME", "x")],
+    [("ACME_HTTP_VERIFY_PORT", "eighty"), ("ACME_MAX_NAMES", "abc"), ("MAILCOW_HOSTNAME", "x")],
 )
 def test_bad_setting_exits_2(world: World, tmp_path: Path, variable: str, value: str) -> None:
     """A bad setting exits 2 with one message naming the variable, the value and what is valid."""

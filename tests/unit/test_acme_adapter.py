@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ class FakeCA:
     seen: list[tuple[str, str]] = field(default_factory=list)
     new_orders: list[tuple[str, ...]] = field(default_factory=list)
     accounts: int = 0
+    contacts: list[tuple[str, ...]] = field(default_factory=list)
     _authzs: dict[str, Authz] = field(default_factory=dict)
     _orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -108,6 +109,7 @@ class FakeCA:
             return 200, b"", {}
         if path == "/newAccount":
             self.accounts += 1
+            self.contacts.append(tuple((payload or {}).get("contact", ())))
             return 201, {"status": "valid"}, {"Location": f"{CA}/acct/{self.accounts}"}
         if path == "/newOrder":
             return self._new_order(payload)
@@ -417,3 +419,101 @@ def test_one_result_per_spec_in_parallel(tmp_path: Path, parallel: int) -> None:
     specs = [CertSpec(f"p{i}.test", (f"p{i}.test", f"www.p{i}.test")) for i in range(12)]
     results = run(FakeCA(), tmp_path, specs, parallel=parallel)
     assert all(isinstance(r, Issued) for r in results)
+
+
+@pytest.mark.parametrize(
+    ("email", "sent"),
+    [
+        ("me@example.com", False),
+        ("a@sub.example.org", False),
+        ("x@mail.test", False),
+        ("x@foo.example", False),
+        ("x@localhost-ish.org", True),
+        ("real@mailcow.email", True),
+    ],
+)
+def test_reserved_contact_is_not_sent(tmp_path: Path, email: str, sent: bool) -> None:
+    """A contact at a reserved domain is left out of the account, with one line saying why."""
+    ca = FakeCA()
+    with capture_logs() as logs:
+        [result] = run(ca, tmp_path, [SPEC], email=email)
+    assert isinstance(result, Issued)
+    assert ca.contacts == [(f"mailto:{email}",) if sent else ()]
+    skipped = [e for e in logs if e["event"] == "account.contact_skipped"]
+    if sent:
+        assert skipped == []
+    else:
+        assert len(skipped) == 1 and skipped[0]["email"] == email and skipped[0]["reason"]
+
+
+def test_reserved_contact_is_not_sent_when_registering_again(tmp_path: Path) -> None:
+    """The account registered again after accountDoesNotExist has no reserved contact either."""
+    left = [1]
+
+    def fault(method: str, path: str) -> Reply | None:
+        if path == "/newOrder" and left[0]:
+            left[0] -= 1
+            return problem(400, "accountDoesNotExist", "who are you")
+        return None
+
+    ca = FakeCA(fault=fault)
+    [result] = run(ca, tmp_path, [SPEC], email="me@example.com")
+    assert isinstance(result, Issued) and ca.contacts == [(), ()]
+
+
+def failed_line(logs: list[MutableMapping[str, Any]]) -> MutableMapping[str, Any]:
+    """The one order.failed line of a run."""
+    [line] = [e for e in logs if e["event"] == "order.failed"]
+    return line
+
+
+def test_order_failed_carries_the_problem_and_detail(tmp_path: Path) -> None:
+    """A CA refusal is logged with the CA's problem type and its own detail text."""
+
+    def fault(method: str, path: str) -> Reply | None:
+        if path == "/newOrder":
+            return problem(400, "rejectedIdentifier", "policy forbids issuing for a.test")
+        return None
+
+    with capture_logs() as logs:
+        [result] = run(FakeCA(fault=fault), tmp_path, [SPEC])
+    assert isinstance(result, IssueFailure)
+    line = failed_line(logs)
+    assert line["problem"] == "rejectedIdentifier"
+    assert line["detail"] == "policy forbids issuing for a.test"
+
+
+def test_rate_limit_failure_carries_the_problem_and_detail(tmp_path: Path) -> None:
+    """A rateLimited answer's type and detail reach the order.failed line."""
+
+    def fault(method: str, path: str) -> Reply | None:
+        if path == "/newOrder":
+            return problem(429, "rateLimited", "too many certificates", **{"Retry-After": "60"})
+        return None
+
+    with capture_logs() as logs:
+        run(FakeCA(fault=fault), tmp_path, [SPEC])
+    line = failed_line(logs)
+    assert (line["problem"], line["detail"]) == ("rateLimited", "too many certificates")
+
+
+def test_rejected_names_carry_the_problem_and_detail(tmp_path: Path) -> None:
+    """Every name.rejected line and the final order.failed line name the CA's types and texts."""
+    ca = FakeCA(outcomes={"a.test": ("caa", 0), "b.test": ("incorrectResponse", 0)})
+    with capture_logs() as logs:
+        run(ca, tmp_path, [SPEC])
+    rejected = {e["name"]: e for e in logs if e["event"] == "name.rejected"}
+    assert (rejected["a.test"]["problem"], rejected["a.test"]["detail"]) == ("caa", "caa!")
+    assert rejected["b.test"]["problem"] == "incorrectResponse"
+    line = failed_line(logs)
+    assert set(line["problem"].split(",")) == {"caa", "incorrectResponse"}
+    assert "a.test: caa!" in line["detail"] and "b.test: incorrectResponse!" in line["detail"]
+
+
+def test_transient_failure_carries_the_problem_and_detail(tmp_path: Path) -> None:
+    """A spec stopped by a failure on the CA's side logs that failure's type and detail."""
+    ca = FakeCA(outcomes={"a.test": ("dns", 0), "b.test": ("dns", 0)})
+    with capture_logs() as logs:
+        run(ca, tmp_path, [SPEC])
+    line = failed_line(logs)
+    assert line["problem"] == "dns" and "a.test: dns!" in line["detail"]

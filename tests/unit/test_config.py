@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from acme_sidecar.config.settings import LE_PRODUCTION, LE_STAGING, load_settings, mask_url
+from acme_sidecar.config.settings import (
+    LE_PRODUCTION,
+    LE_STAGING,
+    MAILCOW_FLAGS,
+    load_settings,
+    mask_url,
+)
+from acme_sidecar.config.values import reserved_contact
 from acme_sidecar.core.errors import ConfigError
 
 BASE = {"MAILCOW_HOSTNAME": "mail.example.org"}
@@ -26,6 +33,45 @@ def test_defaults_match_mailcow() -> None:
 def test_truthiness(value: str, expected: bool) -> None:
     """y/yes in any case are true; n/no/empty false."""
     assert load_settings(BASE | {"SKIP_IP_CHECK": value}).skip_ip_check is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "warned"),
+    [
+        ("true", False, True),
+        ("1", False, True),
+        ("maybe", False, True),
+        ("TRUE", False, True),
+        ("Yes", True, False),
+        ("y", True, False),
+        ("n", False, False),
+        ("", False, False),
+        ("no", False, False),
+        (" NO ", False, False),
+    ],
+)
+def test_mailcow_flags_keep_mailcow_truthiness(value: str, expected: bool, warned: bool) -> None:
+    """A mailcow flag is yes only for y/yes; an unclear value is no, with a warning entry."""
+    s = load_settings(BASE | {"ENABLE_SSL_SNI": value})
+    assert s.enable_ssl_sni is expected
+    assert s.lenient_flags == ((("ENABLE_SSL_SNI", value),) if warned else ())
+
+
+@pytest.mark.parametrize("var", list(MAILCOW_FLAGS))
+def test_every_mailcow_flag_is_lenient(var: str) -> None:
+    """No mailcow flag refuses a value: each reads "true" as no and notes it."""
+    s = load_settings(BASE | {var.upper(): "true"})
+    assert getattr(s, var) is False
+    assert s.lenient_flags == ((var.upper(), "true"),)
+
+
+def test_one_warning_per_unclear_flag() -> None:
+    """Each unclear flag gives one entry; clear ones give none."""
+    env = BASE | {"ENABLE_SSL_SNI": "true", "SKIP_IP_CHECK": "y", "LE_STAGING": "maybe"}
+    assert load_settings(env).lenient_flags == (
+        ("ENABLE_SSL_SNI", "true"),
+        ("LE_STAGING", "maybe"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -54,7 +100,8 @@ def test_additional_san_split() -> None:
     [
         ({}, "MAILCOW_HOSTNAME is not set"),
         ({"MAILCOW_HOSTNAME": "not a host"}, "MAILCOW_HOSTNAME='not a host'"),
-        (BASE | {"SKIP_IP_CHECK": "true"}, "SKIP_IP_CHECK='true' is not valid: use y or n"),
+        (BASE | {"ACME_MAX_NAMES": "abc"}, "ACME_MAX_NAMES='abc' is not valid"),
+        (BASE | {"ACME_LOG_FORMAT": "yes"}, "ACME_LOG_FORMAT='yes' is not valid"),
         (BASE | {"ACME_HTTP_VERIFY_PORT": "99999"}, "ACME_HTTP_VERIFY_PORT='99999'"),
         (BASE | {"PUBLIC_IPV4": "::1"}, "PUBLIC_IPV4='::1' is not valid: must be an IPv4"),
         (BASE | {"ACME_DNS_RESOLVERS": "dns.google"}, "ACME_DNS_RESOLVERS='dns.google'"),
@@ -100,3 +147,25 @@ def test_a_refused_url_is_echoed_with_its_password_masked(var: str) -> None:
 def test_mask_url(url: str, shown: str) -> None:
     """Only the userinfo is masked; an @ in the path is not userinfo."""
     assert mask_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("email", "reserved"),
+    [
+        ("me@example.com", True),
+        ("a@sub.example.org", True),
+        ("x@example.net", True),
+        ("x@mail.test", True),
+        ("x@foo.example", True),
+        ("x@host.localhost", True),
+        ("x@nowhere.invalid", True),
+        ("ME@EXAMPLE.COM", True),
+        ("x@localhost-ish.org", False),
+        ("x@notexample.com", False),
+        ("x@example.com.au", False),
+        ("real@mailcow.email", False),
+    ],
+)
+def test_reserved_contact(email: str, reserved: bool) -> None:
+    """Addresses at RFC 2606/6761 reserved domains are recognised; look-alikes are not."""
+    assert reserved_contact(email) is reserved

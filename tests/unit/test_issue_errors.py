@@ -22,8 +22,10 @@ from acme_sidecar.adapters.acme.session import AcmeNetwork, account_key
 from acme_sidecar.adapters.acme.translate import (
     authz_failures,
     authz_reason,
+    ca_problem,
     kind_of,
     problem,
+    reason_parts,
     retry_after,
     translate,
 )
@@ -255,3 +257,59 @@ def test_only_invalid_authorizations_count() -> None:
     assert set(failure.failed_names) == {"bad.test"}
     assert set(failure.transient_names) == {"dns.test"}
     assert kind_of(failure) is FailureKind.SYSTEMIC
+
+
+def test_a_problem_answer_keeps_the_cas_type_and_detail() -> None:
+    """A problem answer's type and detail are found behind the typed error it became."""
+    body = {"type": PREFIX + "invalidContact", "detail": "contact domain is forbidden"}
+    error = checked(answer(400, body))
+    assert ca_problem(error) == {
+        "problem": "invalidContact",
+        "detail": "contact domain is forbidden",
+    }
+
+
+def test_a_translated_problem_keeps_the_cas_type_and_detail() -> None:
+    """A library problem raised through ``translate`` keeps its type and detail as the cause."""
+    original = problem_of("badCSR")
+    with pytest.raises(IssueError) as info:
+        try:
+            raise original
+        except messages.Error as exc:
+            raise translate(exc, "order failed") from exc
+    assert ca_problem(info.value) == {"problem": "badCSR", "detail": "badCSR detail"}
+
+
+def test_rejected_names_give_their_types_and_details() -> None:
+    """For rejected names, problem is their types and detail their texts, name by name."""
+    error = NamesRejected(
+        "order invalid",
+        failed_names={"a.test": "caa: CAA forbids"},
+        transient_names={"b.test": "dns: SERVFAIL"},
+    )
+    assert ca_problem(error) == {
+        "problem": "caa,dns",
+        "detail": "a.test: CAA forbids; b.test: SERVFAIL",
+    }
+
+
+def test_no_problem_document_gives_none() -> None:
+    """A failure the CA did not describe (it was unreachable) has no problem or detail."""
+    assert ca_problem(CaUnreachable("the CA is unreachable")) == {"problem": None, "detail": None}
+
+
+@pytest.mark.parametrize(
+    ("reason", "parts"),
+    [
+        (
+            "caa: CAA record for x.test prevents issuance",
+            ("caa", "CAA record for x.test prevents issuance"),
+        ),
+        ("incorrectResponse: ", ("incorrectResponse", "")),
+        ("authorization invalid", (None, "authorization invalid")),
+        ("the CA said: no", (None, "the CA said: no")),
+    ],
+)
+def test_reason_parts(reason: str, parts: tuple[str | None, str]) -> None:
+    """A per-name reason splits into the CA's problem type and its detail."""
+    assert reason_parts(reason) == parts

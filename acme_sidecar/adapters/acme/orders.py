@@ -29,7 +29,10 @@ from acme_sidecar.adapters.acme.session import Session
 from acme_sidecar.adapters.acme.translate import (
     LIBRARY_ERRORS,
     authz_failures,
+    ca_problem,
+    error_type,
     kind_of,
+    reason_parts,
     retry_after,
     translate,
 )
@@ -121,15 +124,21 @@ class OrderFlow:
                 continue
             except NamesRejected as exc:
                 for name, reason in exc.failed_names.items():
-                    log.warning("name.rejected", certificate=spec.name, name=name, reason=reason)
+                    _rejected(spec, name, reason)
                 own = {n: r for n, r in exc.failed_names.items() if n in names}
                 transient = {n: r for n, r in exc.transient_names.items() if n in names}
                 if transient and set(names) <= set(own) | set(transient):
                     # every name failed, for a cause on the CA's side: systemic (a DNS or
                     # network outage there); no name is banned for it
                     for name, reason in transient.items():
+                        problem, detail = reason_parts(reason)
                         log.warning(
-                            "name.unvalidated", certificate=spec.name, name=name, reason=reason
+                            "name.unvalidated",
+                            certificate=spec.name,
+                            name=name,
+                            reason=reason,
+                            problem=problem,
+                            detail=detail,
                         )
                     dropped.update(own)
                     detail = "; ".join(f"{n}: {r}" for n, r in transient.items())
@@ -137,13 +146,14 @@ class OrderFlow:
                         f"the CA could not validate on its side: {detail}",
                         failed_names=dropped,
                         transient_names=transient,
+                        code=exc.code,
                     )
                     return self._failure(spec, error, dropped, tally), error
                 # some names passed: the ones that failed, for whatever cause, are left out
                 # (each with its own back-off) and the order is placed again without them
                 failed = own | transient
                 for name, reason in transient.items():
-                    log.warning("name.rejected", certificate=spec.name, name=name, reason=reason)
+                    _rejected(spec, name, reason)
                 if not failed:
                     return self._failure(spec, exc, dropped, tally), exc
                 dropped.update(failed)
@@ -162,7 +172,13 @@ class OrderFlow:
             failed_validations=tuple(tally.failed_validations),
             orders=tally.orders,
         )
-        log.error("order.failed", certificate=spec.name, kind=failure.kind.value, error=reasons)
+        log.error(
+            "order.failed",
+            certificate=spec.name,
+            kind=failure.kind.value,
+            error=reasons,
+            **ca_problem(NamesRejected(reasons, failed_names=dropped)),
+        )
         return failure, None
 
     def _failure(
@@ -175,6 +191,7 @@ class OrderFlow:
             kind=kind.value,
             error=str(exc),
             retry_after=exc.retry_after.isoformat() if exc.retry_after else None,
+            **ca_problem(exc),
         )
         return IssueFailure(
             spec,
@@ -205,7 +222,8 @@ class OrderFlow:
             what = f"order {order.uri}"
             body = self._poll(fetch, _order_status, {"ready", "valid", "invalid"}, deadline, what)
             if body.status == messages.STATUS_INVALID:
-                raise self._authz_failure(acme, order, body, deadline, tally)
+                # the order's own problem document is the cause: its type and detail are logged
+                raise self._authz_failure(acme, order, body, deadline, tally) from body.error
             if body.status == messages.STATUS_READY:
                 order = acme.begin_finalization(order)
                 body = order.body
@@ -213,7 +231,10 @@ class OrderFlow:
                 body = self._poll(fetch, _order_status, {"valid", "invalid"}, deadline, what)
             if body.status != messages.STATUS_VALID or body.certificate is None:
                 detail = body.error.detail if body.error else "no reason given"
-                raise IssueError(f"the CA did not issue the certificate: {detail}")
+                code = error_type(body.error.typ) if body.error else None
+                raise IssueError(
+                    f"the CA did not issue the certificate: {detail}", code=code
+                ) from body.error
             return acme._post_as_get(body.certificate).text.encode()
         except LIBRARY_ERRORS as exc:
             raise translate(exc, f"order for {spec.name} failed") from exc
@@ -278,6 +299,21 @@ class OrderFlow:
         detail = body.error.detail if body.error and body.error.detail else "authorization failed"
         failure = authz_failures(authzs, detail)
         tally.failed([*failure.failed_names, *failure.transient_names])
+        code = error_type(body.error.typ) if body.error else None
         if not failure.failed_names and not failure.transient_names:
-            return IssueError(f"order invalid: {detail}")
+            return IssueError(f"order invalid: {detail}", code=code)
+        failure.code = code
         return failure
+
+
+def _rejected(spec: CertSpec, name: str, reason: str) -> None:
+    """Log a name the CA refused, with its problem type and the CA's detail."""
+    problem, detail = reason_parts(reason)
+    log.warning(
+        "name.rejected",
+        certificate=spec.name,
+        name=name,
+        reason=reason,
+        problem=problem,
+        detail=detail,
+    )

@@ -6,7 +6,8 @@ fresh nonce of an error answer is kept, and ``badNonce`` is retried up to ``BAD_
 times instead of once (RFC 8555 §6.5). It is built by a ``NetworkFactory`` so tests can
 answer with constructed ACME JSON. ``Session`` fetches the directory and registers (or finds)
 the account once, hands every worker thread its own ``ClientV2``, and registers again when the
-CA forgot the account. May touch: the CA over HTTPS.
+CA forgot the account. A contact at a reserved domain (``me@example.com``, mailcow's default) is
+not sent: the account is registered without one. May touch: the CA over HTTPS.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from josepy.jwk import JWK, JWKEC
 from acme_sidecar import __version__
 from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, bad_answer, problem, retry_after
 from acme_sidecar.adapters.acme.translate import translate as translate_error
+from acme_sidecar.config.values import reserved_contact
 from acme_sidecar.core.errors import CaUnreachable, IssueError
 
 log = structlog.get_logger(__name__)
@@ -206,12 +208,20 @@ class Session:
         net = self._network(self.key, self._alg, None)
         directory = client.ClientV2.get_directory(self._url, net)
         acme = client.ClientV2(directory, net)
-        registration = messages.NewRegistration.from_data(
-            email=self._email or None, terms_of_service_agreed=True
-        )
+        email = self._email or None
+        if email is not None and reserved_contact(email):
+            # mailcow's default ACME_ACCOUNT_EMAIL=me@example.com: a CA refuses it
+            # (invalidContact), so the account is registered without a contact
+            log.warning(
+                "account.contact_skipped",
+                email=email,
+                reason="a reserved domain (RFC 2606/6761) that the CA refuses as a contact",
+            )
+            email = None
+        registration = messages.NewRegistration.from_data(email=email, terms_of_service_agreed=True)
         try:
             account = acme.new_account(registration)
-            log.info("account.registered", uri=account.uri, email=self._email or None)
+            log.info("account.registered", uri=account.uri, email=email)
         except errors.ConflictError as exc:
             account = messages.RegistrationResource(uri=exc.location, body=messages.Registration())
             log.info("account.found", uri=account.uri)

@@ -1,7 +1,8 @@
 """The one place where the ``acme``, ``requests`` and ``josepy`` libraries' exceptions become
 the typed errors of ``core.errors``, and where an error becomes a ``FailureKind``.
 
-Also parses ``Retry-After`` and classifies a failed authorization as transient (the CA's own
+Also gives the CA's problem type and detail behind a typed error (for the log lines of a
+failure), parses ``Retry-After`` and classifies a failed authorization as transient (the CA's own
 lookup or connection failed) or rejected (the CA refused the name for its own reason).
 Pure functions; touches nothing.
 """
@@ -105,6 +106,43 @@ def problem(
             code=code,
         )
     return IssueError(message, retry_after=retry_at, code=code)
+
+
+def reason_parts(reason: str) -> tuple[str | None, str]:
+    """The problem type and the detail of a per-name reason (``caa: CAA record ...``), as
+    ``problem`` and ``authz_reason`` write it; a reason without a type gives ``None``."""
+    code, sep, detail = reason.partition(": ")
+    if sep and code and code.isalnum():
+        return code, detail
+    return None, reason
+
+
+def ca_problem(exc: IssueError) -> dict[str, str | None]:
+    """``problem`` (the CA's short error type) and ``detail`` (the CA's own text) behind a
+    failure, for its log line: per name for rejected names, else the CA's problem document
+    that caused it; ``None`` where the CA gave none (it could not be reached, say)."""
+    if isinstance(exc, NamesRejected) and (exc.failed_names or exc.transient_names):
+        reasons = exc.failed_names | exc.transient_names
+        parts = {name: reason_parts(reason) for name, reason in reasons.items()}
+        codes = dict.fromkeys(code for code, _ in parts.values() if code)
+        return {
+            "problem": ",".join(codes) or exc.code,
+            "detail": "; ".join(f"{name}: {detail}" for name, (_, detail) in parts.items()),
+        }
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, messages.Error):
+            return {
+                "problem": error_type(cause.typ) or exc.code,
+                "detail": cause.detail or cause.title,
+            }
+        seen.add(id(cause))
+        if cause.__cause__ is not None or cause.__suppress_context__:
+            cause = cause.__cause__
+        else:
+            cause = cause.__context__
+    return {"problem": exc.code, "detail": None}
 
 
 def bad_answer(response: requests.Response) -> IssueError:

@@ -1,0 +1,201 @@
+"""Apply through mailcow's dockerapi: reload or restart the consumers without the Docker socket.
+
+mailcow's ``dockerapi-mailcow`` container is the only one holding the Docker socket; on the
+mailcow network it answers plain HTTPS calls (see the reference note on its contract):
+``GET /containers/json`` (inspect documents keyed by container Id), ``POST
+/containers/<id>/restart`` and ``POST /containers/<id>/exec`` with ``{"cmd": "reload", "task":
+"postfix"|"dovecot"|"nginx"}``. Every answer is HTTP 200 with ``{"type": "success"|"danger",
+"msg": ...}``; ``danger`` is a failure. Containers are matched exactly on their compose labels,
+as ``adapters/docker.py`` does; a failed reload falls back to a restart. ``choose_services``
+picks this adapter or the Docker socket's for ``ACME_DOCKER_API`` (called by the CLI's wiring).
+May touch: the dockerapi over HTTP(S), and name resolution for the ``auto`` choice.
+"""
+
+from __future__ import annotations
+
+import socket
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import requests
+import structlog
+from urllib3.exceptions import InsecureRequestWarning
+
+from acme_sidecar.adapters.docker import PROJECT_LABEL, SERVICE_LABEL, DockerServices, Services
+from acme_sidecar.core.errors import ServiceError
+
+log = structlog.get_logger(__name__)
+
+# the reload task of each consumer, found by a word in its compose service name
+RELOAD_TASKS: tuple[str, ...] = ("postfix", "dovecot", "nginx")
+TIMEOUT = (5.0, 30.0)  # connect, read (seconds), for every call
+Resolve = Callable[[str, int], object]
+
+
+def _getaddrinfo(host: str, port: int) -> object:
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+def choose_services(
+    mode: Literal["dockerapi", "socket", "auto"],
+    *,
+    url: str,
+    project: str,
+    services: Sequence[str],
+    resolve: Resolve = _getaddrinfo,
+) -> Services:
+    """The way to the containers for ``ACME_DOCKER_API``: ``auto`` takes the dockerapi when
+    the host of ``url`` resolves, else the Docker socket (``DOCKER_HOST``). Logs the choice."""
+    if mode == "auto":
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
+        except (OSError, UnicodeError, ValueError) as exc:
+            mode, why = "socket", f"ACME_DOCKER_API=auto: {host} does not resolve ({exc})"
+        else:
+            mode, why = "dockerapi", f"ACME_DOCKER_API=auto: {host} resolves"
+    else:
+        why = f"ACME_DOCKER_API={mode}"
+    if mode == "dockerapi":
+        log.info("services.api", api="dockerapi", url=url, reason=why)
+        return DockerapiServices(project, services, url=url)
+    log.info("services.api", api="socket", reason=why)
+    return DockerServices(project, services)
+
+
+def reload_task(service: str) -> str | None:
+    """The dockerapi reload task of ``service``; ``None`` means restart it."""
+    return next((task for task in RELOAD_TASKS if task in service), None)
+
+
+class DockerapiServices:
+    """Compose services of one project, driven through mailcow's dockerapi at ``url``."""
+
+    def __init__(
+        self,
+        project: str,
+        services: Sequence[str],
+        *,
+        url: str,
+        session_factory: Callable[[], requests.Session] = requests.Session,
+    ) -> None:
+        # compose lower-cases project names when it sets the label
+        self.project = project.lower()
+        self.services = tuple(services)
+        self.url = url.rstrip("/")
+        self._session_factory = session_factory
+
+    def _call(self, session: requests.Session, method: str, path: str, **kw: Any) -> Any:
+        """One call; its JSON answer. Every failure of the transport is a ``ServiceError``."""
+        url = self.url + path
+        try:
+            # dockerapi makes a new self-signed certificate at every start: there is nothing
+            # to pin or to verify against, so it is not verified (curl --insecure, as
+            # acme-mailcow does). Being on the mailcow network is its only permission.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", InsecureRequestWarning)
+                response = session.request(method, url, timeout=TIMEOUT, verify=False, **kw)
+            response.raise_for_status()
+            return response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise ServiceError(f"mailcow dockerapi at {url}: {exc}") from exc
+
+    def _command(self, session: requests.Session, path: str, body: Any = None) -> str | None:
+        """POST ``path``; ``None`` on success, else the message of the ``danger`` answer."""
+        answer = self._call(session, "POST", path, json=body)
+        if isinstance(answer, dict) and answer.get("type") == "success":
+            return None
+        msg = answer.get("msg") if isinstance(answer, dict) else answer
+        return str(msg)[-200:]
+
+    def _listing(self, session: requests.Session) -> dict[str, Any]:
+        """Every container dockerapi knows: inspect documents keyed by Id."""
+        listing = self._call(session, "GET", "/containers/json")
+        if not isinstance(listing, dict):
+            raise ServiceError(f"mailcow dockerapi at {self.url}/containers/json: not a listing")
+        return listing
+
+    def _containers(self, listing: dict[str, Any], service: str) -> list[tuple[str, str]]:
+        """``(id, name)`` of the running containers of ``service`` in the project."""
+        found = []
+        for cid, doc in listing.items():
+            if not isinstance(doc, dict) or not str(cid).isalnum():
+                continue
+            labels = (doc.get("Config") or {}).get("Labels") or {}
+            running = (doc.get("State") or {}).get("Running") is True
+            if (
+                running
+                and labels.get(PROJECT_LABEL) == self.project
+                and labels.get(SERVICE_LABEL) == service
+            ):
+                found.append((str(cid), str(doc.get("Name", cid)).lstrip("/")))
+        return found
+
+    def apply(
+        self, *, restart: bool, only: Sequence[str] | None = None, reason: str = ""
+    ) -> dict[str, str]:
+        """Reload, or restart when ``restart`` (or when the reload fails), each service once;
+        ``reason`` says why a restart was asked for (default: the set changed)."""
+        done: dict[str, str] = {}
+        failed: list[str] = []
+        with self._session_factory() as session:
+            listing = self._listing(session)
+            for service in self.services if only is None else only:
+                containers = self._containers(listing, service)
+                if not containers:
+                    log.warning(
+                        "service.not_found",
+                        service=service,
+                        project=self.project,
+                        reason="no running container with these compose labels",
+                    )
+                for cid, name in containers:
+                    try:
+                        done[service] = self._apply_one(
+                            session, cid, name, service, restart, reason
+                        )
+                    except ServiceError as exc:
+                        failed.append(service)
+                        log.error("service.failed", service=service, error=str(exc))
+        if failed:
+            raise ServiceError("could not reload or restart " + ", ".join(failed))
+        return done
+
+    def _apply_one(
+        self,
+        session: requests.Session,
+        cid: str,
+        name: str,
+        service: str,
+        restart: bool,
+        reason: str,
+    ) -> str:
+        task = reload_task(service)
+        if not restart and task is not None:
+            body = {"cmd": "reload", "task": task}
+            error = self._command(session, f"/containers/{cid}/exec", body)
+            if error is None:
+                log.info(
+                    "service.reloaded",
+                    service=service,
+                    container=name,
+                    command=f"dockerapi reload {task}",
+                    reason="certificate contents changed",
+                )
+                return "reloaded"
+            log.warning(
+                "service.reload_failed",
+                service=service,
+                command=f"dockerapi reload {task}",
+                output=error,
+                action="restarting instead",
+            )
+        error = self._command(session, f"/containers/{cid}/restart")
+        if error is not None:
+            raise ServiceError(f"mailcow dockerapi could not restart {name}: {error}")
+        why = (reason or "the set of certificates changed") if restart else "reload did not work"
+        log.info("service.restarted", service=service, container=name, reason=why)
+        return "restarted"
