@@ -121,6 +121,7 @@ def cycle_policy(settings: Settings) -> CyclePolicy:
             revalidate_after=timedelta(seconds=settings.acme_revalidate_after),
         ),
         retry=retry_policy(settings),
+        limits=Limits() if settings.acme_rate_limits == "letsencrypt" else Limits.off(),
         deploy=DeployPolicy(
             endpoints=endpoints(settings),
             attempts=settings.acme_verify_attempts,

@@ -138,6 +138,7 @@ class Settings(OpsSettings):
     acme_verify_timeout: Annotated[int, NoDecode] = 120
     acme_caa_identities: Annotated[tuple[str, ...], NoDecode] = ()
     acme_max_names: int = 100
+    acme_rate_limits: Literal["letsencrypt", "off"] = "letsencrypt"
     acme_verify_smtp: str = "postfix:25"
     acme_verify_imap: str = "dovecot:143"
     acme_verify_https: str = "nginx:443"

@@ -34,6 +34,12 @@ class Limits:
     orders_per_3h: int = 300
     per_domain_per_week: int = 50
 
+    @classmethod
+    def off(cls) -> Limits:
+        """No budget (a private CA without limits): only back-offs and Retry-After hold."""
+        big = 10**9
+        return cls(big, big, big, big)
+
     @staticmethod
     def usable(limit: int) -> int:
         """What we allow ourselves: the limit less a margin of 10 % (at least one)."""

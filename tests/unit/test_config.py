@@ -169,3 +169,16 @@ def test_mask_url(url: str, shown: str) -> None:
 def test_reserved_contact(email: str, reserved: bool) -> None:
     """Addresses at RFC 2606/6761 reserved domains are recognised; look-alikes are not."""
     assert reserved_contact(email) is reserved
+
+
+def test_rate_limits_setting() -> None:
+    """ACME_RATE_LIMITS picks Let's Encrypt's budget (default) or none; anything else exits 2."""
+    from acme_sidecar.config.policies import cycle_policy
+    from acme_sidecar.core.budget import Limits
+
+    base = {"MAILCOW_HOSTNAME": "mail.example.org"}
+    assert cycle_policy(load_settings(base)).limits == Limits()
+    off = cycle_policy(load_settings(base | {"ACME_RATE_LIMITS": "off"}))
+    assert off.limits == Limits.off()
+    with pytest.raises(ConfigError, match="ACME_RATE_LIMITS"):
+        load_settings(base | {"ACME_RATE_LIMITS": "zerossl"})

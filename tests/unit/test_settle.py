@@ -293,3 +293,13 @@ def test_a_name_new_to_a_directory_needs_a_restart_and_a_check() -> None:
     assert restart and checks == {"a.test": "a.test", "mta-sts.a.test": "a.test"}
     restart, _ = deploy_checks(owed, {"a.test": ("a.test",), "b.a.test": ("b.a.test",)})
     assert restart  # a name moved to a new directory
+
+
+def test_budget_off_for_a_private_ca() -> None:
+    """ACME_RATE_LIMITS=off: a private CA's many orders are not held by Let's Encrypt's limits,
+    while a certificate's own back-off still holds it."""
+    state = State(certs={"x.test": CertLedger(placed=(NOW - MIN,) * 1_000)})
+    assert hold_for(SPEC, state, NOW) is not None
+    assert hold_for(SPEC, state, NOW, limits=Limits.off()) is None
+    waiting = State(certs={SPEC.name: CertLedger(failures=1, next_attempt=NOW + MIN)})
+    assert hold_for(SPEC, waiting, NOW, limits=Limits.off()) is not None
