@@ -36,6 +36,16 @@ def reload_command(service: str) -> tuple[str, ...] | None:
     return next((cmd for word, cmd in RELOAD_COMMANDS if word in service), None)
 
 
+def log_not_found(service: str, project: str) -> None:
+    """The one line for a service with no running container of the project."""
+    log.warning(
+        "service.not_found",
+        service=service,
+        project=project,
+        reason="no running container with these compose labels",
+    )
+
+
 class Services(Protocol):
     """The consumers of the certificate volume."""
 
@@ -98,12 +108,7 @@ class DockerServices:
             for service in self.services if only is None else only:
                 containers = self._containers(client, service)
                 if not containers:
-                    log.warning(
-                        "service.not_found",
-                        service=service,
-                        project=self.project,
-                        reason="no running container with these compose labels",
-                    )
+                    log_not_found(service, self.project)
                 for container in containers:
                     try:
                         done[service] = self._apply_one(container, service, restart, reason)

@@ -23,7 +23,13 @@ import requests
 import structlog
 from urllib3.exceptions import InsecureRequestWarning
 
-from acme_sidecar.adapters.docker import PROJECT_LABEL, SERVICE_LABEL, DockerServices, Services
+from acme_sidecar.adapters.docker import (
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+    DockerServices,
+    Services,
+    log_not_found,
+)
 from acme_sidecar.core.errors import ServiceError
 
 log = structlog.get_logger(__name__)
@@ -146,12 +152,7 @@ class DockerapiServices:
             for service in self.services if only is None else only:
                 containers = self._containers(listing, service)
                 if not containers:
-                    log.warning(
-                        "service.not_found",
-                        service=service,
-                        project=self.project,
-                        reason="no running container with these compose labels",
-                    )
+                    log_not_found(service, self.project)
                 for cid, name in containers:
                     try:
                         done[service] = self._apply_one(

@@ -248,6 +248,13 @@ class CertStore:
             sans=cert_sans(leaf),
         )
 
+    def holds_chain(self, name: str, fullchain: bytes) -> bool:
+        """Whether certificate ``name`` already holds exactly ``fullchain`` (links refused)."""
+        try:
+            return _holds(self.root / name / "cert.pem", fullchain)
+        except (StoreError, OSError):
+            return False
+
     # --- keys -----------------------------------------------------------------------------
 
     def _load_or_create_key(self, path: Path, make: type[rsa.RSAPrivateKey] | None) -> bytes:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from types import TracebackType
 
 import structlog
@@ -185,13 +184,6 @@ def _store_one(
     return int(leaf.serial_number)
 
 
-def _holds(path: Path, data: bytes) -> bool:
-    try:
-        return path.is_file() and not path.is_symlink() and path.read_bytes() == data
-    except OSError:
-        return False
-
-
 def _store_unstored(
     book: Book, store: CertStore, key_pem: bytes, now: datetime, retry: RetryPolicy
 ) -> tuple[int, int]:
@@ -211,7 +203,7 @@ def _store_unstored(
             log.warning("cert.unstored_dropped", certificate=name, reason="unusable or expired")
             book.update(settle_stored(book.state, name))
             continue
-        if _holds(store.root / name / "cert.pem", chain):  # stored just before a kill
+        if store.holds_chain(name, chain):  # stored just before a kill
             book.update(settle_stored(book.state, name))
             continue
         log.info("cert.unstored_retry", certificate=name, reason="issued earlier, not yet stored")
@@ -335,19 +327,14 @@ def _settle_force(book: Book, store: CertStore, certs: tuple[CertPlan, ...], fai
         book.update(replace(book.state, force_since=None))
         log.info("force_renew.cleared", reason="every certificate was re-issued")
         return
-    done = [n for n in wanted if n not in _pending_force(book.state, wanted)]
+    done = force_done(book.state)
     log.warning(
         "force_renew.kept",
         reason="not every certificate was re-issued yet; the others are not ordered again",
-        done=",".join(done) or None,
-        pending=",".join(_pending_force(book.state, wanted)) or None,
+        done=",".join(n for n in wanted if n in done) or None,
+        pending=",".join(n for n in wanted if n not in done) or None,
         failed=failed or None,
     )
-
-
-def _pending_force(state: State, wanted: list[str]) -> list[str]:
-    done = force_done(state)
-    return [n for n in wanted if n not in done]
 
 
 def _step(policy: DaemonPolicy, n: int) -> timedelta:

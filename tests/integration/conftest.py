@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,10 @@ from tests.world import World
 from tests.world.proc import free_port
 
 
-@pytest.fixture
-def stack(world: World, consumer_image: str, tmp_path: Path) -> Iterator[Stack]:
-    """A volume holding mailcow's snake-oil default pair, served by three consumers."""
-    volume = tmp_path / "ssl"
+@contextmanager
+def consumer_stack(world: World, volume: Path) -> Iterator[Stack]:
+    """``volume`` holding mailcow's snake-oil default pair, served by three consumers (removed
+    afterwards), with the sidecar settings that point at them."""
     write_pair(volume, [HOST], domains_file=False)  # the snake-oil cert.pem/key.pem
     ports = {service: free_port() for service, _ in KINDS}
     containers = {
@@ -29,9 +30,18 @@ def stack(world: World, consumer_image: str, tmp_path: Path) -> Iterator[Stack]:
         "ACME_VERIFY_IMAP": f"127.0.0.1:{ports['dovecot-mailcow']}",
         "ACME_VERIFY_HTTPS": f"127.0.0.1:{ports['nginx-mailcow']}",
     }
-    yield Stack(volume, env, containers, ports)
-    for container in containers.values():
-        container.remove(force=True)
+    try:
+        yield Stack(volume, env, containers, ports)
+    finally:
+        for container in containers.values():
+            container.remove(force=True)
+
+
+@pytest.fixture
+def stack(world: World, consumer_image: str, tmp_path: Path) -> Iterator[Stack]:
+    """A volume holding mailcow's snake-oil default pair, served by three consumers."""
+    with consumer_stack(world, tmp_path / "ssl") as built:
+        yield built
 
 
 @pytest.fixture

@@ -26,12 +26,12 @@ from typing import ClassVar
 import pytest
 
 from tests.integration import killing
+from tests.integration.conftest import consumer_stack
 from tests.integration.killing import Trigger
-from tests.integration.sidecar import HOST, PROJECT, base_env, seed
-from tests.integration.stack import KINDS, Stack
+from tests.integration.sidecar import HOST, seed
+from tests.integration.stack import Stack
 from tests.integration.test_consumers import write_pair
 from tests.world import World
-from tests.world.proc import free_port
 
 KILLS = int(os.environ.get("ACME_KILLS", "50"))
 SETTLE_EVERY = 10  # kills between two full runs that are checked end to end
@@ -296,21 +296,8 @@ def kill_stack(
     world: World, consumer_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """One volume with the snake-oil pair and three consumers, shared by the write points."""
-    volume = tmp_path_factory.mktemp("kills") / "ssl"
-    write_pair(volume, [HOST], domains_file=False)
-    ports = {service: free_port() for service, _ in KINDS}
-    containers = {
-        service: world.docker.run_consumer(PROJECT, service, kind, ports[service], volume)
-        for service, kind in KINDS
-    }
-    env = base_env(world, volume) | {
-        "ACME_VERIFY_SMTP": f"127.0.0.1:{ports['postfix-mailcow']}",
-        "ACME_VERIFY_IMAP": f"127.0.0.1:{ports['dovecot-mailcow']}",
-        "ACME_VERIFY_HTTPS": f"127.0.0.1:{ports['nginx-mailcow']}",
-    }
-    yield Stack(volume, env, containers, ports)
-    for container in containers.values():
-        container.remove(force=True)
+    with consumer_stack(world, tmp_path_factory.mktemp("kills") / "ssl") as built:
+        yield built
 
 
 def arrange(world: World, stack: Stack, domains: tuple[str, ...] | None) -> None:

@@ -131,15 +131,7 @@ class OrderFlow:
                     # every name failed, for a cause on the CA's side: systemic (a DNS or
                     # network outage there); no name is banned for it
                     for name, reason in transient.items():
-                        problem, detail = reason_parts(reason)
-                        log.warning(
-                            "name.unvalidated",
-                            certificate=spec.name,
-                            name=name,
-                            reason=reason,
-                            problem=problem,
-                            detail=detail,
-                        )
+                        _rejected(spec, name, reason, "name.unvalidated")
                     dropped.update(own)
                     detail = "; ".join(f"{n}: {r}" for n, r in transient.items())
                     error = NamesRejected(
@@ -306,11 +298,12 @@ class OrderFlow:
         return failure
 
 
-def _rejected(spec: CertSpec, name: str, reason: str) -> None:
-    """Log a name the CA refused, with its problem type and the CA's detail."""
+def _rejected(spec: CertSpec, name: str, reason: str, event: str = "name.rejected") -> None:
+    """Log a name the CA refused (or, ``name.unvalidated``, could not validate on its side),
+    with its problem type and the CA's detail."""
     problem, detail = reason_parts(reason)
     log.warning(
-        "name.rejected",
+        event,
         certificate=spec.name,
         name=name,
         reason=reason,
