@@ -53,6 +53,17 @@ class CyclePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class StartPolicy:
+    """What the daemon waits for at start, and how long."""
+
+    hostname: str
+    db_wait: float = 600.0
+    webroot_wait: float = 120.0
+    check_webroot: bool = True
+    own: tuple[str, ...] = ()  # this server's own addresses the self-check may go to
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonPolicy:
     """How the daemon paces cycles."""
 
@@ -62,6 +73,7 @@ class DaemonPolicy:
     db_poll: float = 300.0
     skip_lets_encrypt: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    start: StartPolicy | None = None  # None: start cycling at once (tests, `once`)
     banner: dict[str, str] = field(default_factory=dict)  # logged once at start
 
 
@@ -139,6 +151,12 @@ def daemon_policy(settings: Settings, cert_dir: Path | None = None) -> DaemonPol
         db_poll=float(settings.acme_db_poll),
         skip_lets_encrypt=settings.skip_lets_encrypt,
         retry=retry_policy(settings),
+        start=StartPolicy(
+            hostname=settings.mailcow_hostname,
+            db_wait=float(settings.acme_db_wait),
+            check_webroot=not settings.skip_http_verification,
+            own=own_addresses(settings),
+        ),
         banner={
             "hostname": settings.mailcow_hostname,
             "directory": settings.directory,

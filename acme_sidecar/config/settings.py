@@ -136,6 +136,7 @@ class Settings(OpsSettings):
     acme_retry_ladder: Annotated[tuple[int, ...], NoDecode] = (60, 120, 300, 600, 1800)
     acme_max_backoff: Annotated[int, NoDecode] = 86400
     acme_verify_timeout: Annotated[int, NoDecode] = 120
+    acme_db_wait: Annotated[int, NoDecode] = 600
     acme_caa_identities: Annotated[tuple[str, ...], NoDecode] = ()
     acme_max_names: int = 100
     acme_rate_limits: Literal["letsencrypt", "off"] = "letsencrypt"
@@ -284,6 +285,7 @@ class Settings(OpsSettings):
         "acme_revalidate_after",
         "acme_max_backoff",
         "acme_verify_timeout",
+        "acme_db_wait",
         mode="before",
     )
     @classmethod

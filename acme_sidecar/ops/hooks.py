@@ -30,6 +30,7 @@ class CycleEvent:
     report: Report
     certificates: Mapping[str, StoredCert]
     finished: datetime
+    quiet: bool = False  # a failure that raises no alarm yet (database down < ACME_DB_WAIT)
 
 
 class Hook(Protocol):

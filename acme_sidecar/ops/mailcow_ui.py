@@ -229,6 +229,11 @@ class MailcowUi:
         """Signal a failed cycle; a successful one leaves ACME_FAIL_TIME alone."""
         if event.report.outcome is Outcome.OK:
             return
+        if event.quiet:
+            log.info(
+                "mailcow.fail_time_held", reason="the database is down for less than ACME_DB_WAIT"
+            )
+            return
         epoch = int(event.finished.timestamp())
         self.sink.fail(epoch)
         log.info("mailcow.fail_time", key=FAIL_KEY, value=epoch, outcome=event.report.outcome.value)

@@ -61,7 +61,7 @@ def problems(event: CycleEvent, *, expiry_days: int) -> list[Notice]:
     """The problems of a finished cycle: its failure, and every certificate close to expiry."""
     notices = []
     report = event.report
-    if report.outcome is not Outcome.OK:
+    if report.outcome is not Outcome.OK and not event.quiet:
         skipped = report.plan.skipped if report.plan else ()
         notices.append(
             Notice(

@@ -15,21 +15,24 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from types import FrameType
 
 import structlog
 
 from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
 from acme_sidecar.core.ledger import State
-from acme_sidecar.core.report import Report
+from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.ops.hooks import CycleEvent, Hook, run_hooks
 from acme_sidecar.shell.cycle import Deps, guarded_cycle, next_sleep, summarize
+from acme_sidecar.shell.startup import DbGrace, wait_until_ready
 
 log = structlog.get_logger(__name__)
 
 
-def after_cycle(report: Report, deps: Deps, hooks: Sequence[Hook]) -> None:
-    """Run the hooks with the cycle's report and the certificates now in the volume."""
+def after_cycle(report: Report, deps: Deps, hooks: Sequence[Hook], *, quiet: bool = False) -> None:
+    """Run the hooks with the cycle's report and the certificates now in the volume;
+    ``quiet``: the failure raises no alarm yet (see ``startup.DbGrace``)."""
     if not hooks:
         return
     try:
@@ -37,7 +40,7 @@ def after_cycle(report: Report, deps: Deps, hooks: Sequence[Hook]) -> None:
     except Exception as exc:  # noqa: BLE001 - hooks must never stop the daemon
         log.error("hook.failed", hook="volume", error_type=type(exc).__name__, error=str(exc))
         certificates = {}
-    run_hooks(hooks, CycleEvent(report, certificates, deps.clock()))
+    run_hooks(hooks, CycleEvent(report, certificates, deps.clock(), quiet=quiet))
 
 
 def release_memory() -> None:
@@ -135,6 +138,10 @@ class Daemon:
             self._report_signals()
             return 0
         log.info("daemon.started", **self.policy.banner)
+        start = self.policy.start
+        if start is not None:
+            wait_until_ready(start, self.deps)
+        grace = DbGrace(timedelta(seconds=start.db_wait if start else 0), self.deps.clock())
         state: State | None = None
         streak = 0
         while not self.stop.is_set():
@@ -147,7 +154,8 @@ class Daemon:
                 break
             sleep = next_sleep(report, self.policy, self.deps.clock(), streak=streak)
             summarize(report, sleep)
-            after_cycle(report, self.deps, self.hooks)
+            quiet = grace.quiet(report.outcome is Outcome.SOURCE_DOWN, self.deps.clock())
+            after_cycle(report, self.deps, self.hooks, quiet=quiet)
             release_memory()
             self._sleep(sleep, report)
         self._report_signals()

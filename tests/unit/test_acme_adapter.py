@@ -517,3 +517,19 @@ def test_transient_failure_carries_the_problem_and_detail(tmp_path: Path) -> Non
         run(ca, tmp_path, [SPEC])
     line = failed_line(logs)
     assert line["problem"] == "dns" and "a.test: dns!" in line["detail"]
+
+
+def test_refused_registration_carries_the_problem_and_detail(tmp_path: Path) -> None:
+    """A CA refusing the account (say, ``invalidContact``) is one orders.not_started line with
+    the CA's problem type and detail, and every certificate fails with it."""
+
+    def fault(method: str, path: str) -> Reply | None:
+        if path == "/newAccount":
+            return problem(400, "invalidContact", "contact domain is forbidden")
+        return None
+
+    with capture_logs() as logs:
+        results = run(FakeCA(fault=fault), tmp_path, [SPEC])
+    assert all(isinstance(r, IssueFailure) for r in results)
+    [line] = [e for e in logs if e["event"] == "orders.not_started"]
+    assert (line["problem"], line["detail"]) == ("invalidContact", "contact domain is forbidden")

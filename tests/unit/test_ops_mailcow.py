@@ -149,6 +149,15 @@ def test_fail_time_only_after_a_cycle_that_did_not_end_ok() -> None:
     sink.close()
 
 
+def test_a_quiet_failure_leaves_acme_fail_time_alone() -> None:
+    """The database down for less than ACME_DB_WAIT: no ACME_FAIL_TIME (no watchdog mail)."""
+    fake = FakeRedis()
+    sink = RedisLog(fake, HOST)
+    MailcowUi(sink).after_cycle(CycleEvent(Report(Outcome.SOURCE_DOWN), {}, NOW, quiet=True))
+    assert sink.flush(5) and fake.values == {}
+    sink.close()
+
+
 def test_a_slow_redis_never_blocks_the_caller() -> None:
     """With the writer stuck, logging still returns at once; beyond the queue, lines drop."""
     fake = FakeRedis()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -74,6 +75,12 @@ def test_every_failed_outcome_is_a_problem() -> None:
     for outcome in (Outcome.FAILED, Outcome.NOTHING_VALID, Outcome.SOURCE_DOWN):
         (notice,) = problems(event(outcome), expiry_days=14)
         assert notice.key == "cycle_failed" and notice.details["outcome"] == outcome.value
+
+
+def test_a_quiet_failure_is_no_problem_yet() -> None:
+    """The database down for less than ACME_DB_WAIT is not notified."""
+    quiet = replace(event(Outcome.SOURCE_DOWN), quiet=True)
+    assert problems(quiet, expiry_days=14) == []
 
 
 def test_due_at_most_once_a_day() -> None:

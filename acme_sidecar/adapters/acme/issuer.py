@@ -23,7 +23,7 @@ import structlog
 from acme_sidecar.adapters.acme.challenges import ChallengeResponder, Http01Webroot
 from acme_sidecar.adapters.acme.orders import OrderFlow
 from acme_sidecar.adapters.acme.session import NetworkFactory, Session, requests_network, utcnow
-from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, kind_of, translate
+from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, ca_problem, kind_of, translate
 from acme_sidecar.adapters.volume import PrivateKey, load_key
 from acme_sidecar.core.errors import CaUnreachable, SidecarError
 from acme_sidecar.core.model import CertSpec, FailureKind, Issued, IssueFailure
@@ -96,7 +96,12 @@ class AcmeIssuer:
             key = load_key(key_pem)
         except _START_ERRORS as exc:
             error = translate(exc, "cannot start the orders")
-            log.error("orders.not_started", error=str(error), kind=kind_of(error).value)
+            log.error(
+                "orders.not_started",
+                error=str(error),
+                kind=kind_of(error).value,
+                **ca_problem(error),
+            )
             for spec in specs:
                 yield IssueFailure(spec, str(error), error.retry_after, kind=kind_of(error))
             return

@@ -1,0 +1,152 @@
+"""The quiet start: waiting for the database and the webroot, and the grace of ACME_DB_WAIT."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import structlog.testing
+
+from acme_sidecar.config.policies import StartPolicy
+from acme_sidecar.core.validate import Lookup
+from acme_sidecar.shell import startup
+from acme_sidecar.shell.startup import DbGrace, wait_for, wait_until_ready
+
+
+@pytest.fixture(autouse=True)
+def quick_ladder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(startup, "LADDER", (0.01, 0.01))
+    monkeypatch.setattr(startup, "LAST_STEP", 0.01)
+
+
+def ready_after(n: int) -> tuple[list[int], startup.Probe]:
+    calls: list[int] = []
+
+    def probe() -> str | None:
+        calls.append(1)
+        return None if len(calls) > n else "not yet"
+
+    return calls, probe
+
+
+def test_ready_at_once_logs_nothing() -> None:
+    _, probe = ready_after(0)
+    with structlog.testing.capture_logs() as logs:
+        assert wait_for("database", probe, 10, threading.Event())
+    assert logs == []
+
+
+def test_one_waiting_line_and_one_ready_line() -> None:
+    calls, probe = ready_after(5)
+    with structlog.testing.capture_logs() as logs:
+        assert wait_for("database", probe, 10, threading.Event())
+    assert [e["event"] for e in logs] == ["start.waiting", "start.ready"]
+    assert logs[0]["component"] == "database" and logs[0]["reason"] == "not yet"
+    assert len(calls) == 6
+
+
+def test_gives_up_after_the_limit() -> None:
+    _, probe = ready_after(10**9)
+    with structlog.testing.capture_logs() as logs:
+        assert not wait_for("database", probe, 0.1, threading.Event())
+    assert [e["event"] for e in logs] == ["start.waiting", "start.gave_up"]
+    assert logs[1]["action"] == "starting the cycles anyway"
+
+
+def test_stop_ends_the_wait_without_a_gave_up_line() -> None:
+    _, probe = ready_after(10**9)
+    stop = threading.Event()
+    stop.set()
+    with structlog.testing.capture_logs() as logs:
+        assert not wait_for("database", probe, 60, stop)
+    assert [e["event"] for e in logs] == ["start.waiting"]
+
+
+class Source:
+    def __init__(self, fails: int) -> None:
+        self.fails = fails
+
+    def read(self) -> object:
+        from acme_sidecar.core.errors import SourceError
+
+        if self.fails:
+            self.fails -= 1
+            raise SourceError("MariaDB: connection refused")
+        return object()
+
+
+class Resolver:
+    def lookup(self, name: str, rdtype: str) -> Lookup:
+        return Lookup(("127.0.0.1",) if rdtype == "A" else ())
+
+
+class Check:
+    def __init__(self, answers: list[str | None]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, str]] = []
+
+    def check(self, name: str, address: str) -> str | None:
+        self.asked.append((name, address))
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+class Deps:
+    def __init__(self, source: Source, check: Check) -> None:
+        self.source = source
+        self.resolver = Resolver()
+        self.stop = threading.Event()
+        self._check = check
+
+    @contextmanager
+    def http_check(self) -> Iterator[Check]:
+        yield self._check
+
+
+def test_waits_for_the_database_then_the_webroot() -> None:
+    check = Check(["404 Not Found", None])
+    deps = Deps(Source(fails=2), check)
+    policy = StartPolicy(hostname="mail.example.org", own=("127.0.0.1",))
+    with structlog.testing.capture_logs() as logs:
+        wait_until_ready(policy, deps)  # type: ignore[arg-type]
+    assert [(e["event"], e["component"]) for e in logs] == [
+        ("start.waiting", "database"),
+        ("start.ready", "database"),
+        ("start.waiting", "webroot"),
+        ("start.ready", "webroot"),
+    ]
+    assert check.asked[0] == ("mail.example.org", "127.0.0.1")
+
+
+def test_the_webroot_probe_never_goes_to_a_foreign_private_address() -> None:
+    check = Check([None])
+    deps = Deps(Source(fails=0), check)
+    policy = StartPolicy(hostname="mail.example.org", webroot_wait=0.05)
+    with structlog.testing.capture_logs() as logs:
+        wait_until_ready(policy, deps)  # type: ignore[arg-type]
+    assert check.asked == []
+    assert "no address the self-check may use" in logs[0]["reason"]
+    assert logs[-1]["event"] == "start.gave_up"
+
+
+def test_no_webroot_wait_when_http_verification_is_skipped() -> None:
+    check = Check(["refused"])
+    deps = Deps(Source(fails=0), check)
+    policy = StartPolicy(hostname="mail.example.org", check_webroot=False)
+    with structlog.testing.capture_logs() as logs:
+        wait_until_ready(policy, deps)  # type: ignore[arg-type]
+    assert logs == [] and check.asked == []
+
+
+def test_database_down_is_quiet_until_acme_db_wait() -> None:
+    start = datetime(2026, 11, 30, tzinfo=UTC)
+    grace = DbGrace(timedelta(minutes=10), start)
+    assert grace.quiet(True, start + timedelta(minutes=9))
+    assert not grace.quiet(True, start + timedelta(minutes=10))
+    # up again: a later outage gets its own ten minutes
+    assert not grace.quiet(False, start + timedelta(minutes=11))
+    assert grace.quiet(True, start + timedelta(hours=2))
+    assert grace.quiet(True, start + timedelta(hours=2, minutes=9))
+    assert not grace.quiet(True, start + timedelta(hours=2, minutes=10))
