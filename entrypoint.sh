@@ -25,8 +25,8 @@ if [ "${1:-run}" = "run" ] || [ "${1:-run}" = "once" ]; then
     if [ -z "${DB_HOST:-}" ] && [ ! -S "${DB_SOCKET:-/var/run/mysqld/mysqld.sock}" ]; then
         say "no MariaDB socket at ${DB_SOCKET:-/var/run/mysqld/mysqld.sock} yet (mount mysql-socket-vol-1 there, or set DB_HOST); the sidecar will retry"
     fi
-    if [ -n "${ACME_RESTART_SERVICES-x}" ] && [ -z "${DOCKER_HOST:-}" ] && [ ! -S /var/run/docker.sock ]; then
-        say "no Docker API (DOCKER_HOST unset and /var/run/docker.sock missing): certificates will be written but Postfix, Dovecot and nginx cannot be reloaded"
+    if [ "${ACME_DOCKER_API:-auto}" = "socket" ] && [ -n "${ACME_RESTART_SERVICES-x}" ] && [ -z "${DOCKER_HOST:-}" ] && [ ! -S /var/run/docker.sock ]; then
+        say "ACME_DOCKER_API=socket but no Docker API (DOCKER_HOST unset and /var/run/docker.sock missing): certificates will be written but Postfix, Dovecot and nginx cannot be reloaded"
     fi
 fi
 if [ "$problem" -ne 0 ]; then

@@ -25,7 +25,7 @@ from tests.world.docker import DockerWorld
 from tests.world.launcher import Launcher
 from tests.world.tlsprobe import served_serial
 
-SERVICES = ("acme", "postfix", "dovecot", "nginx", "mysql", "pebble", "challtestsrv")
+SERVICES = ("acme", "dockerapi", "postfix", "dovecot", "nginx", "mysql", "pebble", "challtestsrv")
 CONSUMERS = {"postfix": ("smtp", 25), "dovecot": ("imap", 143), "nginx": ("https", 443)}
 HOSTNAME = "mail.example.test"
 DOMAINS = ("example.test", "demo.test")
@@ -204,6 +204,22 @@ def test_force_renew_and_restart(stack: ComposeStack) -> None:
     applied = lines("service.reloaded") + lines("service.restarted")
     for service in CONSUMERS:
         assert any(f"service={service}" in line for line in applied), service
+
+
+def test_consumers_are_driven_through_dockerapi(stack: ComposeStack) -> None:
+    """As in mailcow, the sidecar has no Docker socket: it chose the dockerapi service, and
+    every reload or restart it logged went through that service to the real engine."""
+    acme = stack.container("acme")
+    mounts = [m["Destination"] for m in acme.attrs["Mounts"]]
+    assert "/var/run/docker.sock" not in mounts
+    logs = acme.logs().decode(errors="replace").splitlines()
+    assert any(" services.api " in f" {line} " and "api=dockerapi" in line for line in logs)
+    api_log = stack.container("dockerapi").logs().decode(errors="replace").splitlines()
+    posts = [line for line in api_log if line.startswith("dockerapi: POST /containers/")]
+    consumers = {stack.container(s).id for s in CONSUMERS}
+    assert posts and all("'type': 'success'" in line for line in posts), api_log[-20:]
+    touched = {line.split("/")[2] for line in posts}
+    assert touched <= consumers and len(touched) == len(consumers)
 
 
 def test_healthcheck_follows_the_ca(stack: ComposeStack) -> None:
