@@ -222,10 +222,16 @@ def test_database_unreachable_is_a_log_line_and_retry(world: World, tmp_path: Pa
 
 
 def test_run_stops_on_sigterm(world: World, tmp_path: Path) -> None:
-    """`run` sleeps after its cycle and SIGTERM ends it at once with exit 0."""
+    """`run` sleeps after its cycle and SIGTERM ends it at once with exit 0; so it does while
+    it waits for the database at start."""
     env = base_env(world, tmp_path) | {"DB_SOCKET": str(tmp_path / "nowhere.sock")}
-    daemon = Daemon(env)
+    daemon = Daemon(env | {"ACME_DB_WAIT": "1s"})
     daemon.wait_for("cycle.done")
     sent = time.monotonic()
     assert daemon.stop() == 0
+    assert time.monotonic() - sent < 3
+    waiting = Daemon(env)
+    waiting.wait_for("start.waiting")
+    sent = time.monotonic()
+    assert waiting.stop() == 0
     assert time.monotonic() - sent < 3
