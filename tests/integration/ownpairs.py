@@ -15,9 +15,7 @@ PEM = serialization.Encoding.PEM
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    return key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
 @dataclass(frozen=True)
@@ -65,9 +63,7 @@ class OwnCA:
             .sign(self.key, hashes.SHA256())
         )
 
-    def issue(
-        self, names: list[str], *, days_left: float = 60, lifetime: float = 90
-    ) -> OwnPair:
+    def issue(self, names: list[str], *, days_left: float = 60, lifetime: float = 90) -> OwnPair:
         """A pair for ``names`` that expires in ``days_left`` days, ``lifetime`` days long."""
         key = ec.generate_private_key(ec.SECP256R1())
         end = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days_left)

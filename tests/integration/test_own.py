@@ -22,6 +22,7 @@ from tests.integration.test_ops import (  # noqa: F401 - smtp and webhook are it
 )
 from tests.world import World
 from tests.world.redis import RedisServer
+from tests.world.tlsprobe import served_serial
 
 
 def test_own_pair_is_never_overwritten(world: World, volume: Path) -> None:
@@ -63,8 +64,11 @@ def test_snake_oil_is_still_replaced(world: World, volume: Path) -> None:
 
 
 def _served(stack: Stack) -> set[int]:
-    return {stack.serial(kind, HOST) for _, kind in KINDS} | {
-        stack.serial(kind, None) for _, kind in KINDS
+    """What the three consumers serve for the hostname, with SNI and without."""
+    return {
+        served_serial(kind, stack.ports[service], name)
+        for service, kind in KINDS
+        for name in (HOST, None)
     }
 
 
