@@ -1,7 +1,9 @@
 """The command line: the only place that parses arguments, wires adapters and exits.
 
-Subcommands: ``run`` (the daemon), ``once`` (one cycle), ``check`` (dry run), ``status``.
-Exit codes: 0 fine, 1 a certificate is missing or invalid after ``once``, 2 invalid settings.
+Subcommands: ``run`` (the daemon), ``once`` (one cycle), ``check`` (dry run), ``status``,
+``health``, ``import`` (an own certificate as the top-level pair, ``shell/importer.py``).
+Exit codes: 0 fine, 1 a certificate is missing or invalid after ``once`` (or an import refused),
+2 invalid settings.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from pathlib import Path
 
 import structlog
 
@@ -22,17 +25,19 @@ from acme_sidecar.adapters.dockerapi import choose_services
 from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
 from acme_sidecar.adapters.mariadb import MariaDBSource
 from acme_sidecar.adapters.volume import CertStore
-from acme_sidecar.config.policies import cycle_policy, daemon_policy
+from acme_sidecar.config.policies import cycle_policy, daemon_policy, own_policy
 from acme_sidecar.config.settings import Settings, load_settings, mask_url
 from acme_sidecar.core.errors import ConfigError
 from acme_sidecar.core.report import Outcome
 from acme_sidecar.core.settle import force_seen
-from acme_sidecar.ops.hooks import HealthFile, Hook, health_problems, read_health
+from acme_sidecar.ops.hooks import HealthFile, Hook, expiry_lines, health_problems, read_health
 from acme_sidecar.ops.log import configure
 from acme_sidecar.shell.cycle import Deps, guarded_cycle, next_sleep, summarize
 from acme_sidecar.shell.daemon import Daemon, after_cycle
 from acme_sidecar.shell.gather import decide
+from acme_sidecar.shell.importer import import_pair
 from acme_sidecar.shell.status import collect, render
+from acme_sidecar.shell.watch import watch_cycle
 
 log = structlog.get_logger("acme_sidecar")
 
@@ -97,7 +102,10 @@ def build_hooks(settings: Settings, *, daemon: bool = False) -> list[Hook]:
     """
     # imported only when enabled: each pulls in a library (prometheus_client, redis, smtplib)
     # that costs start-up time and memory, and `health` runs every minute
-    hooks: list[Hook] = [HealthFile(settings.acme_health_file)]
+    from acme_sidecar.ops.expiry import ExpiryLog
+
+    days = settings.acme_notify_expiry_days
+    hooks: list[Hook] = [HealthFile(settings.acme_health_file, expiry_days=days)]
     if daemon and settings.acme_metrics_port is not None:
         from acme_sidecar.ops.metrics import Metrics
 
@@ -116,23 +124,24 @@ def build_hooks(settings: Settings, *, daemon: bool = False) -> list[Hook]:
         notifier = notify.from_settings(settings)
         if notifier is not None:
             hooks.append(notifier)
+    hooks.append(ExpiryLog(settings.acme_cert_dir / "acme" / "expiry.json", days=days))
     return hooks
 
 
 def _health(settings: Settings) -> int:
     health = read_health(settings.acme_health_file)
-    if settings.skip_lets_encrypt:
-        print("healthy: SKIP_LETS_ENCRYPT=y")
-        return 0
+    now = datetime.now(UTC)
     problems = health_problems(
-        health,
-        datetime.now(UTC),
-        failing_for=timedelta(seconds=settings.acme_health_fail_after),
+        health, now, failing_for=timedelta(seconds=settings.acme_health_fail_after)
     )
     if problems:
         print("unhealthy: " + "; ".join(problems))
         return 1
-    print(f"healthy: last cycle {health.get('last_cycle') or 'not yet run'}")
+    warnings = "".join(f"; warning: {w}" for w in expiry_lines(health, now))
+    if settings.skip_lets_encrypt:
+        print(f"healthy: SKIP_LETS_ENCRYPT=y{warnings}")
+        return 0
+    print(f"healthy: last cycle {health.get('last_cycle') or 'not yet run'}{warnings}")
     return 0
 
 
@@ -149,6 +158,12 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="the certificates in the volume")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sub.add_parser("health", help="exit 0 when healthy, 1 when not (the container HEALTHCHECK)")
+    own = sub.add_parser(
+        "import", help="check an own certificate and install it as the top-level pair"
+    )
+    own.add_argument("--cert", required=True, type=Path, help="the certificate (PEM)")
+    own.add_argument("--key", required=True, type=Path, help="its private key (PEM)")
+    own.add_argument("--chain", type=Path, help="intermediate certificates, appended (PEM)")
     return parser
 
 
@@ -173,15 +188,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _status(settings, as_json=args.json)
     if args.command == "health":
         return _health(settings)
+    if args.command == "import":
+        store = CertStore(settings.acme_cert_dir, backup_keep=settings.acme_backup_keep)
+        return import_pair(own_policy(settings), store, args.cert, args.key, args.chain)
     stop = threading.Event()
     deps = build_deps(settings, stop)
     if args.command == "check":
         return _check(settings, deps)
     if args.command == "once":
-        if settings.skip_lets_encrypt:
-            log.info("daemon.idle", reason="SKIP_LETS_ENCRYPT=y: nothing to do")
-            return 0
         hooks = build_hooks(settings)  # before the cycle: it taps the log for the mailcow UI
+        if settings.skip_lets_encrypt:
+            log.info("daemon.idle", reason="SKIP_LETS_ENCRYPT=y: the top-level pair is checked")
+            report = watch_cycle(cycle_policy(settings), deps)
+            after_cycle(report, deps, hooks)
+            return 0 if report.outcome is Outcome.OK else 1
         report = guarded_cycle(cycle_policy(settings), deps)
         summarize(report, next_sleep(report, daemon_policy(settings), deps.clock(), streak=1))
         after_cycle(report, deps, hooks)
@@ -224,5 +244,7 @@ def _check(settings: Settings, deps: Deps) -> int:
 
 def _status(settings: Settings, *, as_json: bool) -> int:
     store = CertStore(settings.acme_cert_dir)
-    render(collect(store, datetime.now(UTC)), as_json=as_json)
+    now = datetime.now(UTC)
+    policy = own_policy(settings)
+    render(collect(store, now, own=policy, days=settings.acme_notify_expiry_days), as_json=as_json)
     return 0

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from acme_sidecar.adapters.tls_probe import Endpoint, Kind
-from acme_sidecar.config.settings import Settings
+from acme_sidecar.config.settings import LE_PRODUCTION, LE_STAGING, Settings
 from acme_sidecar.core.budget import Limits
 from acme_sidecar.core.discover import NameRules
 from acme_sidecar.core.plan import Shape
@@ -41,6 +41,17 @@ class DeployPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnPolicy:
+    """The top-level pair: whose it is, and how a changed own pair is checked (core/own.py)."""
+
+    hostname: str = ""
+    skip_lets_encrypt: bool = False  # SKIP_LETS_ENCRYPT=y: every top-level pair is own
+    ca_organizations: tuple[str, ...] = ()  # issuer O= values of the configured CA
+    settle: float = 2.0  # a changed pair must stay the same this long (an admin's cp)
+    watch_interval: float = 60.0  # ACME_WATCH_INTERVAL: how often the daemon looks at it
+
+
+@dataclass(frozen=True, slots=True)
 class CyclePolicy:
     """Everything one cycle needs to know from the settings."""
 
@@ -50,6 +61,7 @@ class CyclePolicy:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     limits: Limits = field(default_factory=Limits)
     deploy: DeployPolicy = field(default_factory=DeployPolicy)
+    own: OwnPolicy = field(default_factory=OwnPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +84,7 @@ class DaemonPolicy:
     db_retry_interval: timedelta = timedelta(minutes=1)
     db_poll: float = 300.0
     skip_lets_encrypt: bool = False
+    watch_interval: float = 60.0  # ACME_WATCH_INTERVAL: the top-level pair is looked at
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     start: StartPolicy | None = None  # None: start cycling at once (tests, `once`)
     banner: dict[str, str] = field(default_factory=dict)  # logged once at start
@@ -111,6 +124,18 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
+def own_policy(settings: Settings) -> OwnPolicy:
+    """How the top-level pair is judged: Let's Encrypt's issuers count as the configured CA's
+    only when Let's Encrypt is the configured CA."""
+    le = settings.directory in (LE_PRODUCTION, LE_STAGING)
+    return OwnPolicy(
+        hostname=settings.mailcow_hostname,
+        skip_lets_encrypt=settings.skip_lets_encrypt,
+        ca_organizations=("Let's Encrypt", "(STAGING) Let's Encrypt") if le else (),
+        watch_interval=float(max(settings.acme_watch_interval, 1)),
+    )
+
+
 def cycle_policy(settings: Settings) -> CyclePolicy:
     """Cut the cycle's policy from the settings."""
     return CyclePolicy(
@@ -139,6 +164,7 @@ def cycle_policy(settings: Settings) -> CyclePolicy:
             attempts=settings.acme_verify_attempts,
             timeout=float(settings.acme_verify_timeout),
         ),
+        own=own_policy(settings),
     )
 
 
@@ -150,6 +176,7 @@ def daemon_policy(settings: Settings, cert_dir: Path | None = None) -> DaemonPol
         db_retry_interval=timedelta(seconds=settings.acme_db_retry_interval),
         db_poll=float(settings.acme_db_poll),
         skip_lets_encrypt=settings.skip_lets_encrypt,
+        watch_interval=float(max(settings.acme_watch_interval, 1)),
         retry=retry_policy(settings),
         start=StartPolicy(
             hostname=settings.mailcow_hostname,

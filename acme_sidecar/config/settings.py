@@ -146,6 +146,7 @@ class Settings(OpsSettings):
     acme_verify_attempts: int = 5
     acme_health_fail_after: Annotated[int, NoDecode] = 2 * 3600
     acme_health_file: Path = Path("/run/acme-sidecar/health.json")
+    acme_watch_interval: Annotated[int, NoDecode] = 60  # the top-level pair is looked at
 
     # --- validators: each error message says what would be valid -------------------------
 
@@ -282,6 +283,7 @@ class Settings(OpsSettings):
     @field_validator(
         "acme_name_grace",
         "acme_health_fail_after",
+        "acme_watch_interval",
         "acme_revalidate_after",
         "acme_max_backoff",
         "acme_verify_timeout",

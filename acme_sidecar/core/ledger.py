@@ -4,7 +4,8 @@ Per name: since when it fails validation (grace), the CA's rejections (per-name 
 it last validated, and when the CA's validation of it failed (rate-limit budget). Per
 certificate (``CertLedger``): orders placed and certificates issued with their times, failures
 in a row and the next attempt, an order in flight, and an issued chain not yet stored. For the
-volume: since when ``force_renew`` is being honoured, and a deploy still owed to the services.
+volume: since when ``force_renew`` is being honoured, a deploy still owed to the services, and
+the own top-level pair last accepted or refused (``OwnPair``, by fingerprint).
 
 Pure values and their JSON form; the volume adapter reads and writes the file. Version 1 files
 (before the ledger) are migrated; times without a zone are read as UTC.
@@ -62,6 +63,15 @@ class Deploy:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnPair:
+    """The own top-level pair: the fingerprint last accepted (and copied to ``acme/own/``) and
+    the one last refused (so a bad pair left in place is refused once, not every wake-up)."""
+
+    good: str = ""
+    refused: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class State:
     """Everything remembered across cycles."""
 
@@ -72,6 +82,7 @@ class State:
     certs: Mapping[str, CertLedger] = field(default_factory=dict)
     force_since: datetime | None = None
     deploy: Deploy | None = None
+    own: OwnPair | None = None
 
     def cert(self, name: str) -> CertLedger:
         """The ledger of certificate ``name`` (empty when it has none)."""
@@ -102,6 +113,9 @@ class State:
                     "attempts": self.deploy.attempts,
                     "sni_before": list(self.deploy.sni_before),
                 },
+                "own": None
+                if self.own is None
+                else {"good": self.own.good, "refused": self.own.refused},
             },
             indent=1,
             sort_keys=True,
@@ -120,6 +134,7 @@ class State:
         for name, when in data.get("cert_retry_after", {}).items():  # version 1
             certs[str(name)] = CertLedger(next_attempt=_time(when))
         deploy = data.get("deploy")
+        own = data.get("own")
         return cls(
             failing_since={str(k): _time(v) for k, v in data.get("failing_since", {}).items()},
             rejected={
@@ -142,6 +157,7 @@ class State:
                 attempts=int(deploy.get("attempts", 0)),
                 sni_before=tuple(str(c) for c in deploy.get("sni_before", ())),
             ),
+            own=None if not own else OwnPair(str(own.get("good", "")), str(own.get("refused", ""))),
         )
 
 

@@ -117,8 +117,13 @@ def make_plan(
     now: datetime,
     force_done: Collection[str] = (),
     hold: Callable[[CertSpec, int], Hold | None] = lambda spec, planned: None,
+    own_default: str | None = None,
 ) -> Plan:
     """Decide keep/issue/renew/wait per wanted certificate and which stored ones to archive.
+
+    ``own_default`` (why the top-level pair is an own certificate) steps aside for it: the
+    certificate holding the hostname is neither ordered nor made the default, and a stored one
+    holding the hostname is archived (consumers would serve it for the hostname by SNI).
 
     ``force`` (the admin's ``force_renew``) renews every certificate not in ``force_done``
     (those re-issued since the flag appeared). ``hold(spec, planned)`` says why a certificate
@@ -126,6 +131,12 @@ def make_plan(
     ``planned`` is the number of orders already planned before it in this plan.
     """
     specs = wanted_specs(groups, verdicts, shape)
+    server = next((g for g in groups if g.server), None)
+    hostname = server.names[0] if server else None
+    notes: list[str] = []
+    stepped_aside = own_default is not None and any(hostname in s.domains for s in specs)
+    if own_default is not None and hostname is not None:  # the own.kept line says why
+        specs = [s for s in specs if hostname not in s.domains]
     certs_list: list[CertPlan] = []
     planned = 0
     for spec in specs:
@@ -137,10 +148,11 @@ def make_plan(
         certs_list.append(cert)
     certs = tuple(certs_list)
     wanted = {s.name for s in specs}
-    server = next((g for g in groups if g.server), None)
-    hostname = server.names[0] if server else None
-    notes: list[str] = []
-    blocked = hostname is not None and not (specs and specs[0].domains[0] == hostname)
+    blocked = (
+        own_default is None
+        and hostname is not None
+        and not (specs and specs[0].domains[0] == hostname)
+    )
     if blocked:
         notes.append(
             f"{hostname} does not validate: the server certificate is kept as it is and not "
@@ -156,8 +168,8 @@ def make_plan(
     skipped = tuple(v for v in verdicts.values() if not v.ok)
     return Plan(
         certs=certs,
-        default_name=specs[0].name if specs and not blocked else None,
-        archive=archive if specs else (),
+        default_name=specs[0].name if specs and not blocked and own_default is None else None,
+        archive=archive if specs or stepped_aside else (),
         skipped=skipped,
         notes=tuple(notes),
     )

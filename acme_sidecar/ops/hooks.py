@@ -17,6 +17,7 @@ from typing import Protocol
 import structlog
 
 from acme_sidecar.adapters.volume import atomic_write
+from acme_sidecar.core.expiry import URGENT, WARNING, expiry_warning
 from acme_sidecar.core.model import StoredCert
 from acme_sidecar.core.report import Outcome, Report
 
@@ -56,8 +57,9 @@ class HealthFile:
     nothing into the volume.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, expiry_days: int = 14) -> None:
         self.path = path
+        self.expiry_days = expiry_days
 
     def after_cycle(self, event: CycleEvent) -> None:
         """Record the last success, since when it fails, and the earliest expiry."""
@@ -75,6 +77,13 @@ class HealthFile:
             "failing_since": failing_since,
             "earliest_expiry": expiry.isoformat() if expiry else None,
             "deploy_owed_since": owed.since.isoformat() if owed else None,
+            "expiry_days": str(self.expiry_days),
+            "certificates": json.dumps(
+                {
+                    n: [c.not_before.isoformat(), c.not_after.isoformat()]
+                    for n, c in sorted(event.certificates.items())
+                }
+            ),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, json.dumps(data, indent=1).encode(), 0o644)
@@ -108,7 +117,36 @@ def health_problems(
     owed = health.get("deploy_owed_since")
     if owed and now - datetime.fromisoformat(owed) > failing_for:
         problems.append(f"certificates written since {owed} are not yet served by the services")
-    expiry = health.get("earliest_expiry")
-    if expiry and datetime.fromisoformat(expiry) - now < expiry_margin:
-        problems.append(f"a certificate expires at {expiry}")
-    return problems
+    certs = _certificates(health)
+    if certs is None:  # a health file of an older acme-sidecar
+        expiry = health.get("earliest_expiry")
+        if expiry and datetime.fromisoformat(expiry) - now < expiry_margin:
+            problems.append(f"a certificate expires at {expiry}")
+        return problems
+    return problems + expiry_lines(health, now, levels=(URGENT, "expired"))
+
+
+def _certificates(health: Mapping[str, str | None]) -> dict[str, list[str]] | None:
+    raw = health.get("certificates")
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def expiry_lines(
+    health: Mapping[str, str | None], now: datetime, *, levels: Sequence[str] = (WARNING,)
+) -> list[str]:
+    """The certificates of the health file whose expiry warning (``core.expiry``) is at one of
+    ``levels`` now: ``urgent``/``expired`` make the sidecar unhealthy, ``warning`` is shown."""
+    out = []
+    days = int(health.get("expiry_days") or 14)
+    for name, (not_before, not_after) in sorted((_certificates(health) or {}).items()):
+        end = datetime.fromisoformat(not_after)
+        warning = expiry_warning(datetime.fromisoformat(not_before), end, now, days)
+        if warning is not None and warning.level in levels:
+            out.append(warning.summary(name, end))
+    return out

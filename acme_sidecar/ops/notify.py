@@ -1,5 +1,9 @@
 """Notifications: mail and/or webhook when a cycle fails or a certificate is close to expiry.
 
+Close to expiry follows ``core.expiry``: ``ACME_NOTIFY_EXPIRY_DAYS`` (14) and half of it (7)
+before ``not_after``, at most ⅓ and ⅙ of the lifetime for short certificates; every certificate
+counts, issued or own (the top-level pair is ``(default)`` when it is not a copy of one).
+
 Decisions are pure (``problems``, ``due``, ``remember``, ``build_email``): which problems a
 cycle shows, which of them were not already sent within a day, and what the messages say. The
 I/O is in ``SmtpChannel`` (the stack's own Postfix by default), ``WebhookChannel`` (one JSON POST
@@ -29,6 +33,7 @@ from acme_sidecar.adapters.http_probe import FetchFailed, fetch
 from acme_sidecar.adapters.volume import atomic_write
 from acme_sidecar.config.settings import Settings
 from acme_sidecar.config.values import parse_host_port
+from acme_sidecar.core.expiry import expiry_warning
 from acme_sidecar.core.plan import renewal_time
 from acme_sidecar.core.report import Outcome
 from acme_sidecar.ops.hooks import CycleEvent
@@ -76,27 +81,22 @@ def problems(event: CycleEvent, *, expiry_days: int) -> list[Notice]:
                 },
             )
         )
-    margin = timedelta(days=expiry_days)
     for name, cert in sorted(event.certificates.items()):
-        left = cert.not_after - event.finished
-        if left > margin:
+        warning = expiry_warning(cert.not_before, cert.not_after, event.finished, expiry_days)
+        if warning is None:
             continue
-        days = left.total_seconds() / 86400
-        summary = (
-            f"certificate {name} expired at {cert.not_after.isoformat()}"
-            if days <= 0
-            else f"certificate {name} expires in {days:.1f} days ({cert.not_after.isoformat()})"
-        )
         notices.append(
             Notice(
                 f"expiring:{name}",
                 EXPIRING,
-                summary,
+                warning.summary(name, cert.not_after),
                 {
                     "certificate": name,
                     "names": list(cert.domains),
+                    "issuer": cert.issuer,
                     "not_after": cert.not_after.isoformat(),
-                    "days_left": round(days, 1),
+                    "days_left": round(warning.days_left, 1),
+                    "level": warning.level,
                     "renew_at": renewal_time(cert.not_before, cert.not_after).isoformat(),
                 },
             )

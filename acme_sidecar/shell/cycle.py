@@ -1,6 +1,8 @@
 """One cycle: finish what is owed, gather and decide, act; one summary line.
 
-Order of steps: (1) chains issued but not stored are stored, a deploy still owed is finished;
+Order of steps: (1) chains issued but not stored are stored, the top-level pair is looked at
+(``shell.own``: an own pair is stepped aside for, checked when it changed), a deploy still owed
+is finished;
 (2) ``gather.decide`` plans; (3) orders are placed, each result settled into the ledger and
 saved at once, each certificate stored as it arrives; the default pair is updated; stale
 certificates archived (only when nothing failed); the services reloaded or restarted and
@@ -44,6 +46,7 @@ from acme_sidecar.core.settle import (
 )
 from acme_sidecar.shell.deploy import deploy
 from acme_sidecar.shell.gather import Deps, decide
+from acme_sidecar.shell.own import check_own, own_written
 
 __all__ = ["Deps", "guarded_cycle", "next_sleep", "run_cycle", "summarize"]
 
@@ -220,6 +223,7 @@ def _finish_deploy(policy: CyclePolicy, deps: Deps, book: Book) -> tuple[tuple[s
     certs = deps.store.load()
     set_changed, checks = deploy_checks(owed, {n: c.domains for n, c in certs.items()})
     written = {name: certs[directory].serial for name, directory in checks.items()}
+    written |= own_written(policy.own, deps.store, owed, certs)
     if owed.attempts:
         log.info("deploy.resumed", certificates=",".join(owed.certs) or None, since=str(owed.since))
     actions, errors = deploy(
@@ -245,11 +249,13 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
     if any(c.unstored for c in book.state.certs.values()):
         done, not_done = _store_unstored(book, store, store.domain_key(), now, policy.retry)
         issued, failed = issued + done, failed + not_done
+    own = check_own(policy.own, store, book, now, deps.stop)
+    failed += own.refused
     if book.state.deploy is not None:
         applied, errors = _finish_deploy(policy, deps, book)
         failed += errors
     refused = frozenset(store.refused())
-    decided = decide(policy, deps, book.state, refused=refused)
+    decided = decide(policy, deps, book.state, refused=refused, own=own.reason if own.own else None)
     if key_job is not None:
         key_job.shutdown(wait=True)
         key_future.result()

@@ -1,6 +1,9 @@
 """The daemon loop: run a cycle, sleep until the next one, stop at once on SIGTERM.
 
-SIGHUP wakes the loop for a cycle right away. Signals only set events; the loop acts on them.
+SIGHUP wakes the loop for a cycle right away; so does a change of the top-level pair, looked at
+every ACME_WATCH_INTERVAL. With SKIP_LETS_ENCRYPT=y the loop runs ``watch_cycle`` instead
+(no order: the top-level pair is checked and deployed when it changes). Signals only set
+events; the loop acts on them.
 The ledger is carried from cycle to cycle in memory (and saved by each cycle), so a volume that
 cannot be written for a while loses nothing. No exception ends the loop: ``guarded_cycle`` is
 the boundary, and the hooks are guarded too.
@@ -20,23 +23,26 @@ from types import FrameType
 
 import structlog
 
+from acme_sidecar.adapters import ownpair
 from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.ops.hooks import CycleEvent, Hook, run_hooks
 from acme_sidecar.shell.cycle import Deps, guarded_cycle, next_sleep, summarize
 from acme_sidecar.shell.startup import DbGrace, wait_until_ready
+from acme_sidecar.shell.watch import watch_cycle
 
 log = structlog.get_logger(__name__)
 
 
 def after_cycle(report: Report, deps: Deps, hooks: Sequence[Hook], *, quiet: bool = False) -> None:
-    """Run the hooks with the cycle's report and the certificates now in the volume;
+    """Run the hooks with the cycle's report and the certificates now in the volume (the
+    top-level pair included when it is not a copy of one of them: an own certificate);
     ``quiet``: the failure raises no alarm yet (see ``startup.DbGrace``)."""
     if not hooks:
         return
     try:
-        certificates = deps.store.load()
+        certificates = ownpair.with_top(deps.store, deps.store.load())
     except Exception as exc:  # noqa: BLE001 - hooks must never stop the daemon
         log.error("hook.failed", hook="volume", error_type=type(exc).__name__, error=str(exc))
         certificates = {}
@@ -72,6 +78,14 @@ class Daemon:
         self.wake = threading.Event()
         self.signals: list[int] = []
         self._cycle = cycle
+        self._top = ""  # fingerprint of the top-level pair after the last cycle
+
+    def _top_fingerprint(self) -> str:
+        try:
+            pair = ownpair.read_top(self.deps.store)
+        except Exception:  # noqa: BLE001 - a link or an unreadable file: the cycle says so
+            return "unreadable"
+        return ownpair.fingerprint(*pair) if pair else ""
 
     def install_signals(self) -> None:
         """SIGTERM/SIGINT stop the loop; SIGHUP starts a cycle now.
@@ -105,13 +119,19 @@ class Daemon:
         """Sleep ``seconds``; every ACME_DB_POLL seconds look whether the domains changed."""
         deadline = time.monotonic() + seconds
         poll_at = time.monotonic() + self.policy.db_poll
+        look_at = time.monotonic() + self.policy.watch_interval
         while not self.stop.is_set():
             now = time.monotonic()
             if now >= deadline:
                 return
             # short slices: a signal handler then runs promptly whatever thread it hit
-            if self.wake.wait(min(deadline - now, poll_at - now, 0.5)):
+            if self.wake.wait(min(deadline - now, poll_at - now, look_at - now, 0.5)):
                 return
+            if time.monotonic() >= look_at:
+                look_at = time.monotonic() + self.policy.watch_interval
+                if self._top_fingerprint() != self._top:
+                    log.info("own.changed", action="the top-level pair changed; a cycle now")
+                    return
             if time.monotonic() < poll_at:
                 continue
             poll_at = time.monotonic() + self.policy.db_poll
@@ -128,15 +148,7 @@ class Daemon:
     def run(self) -> int:
         """Loop until ``stop`` is set; return the process exit code (0)."""
         if self.policy.skip_lets_encrypt:
-            log.info(
-                "daemon.idle",
-                reason="SKIP_LETS_ENCRYPT=y: no certificates are requested; set it to n to "
-                "let acme-sidecar manage them",
-            )
-            while not self.stop.wait(0.5):
-                pass
-            self._report_signals()
-            return 0
+            return self._watch()
         log.info("daemon.started", **self.policy.banner)
         start = self.policy.start
         if start is not None:
@@ -149,6 +161,7 @@ class Daemon:
             self._report_signals()
             report = self._cycle(self.cycle_policy, self.deps, state)
             state = report.state
+            self._top = self._top_fingerprint()
             streak = 0 if report.settled else streak + 1
             if self.stop.is_set():
                 break
@@ -158,6 +171,34 @@ class Daemon:
             after_cycle(report, self.deps, self.hooks, quiet=quiet)
             release_memory()
             self._sleep(sleep, report)
+        self._report_signals()
+        log.info("daemon.stopped")
+        return 0
+
+    def _watch(self) -> int:
+        """SKIP_LETS_ENCRYPT=y: look at the top-level pair every ACME_WATCH_INTERVAL (a deploy
+        still owed is retried then too); the hooks run after each look (expiry warnings are
+        sent once a day). ``own.kept`` is logged at start and once per ACME_CHECK_INTERVAL."""
+        log.info(
+            "daemon.idle",
+            reason="SKIP_LETS_ENCRYPT=y: no certificates are requested; the top-level pair is "
+            "checked and deployed when it changes; set it to n to let acme-sidecar manage them",
+            every=f"{int(self.policy.watch_interval)}s",
+        )
+        state: State | None = None
+        kept_line_at = 0.0
+        while not self.stop.is_set():
+            self.wake.clear()
+            self._report_signals()
+            quiet = time.monotonic() < kept_line_at
+            report = watch_cycle(self.cycle_policy, self.deps, state, quiet=quiet)
+            if not quiet:
+                kept_line_at = time.monotonic() + self.policy.check_interval.total_seconds()
+            state = report.state
+            if report.applied or report.failed:
+                summarize(report, self.policy.watch_interval)
+            after_cycle(report, self.deps, self.hooks)
+            self.wake.wait(self.policy.watch_interval)
         self._report_signals()
         log.info("daemon.stopped")
         return 0

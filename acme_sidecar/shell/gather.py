@@ -82,12 +82,14 @@ def decide(
     *,
     fresh: bool = False,
     refused: frozenset[str] = frozenset(),
+    own: str | None = None,
 ) -> Report:
     """Discover, validate and plan against ``state``; no ACME order and no write.
 
     Names that passed validation recently and sit in a certificate that is not due are not
     checked again (see ``state.reusable_verdicts``) unless ``fresh``. Certificates whose
-    directory the volume refused (a symbolic link) are held.
+    directory the volume refused (a symbolic link) are held. ``own`` (why the top-level pair is
+    an own certificate) steps aside for it (``plan.make_plan``).
     """
     now = deps.clock()
     try:
@@ -146,6 +148,7 @@ def decide(
             force_done=force_done(after),
             now=now,
             hold=hold,
+            own_default=own,
         )
         return plan, verdicts, after
 
@@ -171,5 +174,5 @@ def decide(
             names=" ".join(cert.spec.domains),
             reason=cert.reason,
         )
-    outcome = Outcome.OK if plan.certs else Outcome.NOTHING_VALID
+    outcome = Outcome.OK if plan.certs or own is not None else Outcome.NOTHING_VALID
     return Report(outcome, plan, verdicts, groups, rows, stored, after)

@@ -3,7 +3,9 @@
 Read-only: a damaged ``acme/state.json`` is reported, never moved (the daemon does that).
 For each certificate: names, issuer, expiry, renewal time, and when an order is held back
 (its back-off after failures, the CA's Retry-After, or the rate-limit budget), until when and
-why. Also a deploy the services are still owed and a ``force_renew`` in progress.
+why; an expiry warning (``core.expiry``). The top-level pair is shown as ``(default)`` when it
+is not a copy of a certificate directory, with whose it is (an own certificate or not) and why.
+Also a deploy the services are still owed and a ``force_renew`` in progress.
 """
 
 from __future__ import annotations
@@ -13,10 +15,15 @@ import sys
 from datetime import datetime
 from typing import Any, TextIO
 
+from acme_sidecar.adapters import ownpair
 from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.config.policies import OwnPolicy
 from acme_sidecar.core.budget import hold_for
+from acme_sidecar.core.errors import StoreError
+from acme_sidecar.core.expiry import expiry_warning
 from acme_sidecar.core.ledger import State
-from acme_sidecar.core.model import CertSpec
+from acme_sidecar.core.model import CertSpec, StoredCert
+from acme_sidecar.core.own import OWN_MARK
 from acme_sidecar.core.plan import renewal_time
 from acme_sidecar.core.settle import force_done
 
@@ -30,10 +37,29 @@ def _ledger(store: CertStore) -> tuple[State, str | None]:
         return State(), f"{store.state_path} is unreadable ({type(exc).__name__}: {exc})"
 
 
-def collect(store: CertStore, now: datetime) -> dict[str, Any]:
+def _top(store: CertStore, own: OwnPolicy, stored: dict[str, StoredCert]) -> dict[str, Any]:
+    """Whose the top-level pair is (``own``, ``own_reason``); empty when there is none."""
+    try:
+        pair = ownpair.read_top(store)
+    except (StoreError, OSError):
+        return {}
+    if pair is None:
+        return {}
+    facts = ownpair.inspect_pair(*pair)
+    if own.skip_lets_encrypt:
+        return {"own": True, "own_reason": "SKIP_LETS_ENCRYPT=y"}
+    who = ownpair.ownership(store, facts, lambda: stored, own.ca_organizations)
+    return {"own": who.own, "own_reason": who.reason}
+
+
+def collect(
+    store: CertStore, now: datetime, *, own: OwnPolicy | None = None, days: int = 14
+) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` form)."""
     state, problem = _ledger(store)
-    stored = store.load()
+    managed = store.load()
+    stored = ownpair.with_top(store, managed)
+    top = _top(store, own or OwnPolicy(), managed)
     rows = []
     names = sorted(set(stored) | {n for n, c in state.certs.items() if c.failures})
     done = force_done(state)
@@ -41,7 +67,7 @@ def collect(store: CertStore, now: datetime) -> dict[str, Any]:
         cert = stored.get(name)
         ledger = state.cert(name)
         domains = cert.domains if cert else ledger.unstored_names or (name,)
-        hold = hold_for(CertSpec(name, domains), state, now)
+        hold = None if name == OWN_MARK else hold_for(CertSpec(name, domains), state, now)
         row: dict[str, Any] = {"name": name, "domains": list(domains), "stored": bool(cert)}
         if cert:
             row |= {
@@ -53,6 +79,12 @@ def collect(store: CertStore, now: datetime) -> dict[str, Any]:
                 "expired": cert.not_after <= now,
                 "key_matches": cert.key_matches,
             }
+            warning = expiry_warning(cert.not_before, cert.not_after, now, days)
+            row["expiry_warning"] = warning.summary(name, cert.not_after) if warning else None
+            row["expiry_level"] = warning.level if warning else None
+        if name == OWN_MARK:
+            row |= top
+            row["renew_at"] = None if top.get("own") else row.get("renew_at")
         row |= {
             "failures": ledger.failures,
             "last_error": ledger.last_error or None,
@@ -69,6 +101,7 @@ def collect(store: CertStore, now: datetime) -> dict[str, Any]:
         if owed is None
         else {"since": owed.since.isoformat(), "certificates": list(owed.certs)},
         "force_renew_since": state.force_since.isoformat() if state.force_since else None,
+        "top_level": top or None,
         "refused_links": store.refused(),
         "problem": problem,
     }
@@ -90,15 +123,25 @@ def render(data: dict[str, Any], out: TextIO = sys.stdout, *, as_json: bool = Fa
         if row["stored"]:
             print(f"  issuer:    {row['issuer']}", file=out)
             print(f"  not after: {row['not_after']}", file=out)
-            print(f"  renews at: {row['renew_at']}", file=out)
+            if row["renew_at"]:
+                print(f"  renews at: {row['renew_at']}", file=out)
+            if row.get("expiry_warning"):
+                print(f"  {row['expiry_level'].upper()}: {row['expiry_warning']}", file=out)
         else:
             print("  not in the volume yet", file=out)
         if row["failures"]:
             print(f"  failures:  {row['failures']} in a row; last: {row['last_error']}", file=out)
         if row["held_until"]:
             print(f"  no order before {row['held_until']}: {row['held_because']}", file=out)
+        if "own" in row:
+            kind = "own certificate" if row["own"] else "replaced by acme-sidecar"
+            print(f"  top level: {kind}: {row['own_reason']}", file=out)
         if row["issued_not_stored"]:
             print("  issued, waiting to be stored (the next cycle stores it)", file=out)
+    top = data.get("top_level")
+    if top and not any(r["name"] == OWN_MARK for r in data["certificates"]):
+        kind = "own certificate" if top["own"] else "replaced by acme-sidecar"
+        print(f"top-level cert.pem/key.pem: {kind}: {top['own_reason']}", file=out)
     if data["force_renew_since"]:
         print(f"force_renew: honoured since {data['force_renew_since']}", file=out)
     if data["deploy_owed"]:

@@ -167,28 +167,20 @@ def test_failed_cycle_is_notified_once_a_day(
     assert "secret-token" not in first.stderr + second.stderr
 
 
-def test_certificate_close_to_expiry_is_notified(
+def test_issued_certificate_warned_relative_to_its_lifetime(
     world: World, volume: Path, smtp: Smtp, webhook: Webhook
 ) -> None:
-    """Pebble issues 5-year certificates, so ACME_NOTIFY_EXPIRY_DAYS=3650 makes the fresh one
-    count as close to expiry: it is notified once, the successful cycle itself is not."""
+    """Pebble issues 5-year certificates: even with ACME_NOTIFY_EXPIRY_DAYS=3650 a fresh one
+    is not close to expiry, because the warning comes at most at ⅓ of the lifetime (see
+    core/expiry.py). The warning itself, through these channels and the mailcow UI, is shown
+    for a certificate 10 days from expiry in test_own.py."""
     seed(world, ["one.test"])
     env = notify_env(world, volume, smtp, webhook) | {"ACME_NOTIFY_EXPIRY_DAYS": "3650"}
     run = sidecar(env, "once")
     assert run.code == 0, run.stderr
-    again = sidecar(env, "once")
-    assert again.code == 0 and again.named("notify.sent") == []
-    (post,) = webhook.posts
-    not_after = leaf(volume / HOST / "cert.pem").not_valid_after_utc
-    assert post["event"] == "certificate_expiring" and post["hostname"] == HOST
-    assert post["details"]["certificate"] == HOST
-    assert post["details"]["not_after"] == not_after.isoformat()
-    assert "autodiscover.one.test" in post["details"]["names"]
-    (mail,) = smtp.inbox.mails
-    assert f"certificate {HOST} expires in" in mail.message["Subject"]
-    assert set(json.loads((volume / "acme" / "notify.json").read_text())["sent"]) == {
-        f"expiring:{HOST}"
-    }
+    assert leaf(volume / HOST / "cert.pem").serial_number
+    assert run.named("notify.sent") == [] and run.named("cert.expiring") == []
+    assert webhook.posts == [] and smtp.inbox.mails == []
 
 
 def ui_log(redis_server: RedisServer) -> list[dict[str, str]]:

@@ -1,0 +1,185 @@
+"""The own top-level pair in a cycle: step aside for it, check it when it changed, deploy it.
+
+``check_own`` classifies the top-level ``cert.pem``/``key.pem`` (``core/own.py``); for an own
+pair (or any pair under ``SKIP_LETS_ENCRYPT=y``) whose fingerprint differs from the one the
+ledger accepted, it waits until the files hold still (an admin's ``cp`` of cert then key), then
+judges the pair: a good one is copied to ``acme/own/`` and a deploy is owed for it (the cycle
+finishes it: reload, verification); a bad one is backed up to ``backups/default/``, the last
+good own pair is put back atomically, and one ``own.refused`` line says why. ``watch_cycle`` is
+the cycle of ``SKIP_LETS_ENCRYPT=y``: the owed deploy and this check, nothing else.
+May touch: the volume (through ``adapters/ownpair``) and, through the deploy, the services.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+
+import structlog
+
+from acme_sidecar.adapters import ownpair
+from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.config.policies import OwnPolicy
+from acme_sidecar.core.ledger import Deploy, OwnPair, State
+from acme_sidecar.core.model import StoredCert
+from acme_sidecar.core.own import OWN_MARK, Ownership, PairFacts, pair_problems
+from acme_sidecar.core.settle import deploy_begin, deploy_wrote, sni_map
+
+log = structlog.get_logger(__name__)
+
+
+class Ledger(Protocol):
+    """The cycle's ledger (``shell.cycle.Book``): read ``state``, save with ``update``."""
+
+    state: State
+
+    def update(self, state: State) -> None:
+        """Take ``state`` and save it."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnView:
+    """What the cycle needs to know about the top-level pair."""
+
+    own: bool = False
+    reason: str = ""
+    facts: PairFacts | None = None
+    refused: bool = False
+
+
+def _when(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def _ownership(policy: OwnPolicy, store: CertStore, facts: PairFacts, state: State) -> Ownership:
+    if policy.skip_lets_encrypt:
+        return Ownership(True, "SKIP_LETS_ENCRYPT=y: acme-sidecar orders nothing and serves this")
+    seen = state.own
+    if facts.unreadable and seen is not None and seen.good:
+        return Ownership(True, "an own certificate was accepted before; this one is unreadable")
+    return ownership_of(policy, store, facts)
+
+
+def ownership_of(policy: OwnPolicy, store: CertStore, facts: PairFacts) -> Ownership:
+    """Classify ``facts`` (the top-level pair) against the volume."""
+    return ownpair.ownership(store, facts, store.load, policy.ca_organizations)
+
+
+def check_own(
+    policy: OwnPolicy,
+    store: CertStore,
+    book: Ledger,
+    now: datetime,
+    stop: threading.Event,
+    *,
+    quiet: bool = False,
+) -> OwnView:
+    """Classify the top-level pair; check, accept or refuse it when it changed (see above)."""
+    pair = ownpair.read_top(store)
+    if pair is None:
+        return OwnView()
+    facts = ownpair.inspect_pair(*pair)
+    who = _ownership(policy, store, facts, book.state)
+    view = OwnView(who.own, who.reason, facts)
+    if not who.own:
+        return view
+    seen = book.state.own or OwnPair()
+    if facts.fingerprint in (seen.good, seen.refused):
+        if not quiet:
+            _log_kept(facts, who.reason, policy)
+        return replace(view, refused=facts.fingerprint == seen.refused)
+    if policy.settle > 0:
+        if stop.wait(policy.settle):
+            return view
+        again = ownpair.read_top(store)
+        if again is None or ownpair.fingerprint(*again) != facts.fingerprint:
+            log.info("own.changing", reason="the top-level pair is still being written",
+                     action="checked again at the next look")  # fmt: skip
+            return view
+    problems = pair_problems(facts, policy.hostname, now)
+    if problems:
+        _refuse(store, book, facts, problems)
+        return replace(view, refused=True)
+    ownpair.save_own_copy(store, *pair)
+    state = book.state
+    if state.deploy is None:
+        domains = {n: c.domains for n, c in store.load().items()}
+        state = deploy_begin(state, store.names(), now, sni_map(domains))
+    state = deploy_wrote(state, OWN_MARK)
+    book.update(replace(state, own=OwnPair(good=facts.fingerprint)))
+    log.info(
+        "own.accepted",
+        subject=facts.subject,
+        issuer=facts.issuer,
+        serial=f"{facts.serial:x}",
+        names=" ".join(facts.names),
+        not_after=_when(facts.not_after),
+        reason=who.reason,
+        action="deploying it to the services; a copy is kept in acme/own/",
+    )
+    return view
+
+
+def _log_kept(facts: PairFacts, reason: str, policy: OwnPolicy) -> None:
+    log.info(
+        "own.kept",
+        subject=facts.subject,
+        issuer=facts.issuer,
+        not_after=_when(facts.not_after),
+        reason=reason,
+        action="not overwritten; nothing is ordered for "
+        + (policy.hostname or "the hostname")
+        + ("" if policy.skip_lets_encrypt else " (its certificate directory is archived)"),
+    )
+
+
+def _refuse(store: CertStore, book: Ledger, facts: PairFacts, problems: list[str]) -> None:
+    saved = ownpair.backup_top(store)
+    good = ownpair.read_own_copy(store)
+    if good is not None and ownpair.fingerprint(*good) != facts.fingerprint:
+        ownpair.install_top(store, *good, backup=False)
+        kept = ownpair.inspect_pair(*good)
+        action = (
+            f"the last good pair ({kept.subject}, serial {kept.serial:x}) was put back and "
+            "stays served"
+        )
+    else:
+        action = "no earlier good own pair to put back; the files are left as they are"
+    seen = book.state.own or OwnPair()
+    book.update(replace(book.state, own=replace(seen, refused=facts.fingerprint)))
+    log.error(
+        "own.refused",
+        subject=facts.subject or None,
+        issuer=facts.issuer or None,
+        not_after=_when(facts.not_after),
+        problems="; ".join(problems),
+        refused_files=str(saved.relative_to(store.root)) if saved else None,
+        action=action,
+    )
+
+
+def own_written(
+    policy: OwnPolicy, store: CertStore, owed: Deploy, certs: Mapping[str, StoredCert]
+) -> dict[str, int]:
+    """The SNI name to verify for the top-level pair of an owed deploy: the hostname, unless
+    a certificate directory also holds it (its consumers then answer with that one)."""
+    if OWN_MARK not in owed.certs or not policy.hostname:
+        return {}
+    pair = ownpair.read_top(store)
+    if pair is None:
+        return {}
+    facts = ownpair.inspect_pair(*pair)
+    shadow = sorted(n for n, c in certs.items() if policy.hostname in c.domains)
+    if shadow:
+        log.warning(
+            "own.shadowed",
+            hostname=policy.hostname,
+            directories=",".join(shadow),
+            reason="clients that ask for the hostname by name get that directory's certificate",
+            hint="move the directory away if the top-level pair should be served for it",
+        )
+        return {}
+    return {policy.hostname: facts.serial} if not facts.unreadable else {}
