@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from acme_sidecar.adapters.tls_probe import Endpoint
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import DeployPolicy
+from acme_sidecar.core.consumers import Act
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import FailureKind, StoredCert
 from acme_sidecar.core.report import Outcome
@@ -147,7 +148,8 @@ def test_deploy_owed_is_finished_by_the_next_cycle(tmp_path: Path) -> None:
     w.services.error = None
     second = guarded_cycle(cycle_policy(), w.deps())  # a restart: the ledger from the volume
     assert second.outcome is Outcome.OK and second.state.deploy is None
-    assert w.services.calls == [True] and second.issued == 0
+    restart = {s: Act.RESTART for s in w.services.services}  # new directories
+    assert w.services.calls == [restart] and second.issued == 0
 
 
 def test_symlinked_directory_is_held(tmp_path: Path) -> None:
