@@ -16,7 +16,7 @@ from tests.world.proc import free_port
 
 
 @contextmanager
-def consumer_stack(world: World, volume: Path, *, postmap: bool = False) -> Iterator[Stack]:
+def consumer_stack(world: World, volume: Path, *, postmap: bool = True) -> Iterator[Stack]:
     """``volume`` holding mailcow's snake-oil default pair, served by three consumers (removed
     afterwards), with the sidecar settings that point at them. ``postmap``: the Postfix-like
     one serves SNI names from copies made at start, as mailcow's ``postmap -F`` does."""
