@@ -1,39 +1,55 @@
-"""Apply: reload or restart the consumers (Postfix, Dovecot, nginx) through the Docker API.
+"""Apply: reload, rebuild or restart the consumers (Postfix, Dovecot, nginx) through the Docker API.
 
 Containers are found by their compose labels: ``com.docker.compose.project`` equal to
 ``COMPOSE_PROJECT_NAME`` (exactly, never a substring) and ``com.docker.compose.service`` in
-``ACME_RESTART_SERVICES``. A change of certificate contents is applied with the service's own
-reload command run inside its container (falling back to a restart when that fails); a change in
-the set of certificate directories needs a restart, because the consumers build their SNI maps
-at start. Each container is acted on once per call. May touch: Docker only.
+``ACME_RESTART_SERVICES``. Each service gets the action ``core.consumers`` chose for it: a
+reload runs the service's own reload command inside its container; Postfix's map rebuild runs
+``postmap -F`` on ``sni.map`` then ``postfix reload`` (mailcow runs Postfix with ``-c
+/opt/postfix/conf``); a failed reload or rebuild falls back to a restart. Each container is
+acted on once per call, with one log line naming service, container, action and reason.
+May touch: Docker only.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
 
+from acme_sidecar.core.consumers import Act, Action, Kind, kind_of
 from acme_sidecar.core.errors import ServiceError
 
 log = structlog.get_logger(__name__)
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
+POSTFIX_CONF = "/opt/postfix/conf"  # mailcow starts Postfix with -c this
+SNI_MAP = f"hash:{POSTFIX_CONF}/sni.map"
 
-# the reload command of each consumer, found by a word in its compose service name
-RELOAD_COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("postfix", ("postfix", "reload")),
-    ("dovecot", ("doveadm", "reload")),
-    ("nginx", ("nginx", "-s", "reload")),
-)
+Command = tuple[str, ...]
+# the reload command of each consumer kind, run inside its container
+RELOAD_COMMANDS: Mapping[Kind, Command] = {
+    Kind.POSTFIX: ("postfix", "-c", POSTFIX_CONF, "reload"),
+    Kind.DOVECOT: ("doveadm", "reload"),
+    Kind.NGINX: ("nginx", "-s", "reload"),
+}
+# Postfix's sni.map holds copies of the certificates (postmap -F): rebuilt, then reloaded
+REBUILD_COMMANDS: tuple[Command, ...] = (("postmap", "-F", SNI_MAP), RELOAD_COMMANDS[Kind.POSTFIX])
+DONE = {Act.RELOAD: "reloaded", Act.REBUILD: "rebuilt", Act.RESTART: "restarted"}
+FALLBACK = {Act.RELOAD: "reload did not work", Act.REBUILD: "map rebuild or reload did not work"}
 
 
-def reload_command(service: str) -> tuple[str, ...] | None:
-    """The in-container reload command of ``service``; ``None`` means restart it."""
-    return next((cmd for word, cmd in RELOAD_COMMANDS if word in service), None)
+def commands_for(service: str, act: Act) -> tuple[Command, ...]:
+    """The in-container commands of ``act`` for ``service``; empty means restart it."""
+    kind = kind_of(service)
+    if act is Act.REBUILD and kind is Kind.POSTFIX:
+        return REBUILD_COMMANDS
+    reload = RELOAD_COMMANDS.get(kind)
+    if act in (Act.RELOAD, Act.REBUILD) and reload is not None:
+        return (reload,)
+    return ()
 
 
 def log_not_found(service: str, project: str) -> None:
@@ -46,15 +62,39 @@ def log_not_found(service: str, project: str) -> None:
     )
 
 
+def log_done(service: str, container: str, action: Action, command: str) -> None:
+    """The one line for a reload or rebuild that worked."""
+    log.info(
+        "service.reloaded",
+        service=service,
+        container=container,
+        action=action.act.value,
+        command=command,
+        reason=action.reason,
+    )
+
+
+def log_restarted(service: str, container: str, action: Action) -> None:
+    """The one line for a restart: the one asked for, or the fallback of a failed reload."""
+    asked = action.act is Act.RESTART
+    log.info(
+        "service.restarted",
+        service=service,
+        container=container,
+        action=Act.RESTART.value,
+        reason=action.reason if asked else FALLBACK.get(action.act, action.reason),
+    )
+
+
 class Services(Protocol):
     """The consumers of the certificate volume."""
 
     services: tuple[str, ...]
+    can_rebuild_map: bool  # commands can be run in the containers (Postfix's postmap)
 
-    def apply(
-        self, *, restart: bool, only: Sequence[str] | None = None, reason: str = ""
-    ) -> dict[str, str]:
-        """Reload (or restart) every consumer once; return ``{service: "reloaded"|...}``."""
+    def apply(self, actions: Mapping[str, Action]) -> dict[str, str]:
+        """Do each service's action once; return ``{service: "reloaded"|"rebuilt"|...}``.
+        Services not in ``actions`` (or with ``Act.NONE``) are not touched."""
 
 
 def _docker_from_env() -> Any:
@@ -65,6 +105,8 @@ def _docker_from_env() -> Any:
 
 class DockerServices:
     """Compose services of one project, driven through the Docker SDK (``DOCKER_HOST``)."""
+
+    can_rebuild_map = True  # docker exec runs any command: postmap included
 
     def __init__(
         self,
@@ -88,16 +130,16 @@ class DockerServices:
             and c.labels.get(SERVICE_LABEL) == service
         ]
 
-    def apply(
-        self, *, restart: bool, only: Sequence[str] | None = None, reason: str = ""
-    ) -> dict[str, str]:
-        """Reload, or restart when ``restart`` (or when the reload fails), each service once;
-        ``reason`` says why a restart was asked for (default: the set changed)."""
+    def apply(self, actions: Mapping[str, Action]) -> dict[str, str]:
+        """Do each service's action (a failed reload or rebuild restarts instead)."""
         import docker.errors
         import requests
 
         # the SDK raises requests' errors (ReadTimeout, ConnectionError) besides its own
         failures = (docker.errors.DockerException, requests.RequestException, OSError)
+        todo = {s: a for s, a in actions.items() if a.act is not Act.NONE}
+        if not todo:
+            return {}
         try:
             client = self._client_factory()
         except failures as exc:
@@ -105,13 +147,13 @@ class DockerServices:
         done: dict[str, str] = {}
         failed: list[str] = []
         try:
-            for service in self.services if only is None else only:
+            for service, action in todo.items():
                 containers = self._containers(client, service)
                 if not containers:
                     log_not_found(service, self.project)
                 for container in containers:
                     try:
-                        done[service] = self._apply_one(container, service, restart, reason)
+                        done[service] = self._apply_one(container, service, action)
                     except failures as exc:
                         failed.append(service)
                         log.error("service.failed", service=service, error=str(exc))
@@ -124,29 +166,26 @@ class DockerServices:
             raise ServiceError("could not reload or restart " + ", ".join(failed))
         return done
 
-    def _apply_one(self, container: Any, service: str, restart: bool, reason: str) -> str:
-        command = reload_command(service)
-        if not restart and command is not None:
+    def _apply_one(self, container: Any, service: str, action: Action) -> str:
+        commands = commands_for(service, action.act)
+        for command in commands:
             result = container.exec_run(list(command))
-            if result.exit_code == 0:
-                log.info(
-                    "service.reloaded",
+            if result.exit_code != 0:
+                output = (result.output or b"").decode(errors="replace").strip()[-200:]
+                log.warning(
+                    "service.reload_failed",
                     service=service,
                     container=container.name,
                     command=" ".join(command),
-                    reason="certificate contents changed",
+                    exit_code=result.exit_code,
+                    output=output,
+                    action="restarting instead",
                 )
-                return "reloaded"
-            output = (result.output or b"").decode(errors="replace").strip()[-200:]
-            log.warning(
-                "service.reload_failed",
-                service=service,
-                command=" ".join(command),
-                exit_code=result.exit_code,
-                output=output,
-                action="restarting instead",
-            )
+                break
+        else:
+            if commands:
+                log_done(service, container.name, action, "; ".join(map(" ".join, commands)))
+                return DONE[action.act]
         container.restart(timeout=10)
-        why = (reason or "the set of certificates changed") if restart else "reload did not work"
-        log.info("service.restarted", service=service, container=container.name, reason=why)
-        return "restarted"
+        log_restarted(service, container.name, action)
+        return DONE[Act.RESTART]

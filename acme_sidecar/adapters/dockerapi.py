@@ -6,7 +6,9 @@ mailcow network it answers plain HTTPS calls (see the reference note on its cont
 /containers/<id>/restart`` and ``POST /containers/<id>/exec`` with ``{"cmd": "reload", "task":
 "postfix"|"dovecot"|"nginx"}``. Every answer is HTTP 200 with ``{"type": "success"|"danger",
 "msg": ...}``; ``danger`` is a failure. Containers are matched exactly on their compose labels,
-as ``adapters/docker.py`` does; a failed reload falls back to a restart. ``choose_services``
+as ``adapters/docker.py`` does; a failed reload falls back to a restart. There is no exec of
+other commands, so Postfix's ``sni.map`` cannot be rebuilt here (``can_rebuild_map`` is false:
+``core.consumers`` restarts Postfix instead). ``choose_services``
 picks this adapter or the Docker socket's for ``ACME_DOCKER_API`` (called by the CLI's wiring).
 May touch: the dockerapi over HTTP(S), and name resolution for the ``auto`` choice.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import socket
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -28,8 +30,11 @@ from acme_sidecar.adapters.docker import (
     SERVICE_LABEL,
     DockerServices,
     Services,
+    log_done,
     log_not_found,
+    log_restarted,
 )
+from acme_sidecar.core.consumers import Act, Action
 from acme_sidecar.core.errors import ServiceError
 
 log = structlog.get_logger(__name__)
@@ -79,6 +84,8 @@ def reload_task(service: str) -> str | None:
 
 class DockerapiServices:
     """Compose services of one project, driven through mailcow's dockerapi at ``url``."""
+
+    can_rebuild_map = False  # dockerapi only knows its reload tasks: no postmap
 
     def __init__(
         self,
@@ -140,24 +147,22 @@ class DockerapiServices:
                 found.append((str(cid), str(doc.get("Name", cid)).lstrip("/")))
         return found
 
-    def apply(
-        self, *, restart: bool, only: Sequence[str] | None = None, reason: str = ""
-    ) -> dict[str, str]:
-        """Reload, or restart when ``restart`` (or when the reload fails), each service once;
-        ``reason`` says why a restart was asked for (default: the set changed)."""
+    def apply(self, actions: Mapping[str, Action]) -> dict[str, str]:
+        """Do each service's action (a failed reload restarts instead)."""
+        todo = {s: a for s, a in actions.items() if a.act is not Act.NONE}
+        if not todo:
+            return {}
         done: dict[str, str] = {}
         failed: list[str] = []
         with self._session_factory() as session:
             listing = self._listing(session)
-            for service in self.services if only is None else only:
+            for service, action in todo.items():
                 containers = self._containers(listing, service)
                 if not containers:
                     log_not_found(service, self.project)
                 for cid, name in containers:
                     try:
-                        done[service] = self._apply_one(
-                            session, cid, name, service, restart, reason
-                        )
+                        done[service] = self._apply_one(session, cid, name, service, action)
                     except ServiceError as exc:
                         failed.append(service)
                         log.error("service.failed", service=service, error=str(exc))
@@ -166,30 +171,21 @@ class DockerapiServices:
         return done
 
     def _apply_one(
-        self,
-        session: requests.Session,
-        cid: str,
-        name: str,
-        service: str,
-        restart: bool,
-        reason: str,
+        self, session: requests.Session, cid: str, name: str, service: str, action: Action
     ) -> str:
+        if action.act is Act.REBUILD:  # not chosen for this way; restarting is what works
+            action = Action(Act.RESTART, action.reason + "; dockerapi cannot run postmap")
         task = reload_task(service)
-        if not restart and task is not None:
+        if action.act is Act.RELOAD and task is not None:
             body = {"cmd": "reload", "task": task}
             error = self._command(session, f"/containers/{cid}/exec", body)
             if error is None:
-                log.info(
-                    "service.reloaded",
-                    service=service,
-                    container=name,
-                    command=f"dockerapi reload {task}",
-                    reason="certificate contents changed",
-                )
+                log_done(service, name, action, f"dockerapi reload {task}")
                 return "reloaded"
             log.warning(
                 "service.reload_failed",
                 service=service,
+                container=name,
                 command=f"dockerapi reload {task}",
                 output=error,
                 action="restarting instead",
@@ -197,6 +193,5 @@ class DockerapiServices:
         error = self._command(session, f"/containers/{cid}/restart")
         if error is not None:
             raise ServiceError(f"mailcow dockerapi could not restart {name}: {error}")
-        why = (reason or "the set of certificates changed") if restart else "reload did not work"
-        log.info("service.restarted", service=service, container=name, reason=why)
+        log_restarted(service, name, action)
         return "restarted"

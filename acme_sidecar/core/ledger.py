@@ -60,6 +60,7 @@ class Deploy:
     dirs_before: tuple[str, ...] = ()  # the certificate directories before the first write
     attempts: int = 0
     sni_before: tuple[str, ...] = ()  # "name directory" of every name before the first write
+    default: bool = False  # the top-level cert.pem/key.pem were written since
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class State:
                     "dirs_before": list(self.deploy.dirs_before),
                     "attempts": self.deploy.attempts,
                     "sni_before": list(self.deploy.sni_before),
+                    "default": self.deploy.default,
                 },
                 "own": None
                 if self.own is None
@@ -156,6 +158,7 @@ class State:
                 dirs_before=tuple(str(c) for c in deploy.get("dirs_before", ())),
                 attempts=int(deploy.get("attempts", 0)),
                 sni_before=tuple(str(c) for c in deploy.get("sni_before", ())),
+                default=deploy.get("default") is True,
             ),
             own=None if not own else OwnPair(str(own.get("good", "")), str(own.get("refused", ""))),
         )

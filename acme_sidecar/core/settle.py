@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from acme_sidecar.core.consumers import Change
 from acme_sidecar.core.ledger import CertLedger, Deploy, State
 from acme_sidecar.core.model import FailureKind, Issued, IssueFailure
 from acme_sidecar.core.state import record_issued, record_rejections
@@ -220,15 +221,16 @@ def deploy_begin(
 
 def deploy_checks(
     deploy: Deploy, domains: Mapping[str, tuple[str, ...]]
-) -> tuple[bool, dict[str, str]]:
+) -> tuple[Change, dict[str, str]]:
     """What an owed deploy needs, from the certificate directories now (name -> domains):
-    whether the services must restart (the consumers build their SNI maps at start: a new or
-    removed directory, or a name that moved, needs a restart), and which SNI name to check
-    for which written directory (its first name and every name new to it)."""
+    what changed for the consumers (the top-level pair, the contents of which directories,
+    and whether the layout changed: a new or removed directory, or a name that moved; the
+    consumers build their SNI maps at start), and which SNI name to check for which written
+    directory (its first name and every name new to it)."""
     now = set(sni_map(domains))
-    restart = set(domains) != set(deploy.dirs_before)
+    layout = set(domains) != set(deploy.dirs_before)
     if deploy.sni_before:
-        restart = restart or now != set(deploy.sni_before)
+        layout = layout or now != set(deploy.sni_before)
     before = set(deploy.sni_before)
     checks: dict[str, str] = {}
     for directory in deploy.certs:
@@ -239,7 +241,8 @@ def deploy_checks(
         for name in names[1:]:
             if before and f"{name} {directory}" not in before:
                 checks[name] = directory
-    return restart, checks
+    written = frozenset(d for d in deploy.certs if d in domains)
+    return Change(default=deploy.default, dirs=written, layout=layout), checks
 
 
 def deploy_wrote(state: State, name: str) -> State:
@@ -248,6 +251,14 @@ def deploy_wrote(state: State, name: str) -> State:
     if deploy is None or name in deploy.certs:
         return state
     return replace(state, deploy=replace(deploy, certs=(*deploy.certs, name)))
+
+
+def deploy_wrote_default(state: State) -> State:
+    """The top-level pair was written (or is about to be): Postfix must reload it."""
+    deploy = state.deploy
+    if deploy is None or deploy.default:
+        return state
+    return replace(state, deploy=replace(deploy, default=True))
 
 
 def deploy_finished(state: State, ok: bool) -> State:

@@ -34,6 +34,7 @@ from acme_sidecar.core.settle import (
     deploy_checks,
     deploy_finished,
     deploy_wrote,
+    deploy_wrote_default,
     force_complete,
     force_done,
     force_seen,
@@ -157,6 +158,12 @@ def _owe(book: Book, store: CertStore, now: datetime) -> None:
         book.update(deploy_begin(book.state, store.names(), now, sni_map(domains)))
 
 
+def _owe_default(book: Book, store: CertStore, now: datetime) -> None:
+    """Record, before the top-level pair is swapped, that the deploy owes its reload."""
+    _owe(book, store, now)
+    book.update(deploy_wrote_default(book.state))
+
+
 def _store_one(
     book: Book,
     store: CertStore,
@@ -221,14 +228,12 @@ def _finish_deploy(policy: CyclePolicy, deps: Deps, book: Book) -> tuple[tuple[s
     if owed is None:
         return (), 0
     certs = deps.store.load()
-    set_changed, checks = deploy_checks(owed, {n: c.domains for n, c in certs.items()})
+    change, checks = deploy_checks(owed, {n: c.domains for n, c in certs.items()})
     written = {name: certs[directory].serial for name, directory in checks.items()}
     written |= own_written(policy.own, deps.store, owed, certs)
     if owed.attempts:
         log.info("deploy.resumed", certificates=",".join(owed.certs) or None, since=str(owed.since))
-    actions, errors = deploy(
-        policy.deploy, deps.services, written, set_changed=set_changed, stop=deps.stop
-    )
+    actions, errors = deploy(policy.deploy, deps.services, written, change=change, stop=deps.stop)
     book.update(deploy_finished(book.state, ok=errors == 0))
     return actions, errors
 
@@ -295,7 +300,7 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
     if (
         default
         and (store.root / default / "cert.pem").is_file()
-        and store.set_default(default, before=lambda: _owe(book, store, now))
+        and store.set_default(default, before=lambda: _owe_default(book, store, now))
     ):
         log.info("cert.default", certificate=default, files="cert.pem key.pem")
     if failed == 0 and plan.archive:

@@ -1,9 +1,10 @@
 """Deploy: after the volume changed, reload or restart the consumers and check what they serve.
 
-The set of certificate directories changed -> restart (SNI maps are built at start); only
-contents changed -> reload. Then each service's TLS endpoint is asked, with SNI, for every
-certificate written in this cycle; a service still serving an old serial after a reload is
-restarted once, and a mismatch after that is one clear error naming service and name.
+Each service gets the action ``core.consumers.plan`` chooses from what changed and the way to
+the containers (reload, Postfix's map rebuild, restart; a service with nothing to do is not
+touched). Then each service's TLS endpoint is asked, with SNI, for every certificate written
+in this cycle; a service still serving an old serial after a reload is restarted once, and a
+mismatch after that is one clear error naming service and name.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import structlog
 from acme_sidecar.adapters.docker import Services
 from acme_sidecar.adapters.tls_probe import Endpoint, Mismatch, check_served
 from acme_sidecar.config.policies import DeployPolicy
+from acme_sidecar.core.consumers import Change, plan, restart_all
 from acme_sidecar.core.errors import ServiceError
 
 log = structlog.get_logger(__name__)
@@ -39,7 +41,7 @@ def deploy(
     services: Services | None,
     written: Mapping[str, int],
     *,
-    set_changed: bool,
+    change: Change,
     stop: threading.Event | None = None,
 ) -> tuple[tuple[str, ...], int]:
     """Apply the change to the consumers and verify; return (actions done, error count).
@@ -49,8 +51,11 @@ def deploy(
     """
     if services is None:
         return (), 0
+    actions_of = plan(services.services, change, can_rebuild_map=services.can_rebuild_map)
+    if not actions_of:
+        return (), 0
     try:
-        done = services.apply(restart=set_changed)
+        done = services.apply(actions_of)
     except ServiceError as exc:
         log.error("service.failed", error=str(exc))
         return (), 1
@@ -75,9 +80,9 @@ def deploy(
         log.warning("service.stale", services=",".join(sorted(reloaded)), action="restarting them")
         try:
             again_done = services.apply(
-                restart=True,
-                only=sorted(reloaded),
-                reason="it still served the old certificate after the reload",
+                restart_all(
+                    sorted(reloaded), "it still served the old certificate after the reload"
+                )
             )
             done.update(again_done)
             actions = tuple(f"{s}:{a}" for s, a in done.items())

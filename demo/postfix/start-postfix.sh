@@ -3,11 +3,11 @@
 # the volume has none, then the SNI map from the certificate volume (one line per name of each
 # directory holding domains, cert.pem and key.pem: "<name> <dir>/key.pem <dir>/cert.pem",
 # loaded with postmap -F), then Postfix in the foreground. `postfix reload` re-reads the
-# default pair; the SNI map is only rebuilt here, at start.
+# default pair; renewed SNI certificates need `postmap -F` again (names stay as at start).
 set -eu
 
 certs=/etc/ssl/mail
-map=/etc/postfix/sni.map
+map=/opt/postfix/conf/sni.map
 snakeoil "$certs" "${MAILCOW_HOSTNAME:-localhost}"
 
 : >"$map"

@@ -16,13 +16,16 @@ from tests.world.proc import free_port
 
 
 @contextmanager
-def consumer_stack(world: World, volume: Path) -> Iterator[Stack]:
+def consumer_stack(world: World, volume: Path, *, postmap: bool = True) -> Iterator[Stack]:
     """``volume`` holding mailcow's snake-oil default pair, served by three consumers (removed
-    afterwards), with the sidecar settings that point at them."""
+    afterwards), with the sidecar settings that point at them. ``postmap``: the Postfix-like
+    one serves SNI names from copies made at start, as mailcow's ``postmap -F`` does."""
     write_pair(volume, [HOST], domains_file=False)  # the snake-oil cert.pem/key.pem
     ports = {service: free_port() for service, _ in KINDS}
     containers = {
-        service: world.docker.run_consumer(PROJECT, service, kind, ports[service], volume)
+        service: world.docker.run_consumer(
+            PROJECT, service, kind, ports[service], volume, sni_snapshot=postmap and kind == "smtp"
+        )
         for service, kind in KINDS
     }
     env = base_env(world, volume) | {

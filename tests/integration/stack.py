@@ -28,6 +28,10 @@ class Stack:
     def reloads(self, world: World) -> dict[str, int]:
         return {s: world.docker.reloads(c.id) for s, c in self.containers.items()}
 
-    def serial(self, kind: str, name: str) -> int:
+    def events(self, world: World) -> dict[str, dict[str, int]]:
+        """Per service: starts, reloads and map rebuilds since its container was created."""
+        return {s: world.docker.events(c.id) for s, c in self.containers.items()}
+
+    def serial(self, kind: str, name: str | None) -> int:
         service = next(s for s, k in KINDS if k == kind)
         return served_serial(kind, self.ports[service], name)

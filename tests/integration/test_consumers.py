@@ -208,3 +208,57 @@ def test_every_sighup_is_one_reload(stack: Stack) -> None:
     stack.docker.wait_reloads(consumer.container.id, 10)
     assert stack.docker.reloads(consumer.container.id) == 10
     assert served_serial(consumer.kind, consumer.port, "beta.test") == stack.serials["beta"]
+
+
+@pytest.fixture
+def postfix(docker_world: DockerWorld, consumer_image: str, tmp_path: Path) -> Iterator[Stack]:
+    """A Postfix-like consumer serving SNI names from copies made at start (``postmap -F``)."""
+    cert_dir = tmp_path / "ssl"
+    serials = {
+        "default": write_pair(cert_dir, ["mail.example.test"], domains_file=False),
+        "alpha": write_pair(cert_dir / "alpha.test", ["alpha.test"]),
+    }
+    port = free_port()
+    container = docker_world.run_consumer(
+        PROJECT, "postfix-mailcow", "smtp", port, cert_dir, sni_snapshot=True
+    )
+    reload_cmd = ["postfix", "-c", "/opt/postfix/conf", "reload"]
+    consumer = Consumer("postfix-mailcow", "smtp", port, reload_cmd, container)
+    try:
+        yield Stack(docker_world, cert_dir, serials, [consumer])
+    finally:
+        container.remove(force=True)
+
+
+def test_postfix_reload_keeps_sni_copies_until_postmap(postfix: Stack) -> None:
+    """Like mailcow's Postfix: a reload serves the renewed default pair but the SNI copies made
+    at start; ``postmap -F`` then a reload serves the renewed SNI certificate; a name new to
+    the directory still gets the default (only a restart rebuilds sni.map)."""
+    container = postfix.consumers[0].container
+    new_alpha = write_pair(postfix.cert_dir / "alpha.test", ["alpha.test", "new.alpha.test"])
+    new_default = write_pair(postfix.cert_dir, ["mail.example.test"], domains_file=False)
+    postfix.reload_all()
+    assert postfix.served(None) == {new_default}
+    assert postfix.served("alpha.test") == {postfix.serials["alpha"]}
+
+    code, out = container.exec_run(["postmap", "-F", "hash:/opt/postfix/conf/sni.map"])
+    assert code == 0, out
+    postfix.reload_all()
+    assert postfix.served("alpha.test") == {new_alpha}
+    assert postfix.served("new.alpha.test") == {new_default}
+    assert postfix.docker.events(container.id) == {"start": 1, "reload": 2, "postmap": 1}
+
+    container.restart(timeout=5)
+    postfix.docker.wait_ready(container.id)
+    assert postfix.served("new.alpha.test") == {new_alpha}
+    assert postfix.docker.events(container.id) == {"start": 2, "reload": 2, "postmap": 1}
+
+
+def test_postmap_fails_for_a_removed_directory(postfix: Stack) -> None:
+    """A directory gone since start makes ``postmap -F`` fail, as the real one does."""
+    container = postfix.consumers[0].container
+    shutil.rmtree(postfix.cert_dir / "alpha.test")
+    code, out = container.exec_run(["postmap", "-F", "hash:/opt/postfix/conf/sni.map"])
+    assert code == 1 and b"postmap: fatal" in out
+    code, _ = container.exec_run(["postmap", "hash:/opt/postfix/conf/sni.map"])
+    assert code == 1

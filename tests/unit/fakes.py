@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from acme_sidecar.adapters.docker import DONE
 from acme_sidecar.adapters.volume import CertStore, load_key
 from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
+from acme_sidecar.core.consumers import Act, Action
 from acme_sidecar.core.discover import NameRules
 from acme_sidecar.core.model import CertSpec, DomainRows, FailureKind, Issued, IssueFailure
 from acme_sidecar.core.plan import Shape
@@ -143,20 +145,20 @@ class FakeIssuer:
 
 @dataclass
 class FakeServices:
-    """Records every apply; ``error`` is raised by the next applies while set."""
+    """Records every apply (``{service: act}``); ``error`` is raised by the next applies
+    while set. ``can_rebuild_map``: like the Docker socket (True) or dockerapi (False)."""
 
     services: tuple[str, ...] = ("postfix", "dovecot", "nginx")
-    calls: list[bool] = field(default_factory=list)
+    can_rebuild_map: bool = True
+    calls: list[dict[str, Act]] = field(default_factory=list)
     error: BaseException | None = None
 
-    def apply(
-        self, *, restart: bool, only: Sequence[str] | None = None, reason: str = ""
-    ) -> dict[str, str]:
+    def apply(self, actions: Mapping[str, Action]) -> dict[str, str]:
         if self.error is not None:
             raise self.error
-        self.calls.append(restart)
-        word = "restarted" if restart else "reloaded"
-        return {s: word for s in (only or self.services)}
+        todo: dict[str, Act] = {s: a.act for s, a in actions.items() if a.act is not Act.NONE}
+        self.calls.append(todo)
+        return {s: DONE[act] for s, act in todo.items()}
 
 
 @dataclass

@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from acme_sidecar.adapters.tls_probe import Endpoint
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import DeployPolicy
+from acme_sidecar.core.consumers import Act
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import FailureKind, StoredCert
 from acme_sidecar.core.report import Outcome
@@ -147,7 +148,31 @@ def test_deploy_owed_is_finished_by_the_next_cycle(tmp_path: Path) -> None:
     w.services.error = None
     second = guarded_cycle(cycle_policy(), w.deps())  # a restart: the ledger from the volume
     assert second.outcome is Outcome.OK and second.state.deploy is None
-    assert w.services.calls == [True] and second.issued == 0
+    restart = {s: Act.RESTART for s in w.services.services}  # new directories
+    assert w.services.calls == [restart] and second.issued == 0
+
+
+@pytest.mark.parametrize("socket", [True, False])
+def test_renewal_and_new_name_take_the_table(tmp_path: Path, socket: bool) -> None:
+    """A renewal of every certificate rebuilds Postfix's map (socket) or restarts it (dockerapi)
+    and reloads the others; a new layout (SAN mode: one directory, the others archived)
+    restarts all."""
+    w = World(tmp_path / "ssl")
+    w.services.can_rebuild_map = socket
+    everyone = w.services.services
+    guarded_cycle(cycle_policy(), w.deps())
+    assert w.services.calls == [dict.fromkeys(everyone, Act.RESTART)]  # new directories
+    w.clock.advance(3600)
+    (w.root / "force_renew").touch()
+    renewal = guarded_cycle(cycle_policy(), w.deps())
+    assert renewal.outcome is Outcome.OK and renewal.issued == 4
+    postfix = Act.REBUILD if socket else Act.RESTART
+    assert w.services.calls[-1] == {"postfix": postfix, "dovecot": Act.RELOAD, "nginx": Act.RELOAD}
+    w.source.domains = ("a.test", "b.test", "c.test", "d.test")
+    w.clock.advance(3600)
+    grown = guarded_cycle(cycle_policy(sni=False), w.deps())
+    assert grown.outcome is Outcome.OK
+    assert w.services.calls[-1] == dict.fromkeys(everyone, Act.RESTART)
 
 
 def test_symlinked_directory_is_held(tmp_path: Path) -> None:

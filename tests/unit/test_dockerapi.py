@@ -15,10 +15,16 @@ from structlog.testing import capture_logs
 from acme_sidecar.adapters.docker import DockerServices
 from acme_sidecar.adapters.dockerapi import DockerapiServices, choose_services
 from acme_sidecar.config.settings import load_settings
+from acme_sidecar.core.consumers import Act, Action, restart_all
 from acme_sidecar.core.errors import ConfigError, ServiceError
 from tests.world.proc import free_port
 
 SERVICES = ("postfix-mailcow", "dovecot-mailcow", "nginx-mailcow", "sogo-mailcow")
+RELOAD = Action(Act.RELOAD, "certificate contents changed")
+
+
+def _restart(*services: str) -> dict[str, Action]:
+    return dict(restart_all(services, "a certificate directory was added"))
 
 
 def _doc(cid: str, project: str, service: str, *, running: bool = True) -> dict[str, Any]:
@@ -93,7 +99,7 @@ def test_only_exact_labels_are_touched(fake: FakeDockerapi) -> None:
         "eee5": _doc("eee5", "acme", "postfix-mailcow"),
     }
     api = DockerapiServices("AcmeTest", ["postfix-mailcow"], url=fake.url)
-    assert api.apply(restart=True) == {"postfix-mailcow": "restarted"}
+    assert api.apply(_restart("postfix-mailcow")) == {"postfix-mailcow": "restarted"}
     assert fake.posts() == [("/containers/aaa1/restart", None)]
 
 
@@ -103,7 +109,7 @@ def test_reload_uses_the_task_of_the_service(fake: FakeDockerapi) -> None:
     fake.containers = {f"c{i}": _doc(f"c{i}", "acmetest", s) for i, s in enumerate(SERVICES)}
     api = DockerapiServices("acmetest", SERVICES, url=fake.url)
     with capture_logs() as logs:
-        done = api.apply(restart=False)
+        done = api.apply(dict.fromkeys(SERVICES, RELOAD))
     assert done == {
         "postfix-mailcow": "reloaded",
         "dovecot-mailcow": "reloaded",
@@ -116,7 +122,34 @@ def test_reload_uses_the_task_of_the_service(fake: FakeDockerapi) -> None:
         ("/containers/c2/exec", {"cmd": "reload", "task": "nginx"}),
         ("/containers/c3/restart", None),
     ]
-    assert [e["event"] for e in logs].count("service.reloaded") == 3
+    reloaded = [e for e in logs if e["event"] == "service.reloaded"]
+    assert [(e["container"], e["action"], e["reason"]) for e in reloaded] == [
+        (f"acmetest-{s}-1", "reload", "certificate contents changed") for s in SERVICES[:3]
+    ]
+
+
+def test_actions_per_service(fake: FakeDockerapi) -> None:
+    """Each service gets its own action; ``none`` leaves it untouched, and a map rebuild (which
+    dockerapi cannot run) is a restart saying why."""
+    fake.containers = {f"c{i}": _doc(f"c{i}", "acmetest", s) for i, s in enumerate(SERVICES)}
+    api = DockerapiServices("acmetest", SERVICES, url=fake.url)
+    assert api.can_rebuild_map is False
+    actions = {
+        "postfix-mailcow": Action(Act.REBUILD, "sni.map holds copies"),
+        "dovecot-mailcow": RELOAD,
+        "nginx-mailcow": Action(Act.NONE, "nothing it serves changed"),
+    }
+    with capture_logs() as logs:
+        done = api.apply(actions)
+    assert done == {"postfix-mailcow": "restarted", "dovecot-mailcow": "reloaded"}
+    assert fake.posts() == [
+        ("/containers/c0/restart", None),
+        ("/containers/c1/exec", {"cmd": "reload", "task": "dovecot"}),
+    ]
+    restarted = [e for e in logs if e["event"] == "service.restarted"]
+    assert [e["reason"] for e in restarted] == [
+        "sni.map holds copies; dockerapi cannot run postmap"
+    ]
 
 
 def test_danger_reload_falls_back_to_restart(fake: FakeDockerapi) -> None:
@@ -125,7 +158,7 @@ def test_danger_reload_falls_back_to_restart(fake: FakeDockerapi) -> None:
     fake.danger = {"exec"}
     api = DockerapiServices("acmetest", ["dovecot-mailcow"], url=fake.url)
     with capture_logs() as logs:
-        assert api.apply(restart=False) == {"dovecot-mailcow": "restarted"}
+        assert api.apply({"dovecot-mailcow": RELOAD}) == {"dovecot-mailcow": "restarted"}
     assert [p for p, _ in fake.posts()] == ["/containers/c1/exec", "/containers/c1/restart"]
     assert [e["reason"] for e in logs if e["event"] == "service.restarted"] == [
         "reload did not work"
@@ -141,7 +174,7 @@ def test_danger_restart_is_a_service_error(fake: FakeDockerapi) -> None:
     fake.danger = {"restart"}
     api = DockerapiServices("acmetest", ["postfix-mailcow", "nginx-mailcow"], url=fake.url)
     with capture_logs() as logs, pytest.raises(ServiceError, match="postfix-mailcow"):
-        api.apply(restart=True)
+        api.apply(_restart("postfix-mailcow", "nginx-mailcow"))
     assert len(fake.posts()) == 2
     assert [e["service"] for e in logs if e["event"] == "service.failed"] == [
         "postfix-mailcow",
@@ -153,7 +186,7 @@ def test_missing_service_is_logged_not_failed(fake: FakeDockerapi) -> None:
     """A service without a container is ``service.not_found``, not an error."""
     api = DockerapiServices("acmetest", ["postfix-mailcow"], url=fake.url)
     with capture_logs() as logs:
-        assert api.apply(restart=True) == {}
+        assert api.apply(_restart("postfix-mailcow")) == {}
     assert [e["event"] for e in logs] == ["service.not_found"]
 
 
@@ -162,7 +195,7 @@ def test_connection_refused_is_a_service_error() -> None:
     url = f"https://127.0.0.1:{free_port()}"
     api = DockerapiServices("acmetest", ["postfix-mailcow"], url=url)
     with pytest.raises(ServiceError, match=r"mailcow dockerapi at https://127\.0\.0\.1:\d+/"):
-        api.apply(restart=True)
+        api.apply(_restart("postfix-mailcow"))
 
 
 def test_not_json_is_a_service_error() -> None:
@@ -183,7 +216,7 @@ def test_not_json_is_a_service_error() -> None:
         threading.Thread(target=answer, daemon=True).start()
         api = DockerapiServices("acmetest", ["postfix-mailcow"], url=f"http://127.0.0.1:{port}")
         with pytest.raises(ServiceError, match="mailcow dockerapi"):
-            api.apply(restart=True)
+            api.apply(_restart("postfix-mailcow"))
 
 
 def _fails(host: str, port: int) -> object:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from acme_sidecar.core.budget import Limits, hold_for, registered_domain
+from acme_sidecar.core.consumers import Change
 from acme_sidecar.core.ledger import CertLedger, Deploy, Rejection, State
 from acme_sidecar.core.model import CertSpec, FailureKind, Issued, IssueFailure
 from acme_sidecar.core.settle import (
@@ -17,6 +18,7 @@ from acme_sidecar.core.settle import (
     deploy_checks,
     deploy_finished,
     deploy_wrote,
+    deploy_wrote_default,
     force_complete,
     force_done,
     force_seen,
@@ -287,12 +289,25 @@ def test_a_name_new_to_a_directory_needs_a_restart_and_a_check() -> None:
     name."""
     before = sni_map({"a.test": ("a.test", "b.a.test")})
     owed = Deploy(NOW, ("a.test",), ("a.test",), sni_before=before)
-    restart, checks = deploy_checks(owed, {"a.test": ("a.test", "b.a.test")})
-    assert not restart and checks == {"a.test": "a.test"}
-    restart, checks = deploy_checks(owed, {"a.test": ("a.test", "b.a.test", "mta-sts.a.test")})
-    assert restart and checks == {"a.test": "a.test", "mta-sts.a.test": "a.test"}
-    restart, _ = deploy_checks(owed, {"a.test": ("a.test",), "b.a.test": ("b.a.test",)})
-    assert restart  # a name moved to a new directory
+    change, checks = deploy_checks(owed, {"a.test": ("a.test", "b.a.test")})
+    assert change == Change(dirs=frozenset({"a.test"})) and checks == {"a.test": "a.test"}
+    change, checks = deploy_checks(owed, {"a.test": ("a.test", "b.a.test", "mta-sts.a.test")})
+    assert change.layout and checks == {"a.test": "a.test", "mta-sts.a.test": "a.test"}
+    change, _ = deploy_checks(owed, {"a.test": ("a.test",), "b.a.test": ("b.a.test",)})
+    assert change.layout  # a name moved to a new directory
+
+
+def test_deploy_reports_the_default_pair_and_written_directories() -> None:
+    """The top-level pair written is reported apart from directories; a written directory
+    that is gone again (archived) is not a content change but a layout one."""
+    state = deploy_begin(State(), ["a.test", "b.test"], NOW, sni_map({"a.test": ("a.test",)}))
+    state = deploy_wrote_default(deploy_wrote(state, "a.test"))
+    state = deploy_wrote(state, "b.test")
+    assert state.deploy is not None and State.from_json(state.to_json()) == state
+    change, checks = deploy_checks(state.deploy, {"a.test": ("a.test",)})
+    assert change == Change(default=True, dirs=frozenset({"a.test"}), layout=True)
+    assert checks == {"a.test": "a.test"}
+    assert deploy_wrote_default(State()) == State()  # nothing owed: nothing recorded
 
 
 def test_budget_off_for_a_private_ca() -> None:

@@ -12,6 +12,16 @@ SIGHUP is a reload: the cert/key files of the pairs known since start are read a
 served from then on, but no directory is added or dropped (only a restart rebuilds the map);
 a pair that cannot be read keeps its old context. Every handled SIGHUP appends ``reload``
 to ``/run/reloads``. ``/run/ready`` is touched once the socket listens; SIGTERM exits.
+Every start, reload and map rebuild also appends ``start``, ``reload`` or ``postmap`` to
+``/var/lib/consumer/events``, which is kept across restarts (the container's own layer).
+
+``--sni-snapshot`` is mailcow's Postfix: at start it writes ``sni.map`` (one line per name:
+name, key file, cert file) and copies the contents of those files into ``sni.map.db``, as
+``postmap -F hash:/opt/postfix/conf/sni.map`` does; SNI answers come from the copies only.
+A reload re-reads the default pair from the volume and the SNI pairs from the copies.
+``--postmap`` (run by the image's ``postmap`` stand-in) copies the files named in
+``sni.map`` again: renewed contents of the names known since start, never a new name; a
+file that is gone fails it (exit 1), as with the real ``postmap``.
 
 ``--kind smtp``: ``220`` greeting, EHLO, ``STARTTLS``, ``QUIT``. ``--kind imap``: ``* OK``
 greeting, ``<tag> STARTTLS``, ``LOGOUT``. ``--kind https``: TLS from the first byte, every
@@ -35,6 +45,10 @@ from types import FrameType
 CERT_ROOT = Path("/etc/ssl/mail")
 READY_FILE = Path("/run/ready")
 RELOADS_FILE = Path("/run/reloads")
+EVENTS_FILE = Path("/var/lib/consumer/events")
+POSTFIX_CONF = Path("/opt/postfix/conf")
+SNI_MAP = POSTFIX_CONF / "sni.map"
+SNI_DB = POSTFIX_CONF / "sni.map.db"
 LISTEN_BACKLOG = 128
 CLIENT_TIMEOUT = 30.0
 MAX_LINE = 8192
@@ -49,18 +63,58 @@ def log(message: str) -> None:
     print(f"consumer: {message}", file=sys.stderr, flush=True)
 
 
-class Pair:
-    """One certificate/key pair on disk and the context last loaded from it."""
+def event(word: str) -> None:
+    """Append ``word`` to the events file kept across restarts."""
+    EVENTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with EVENTS_FILE.open("a") as out:
+        out.write(word + "\n")
 
-    def __init__(self, directory: Path, consumer: Consumer) -> None:
+
+def _copy(source: Path, target: Path) -> None:
+    """Copy a file's contents, replacing ``target`` atomically."""
+    staged = target.with_name(target.name + ".new")
+    staged.write_bytes(source.read_bytes())
+    staged.replace(target)
+
+
+def write_sni_map(root: Path) -> None:
+    """postfix.sh at start: ``sni.map`` for every certificate directory, then ``postmap -F``."""
+    lines = []
+    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+        if not all((directory / f).is_file() for f in ("domains", "cert.pem", "key.pem")):
+            continue
+        for name in (directory / "domains").read_text().split():
+            lines.append(f"{name} {directory}/key.pem {directory}/cert.pem\n")
+    POSTFIX_CONF.mkdir(parents=True, exist_ok=True)
+    SNI_MAP.write_text("".join(lines))
+    postmap()
+
+
+def postmap() -> None:
+    """``postmap -F``: copy the contents of every file ``sni.map`` names into ``sni.map.db``
+    (raises OSError when one is gone)."""
+    for line in SNI_MAP.read_text().splitlines():
+        _, key, cert = line.split()
+        copies = SNI_DB / Path(cert).parent.name
+        copies.mkdir(parents=True, exist_ok=True)
+        _copy(Path(key), copies / "key.pem")
+        _copy(Path(cert), copies / "cert.pem")
+
+
+class Pair:
+    """One certificate/key pair on disk and the context last loaded from it; ``source`` is
+    where its files are read (the volume, or the copies in ``sni.map.db``)."""
+
+    def __init__(self, directory: Path, consumer: Consumer, source: Path | None = None) -> None:
         self.directory = directory
+        self.source = source or directory
         self.consumer = consumer
         self.context = self.load()
 
     def load(self) -> ssl.SSLContext:
         """A fresh server context from the files (raises OSError/SSLError)."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.directory / "cert.pem", self.directory / "key.pem")
+        context.load_cert_chain(self.source / "cert.pem", self.source / "key.pem")
         context.sni_callback = self.consumer.select
         return context
 
@@ -73,10 +127,13 @@ class Pair:
 
 
 class Consumer:
-    """The SNI map built at start: a default pair and per-name pairs."""
+    """The SNI map built at start: a default pair and per-name pairs (served from copies made
+    at start when ``snapshot``, like Postfix's ``sni.map.db``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, snapshot: bool = False) -> None:
         self.root = root
+        if snapshot:
+            write_sni_map(root)
         self.default = Pair(root, self)
         self.by_name: dict[str, Pair] = {}
         self.pairs = [self.default]
@@ -84,7 +141,7 @@ class Consumer:
             if not all((directory / f).is_file() for f in ("domains", "cert.pem", "key.pem")):
                 continue
             try:
-                pair = Pair(directory, self)
+                pair = Pair(directory, self, SNI_DB / directory.name if snapshot else None)
                 names = (directory / "domains").read_text().split()
             except OSError as exc:
                 log(f"skipping {directory}: {exc}")
@@ -105,6 +162,7 @@ class Consumer:
             pair.reload()
         with RELOADS_FILE.open("a") as out:
             out.write("reload\n")
+        event("reload")
         log("reloaded")
 
 
@@ -214,13 +272,26 @@ def handle(kind: str, consumer: Consumer, sock: socket.socket, host: str) -> Non
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, build the SNI map, listen and serve forever."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--kind", choices=("smtp", "imap", "https"), required=True)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--kind", choices=("smtp", "imap", "https"))
+    parser.add_argument("--port", type=int)
     parser.add_argument("--certs", type=Path, default=CERT_ROOT)
+    parser.add_argument("--sni-snapshot", action="store_true", help="Postfix's sni.map.db")
+    parser.add_argument("--postmap", action="store_true", help="rebuild sni.map.db and exit")
     args = parser.parse_args(argv)
+    if args.postmap:
+        try:
+            postmap()
+        except (OSError, ValueError) as exc:
+            print(f"postmap: fatal: {exc}", file=sys.stderr)
+            return 1
+        event("postmap")
+        return 0
+    if args.kind is None or args.port is None:
+        parser.error("--kind and --port are required")
     kind: str = args.kind
+    event("start")
     try:
-        consumer = Consumer(args.certs)
+        consumer = Consumer(args.certs, snapshot=args.sni_snapshot)
     except OSError as exc:
         log(f"cannot load the default certificate from {args.certs}: {exc}")
         return 2

@@ -8,7 +8,8 @@ Consumers (``run_consumer``) are compose-labelled containers of the Debian consu
 (``images.py``) running ``consumer_server.py``: real SMTP/IMAP STARTTLS or HTTPS listeners
 on the host's loopback that serve the certificate volume like mailcow's Postfix, Dovecot
 and nginx (SNI map fixed at start, files re-read on ``postfix reload`` & co., which append
-to ``/run/reloads``).
+to ``/run/reloads``). ``events`` counts a consumer's starts, reloads and map rebuilds since it
+was created (kept across restarts).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ IMAGE = "acme-test-busybox:latest"
 READY_FILE = "/run/ready"
 RELOADS_FILE = "/tmp/reloads"
 CONSUMER_RELOADS_FILE = "/run/reloads"
+CONSUMER_EVENTS_FILE = "/var/lib/consumer/events"
 CONSUMER_CERTS = "/etc/ssl/mail"
 SERVICE_SCRIPT = f"""\
 trap 'echo reload >> {RELOADS_FILE}; kill $child 2>/dev/null' HUP
@@ -165,14 +167,22 @@ class DockerWorld:
             return self._consumer_image
 
     def run_consumer(
-        self, project: str, service: str, kind: str, port: int, cert_dir: Path
+        self,
+        project: str,
+        service: str,
+        kind: str,
+        port: int,
+        cert_dir: Path,
+        *,
+        sni_snapshot: bool = False,
     ) -> Container:
         """Start ``<project>-<service>-1``: a ``kind`` TLS listener on 127.0.0.1:``port``.
 
         ``kind`` is ``smtp``, ``imap`` or ``https``; ``cert_dir`` (which must hold the
         default ``cert.pem``/``key.pem``) is mounted read-only at ``/etc/ssl/mail``. Mount
         semantics: files and subdirectories changed inside ``cert_dir`` are visible to the
-        container, a ``cert_dir`` replaced as a whole (renamed over) is not.
+        container, a ``cert_dir`` replaced as a whole (renamed over) is not. ``sni_snapshot``:
+        SNI answers from copies made at start, refreshed only by ``postmap`` (mailcow's Postfix).
         """
         if kind not in ("smtp", "imap", "https"):
             raise ValueError(f"consumer kind must be smtp, imap or https, not {kind!r}")
@@ -181,7 +191,8 @@ class DockerWorld:
         self._replace(name)
         container = self.client.containers.run(
             image,
-            [images.CONSUMER_SERVER, "--kind", kind, "--port", str(port)],
+            [images.CONSUMER_SERVER, "--kind", kind, "--port", str(port)]
+            + (["--sni-snapshot"] if sni_snapshot else []),
             name=name,
             detach=True,
             network_mode="host",
@@ -225,6 +236,13 @@ class DockerWorld:
         path = RELOADS_FILE if busybox else CONSUMER_RELOADS_FILE
         code, out = container.exec_run(["cat", path])
         return out.decode().split().count("reload") if code == 0 else 0
+
+    def events(self, container_id: str) -> dict[str, int]:
+        """A consumer's ``start``, ``reload`` and ``postmap`` count since it was created."""
+        container = self.client.containers.get(container_id)
+        code, out = container.exec_run(["cat", CONSUMER_EVENTS_FILE])
+        words = out.decode().split() if code == 0 else []
+        return {w: words.count(w) for w in ("start", "reload", "postmap")}
 
     def wait_reloads(self, container_id: str, count: int, timeout: float = 10.0) -> None:
         """Wait until the service has handled at least ``count`` SIGHUPs."""

@@ -5,7 +5,8 @@ tarball under ``/var/cache/acme-sidecar-tests`` (a fresh machine needs about a m
 sessions and CI on the same machine reuse it). ``debian_image`` imports such a tarball into
 a docker daemon, optionally with extra files committed on top. ``consumer_image`` is the
 image of the TLS consumers (see ``consumer_server.py``): Python, OpenSSL, the server script
-and stand-ins for the ``postfix``, ``doveadm`` and ``nginx`` reload commands.
+and stand-ins for the ``postfix``, ``doveadm`` and ``nginx`` reload commands and for Postfix's
+``postmap -F hash:/opt/postfix/conf/sni.map``.
 """
 
 from __future__ import annotations
@@ -37,22 +38,33 @@ _TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/sh
 
 CONSUMER_PACKAGES = ("python3-minimal", "openssl")
 CONSUMER_ROOTFS = f"{SUITE}-consumer-v1"
-CONSUMER_IMAGE = "acme-test-consumer:v1"
+CONSUMER_IMAGE = "acme-test-consumer:v2"
 CONSUMER_SERVER = "/usr/local/bin/consumer-server"
 CONSUMER_SCRIPT = Path(__file__).resolve().parent / "consumer_server.py"
 _RELOAD = """\
 #!/bin/sh
 # Test stand-in for `{usage}`: SIGHUP the TLS consumer (PID 1), which re-reads its files.
-if [ "$*" != "{args}" ]; then
+if {test}; then
     echo "usage: {usage}" >&2
     exit 1
 fi
 kill -HUP 1
 """
-RELOAD_COMMANDS = {
-    "/usr/sbin/postfix": ("reload",),
-    "/usr/bin/doveadm": ("reload",),
-    "/usr/sbin/nginx": ("-s", "reload"),
+_POSTMAP = f"""\
+#!/bin/sh
+# Test stand-in for `postmap -F hash:/opt/postfix/conf/sni.map`: the TLS consumer's copies of
+# the SNI certificates (made at its start with --sni-snapshot) are taken again from the files.
+if [ "$*" != "-F hash:/opt/postfix/conf/sni.map" ]; then
+    echo "usage: postmap -F hash:/opt/postfix/conf/sni.map" >&2
+    exit 1
+fi
+exec {CONSUMER_SERVER} --postmap
+"""
+# path -> the argument lists each stand-in accepts (mailcow runs Postfix with -c its conf dir)
+RELOAD_COMMANDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "/usr/sbin/postfix": (("reload",), ("-c", "/opt/postfix/conf", "reload")),
+    "/usr/bin/doveadm": (("reload",),),
+    "/usr/sbin/nginx": (("-s", "reload"),),
 }
 
 File = tuple[bytes, int]  # content and mode of a file added to an image
@@ -239,11 +251,15 @@ def debian_image(
 
 def consumer_files() -> dict[str, File]:
     """The server script and the reload-command stand-ins baked into the consumer image."""
-    files: dict[str, File] = {CONSUMER_SERVER: (CONSUMER_SCRIPT.read_bytes(), 0o755)}
-    for path, args in RELOAD_COMMANDS.items():
-        usage = " ".join((PurePosixPath(path).name, *args))
-        script = _RELOAD.format(usage=usage, args=" ".join(args))
-        files[path] = (script.encode(), 0o755)
+    files: dict[str, File] = {
+        CONSUMER_SERVER: (CONSUMER_SCRIPT.read_bytes(), 0o755),
+        "/usr/sbin/postmap": (_POSTMAP.encode(), 0o755),
+    }
+    for path, accepted in RELOAD_COMMANDS.items():
+        name = PurePosixPath(path).name
+        usage = " | ".join(" ".join((name, *args)) for args in accepted)
+        test = " && ".join(f'[ "$*" != "{" ".join(args)}" ]' for args in accepted)
+        files[path] = (_RELOAD.format(usage=usage, test=test).encode(), 0o755)
     return files
 
 
