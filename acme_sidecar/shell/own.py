@@ -26,7 +26,7 @@ from acme_sidecar.config.policies import OwnPolicy
 from acme_sidecar.core.ledger import Deploy, OwnPair, State
 from acme_sidecar.core.model import StoredCert
 from acme_sidecar.core.own import OWN_MARK, Ownership, PairFacts, pair_problems
-from acme_sidecar.core.settle import deploy_begin, deploy_wrote, sni_map
+from acme_sidecar.core.settle import deploy_begin, deploy_wrote, deploy_wrote_default, sni_map
 
 log = structlog.get_logger(__name__)
 
@@ -108,7 +108,7 @@ def check_own(
     if state.deploy is None:
         domains = {n: c.domains for n, c in store.load().items()}
         state = deploy_begin(state, store.names(), now, sni_map(domains))
-    state = deploy_wrote(state, OWN_MARK)
+    state = deploy_wrote_default(deploy_wrote(state, OWN_MARK))  # the consumers reload it
     book.update(replace(state, own=OwnPair(good=facts.fingerprint)))
     log.info(
         "own.accepted",
