@@ -235,12 +235,18 @@ class _Pair:
 
 
 class _Run:
-    """The shared state of one ``check_served``: a queue of due pairs, ordered by time."""
+    """The shared state of one ``check_served``: a queue of due pairs, ordered by time, and how
+    many probes each endpoint has in flight (at most ``per_endpoint``, so that an endpoint that
+    never answers cannot hold every worker while the others wait)."""
 
-    def __init__(self, pairs: list[_Pair], end: float, stop: threading.Event) -> None:
+    def __init__(
+        self, pairs: list[_Pair], end: float, stop: threading.Event, per_endpoint: int
+    ) -> None:
         self.pairs = pairs
         self.end = end
         self.stop = stop
+        self.per_endpoint = per_endpoint
+        self.busy: dict[Endpoint, int] = dict.fromkeys((p.endpoint for p in pairs), 0)
         self.lock = threading.Condition()
         self.due: list[tuple[float, int]] = [(0.0, i) for i in range(len(pairs))]
         heapq.heapify(self.due)
@@ -250,13 +256,29 @@ class _Run:
     def over(self) -> bool:
         return self.closed or self.stop.is_set() or time.monotonic() >= self.end
 
+    def _pop_due(self, now: float) -> int | None:
+        """The earliest due pair whose endpoint has room, taken off the queue."""
+        held: list[tuple[float, int]] = []
+        found = None
+        while self.due and self.due[0][0] <= now:
+            item = heapq.heappop(self.due)
+            if self.busy[self.pairs[item[1]].endpoint] < self.per_endpoint:
+                found = item[1]
+                break
+            held.append(item)
+        for item in held:
+            heapq.heappush(self.due, item)
+        return found
+
     def take(self) -> int | None:
         """The next due pair (waiting for it), or None when the run is over."""
         with self.lock:
             while not self.over() and self.open:
                 now = time.monotonic()
-                if self.due and self.due[0][0] <= now:
-                    return heapq.heappop(self.due)[1]
+                index = self._pop_due(now)
+                if index is not None:
+                    self.busy[self.pairs[index].endpoint] += 1
+                    return index
                 wake = self.due[0][0] if self.due else self.end
                 self.lock.wait(min(_WAIT_STEP, max(wake - now, 0.0)))
             return None
@@ -267,6 +289,7 @@ class _Run:
             pair.served, pair.error = served, error
             pair.finished = ok or last
             self.open -= pair.finished
+            self.busy[pair.endpoint] -= 1
             self.lock.notify_all()
 
     def again(self, index: int, at: float) -> None:
@@ -291,17 +314,20 @@ def check_served(
     """Check every (endpoint, name) pair, retrying the failing ones with growing pauses.
 
     Up to ``workers`` probes run at once (daemon threads), the pairs taken name by name across
-    the endpoints. All of it ends within ``deadline`` seconds (None: no overall limit), and at
-    once when ``stop`` is set: the pairs not yet finished are then mismatches with the error
-    ``"deadline"`` or ``"stopped"``. Each probe gets ``timeout`` seconds or the time left,
-    whichever is less. A pair's n-th retry waits ``first_delay * 2**(n-1)`` seconds
-    (``sleep``, if given, is called with that pause instead of waiting). The mismatches come
-    in the order of ``endpoints``, then of ``expected``.
+    the endpoints; each endpoint gets its share of the workers, so an endpoint that never
+    answers slows only its own pairs. All of it ends within ``deadline`` seconds (None: no
+    overall limit), and at once when ``stop`` is set: the pairs not yet finished are then
+    mismatches with the error ``"deadline"`` or ``"stopped"``. Each probe gets ``timeout``
+    seconds or the time left, whichever is less. A pair's n-th retry waits
+    ``first_delay * 2**(n-1)`` seconds (``sleep``, if given, is called with that pause
+    instead of waiting). The mismatches come in the order of ``endpoints``, then of
+    ``expected``, each with the answer of its last attempt.
     """
     stop = stop or threading.Event()
     end = time.monotonic() + deadline if deadline is not None else float("inf")
     pairs = [_Pair(e, n) for n in expected for e in endpoints]  # names spread over endpoints
-    run = _Run(pairs, end, stop)
+    workers = max(1, min(workers, len(pairs)))
+    run = _Run(pairs, end, stop, per_endpoint=max(1, -(-workers // max(len(endpoints), 1))))
 
     def work() -> None:
         while (index := run.take()) is not None:
@@ -324,7 +350,7 @@ def check_served(
                 pause = 0.0
             run.again(index, time.monotonic() + pause)
 
-    for _ in range(max(1, min(workers, len(pairs)))):
+    for _ in range(workers):
         threading.Thread(target=work, name="tls-probe", daemon=True).start()
     with run.lock:
         while run.open and not run.over():

@@ -74,6 +74,20 @@ def test_all_timing_out_end_at_the_one_deadline() -> None:
     assert {m.error for m in result} == {"deadline"}
 
 
+def test_a_blackholed_endpoint_does_not_starve_the_others() -> None:
+    """Dovecot never answers (each probe takes its full 1 s): Postfix and nginx are still
+    confirmed for every name before the 2 s deadline; only Dovecot's pairs are reported."""
+
+    def dovecot_dead(endpoint: Endpoint, name: str, timeout: float) -> int:
+        if endpoint.service == "dovecot":
+            return times_out(endpoint, name, timeout)
+        time.sleep(0.01)
+        return NAMES[name]
+
+    result = check_served(ENDPOINTS, NAMES, probe=dovecot_dead, timeout=1.0, deadline=2.0)
+    assert len(result) == 51 and {m.endpoint.service for m in result} == {"dovecot"}
+
+
 def test_failing_pairs_end_on_their_last_attempt_before_the_deadline() -> None:
     """Pairs that fail fast get all their attempts (pauses 0.05, 0.1 s) and keep their error."""
     calls: list[str] = []
