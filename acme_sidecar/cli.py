@@ -178,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(settings.acme_log_format, tz=settings.tz)
     for variable, value in settings.lenient_flags:
         log.warning("config.lenient", variable=variable, value=value, reading="no")
+    if settings.verify_https_note:
+        log.info("config.verify_https", reason=settings.verify_https_note)
     if settings.le_staging and settings.directory_url:
         log.warning(
             "config.directory",

@@ -96,7 +96,7 @@ def endpoints(settings: Settings) -> tuple[Endpoint, ...]:
     specs: list[tuple[Kind, str, str]] = [
         ("smtp", settings.acme_verify_smtp, "postfix"),
         ("imap", settings.acme_verify_imap, "dovecot"),
-        ("https", settings.acme_verify_https, "nginx"),
+        ("https", settings.verify_https, "nginx"),
     ]
     for kind, address, word in specs:
         if not address:

@@ -35,6 +35,7 @@ from acme_sidecar.config.values import (
     parse_duration,
     parse_resolver,
 )
+from acme_sidecar.config.verify_settings import VerifySettings
 from acme_sidecar.core.errors import ConfigError
 from acme_sidecar.core.names import normalize_hostname, normalize_prefix
 
@@ -56,10 +57,11 @@ MAILCOW_FLAGS = (
     "only_mailcow_hostname",
     "le_staging",
     "acme_dns_challenge",
+    "nginx_use_proxy_protocol",
 )
 
 
-class Settings(OpsSettings):
+class Settings(VerifySettings, OpsSettings):
     """Every setting of DESIGN.md §3; field names are the environment variables, lower-cased."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
@@ -135,15 +137,10 @@ class Settings(OpsSettings):
     # back off exponentially from ACME_RETRY_INTERVAL up to ACME_MAX_BACKOFF (see core/settle.py)
     acme_retry_ladder: Annotated[tuple[int, ...], NoDecode] = (60, 120, 300, 600, 1800)
     acme_max_backoff: Annotated[int, NoDecode] = 86400
-    acme_verify_timeout: Annotated[int, NoDecode] = 120
     acme_db_wait: Annotated[int, NoDecode] = 600
     acme_caa_identities: Annotated[tuple[str, ...], NoDecode] = ()
     acme_max_names: int = 100
     acme_rate_limits: Literal["letsencrypt", "off"] = "letsencrypt"
-    acme_verify_smtp: str = "postfix:25"
-    acme_verify_imap: str = "dovecot:143"
-    acme_verify_https: str = "nginx:443"
-    acme_verify_attempts: int = 5
     acme_health_fail_after: Annotated[int, NoDecode] = 2 * 3600
     acme_health_file: Path = Path("/run/acme-sidecar/health.json")
     acme_watch_interval: Annotated[int, NoDecode] = 60  # the top-level pair is looked at
@@ -272,7 +269,6 @@ class Settings(OpsSettings):
         "acme_parallel_orders",
         "acme_order_timeout",
         "acme_db_poll",
-        "acme_verify_attempts",
     )
     @classmethod
     def _positive(cls, value: int) -> int:
@@ -286,7 +282,6 @@ class Settings(OpsSettings):
         "acme_watch_interval",
         "acme_revalidate_after",
         "acme_max_backoff",
-        "acme_verify_timeout",
         "acme_db_wait",
         mode="before",
     )
@@ -318,17 +313,6 @@ class Settings(OpsSettings):
                 raise ValueError(f"{raw.strip()!r} is not a CA domain such as letsencrypt.org")
             items.append(name)
         return tuple(items)
-
-    @field_validator("acme_verify_smtp", "acme_verify_imap", "acme_verify_https")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        text = value.strip()
-        if not text:
-            return ""
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ValueError("must be host:port (for example postfix:25), or empty to skip")
-        return text
 
     @field_validator("acme_max_names")
     @classmethod

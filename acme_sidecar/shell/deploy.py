@@ -4,7 +4,9 @@ Each service gets the action ``core.consumers.plan`` chooses from what changed a
 the containers (reload, Postfix's map rebuild, restart; a service with nothing to do is not
 touched). Then each service's TLS endpoint is asked, with SNI, for every certificate written
 in this cycle; a service still serving an old serial after a reload is restarted once, and a
-mismatch after that is one clear error naming service and name.
+mismatch after that is one clear error naming service and name. An endpoint whose host name
+does not resolve (another stack's service name) is one warning and is not checked; all checks
+of a deploy run concurrently under one deadline (``policy.timeout``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 import structlog
 
 from acme_sidecar.adapters.docker import Services
-from acme_sidecar.adapters.tls_probe import Endpoint, Mismatch, check_served
+from acme_sidecar.adapters.tls_probe import Endpoint, Mismatch, check_served, unresolved
 from acme_sidecar.config.policies import DeployPolicy
 from acme_sidecar.core.consumers import Change, plan, restart_all
 from acme_sidecar.core.errors import ServiceError
@@ -24,11 +26,38 @@ from acme_sidecar.core.errors import ServiceError
 log = structlog.get_logger(__name__)
 
 
+_LOOKUP_TIMEOUT = 5.0  # seconds for the endpoints' host names, within the verification deadline
+
+
+def _address(e: Endpoint) -> str:
+    host = f"[{e.host}]" if ":" in e.host else e.host
+    return f"{e.kind}://{host}:{e.port}"
+
+
+def _resolving(
+    checks: list[Endpoint], timeout: float, stop: threading.Event | None
+) -> list[Endpoint]:
+    """The endpoints whose host resolves; one warning for each other one (not checked)."""
+    missing = unresolved(checks, timeout=timeout, stop=stop)
+    if stop is not None and stop.is_set():
+        return checks  # the verification ends at once as stopped
+    for e in checks:
+        if e in missing:
+            log.warning(
+                "service.verify_skipped",
+                service=e.service,
+                host=e.host,
+                endpoint=_address(e),
+                reason=f"the host name does not resolve ({missing[e]}): not checked",
+            )
+    return [e for e in checks if e not in missing]
+
+
 def _log_mismatch(m: Mismatch) -> None:
     log.error(
         "service.verify_failed",
         service=m.endpoint.service,
-        endpoint=f"{m.endpoint.kind}://{m.endpoint.host}:{m.endpoint.port}",
+        endpoint=_address(m.endpoint),
         name=m.server_name,
         served=f"{m.served:x}" if m.served is not None else None,
         expected=f"{m.expected:x}",
@@ -63,10 +92,14 @@ def deploy(
     checks = [e for e in policy.endpoints if e.service in done]
     if not checks or not written:
         return actions, 0
-    deadline = time.monotonic() + policy.timeout
+    started = time.monotonic()
+    deadline = started + policy.timeout
+    checks = _resolving(checks, min(_LOOKUP_TIMEOUT, policy.timeout), stop)
 
     def verify(endpoints: list[Endpoint]) -> list[Mismatch]:
         left = max(0.0, deadline - time.monotonic())
+        if not endpoints:
+            return []
         return check_served(endpoints, written, attempts=policy.attempts, deadline=left, stop=stop)
 
     mismatches = verify(checks)
@@ -94,6 +127,12 @@ def deploy(
         mismatches += verify(again)
     for m in mismatches:
         _log_mismatch(m)
-    if not mismatches:
-        log.info("service.verified", names=len(written), endpoints=len(checks))
+    if not mismatches and checks:
+        log.info(
+            "service.verified",
+            names=len(written),
+            endpoints=len(checks),
+            checked=",".join(_address(e) for e in checks),
+            seconds=round(time.monotonic() - started, 2),
+        )
     return actions, len(mismatches)

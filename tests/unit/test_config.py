@@ -182,3 +182,50 @@ def test_rate_limits_setting() -> None:
     assert off.limits == Limits.off()
     with pytest.raises(ConfigError, match="ACME_RATE_LIMITS"):
         load_settings(base | {"ACME_RATE_LIMITS": "zerossl"})
+
+
+@pytest.mark.parametrize(
+    ("env", "https", "note"),
+    [
+        ({}, "nginx:443", ""),
+        ({"HTTPS_PORT": "8443"}, "nginx:8443", ""),
+        ({"HTTPS_PORT": ""}, "nginx:443", ""),
+        ({"HTTPS_PORT": "8443", "ACME_VERIFY_HTTPS": "127.0.0.1"}, "127.0.0.1:8443", ""),
+        ({"HTTPS_PORT": "8443", "ACME_VERIFY_HTTPS": "nginx:443"}, "nginx:443", ""),
+        ({"ACME_VERIFY_HTTPS": ""}, "", ""),
+        ({"NGINX_USE_PROXY_PROTOCOL": "y"}, "", "the HTTPS check is off"),
+        ({"NGINX_USE_PROXY_PROTOCOL": "true"}, "nginx:443", ""),  # mailcow: not y/yes is no
+        (
+            {"NGINX_USE_PROXY_PROTOCOL": "yes", "ACME_VERIFY_HTTPS": "proxy:443"},
+            "proxy:443",
+            "as set",
+        ),
+    ],
+)
+def test_verify_https_follows_mailcows_nginx(env: dict[str, str], https: str, note: str) -> None:
+    """ACME_VERIFY_HTTPS: unset is nginx on HTTPS_PORT, a host alone gets HTTPS_PORT, an explicit
+    host:port stays; PROXY protocol turns the nginx check off, with a note for the start."""
+    s = load_settings(BASE | env)
+    assert s.verify_https == https
+    assert (note in s.verify_https_note) if note else s.verify_https_note == ""
+
+
+def test_proxy_protocol_flag_is_lenient() -> None:
+    """NGINX_USE_PROXY_PROTOCOL=1 is read as no, with one config.lenient entry."""
+    s = load_settings(BASE | {"NGINX_USE_PROXY_PROTOCOL": "1"})
+    assert not s.nginx_use_proxy_protocol
+    assert s.lenient_flags == (("NGINX_USE_PROXY_PROTOCOL", "1"),)
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"HTTPS_PORT": "http"}, "HTTPS_PORT='http' is not valid: must be a port number"),
+        ({"ACME_VERIFY_HTTPS": "nginx:x"}, "a host alone (port HTTPS_PORT)"),
+    ],
+)
+def test_bad_https_settings(env: dict[str, str], needle: str) -> None:
+    """A bad HTTPS_PORT or ACME_VERIFY_HTTPS stops with a message naming it."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(BASE | env)
+    assert needle in str(caught.value)
