@@ -17,7 +17,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
-from types import TracebackType
 
 import structlog
 
@@ -45,6 +44,7 @@ from acme_sidecar.core.settle import (
     sni_map,
     tidy,
 )
+from acme_sidecar.shell.boundary import Book, crashed
 from acme_sidecar.shell.deploy import deploy
 from acme_sidecar.shell.gather import Deps, decide
 from acme_sidecar.shell.own import check_own, own_written
@@ -53,64 +53,6 @@ __all__ = ["Deps", "guarded_cycle", "next_sleep", "run_cycle", "summarize"]
 
 log = structlog.get_logger(__name__)
 
-COMPONENTS = {
-    "mariadb": "database (MariaDB)",
-    "dns": "DNS",
-    "http_probe": "HTTP self-check",
-    "acme": "ACME CA",
-    "volume": "certificate volume",
-    "files": "certificate volume",
-    "docker": "Docker API",
-    "dockerapi": "mailcow dockerapi",
-    "tls_probe": "TLS verification",
-}
-
-
-class Book:
-    """The ledger of this run: every change is saved at once; a failed save is logged once
-    and retried with the next change (the state stays in memory meanwhile)."""
-
-    def __init__(self, store: CertStore, state: State) -> None:
-        self.store = store
-        self.state = state
-        self._unsaved = False
-
-    def update(self, state: State) -> None:
-        """Take ``state`` as the new ledger and save it."""
-        self.state = state
-        self.save()
-
-    def note(self, state: State) -> None:
-        """Take ``state`` as the new ledger; it is saved with the next ``update``. For changes
-        whose loss a restart repairs (a stored chain is recognised in the volume), so that a
-        certificate costs one fsynced write of the ledger, not three."""
-        self.state = state
-
-    def save(self) -> None:
-        """Write the ledger to ``acme/state.json`` (only when it changed)."""
-        try:
-            self.store.save_state(self.state)
-        except (StoreError, OSError) as exc:
-            if not self._unsaved:
-                log.error("state.unsaved", error=str(exc)[:300], action="kept in memory")
-            self._unsaved = True
-        else:
-            self._unsaved = False
-
-
-def component_of(exc: BaseException) -> str:
-    """The outside system an exception came from: the deepest adapter on its traceback."""
-    tb: TracebackType | None = exc.__traceback__
-    found = ""
-    while tb is not None:
-        module = str(tb.tb_frame.f_globals.get("__name__", ""))
-        if module.startswith("acme_sidecar.adapters."):
-            found = module.split(".")[2]
-        elif module.startswith("acme_sidecar.") and not found:
-            found = module.rsplit(".", 1)[-1]
-        tb = tb.tb_next
-    return COMPONENTS.get(found, found or "unknown")
-
 
 def guarded_cycle(policy: CyclePolicy, deps: Deps, state: State | None = None) -> Report:
     """``run_cycle`` behind the boundary: never raises (but for KeyboardInterrupt/SystemExit)."""
@@ -118,15 +60,7 @@ def guarded_cycle(policy: CyclePolicy, deps: Deps, state: State | None = None) -
     try:
         return run_cycle(policy, deps, state, book=book)
     except Exception as exc:  # noqa: BLE001 - the cycle boundary: log, save, retry later
-        log.error(
-            "cycle.crashed",
-            component=component_of(exc),
-            error_type=type(exc).__name__,
-            error=str(exc)[:300],
-            action="state saved; next try from the retry ladder",
-        )
-        book.save()
-        return Report(Outcome.FAILED, state=book.state, failed=1, crashed=True)
+        return crashed(book, exc, "state saved; next try from the retry ladder")
 
 
 def run_cycle(
@@ -222,7 +156,7 @@ def _store_unstored(
     return stored, failed
 
 
-def _finish_deploy(policy: CyclePolicy, deps: Deps, book: Book) -> tuple[tuple[str, ...], int]:
+def finish_deploy(policy: CyclePolicy, deps: Deps, book: Book) -> tuple[tuple[str, ...], int]:
     """Apply and verify the deploy the ledger owes; clear it only when it fully succeeded."""
     owed = book.state.deploy
     if owed is None:
@@ -257,7 +191,7 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
     own = check_own(policy.own, store, book, now, deps.stop)
     failed += own.refused
     if book.state.deploy is not None:
-        applied, errors = _finish_deploy(policy, deps, book)
+        applied, errors = finish_deploy(policy, deps, book)
         failed += errors
     refused = frozenset(store.refused())
     decided = decide(policy, deps, book.state, refused=refused, own=own.reason if own.own else None)
@@ -311,7 +245,7 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
             archived += 1
     issue_failed = failed
     if book.state.deploy is not None:
-        more, errors = _finish_deploy(policy, deps, book)
+        more, errors = finish_deploy(policy, deps, book)
         applied += more
         failed += errors
     _settle_force(book, store, plan.certs, issue_failed)

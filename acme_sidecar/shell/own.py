@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 
 
 class Ledger(Protocol):
-    """The cycle's ledger (``shell.cycle.Book``): read ``state``, save with ``update``."""
+    """The cycle's ledger (``shell.boundary.Book``): read ``state``, save with ``update``."""
 
     state: State
 

@@ -14,7 +14,8 @@ from acme_sidecar.config.policies import CyclePolicy
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.report import Outcome, Report
-from acme_sidecar.shell.cycle import Book, _finish_deploy, component_of
+from acme_sidecar.shell.boundary import Book, crashed
+from acme_sidecar.shell.cycle import finish_deploy
 from acme_sidecar.shell.gather import Deps
 from acme_sidecar.shell.own import check_own
 
@@ -40,7 +41,7 @@ def watch_cycle(
             view = check_own(policy.own, store, book, deps.clock(), deps.stop, quiet=quiet)
             failed += view.refused
             if book.state.deploy is not None:
-                applied, errors = _finish_deploy(policy, deps, book)
+                applied, errors = finish_deploy(policy, deps, book)
                 failed += errors
     except VolumeBusy as exc:
         log.warning("store.busy", component="certificate volume", error=str(exc))
@@ -48,14 +49,6 @@ def watch_cycle(
         log.error("store.unusable", component="certificate volume", error=str(exc)[:300])
         failed += 1
     except Exception as exc:  # noqa: BLE001 - the cycle boundary: log, save, retry later
-        log.error(
-            "cycle.crashed",
-            component=component_of(exc),
-            error_type=type(exc).__name__,
-            error=str(exc)[:300],
-            action="state saved; looked at again at the next wake-up",
-        )
-        book.save()
-        return Report(Outcome.FAILED, state=book.state, failed=1, crashed=True)
+        return crashed(book, exc, "state saved; looked at again at the next wake-up")
     outcome = Outcome.OK if failed == 0 else Outcome.FAILED
     return Report(outcome, state=book.state, applied=applied, failed=failed)
