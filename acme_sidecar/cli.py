@@ -33,7 +33,7 @@ from acme_sidecar.core.report import Outcome
 from acme_sidecar.core.settle import force_seen
 from acme_sidecar.ops.hooks import HealthFile, Hook, expiry_lines, health_problems, read_health
 from acme_sidecar.ops.log import configure
-from acme_sidecar.shell.cycle import Deps, guarded_cycle, plan_wake, summarize
+from acme_sidecar.shell.cycle import Deps, guarded_cycle, pacing_of, plan_wake, summarize
 from acme_sidecar.shell.daemon import Daemon, after_cycle
 from acme_sidecar.shell.gather import decide
 from acme_sidecar.shell.importer import import_pair
@@ -250,5 +250,7 @@ def _status(settings: Settings, *, as_json: bool) -> int:
     store = CertStore(settings.acme_cert_dir)
     now = datetime.now(UTC)
     policy = own_policy(settings)
-    render(collect(store, now, own=policy, days=settings.acme_notify_expiry_days), as_json=as_json)
+    pacing = pacing_of(daemon_policy(settings))
+    days = settings.acme_notify_expiry_days
+    render(collect(store, now, own=policy, days=days, pacing=pacing), as_json=as_json)
     return 0

@@ -50,7 +50,15 @@ from acme_sidecar.shell.deploy import deploy
 from acme_sidecar.shell.gather import Deps, decide
 from acme_sidecar.shell.own import check_own, own_written
 
-__all__ = ["Deps", "guarded_cycle", "next_sleep", "plan_wake", "run_cycle", "summarize"]
+__all__ = [
+    "Deps",
+    "guarded_cycle",
+    "next_sleep",
+    "pacing_of",
+    "plan_wake",
+    "run_cycle",
+    "summarize",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -317,7 +325,6 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
         failed += errors
     _settle_force(book, store, plan.certs, issue_failed)
     book.update(tidy(book.state, deps.clock(), {c.spec.name for c in plan.certs}))
-    waits = [c.renew_at for c in plan.certs if c.renew_at and c.action is not Action.RENEW]
     return replace(
         decided,
         outcome=Outcome.OK if failed == 0 else Outcome.FAILED,
@@ -326,7 +333,6 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
         failed=failed,
         archived=archived,
         applied=applied,
-        next_due=min(waits, default=None),
         stored=store.load() if issued or archived else decided.stored,  # as the cycle left it
     )
 
@@ -350,7 +356,8 @@ def _settle_force(book: Book, store: CertStore, certs: tuple[CertPlan, ...], fai
     )
 
 
-def _pacing(policy: DaemonPolicy) -> Pacing:
+def pacing_of(policy: DaemonPolicy) -> Pacing:
+    """The daemon's intervals as ``core.wake`` needs them."""
     return Pacing(
         check_interval=policy.check_interval,
         db_retry_interval=policy.db_retry_interval,
@@ -363,7 +370,7 @@ def _pacing(policy: DaemonPolicy) -> Pacing:
 
 def plan_wake(report: Report, policy: DaemonPolicy, now: datetime, *, streak: int = 0) -> Wake:
     """When the next cycle runs and why: ``core.wake.next_wake`` with the daemon's pacing."""
-    return next_wake(report, _pacing(policy), now, streak=streak)
+    return next_wake(report, pacing_of(policy), now, streak=streak)
 
 
 def next_sleep(report: Report, policy: DaemonPolicy, now: datetime, *, streak: int = 0) -> float:

@@ -3,6 +3,7 @@ issuing real certificates with an AKI, a fake ``renewalInfo``) and a real volume
 
 from __future__ import annotations
 
+import io
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -14,7 +15,8 @@ from structlog.testing import capture_logs
 from acme_sidecar.core.ari import Answer
 from acme_sidecar.core.budget import Limits
 from acme_sidecar.core.report import Report
-from acme_sidecar.shell.cycle import guarded_cycle, plan_wake, summarize
+from acme_sidecar.shell.cycle import guarded_cycle, pacing_of, plan_wake, summarize
+from acme_sidecar.shell.status import collect, render
 from tests.unit.fakes import World, cycle_policy, daemon_policy
 
 
@@ -128,3 +130,21 @@ def test_without_renewal_info_the_lifetime_rule_applies(tmp_path: Path) -> None:
     w.clock.advance(61 * 86400)
     report, sleep, _ = run(w, report, windows=windows)
     assert report.issued == 4 and w.issuer.replaced == {}
+
+
+def test_status_shows_the_window_the_chosen_time_and_why_it_waits(tmp_path: Path) -> None:
+    """``status``: per certificate the CA's window, the time drawn in it, what the renewal
+    waits for; and the next wake-up."""
+    w = World(tmp_path / "ssl")
+    windows = FakeWindows(w)
+    report, sleep, _ = run(w, None, windows=windows)
+    w.clock.advance(sleep)
+    run(w, report, windows=windows)
+    data = collect(w.store, w.clock(), pacing=pacing_of(replace(daemon_policy(), ari=True)))
+    row = data["certificates"][0]
+    assert row["ari"]["window_start"] and row["ari"]["chosen"] == row["renew_at"]
+    assert row["waiting"].startswith(f"until {row['renew_at']} (ARI window")
+    assert data["next_wake"]["reason"].startswith("renewal of")
+    out = io.StringIO()
+    render(data, out)
+    assert "ARI:       window" in out.getvalue() and "next wake-up:" in out.getvalue()
