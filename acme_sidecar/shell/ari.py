@@ -40,7 +40,7 @@ class Ledger(Protocol):
 
 
 def _fmt(when: datetime | None) -> str | None:
-    return None if when is None else f"{when:%Y-%m-%d %H:%M:%S}Z"
+    return None if when is None else when.isoformat()
 
 
 def _log_window(name: str, old: AriRecord | None, new: AriRecord, now: datetime) -> None:
