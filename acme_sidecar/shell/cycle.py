@@ -2,11 +2,11 @@
 
 Order of steps: (1) chains issued but not stored are stored, the top-level pair is looked at
 (``shell.own``: an own pair is stepped aside for, checked when it changed), a deploy still owed
-is finished;
-(2) ``gather.decide`` plans; (3) orders are placed, each result settled into the ledger and
-saved at once, each certificate stored as it arrives; the default pair is updated; stale
-certificates archived (only when nothing failed); the services reloaded or restarted and
-verified; ``force_renew`` cleared once every certificate was re-issued under it.
+is finished, the CA's renewal windows due are fetched (``shell.ari``); (2) ``gather.decide``
+plans; (3) orders are placed, each result settled into the ledger and saved at once, each
+certificate stored as it arrives; the default pair is updated; stale certificates archived
+(only when nothing failed); the services reloaded or restarted and verified; ``force_renew``
+cleared once every certificate was re-issued under it; the new certificates' windows fetched.
 
 ``guarded_cycle`` is the boundary: whatever an adapter raises ends the cycle with one error
 line naming the component, the ledger saved, and the daemon's next try from the ladder.
@@ -324,6 +324,9 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
         applied += more
         failed += errors
     _settle_force(book, store, plan.certs, issue_failed)
+    after = store.load() if issued or archived else decided.stored  # as the cycle leaves it
+    if deps.windows is not None and issued:  # the new ones' windows: no wake-up just for them
+        refresh_windows(deps, book, after, policy.ari_interval, deps.clock())
     book.update(tidy(book.state, deps.clock(), {c.spec.name for c in plan.certs}))
     return replace(
         decided,
@@ -333,7 +336,7 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
         failed=failed,
         archived=archived,
         applied=applied,
-        stored=store.load() if issued or archived else decided.stored,  # as the cycle left it
+        stored=after,
     )
 
 
