@@ -72,7 +72,10 @@ def candidates(report: Report, pacing: Pacing, now: datetime) -> list[tuple[date
             found.append((planned.renew_at, f"{name} held: {planned.reason}"))
         ledger = report.state.cert(name)
         nxt = ledger.next_attempt
-        if (planned.action is not Action.KEEP or ledger.unstored) and nxt and nxt > now:
+        # tried in this cycle (ordered, or a chain not stored yet): its retry time even when
+        # it passed while the cycle went on (a one-second ladder step), else only a future one
+        tried = planned.action in (Action.ISSUE, Action.RENEW) or bool(ledger.unstored)
+        if (tried or planned.action is Action.WAIT) and nxt and (nxt > now or tried):
             found.append((nxt, f"next attempt for {name} ({ledger.last_error or 'retry'})"))
     return found
 

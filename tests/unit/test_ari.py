@@ -338,3 +338,15 @@ def test_wake_up_on_time(
     pacing = Pacing(DAY, timedelta(minutes=1), HOUR, (timedelta(minutes=1),), HOUR, ari=ari)
     wake = next_wake(report_of(stored_cert(life, age), ledger, action), pacing, NOW)
     assert wake.seconds == pytest.approx(sleep) and why in wake.reason, wake
+
+
+def test_a_retry_time_passed_during_the_cycle_wakes_at_once() -> None:
+    """A chain not stored (full volume) whose one-second retry passed while the cycle went on:
+    the next cycle comes at once, not after the daily check."""
+    ledger = CertLedger(failures=1, next_attempt=at(-0.001), unstored="PEM", last_error="ENOSPC")
+    cert = stored_cert(timedelta(days=90), timedelta(days=70))
+    pacing = Pacing(DAY, timedelta(minutes=1), HOUR, (timedelta(minutes=1),), HOUR)
+    wake = next_wake(report_of(cert, ledger, Action.RENEW), pacing, NOW)
+    assert wake.seconds == 1 and "ENOSPC" in wake.reason
+    held = next_wake(report_of(cert, CertLedger(next_attempt=at(-5)), Action.WAIT), pacing, NOW)
+    assert held.seconds == 7200  # an old retry time of a held certificate: its hold counts
