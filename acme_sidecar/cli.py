@@ -20,6 +20,7 @@ import structlog
 
 from acme_sidecar import __version__
 from acme_sidecar.adapters.acme import AcmeIssuer, Issuer, caa_identities
+from acme_sidecar.adapters.acme.ari import RenewalInfo
 from acme_sidecar.adapters.dns import DnsResolver
 from acme_sidecar.adapters.dockerapi import choose_services
 from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
@@ -32,7 +33,7 @@ from acme_sidecar.core.report import Outcome
 from acme_sidecar.core.settle import force_seen
 from acme_sidecar.ops.hooks import HealthFile, Hook, expiry_lines, health_problems, read_health
 from acme_sidecar.ops.log import configure
-from acme_sidecar.shell.cycle import Deps, guarded_cycle, next_sleep, summarize
+from acme_sidecar.shell.cycle import Deps, guarded_cycle, pacing_of, plan_wake, summarize
 from acme_sidecar.shell.daemon import Daemon, after_cycle
 from acme_sidecar.shell.gather import decide
 from acme_sidecar.shell.importer import import_pair
@@ -83,6 +84,9 @@ def build_deps(settings: Settings, stop: threading.Event) -> Deps:
         http_check=lambda: WebrootSelfCheck(s.acme_webroot, s.acme_http_verify_port),
         public_ips=public_ips,
         ca_identities=lambda: caa_identities(s.directory, s.acme_ca_bundle),
+        windows=lambda: RenewalInfo(
+            s.directory, str(s.acme_ca_bundle) if s.acme_ca_bundle else True
+        ),
         services=choose_services(
             s.acme_docker_api,
             url=s.dockerapi_url,
@@ -205,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             after_cycle(report, deps, hooks)
             return 0 if report.outcome is Outcome.OK else 1
         report = guarded_cycle(cycle_policy(settings), deps)
-        summarize(report, next_sleep(report, daemon_policy(settings), deps.clock(), streak=1))
+        summarize(report, plan_wake(report, daemon_policy(settings), deps.clock(), streak=1))
         after_cycle(report, deps, hooks)
         return 0 if report.all_valid else 1
     daemon = Daemon(
@@ -248,5 +252,7 @@ def _status(settings: Settings, *, as_json: bool) -> int:
     store = CertStore(settings.acme_cert_dir)
     now = datetime.now(UTC)
     policy = own_policy(settings)
-    render(collect(store, now, own=policy, days=settings.acme_notify_expiry_days), as_json=as_json)
+    pacing = pacing_of(daemon_policy(settings))
+    days = settings.acme_notify_expiry_days
+    render(collect(store, now, own=policy, days=days, pacing=pacing), as_json=as_json)
     return 0

@@ -29,6 +29,7 @@ from acme_sidecar.adapters.files import check_not_link, ensure_dir, is_regular, 
 from acme_sidecar.adapters.files import key_matches as key_matches
 from acme_sidecar.adapters.files import load_chain as load_chain
 from acme_sidecar.adapters.files import load_key as load_key
+from acme_sidecar.core.ari import cert_id
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.model import CertSpec, StoredCert
 from acme_sidecar.core.names import normalize_hostname
@@ -246,6 +247,7 @@ class CertStore:
             issuer=leaf.issuer.rfc4514_string(),
             key_matches=key_matches(leaf, key),
             sans=cert_sans(leaf),
+            cert_id=cert_id(leaf),
         )
 
     def holds_chain(self, name: str, fullchain: bytes) -> bool:

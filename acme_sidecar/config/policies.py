@@ -62,6 +62,7 @@ class CyclePolicy:
     limits: Limits = field(default_factory=Limits)
     deploy: DeployPolicy = field(default_factory=DeployPolicy)
     own: OwnPolicy = field(default_factory=OwnPolicy)
+    ari_interval: timedelta = timedelta(hours=6)  # ACME_ARI_INTERVAL: the CA's window asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,7 @@ class DaemonPolicy:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     start: StartPolicy | None = None  # None: start cycling at once (tests, `once`)
     banner: dict[str, str] = field(default_factory=dict)  # logged once at start
+    ari: bool = False  # the CA's renewal windows are fetched (their next fetch wakes the daemon)
 
 
 def endpoints(settings: Settings) -> tuple[Endpoint, ...]:
@@ -165,6 +167,7 @@ def cycle_policy(settings: Settings) -> CyclePolicy:
             timeout=float(settings.acme_verify_timeout),
         ),
         own=own_policy(settings),
+        ari_interval=timedelta(seconds=settings.acme_ari_interval),
     )
 
 
@@ -184,6 +187,7 @@ def daemon_policy(settings: Settings, cert_dir: Path | None = None) -> DaemonPol
             check_webroot=not settings.skip_http_verification,
             own=own_addresses(settings),
         ),
+        ari=True,
         banner={
             "hostname": settings.mailcow_hostname,
             "directory": settings.directory,

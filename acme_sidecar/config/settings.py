@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from acme_sidecar.config.ari_settings import AriSettings
 from acme_sidecar.config.ops_settings import OpsSettings
 from acme_sidecar.config.values import (
     comma_list,
@@ -61,7 +62,7 @@ MAILCOW_FLAGS = (
 )
 
 
-class Settings(VerifySettings, OpsSettings):
+class Settings(VerifySettings, OpsSettings, AriSettings):
     """Every setting of DESIGN.md §3; field names are the environment variables, lower-cased."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)

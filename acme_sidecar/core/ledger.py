@@ -3,7 +3,8 @@
 Per name: since when it fails validation (grace), the CA's rejections (per-name back-off), when
 it last validated, and when the CA's validation of it failed (rate-limit budget). Per
 certificate (``CertLedger``): orders placed and certificates issued with their times, failures
-in a row and the next attempt, an order in flight, and an issued chain not yet stored. For the
+in a row and the next attempt, an order in flight, an issued chain not yet stored, and the CA's
+renewal window for the stored certificate (``ari``, an optional key). For the
 volume: since when ``force_renew`` is being honoured, a deploy still owed to the services, and
 the own top-level pair last accepted or refused (``OwnPair``, by fingerprint).
 
@@ -18,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from acme_sidecar.core.ari import AriRecord
 
 VERSION = 2
 
@@ -43,6 +46,7 @@ class CertLedger:
     attempting: datetime | None = None  # an order was started; its result is not recorded yet
     unstored: str = ""  # an issued full chain (PEM) that could not be stored yet
     unstored_names: tuple[str, ...] = ()
+    ari: AriRecord | None = None  # the CA's renewal window for the stored certificate
 
     @property
     def last_issued(self) -> datetime | None:
@@ -188,7 +192,7 @@ def _cert_json(c: CertLedger) -> dict[str, Any]:
         "attempting": _opt(c.attempting),
         "unstored": c.unstored,
         "unstored_names": list(c.unstored_names),
-    }
+    } | ({} if c.ari is None else {"ari": _ari_json(c.ari)})
 
 
 def _cert_parse(v: Mapping[str, Any]) -> CertLedger:
@@ -201,4 +205,31 @@ def _cert_parse(v: Mapping[str, Any]) -> CertLedger:
         attempting=_opt_time(v.get("attempting")),
         unstored=str(v.get("unstored", "")),
         unstored_names=tuple(str(n) for n in v.get("unstored_names", ())),
+        ari=_ari_parse(v["ari"]) if v.get("ari") else None,
+    )
+
+
+def _ari_json(r: AriRecord) -> dict[str, Any]:
+    return {
+        "cert_id": r.cert_id,
+        "next_poll": r.next_poll.isoformat(),
+        "start": _opt(r.start),
+        "end": _opt(r.end),
+        "renew_at": _opt(r.renew_at),
+        "explanation": r.explanation,
+        "problem": r.problem,
+        "checked": _opt(r.checked),
+    }
+
+
+def _ari_parse(v: Mapping[str, Any]) -> AriRecord:
+    return AriRecord(
+        cert_id=str(v["cert_id"]),
+        next_poll=_time(v["next_poll"]),
+        start=_opt_time(v.get("start")),
+        end=_opt_time(v.get("end")),
+        renew_at=_opt_time(v.get("renew_at")),
+        explanation=str(v.get("explanation", "")),
+        problem=str(v.get("problem", "")),
+        checked=_opt_time(v.get("checked")),
     )

@@ -46,6 +46,7 @@ class StoredCert:
     issuer: str
     key_matches: bool
     sans: tuple[str, ...] = ()
+    cert_id: str = ""  # the ARI CertID (``core.ari.cert_id``); "" without an AKI
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class CertPlan:
     action: Action
     reason: str
     renew_at: datetime | None = None
+    replaces: str = ""  # the ARI CertID of the certificate this order replaces (RFC 9773 §5)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,19 +1,20 @@
 """Plan: which certificates should exist and what to do with each (DESIGN.md §2.4).
 
 A pure function of the settings that shape certificates, the name groups, the verdicts, the
-stored certificates and the clock. No I/O, no logging: the cycle logs the plan it gets.
+stored certificates, the CA's renewal windows (``core.ari``) and the clock. No I/O, no logging:
+the cycle logs the plan it gets. A renewal the CA's window asked for names the certificate it
+replaces (``CertPlan.replaces``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from acme_sidecar.core.ari import AriRecord, lifetime_time, renew_time
 from acme_sidecar.core.budget import Hold
 from acme_sidecar.core.model import Action, CertPlan, CertSpec, NameGroup, Plan, StoredCert, Verdict
-
-SHORT_LIFETIME = timedelta(days=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +27,7 @@ class Shape:
 
 def renewal_time(not_before: datetime, not_after: datetime) -> datetime:
     """Renew with ⅓ of the lifetime left, or ½ when the lifetime is under 10 days."""
-    lifetime = not_after - not_before
-    if lifetime < SHORT_LIFETIME:
-        return not_before + lifetime / 2
-    return not_before + lifetime * 2 / 3
+    return lifetime_time(not_before, not_after)
 
 
 def _chunks(first: str | None, rest: Sequence[str], size: int) -> list[tuple[str, ...]]:
@@ -84,7 +82,11 @@ def _decide(spec: CertSpec, fresh: CertPlan, hold: Hold | None) -> CertPlan:
 
 
 def _decide_fresh(
-    spec: CertSpec, stored: StoredCert | None, force: bool, now: datetime
+    spec: CertSpec,
+    stored: StoredCert | None,
+    force: bool,
+    now: datetime,
+    ari: AriRecord | None = None,
 ) -> CertPlan:
     if stored is None:
         return CertPlan(spec, Action.ISSUE, "no certificate yet")
@@ -99,12 +101,16 @@ def _decide_fresh(
         return CertPlan(spec, Action.ISSUE, "key.pem does not match cert.pem")
     if stored.sans and set(stored.sans) != set(spec.domains):
         return CertPlan(spec, Action.ISSUE, "cert.pem does not cover the names in domains")
-    due = renewal_time(stored.not_before, stored.not_after)
+    rule = renew_time(stored.cert_id, stored.not_before, stored.not_after, ari)
+    due, replaces = rule.at, stored.cert_id if rule.ari else ""
+    expires = f"{stored.not_after:%Y-%m-%d %H:%M:%S}Z"
     if force:
-        return CertPlan(spec, Action.RENEW, "force_renew is set", due)
+        return CertPlan(spec, Action.RENEW, "force_renew is set", due, replaces)
     if now >= due:
-        return CertPlan(spec, Action.RENEW, f"due: expires {stored.not_after:%Y-%m-%d %H:%M}Z", due)
-    return CertPlan(spec, Action.KEEP, f"valid until {stored.not_after:%Y-%m-%d %H:%M}Z", due)
+        why = f"the CA asks for it ({rule.why})" if rule.ari else f"expires {expires}"
+        return CertPlan(spec, Action.RENEW, f"due: {why}", due, replaces)
+    when = f"{due:%Y-%m-%d %H:%M:%S}Z"
+    return CertPlan(spec, Action.KEEP, f"valid until {expires}; renews {when} ({rule.why})", due)
 
 
 def make_plan(
@@ -118,6 +124,7 @@ def make_plan(
     force_done: Collection[str] = (),
     hold: Callable[[CertSpec, int], Hold | None] = lambda spec, planned: None,
     own_default: str | None = None,
+    ari: Mapping[str, AriRecord] | None = None,
 ) -> Plan:
     """Decide keep/issue/renew/wait per wanted certificate and which stored ones to archive.
 
@@ -128,7 +135,8 @@ def make_plan(
     ``force`` (the admin's ``force_renew``) renews every certificate not in ``force_done``
     (those re-issued since the flag appeared). ``hold(spec, planned)`` says why a certificate
     that needs an order must wait (back-off, the CA's Retry-After, the rate-limit budget);
-    ``planned`` is the number of orders already planned before it in this plan.
+    ``planned`` is the number of orders already planned before it in this plan. ``ari`` holds
+    the CA's renewal windows by certificate (used when they are for the stored certificate).
     """
     specs = wanted_specs(groups, verdicts, shape)
     server = next((g for g in groups if g.server), None)
@@ -141,7 +149,11 @@ def make_plan(
     planned = 0
     for spec in specs:
         fresh = _decide_fresh(
-            spec, stored.get(spec.name), force and spec.name not in force_done, now
+            spec,
+            stored.get(spec.name),
+            force and spec.name not in force_done,
+            now,
+            (ari or {}).get(spec.name),
         )
         cert = _decide(spec, fresh, None if fresh.action is Action.KEEP else hold(spec, planned))
         planned += cert.action in (Action.ISSUE, Action.RENEW)

@@ -26,7 +26,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from acme_sidecar.core.plan import renewal_time
+from acme_sidecar.core.ari import renew_time
 from acme_sidecar.core.report import Outcome
 from acme_sidecar.ops.hooks import CycleEvent
 
@@ -59,8 +59,10 @@ def sample(event: CycleEvent) -> Sample:
         failure=None if ok else event.report.outcome.value,
         names_skipped=len(plan.skipped) if plan is not None else None,
         expiration={n: c.not_after.timestamp() for n, c in event.certificates.items()},
-        renewal={
-            n: renewal_time(c.not_before, c.not_after).timestamp()
+        renewal={  # the CA's ARI time when it gave one, else the lifetime rule
+            n: renew_time(
+                c.cert_id, c.not_before, c.not_after, event.report.state.cert(n).ari
+            ).at.timestamp()
             for n, c in event.certificates.items()
         },
     )

@@ -2,11 +2,11 @@
 
 Order of steps: (1) chains issued but not stored are stored, the top-level pair is looked at
 (``shell.own``: an own pair is stepped aside for, checked when it changed), a deploy still owed
-is finished;
-(2) ``gather.decide`` plans; (3) orders are placed, each result settled into the ledger and
-saved at once, each certificate stored as it arrives; the default pair is updated; stale
-certificates archived (only when nothing failed); the services reloaded or restarted and
-verified; ``force_renew`` cleared once every certificate was re-issued under it.
+is finished, the CA's renewal windows due are fetched (``shell.ari``); (2) ``gather.decide``
+plans; (3) orders are placed, each result settled into the ledger and saved at once, each
+certificate stored as it arrives; the default pair is updated; stale certificates archived
+(only when nothing failed); the services reloaded or restarted and verified; ``force_renew``
+cleared once every certificate was re-issued under it; the new certificates' windows fetched.
 
 ``guarded_cycle`` is the boundary: whatever an adapter raises ends the cycle with one error
 line naming the component, the ledger saved, and the daemon's next try from the ladder.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
@@ -44,12 +44,22 @@ from acme_sidecar.core.settle import (
     sni_map,
     tidy,
 )
+from acme_sidecar.core.wake import Pacing, Wake, next_wake
+from acme_sidecar.shell.ari import refresh_windows
 from acme_sidecar.shell.boundary import Book, crashed
 from acme_sidecar.shell.deploy import deploy
 from acme_sidecar.shell.gather import Deps, decide
 from acme_sidecar.shell.own import check_own, own_written
 
-__all__ = ["Deps", "guarded_cycle", "next_sleep", "run_cycle", "summarize"]
+__all__ = [
+    "Deps",
+    "guarded_cycle",
+    "next_sleep",
+    "pacing_of",
+    "plan_wake",
+    "run_cycle",
+    "summarize",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -193,6 +203,8 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
     if book.state.deploy is not None:
         applied, errors = finish_deploy(policy, deps, book)
         failed += errors
+    if deps.windows is not None:
+        refresh_windows(deps, book, store.load(), policy.ari_interval, now)
     refused = frozenset(store.refused())
     decided = decide(policy, deps, book.state, refused=refused, own=own.reason if own.own else None)
     if key_job is not None:
@@ -213,7 +225,9 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
         key_pem = store.domain_key()
         book.update(begin_orders(book.state, [c.spec.name for c in plan.to_order], now))
         results = deps.issuer(store.account_key()).issue_all(
-            [c.spec for c in plan.to_order], key_pem
+            [c.spec for c in plan.to_order],
+            key_pem,
+            replaces={c.spec.name: c.replaces for c in plan.to_order if c.replaces},
         )
         for result in results:
             settled = settle_result(book.state, result, deps.clock(), policy.retry)
@@ -249,8 +263,10 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
         applied += more
         failed += errors
     _settle_force(book, store, plan.certs, issue_failed)
+    after = store.load() if issued or archived else decided.stored  # as the cycle leaves it
+    if deps.windows is not None and issued:  # the new ones' windows: no wake-up just for them
+        refresh_windows(deps, book, after, policy.ari_interval, deps.clock())
     book.update(tidy(book.state, deps.clock(), {c.spec.name for c in plan.certs}))
-    waits = [c.renew_at for c in plan.certs if c.renew_at and c.action is not Action.RENEW]
     return replace(
         decided,
         outcome=Outcome.OK if failed == 0 else Outcome.FAILED,
@@ -259,7 +275,7 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
         failed=failed,
         archived=archived,
         applied=applied,
-        next_due=min(waits, default=None),
+        stored=after,
     )
 
 
@@ -282,46 +298,31 @@ def _settle_force(book: Book, store: CertStore, certs: tuple[CertPlan, ...], fai
     )
 
 
-def _step(policy: DaemonPolicy, n: int) -> timedelta:
-    ladder = policy.retry.ladder
-    return ladder[n - 1] if 0 < n <= len(ladder) else policy.retry.interval
+def pacing_of(policy: DaemonPolicy) -> Pacing:
+    """The daemon's intervals as ``core.wake`` needs them."""
+    return Pacing(
+        check_interval=policy.check_interval,
+        db_retry_interval=policy.db_retry_interval,
+        idle_interval=policy.idle_interval,
+        ladder=policy.retry.ladder,
+        retry_interval=policy.retry.interval,
+        ari=policy.ari,
+    )
+
+
+def plan_wake(report: Report, policy: DaemonPolicy, now: datetime, *, streak: int = 0) -> Wake:
+    """When the next cycle runs and why: ``core.wake.next_wake`` with the daemon's pacing."""
+    return next_wake(report, pacing_of(policy), now, streak=streak)
 
 
 def next_sleep(report: Report, policy: DaemonPolicy, now: datetime, *, streak: int = 0) -> float:
-    """Seconds until the next cycle: the earliest of
-
-    - the daily check, and the next renewal or hold (back-off, Retry-After, budget) that ends;
-    - a certificate's own next attempt (from the ledger) after a failed order;
-    - a deploy still owed: the retry ladder by its attempts;
-    - a cycle that crashed or found nothing valid: the ladder by ``streak`` (unsuccessful
-      cycles in a row; with nothing valid at most ``ACME_IDLE_INTERVAL``).
-
-    The database down: ``ACME_DB_RETRY_INTERVAL``. Never less than a second.
-    """
-    if report.outcome is Outcome.SOURCE_DOWN:
-        return policy.db_retry_interval.total_seconds()
-    due = [report.next_due] if report.next_due else []
-    if report.plan:
-        for cert in report.plan.certs:
-            if cert.action is Action.WAIT and cert.renew_at:
-                due.append(cert.renew_at)
-            ledger = report.state.cert(cert.spec.name)
-            if cert.action is not Action.KEEP or ledger.unstored:
-                nxt = ledger.next_attempt
-                due += [nxt] if nxt and nxt > now else []
-    wait = min([policy.check_interval, *(max(t - now, timedelta(0)) for t in due)])
-    if report.crashed or report.outcome is Outcome.NOTHING_VALID:
-        step = _step(policy, max(streak, 1))
-        if report.outcome is Outcome.NOTHING_VALID:
-            step = min(step, policy.idle_interval)
-        wait = min(wait, step)
-    if report.state.deploy is not None:
-        wait = min(wait, _step(policy, max(report.state.deploy.attempts, 1)))
-    return max(wait.total_seconds(), 1.0)
+    """Seconds until the next cycle (``plan_wake``)."""
+    return plan_wake(report, policy, now, streak=streak).seconds
 
 
-def summarize(report: Report, sleep: float) -> None:
-    """The one summary line of a cycle."""
+def summarize(report: Report, sleep: float | Wake) -> None:
+    """The one summary line of a cycle, with when the next one runs and why."""
+    wake = sleep if isinstance(sleep, Wake) else Wake(sleep, "")
     plan = report.plan
     kept = sum(1 for c in plan.certs if c.action is Action.KEEP) if plan else 0
     log.info(
@@ -335,5 +336,6 @@ def summarize(report: Report, sleep: float) -> None:
         services=",".join(report.applied) or None,
         skipped_names=len(plan.skipped) if plan else 0,
         deploy_owed=report.state.deploy is not None or None,
-        next_check_in=f"{int(sleep)}s",
+        next_check_in=f"{int(wake.seconds)}s",
+        next_reason=wake.reason or None,
     )

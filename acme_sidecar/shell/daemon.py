@@ -28,7 +28,7 @@ from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.ops.hooks import CycleEvent, Hook, run_hooks
-from acme_sidecar.shell.cycle import Deps, guarded_cycle, next_sleep, summarize
+from acme_sidecar.shell.cycle import Deps, guarded_cycle, plan_wake, summarize
 from acme_sidecar.shell.startup import DbGrace, wait_until_ready
 from acme_sidecar.shell.watch import watch_cycle
 
@@ -165,12 +165,12 @@ class Daemon:
             streak = 0 if report.settled else streak + 1
             if self.stop.is_set():
                 break
-            sleep = next_sleep(report, self.policy, self.deps.clock(), streak=streak)
-            summarize(report, sleep)
+            wake = plan_wake(report, self.policy, self.deps.clock(), streak=streak)
+            summarize(report, wake)
             quiet = grace.quiet(report.outcome is Outcome.SOURCE_DOWN, self.deps.clock())
             after_cycle(report, self.deps, self.hooks, quiet=quiet)
             release_memory()
-            self._sleep(sleep, report)
+            self._sleep(wake.seconds, report)
         self._report_signals()
         log.info("daemon.stopped")
         return 0

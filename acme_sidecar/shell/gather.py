@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import structlog
 
 from acme_sidecar.adapters.acme import Issuer
+from acme_sidecar.adapters.acme.ari import WindowSource
 from acme_sidecar.adapters.docker import Services
 from acme_sidecar.adapters.mariadb import DomainSource
 from acme_sidecar.adapters.volume import CertStore
@@ -47,6 +48,7 @@ class Deps:
     services: Services | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     stop: threading.Event = field(default_factory=threading.Event)
+    windows: Callable[[], WindowSource] | None = None  # the CA's renewal windows (ARI)
 
 
 def _ip_policy(policy: CyclePolicy, deps: Deps) -> IpPolicy:
@@ -149,6 +151,7 @@ def decide(
             now=now,
             hold=hold,
             own_default=own,
+            ari={n: c.ari for n, c in after.certs.items() if c.ari is not None},
         )
         return plan, verdicts, after
 

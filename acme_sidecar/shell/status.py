@@ -3,9 +3,12 @@
 Read-only: a damaged ``acme/state.json`` is reported, never moved (the daemon does that).
 For each certificate: names, issuer, expiry, renewal time, and when an order is held back
 (its back-off after failures, the CA's Retry-After, or the rate-limit budget), until when and
-why; an expiry warning (``core.expiry``). The top-level pair is shown as ``(default)`` when it
-is not a copy of a certificate directory, with whose it is (an own certificate or not) and why.
-Also a deploy the services are still owed and a ``force_renew`` in progress.
+why; the CA's renewal window (ARI) with the time drawn in it, or the lifetime rule, and what the
+renewal waits for; an expiry warning (``core.expiry``). The top-level pair is shown as
+``(default)`` when it is not a copy of a certificate directory, with whose it is (an own
+certificate or not) and why.
+Also a deploy the services are still owed, a ``force_renew`` in progress, and when the daemon
+wakes up next for these certificates (``core.wake``) when its pacing is given.
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ from typing import Any, TextIO
 from acme_sidecar.adapters import ownpair
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import OwnPolicy
+from acme_sidecar.core.ari import AriRecord, renew_time
 from acme_sidecar.core.budget import hold_for
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.expiry import expiry_warning
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import CertSpec, StoredCert
 from acme_sidecar.core.own import OWN_MARK
-from acme_sidecar.core.plan import renewal_time
+from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.core.settle import force_done
+from acme_sidecar.core.wake import Pacing, candidates
 
 
 def _ledger(store: CertStore) -> tuple[State, str | None]:
@@ -52,8 +57,42 @@ def _top(store: CertStore, own: OwnPolicy, stored: dict[str, StoredCert]) -> dic
     return {"own": who.own, "own_reason": who.reason}
 
 
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
+def _ari(record: AriRecord | None, cert: StoredCert) -> dict[str, Any] | None:
+    """The CA's window for ``cert`` as ``status`` shows it; None when none was asked for it."""
+    if record is None or not cert.cert_id or record.cert_id != cert.cert_id:
+        return None
+    return {
+        "cert_id": record.cert_id,
+        "window_start": _iso(record.start),
+        "window_end": _iso(record.end),
+        "chosen": _iso(record.renew_at),
+        "next_fetch": _iso(record.next_poll),
+        "explanation": record.explanation or None,
+        "problem": record.problem or None,
+    }
+
+
+def _waiting(row: dict[str, Any], now: datetime) -> str:
+    """Why the renewal of a stored certificate waits (or that it does not)."""
+    if row["held_until"]:
+        return f"held until {row['held_until']}: {row['held_because']}"
+    at = datetime.fromisoformat(row["renew_at"])
+    if at <= now:
+        return f"due since {row['renew_at']}: renewed at the next cycle"
+    return f"until {row['renew_at']} ({row['renew_rule']})"
+
+
 def collect(
-    store: CertStore, now: datetime, *, own: OwnPolicy | None = None, days: int = 14
+    store: CertStore,
+    now: datetime,
+    *,
+    own: OwnPolicy | None = None,
+    days: int = 14,
+    pacing: Pacing | None = None,
 ) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` form)."""
     state, problem = _ledger(store)
@@ -70,12 +109,15 @@ def collect(
         hold = None if name == OWN_MARK else hold_for(CertSpec(name, domains), state, now)
         row: dict[str, Any] = {"name": name, "domains": list(domains), "stored": bool(cert)}
         if cert:
+            rule = renew_time(cert.cert_id, cert.not_before, cert.not_after, ledger.ari)
             row |= {
                 "issuer": cert.issuer,
                 "serial": f"{cert.serial:x}",
                 "not_before": cert.not_before.isoformat(),
                 "not_after": cert.not_after.isoformat(),
-                "renew_at": renewal_time(cert.not_before, cert.not_after).isoformat(),
+                "renew_at": rule.at.isoformat(),
+                "renew_rule": rule.why,
+                "ari": _ari(ledger.ari, cert),
                 "expired": cert.not_after <= now,
                 "key_matches": cert.key_matches,
             }
@@ -93,8 +135,15 @@ def collect(
             "issued_not_stored": bool(ledger.unstored),
             "force_done": name in done if state.force_since else None,
         }
+        if cert and row["renew_at"]:
+            row["waiting"] = _waiting(row, now)
         rows.append(row)
     owed = state.deploy
+    wake = None
+    if pacing is not None:
+        report = Report(Outcome.OK, state=state, stored=managed)
+        when, why = min(candidates(report, pacing, now), key=lambda c: c[0])
+        wake = {"at": max(when, now).isoformat(), "reason": why}
     return {
         "certificates": rows,
         "deploy_owed": None
@@ -104,6 +153,7 @@ def collect(
         "top_level": top or None,
         "refused_links": store.refused(),
         "problem": problem,
+        "next_wake": wake,
     }
 
 
@@ -124,7 +174,20 @@ def render(data: dict[str, Any], out: TextIO = sys.stdout, *, as_json: bool = Fa
             print(f"  issuer:    {row['issuer']}", file=out)
             print(f"  not after: {row['not_after']}", file=out)
             if row["renew_at"]:
-                print(f"  renews at: {row['renew_at']}", file=out)
+                print(f"  renews at: {row['renew_at']} ({row['renew_rule']})", file=out)
+            ari = row.get("ari")
+            if ari and ari["window_start"]:
+                print(
+                    f"  ARI:       window {ari['window_start']} to {ari['window_end']}, "
+                    f"chosen {ari['chosen'] or '-'}; asked again {ari['next_fetch']}",
+                    file=out,
+                )
+            if ari and ari["problem"]:
+                print(f"  ARI:       not used: {ari['problem']}", file=out)
+            if ari and ari["explanation"]:
+                print(f"  ARI:       the CA explains: {ari['explanation']}", file=out)
+            if row.get("waiting"):
+                print(f"  waiting:   {row['waiting']}", file=out)
             if row.get("expiry_warning"):
                 print(f"  {row['expiry_level'].upper()}: {row['expiry_warning']}", file=out)
         else:
@@ -147,5 +210,8 @@ def render(data: dict[str, Any], out: TextIO = sys.stdout, *, as_json: bool = Fa
     if data["deploy_owed"]:
         owed = data["deploy_owed"]
         print(f"deploy owed since {owed['since']}: {', '.join(owed['certificates'])}", file=out)
+    if data.get("next_wake"):
+        wake = data["next_wake"]
+        print(f"next wake-up: {wake['at']} for the {wake['reason']}", file=out)
     for name in data["refused_links"]:
         print(f"refused: {name} is a symbolic link; acme-sidecar does not use it", file=out)

@@ -95,14 +95,21 @@ class FakeIssuer:
     error: BaseException | None = None  # raised from inside issue_all
     orders: list[tuple[datetime, str]] = field(default_factory=list)
     days: int = 90
+    lifetime: timedelta | None = None  # instead of ``days`` (short certificates)
+    replaced: dict[str, str] = field(default_factory=dict)  # name -> the CertID it replaced
     _ca: tuple[ec.EllipticCurvePrivateKey, x509.Name] = field(default_factory=_ca)
 
     def __call__(self, account_pem: bytes) -> FakeIssuer:
         return self
 
     def issue_all(
-        self, specs: Sequence[CertSpec], key_pem: bytes
+        self,
+        specs: Sequence[CertSpec],
+        key_pem: bytes,
+        *,
+        replaces: Mapping[str, str] | None = None,
     ) -> Iterator[Issued | IssueFailure]:
+        self.replaced.update(replaces or {})
         for spec in specs:
             if self.error is not None:
                 raise self.error
@@ -131,9 +138,12 @@ class FakeIssuer:
             .public_key(load_key(key_pem).public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(minutes=1))
-            .not_valid_after(now + timedelta(days=self.days))
+            .not_valid_after(now + (self.lifetime or timedelta(days=self.days)))
             .add_extension(
                 x509.SubjectAlternativeName([x509.DNSName(n) for n in spec.domains]), False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
             )
             .sign(ca_key, hashes.SHA256())
         )

@@ -11,7 +11,7 @@ directory. May touch: the CA over HTTPS and challenge files in the webroot.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
 from pathlib import Path
@@ -38,10 +38,15 @@ class Issuer(Protocol):
     """Obtains certificates for a batch of specs."""
 
     def issue_all(
-        self, specs: Sequence[CertSpec], key_pem: bytes
+        self,
+        specs: Sequence[CertSpec],
+        key_pem: bytes,
+        *,
+        replaces: Mapping[str, str] | None = None,
     ) -> Iterator[Issued | IssueFailure]:
         """Order every spec (in parallel); yield one result per spec as each completes;
-        never raises for a failed order."""
+        never raises for a failed order. ``replaces`` maps a spec's name to the ARI CertID of
+        the certificate its order replaces."""
 
 
 class AcmeIssuer:
@@ -81,9 +86,14 @@ class AcmeIssuer:
         self._session.connect()
 
     def issue_all(
-        self, specs: Sequence[CertSpec], key_pem: bytes
+        self,
+        specs: Sequence[CertSpec],
+        key_pem: bytes,
+        *,
+        replaces: Mapping[str, str] | None = None,
     ) -> Iterator[Issued | IssueFailure]:
         """Order every spec, up to ``parallel`` at once; yield results as they complete.
+        An order names the certificate it replaces when ``replaces`` has its spec's name.
 
         When the CA stops answering (``CA_DOWN_AFTER`` orders in a row could not reach it),
         the orders not yet started are given up (kind SYSTEMIC) instead of each waiting for
@@ -108,11 +118,14 @@ class AcmeIssuer:
         self._unreachable = 0
         workers = min(self._parallel, len(specs))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="order") as pool:
-            futures = [pool.submit(self._issue_guarded, s, key) for s in specs]
+            old = replaces or {}
+            futures = [pool.submit(self._issue_guarded, s, key, old.get(s.name, "")) for s in specs]
             for future in as_completed(futures):
                 yield future.result()
 
-    def _issue_guarded(self, spec: CertSpec, key: PrivateKey) -> Issued | IssueFailure:
+    def _issue_guarded(
+        self, spec: CertSpec, key: PrivateKey, replaces: str = ""
+    ) -> Issued | IssueFailure:
         """The worker boundary: one result per spec, whatever the order does."""
         if self._unreachable >= CA_DOWN_AFTER:
             return IssueFailure(
@@ -121,7 +134,7 @@ class AcmeIssuer:
                 kind=FailureKind.SYSTEMIC,
             )
         try:
-            result, error = self._flow.issue_one(spec, key)
+            result, error = self._flow.issue_one(spec, key, replaces)
         except Exception as exc:  # noqa: BLE001  # a bug must cost one order, not the batch
             log.error("order.crashed", certificate=spec.name, error_type=type(exc).__name__)
             return IssueFailure(spec, f"the order crashed: {type(exc).__name__}: {exc}")

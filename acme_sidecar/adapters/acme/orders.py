@@ -24,6 +24,7 @@ from acme import client, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from acme_sidecar.adapters.acme.ari import new_order, offers_ari, replaces_refused
 from acme_sidecar.adapters.acme.challenges import ChallengeResponder
 from acme_sidecar.adapters.acme.session import Session
 from acme_sidecar.adapters.acme.translate import (
@@ -103,9 +104,10 @@ class OrderFlow:
         self._clock = clock
 
     def issue_one(
-        self, spec: CertSpec, key: PrivateKey
+        self, spec: CertSpec, key: PrivateKey, replaces: str = ""
     ) -> tuple[Issued | IssueFailure, IssueError | None]:
-        """Order one certificate; the result, and the error that ended it (if any)."""
+        """Order one certificate (naming the certificate it ``replaces``, an ARI CertID, when
+        given); the result, and the error that ended it (if any)."""
         names = list(spec.domains)
         dropped: dict[str, str] = {}
         tally = Tally()
@@ -113,7 +115,7 @@ class OrderFlow:
         while names:
             current = CertSpec(name=names[0], domains=tuple(names))
             try:
-                chain = self.place(current, key, tally)
+                chain = self.place(current, key, tally, replaces)
             except AccountUnknown as exc:
                 if registered_again:
                     return self._failure(spec, exc, dropped, tally), exc
@@ -195,7 +197,7 @@ class OrderFlow:
             tally.orders,
         )
 
-    def place(self, spec: CertSpec, key: PrivateKey, tally: Tally) -> bytes:
+    def place(self, spec: CertSpec, key: PrivateKey, tally: Tally, replaces: str = "") -> bytes:
         """One order for exactly ``spec.domains``: the PEM chain, or a typed error."""
         acme = self._session.client()
         deadline = time.monotonic() + self._timeout
@@ -203,7 +205,7 @@ class OrderFlow:
         responder = self._responders()
         try:
             tally.orders += 1
-            order = acme.new_order(csr)
+            order = self._new_order(acme, spec, csr, replaces)
             log.info("order.created", certificate=spec.name, names=len(spec.domains))
             for authz in order.authorizations:
                 if authz.body.status == messages.STATUS_VALID:
@@ -232,6 +234,38 @@ class OrderFlow:
             raise translate(exc, f"order for {spec.name} failed") from exc
         finally:
             responder.cleanup()
+
+    @staticmethod
+    def _new_order(
+        acme: client.ClientV2, spec: CertSpec, csr: bytes, replaces: str
+    ) -> messages.OrderResource:
+        """The new order, with ``replaces`` when the CA offers ARI; when the CA refuses it for
+        that (already replaced, malformed), once more without it."""
+        if replaces and not offers_ari(acme):
+            log.warning(
+                "order.replaces_dropped",
+                certificate=spec.name,
+                reason="the CA offers no renewalInfo",
+                action="ordering without replaces",
+            )
+            replaces = ""
+        try:
+            order = new_order(acme, csr, spec.domains, replaces=replaces)
+        except IssueError as exc:
+            if not replaces or not replaces_refused(exc):
+                raise
+            log.warning(
+                "order.replaces_refused",
+                certificate=spec.name,
+                replaces=replaces,
+                problem=exc.code,
+                detail=str(exc)[:300],
+                action="ordering again without replaces",
+            )
+            return new_order(acme, csr, spec.domains)
+        if replaces:
+            log.info("order.replaces", certificate=spec.name, replaces=replaces)
+        return order
 
     @staticmethod
     def _fetch_order(acme: client.ClientV2, url: str) -> tuple[messages.Order, requests.Response]:
