@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from acme_sidecar.config.ca_settings import CaSettings
 from acme_sidecar.config.ops_settings import OpsSettings
 from acme_sidecar.config.values import (
     comma_list,
@@ -59,7 +60,7 @@ MAILCOW_FLAGS = (
 )
 
 
-class Settings(OpsSettings):
+class Settings(OpsSettings, CaSettings):
     """Every setting of DESIGN.md §3; field names are the environment variables, lower-cased."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
@@ -407,7 +408,9 @@ class Settings(OpsSettings):
         return tuple(dict.fromkeys(own))
 
 
-HIDDEN = frozenset({"dbpass", "redispass"})  # never echoed; URLs echoed with password masked
+HIDDEN = frozenset(
+    {"dbpass", "redispass", "acme_eab_hmac_key"}
+)  # never echoed; URLs echoed with password masked
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

@@ -43,6 +43,7 @@ class CertLedger:
     attempting: datetime | None = None  # an order was started; its result is not recorded yet
     unstored: str = ""  # an issued full chain (PEM) that could not be stored yet
     unstored_names: tuple[str, ...] = ()
+    profile: str = ""  # the ACME profile the stored certificate was ordered with ("": default)
 
     @property
     def last_issued(self) -> datetime | None:
@@ -185,7 +186,7 @@ def _cert_json(c: CertLedger) -> dict[str, Any]:
         "attempting": _opt(c.attempting),
         "unstored": c.unstored,
         "unstored_names": list(c.unstored_names),
-    }
+    } | ({"profile": c.profile} if c.profile else {})
 
 
 def _cert_parse(v: Mapping[str, Any]) -> CertLedger:
@@ -198,4 +199,5 @@ def _cert_parse(v: Mapping[str, Any]) -> CertLedger:
         attempting=_opt_time(v.get("attempting")),
         unstored=str(v.get("unstored", "")),
         unstored_names=tuple(str(n) for n in v.get("unstored_names", ())),
+        profile=str(v.get("profile", "")),
     )

@@ -12,16 +12,20 @@ from datetime import datetime, timedelta
 
 from acme_sidecar.core.budget import Hold
 from acme_sidecar.core.model import Action, CertPlan, CertSpec, NameGroup, Plan, StoredCert, Verdict
+from acme_sidecar.core.profiles import profile_change
 
 SHORT_LIFETIME = timedelta(days=10)
 
 
 @dataclass(frozen=True, slots=True)
 class Shape:
-    """The settings that decide how names are grouped into certificates."""
+    """The settings that decide how names are grouped into certificates and what they are
+    ordered as (a stored certificate of another profile or key type is ordered again)."""
 
     sni: bool = False
-    max_names: int = 100
+    max_names: int = 100  # already lowered to the profile's limit (core.profiles.max_names)
+    profile: str = ""  # ACME_PROFILE; "" = the CA's default
+    key_type: str = ""  # the certificate key's type (rsa2048 ... ec384); "" = not checked
 
 
 def renewal_time(not_before: datetime, not_after: datetime) -> datetime:
@@ -84,7 +88,12 @@ def _decide(spec: CertSpec, fresh: CertPlan, hold: Hold | None) -> CertPlan:
 
 
 def _decide_fresh(
-    spec: CertSpec, stored: StoredCert | None, force: bool, now: datetime
+    spec: CertSpec,
+    stored: StoredCert | None,
+    force: bool,
+    now: datetime,
+    shape: Shape = Shape(),
+    profile: str = "",
 ) -> CertPlan:
     if stored is None:
         return CertPlan(spec, Action.ISSUE, "no certificate yet")
@@ -99,6 +108,12 @@ def _decide_fresh(
         return CertPlan(spec, Action.ISSUE, "key.pem does not match cert.pem")
     if stored.sans and set(stored.sans) != set(spec.domains):
         return CertPlan(spec, Action.ISSUE, "cert.pem does not cover the names in domains")
+    if shape.key_type and stored.key_type and stored.key_type != shape.key_type:
+        why = f"key type changed: its key is {stored.key_type}, the key type is {shape.key_type}"
+        return CertPlan(spec, Action.ISSUE, why)
+    changed = profile_change(profile, shape.profile)
+    if changed:
+        return CertPlan(spec, Action.ISSUE, changed)
     due = renewal_time(stored.not_before, stored.not_after)
     if force:
         return CertPlan(spec, Action.RENEW, "force_renew is set", due)
@@ -118,6 +133,7 @@ def make_plan(
     force_done: Collection[str] = (),
     hold: Callable[[CertSpec, int], Hold | None] = lambda spec, planned: None,
     own_default: str | None = None,
+    profiles: Mapping[str, str] | None = None,
 ) -> Plan:
     """Decide keep/issue/renew/wait per wanted certificate and which stored ones to archive.
 
@@ -129,6 +145,10 @@ def make_plan(
     (those re-issued since the flag appeared). ``hold(spec, planned)`` says why a certificate
     that needs an order must wait (back-off, the CA's Retry-After, the rate-limit budget);
     ``planned`` is the number of orders already planned before it in this plan.
+
+    ``profiles`` names the profile each stored certificate was ordered with (the ledger's; a
+    certificate not named there counts as ordered with the CA's default): one that differs
+    from ``shape.profile`` is ordered again, so is one whose key type is not ``shape.key_type``.
     """
     specs = wanted_specs(groups, verdicts, shape)
     server = next((g for g in groups if g.server), None)
@@ -141,7 +161,12 @@ def make_plan(
     planned = 0
     for spec in specs:
         fresh = _decide_fresh(
-            spec, stored.get(spec.name), force and spec.name not in force_done, now
+            spec,
+            stored.get(spec.name),
+            force and spec.name not in force_done,
+            now,
+            shape,
+            (profiles or {}).get(spec.name, ""),
         )
         cert = _decide(spec, fresh, None if fresh.action is Action.KEEP else hold(spec, planned))
         planned += cert.action in (Action.ISSUE, Action.RENEW)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,7 +99,7 @@ class FakeIssuer:
         return self
 
     def issue_all(
-        self, specs: Sequence[CertSpec], key_pem: bytes
+        self, specs: Sequence[CertSpec], key_pem: bytes | Mapping[str, bytes]
     ) -> Iterator[Issued | IssueFailure]:
         for spec in specs:
             if self.error is not None:
@@ -107,7 +107,8 @@ class FakeIssuer:
             self.orders.append((self.clock(), spec.name))
             kind = next((k for d, k in self.fail.items() if spec.name.endswith(d)), None)
             if kind is None:
-                yield Issued(spec, self.sign(spec, key_pem))
+                key = key_pem if isinstance(key_pem, bytes) else key_pem[spec.name]
+                yield Issued(spec, self.sign(spec, key))
             elif kind is FailureKind.SYSTEMIC:
                 yield IssueFailure(
                     spec,

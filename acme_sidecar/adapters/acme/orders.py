@@ -4,7 +4,9 @@
 are dropped and the order placed again without them; a name whose validation failed on the
 CA's side (its DNS lookup or connection) stops the spec for this cycle without banning the
 name. Polling starts at ``FIRST_POLL`` and grows by half up to ``MAX_POLL``; a ``Retry-After``
-from the CA wins. May touch: the CA over HTTPS (through ``Session``) and, through the
+from the CA wins. An order names the configured profile (none: the CA's default) and is given up
+at its own ``expires`` when that comes before the order timeout (short profiles' orders live
+briefly). May touch: the CA over HTTPS (through ``Session``) and, through the
 challenge responder, the webroot.
 """
 
@@ -95,7 +97,9 @@ class OrderFlow:
         order_timeout: float,
         stop: threading.Event,
         clock: Callable[[], datetime],
+        profile: str = "",
     ) -> None:
+        self._profile = profile
         self._session = session
         self._responders = responders
         self._timeout = order_timeout
@@ -153,7 +157,14 @@ class OrderFlow:
                 continue
             except IssueError as exc:
                 return self._failure(spec, exc, dropped, tally), exc
-            issued = Issued(current, chain, dropped, tuple(tally.failed_validations), tally.orders)
+            issued = Issued(
+                current,
+                chain,
+                dropped,
+                tuple(tally.failed_validations),
+                tally.orders,
+                self._profile,
+            )
             return issued, None
         reasons = "; ".join(f"{n}: {r}" for n, r in dropped.items())
         failure = IssueFailure(
@@ -203,8 +214,9 @@ class OrderFlow:
         responder = self._responders()
         try:
             tally.orders += 1
-            order = acme.new_order(csr)
+            order = acme.new_order(csr, profile=self._profile or None)
             log.info("order.created", certificate=spec.name, names=len(spec.domains))
+            deadline = self._order_deadline(order.body, deadline)
             for authz in order.authorizations:
                 if authz.body.status == messages.STATUS_VALID:
                     continue
@@ -232,6 +244,13 @@ class OrderFlow:
             raise translate(exc, f"order for {spec.name} failed") from exc
         finally:
             responder.cleanup()
+
+    def _order_deadline(self, body: messages.Order, deadline: float) -> float:
+        """The polling deadline: the order timeout, or the order's ``expires`` if sooner."""
+        if body.expires is None:
+            return deadline
+        left = (body.expires - self._clock()).total_seconds()
+        return min(deadline, time.monotonic() + max(left, 0.0))
 
     @staticmethod
     def _fetch_order(acme: client.ClientV2, url: str) -> tuple[messages.Order, requests.Response]:
