@@ -3,9 +3,11 @@
 Read-only: a damaged ``acme/state.json`` is reported, never moved (the daemon does that).
 For each certificate: names, issuer, expiry, renewal time, and when an order is held back
 (its back-off after failures, the CA's Retry-After, or the rate-limit budget), until when and
-why; an expiry warning (``core.expiry``). The top-level pair is shown as ``(default)`` when it
-is not a copy of a certificate directory, with whose it is (an own certificate or not) and why.
-Also a deploy the services are still owed and a ``force_renew`` in progress.
+why; an expiry warning (``core.expiry``); its key type and whether it allows TLS client
+authentication (clientAuth: Postfix presents it as its SMTP client certificate). The top-level
+pair is shown as ``(default)`` when it is not a copy of a certificate directory, with whose it
+is (an own certificate or not) and why. Also a deploy the services are still owed and a
+``force_renew`` in progress.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def collect(
                 "renew_at": renewal_time(cert.not_before, cert.not_after).isoformat(),
                 "expired": cert.not_after <= now,
                 "key_matches": cert.key_matches,
+                "key_type": cert.key_type or None,
+                "client_auth": cert.client_auth,
             }
             warning = expiry_warning(cert.not_before, cert.not_after, now, days)
             row["expiry_warning"] = warning.summary(name, cert.not_after) if warning else None
@@ -107,6 +111,15 @@ def collect(
     }
 
 
+def _client_auth(allowed: bool) -> str:
+    if allowed:
+        return "yes (usable as Postfix's SMTP client certificate)"
+    return (
+        "no: Postfix still presents it as its SMTP client certificate; receivers that "
+        "require clientAuth refuse or downgrade it (see the README, Outbound SMTP)"
+    )
+
+
 def render(data: dict[str, Any], out: TextIO = sys.stdout, *, as_json: bool = False) -> None:
     """Print ``data`` as a readable list, or as JSON."""
     if as_json:
@@ -125,6 +138,10 @@ def render(data: dict[str, Any], out: TextIO = sys.stdout, *, as_json: bool = Fa
             print(f"  not after: {row['not_after']}", file=out)
             if row["renew_at"]:
                 print(f"  renews at: {row['renew_at']}", file=out)
+            if row.get("key_type"):
+                print(f"  key:       {row['key_type']}", file=out)
+            if row.get("client_auth") is not None:
+                print(f"  clientAuth: {_client_auth(row['client_auth'])}", file=out)
             if row.get("expiry_warning"):
                 print(f"  {row['expiry_level'].upper()}: {row['expiry_warning']}", file=out)
         else:
