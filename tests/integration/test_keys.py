@@ -124,9 +124,12 @@ def test_each_key_type_is_issued_and_served(
     three consumers; each change logs the new TLSA 3 1 1 and re-issues. Then a forced
     renewal keeps the SPKI (ACME_KEY_REUSE=y), and with ACME_KEY_REUSE=n it changes."""
     seed(world, ["one.test"])
+    # seven certificates for the same names within minutes: past Let's Encrypt's 5 a week,
+    # which the sidecar's budget would honour (a type change waits like any order)
+    env = stack.env | {"ACME_RATE_LIMITS": "off"}
     changes = probes = 0
     for kind in KEY_TYPES:
-        run = sidecar(stack.env | {"ACME_KEY_TYPE": kind}, "once", timeout=180)
+        run = sidecar(env | {"ACME_KEY_TYPE": kind}, "once", timeout=180)
         assert run.code == 0, run.stderr
         stored = _stored(stack.volume)
         assert stored[1] == kind
@@ -140,7 +143,7 @@ def test_each_key_type_is_issued_and_served(
     last = _stored(stack.volume)
 
     (stack.volume / "force_renew").touch()
-    reused = sidecar(stack.env, "once")  # ACME_KEY_TYPE empty: the volume's type (ec384)
+    reused = sidecar(env, "once")  # ACME_KEY_TYPE empty: the volume's type (ec384)
     assert reused.code == 0, reused.stderr
     renewed = _stored(stack.volume)
     assert renewed[0] != last[0] and renewed[1:] == last[1:]  # new serial, same SPKI
@@ -148,7 +151,7 @@ def test_each_key_type_is_issued_and_served(
     assert reused.named("key.type_changed") == []
 
     (stack.volume / "force_renew").touch()
-    fresh = sidecar(stack.env | {"ACME_KEY_REUSE": "n"}, "once")
+    fresh = sidecar(env | {"ACME_KEY_REUSE": "n"}, "once")
     assert fresh.code == 0, fresh.stderr
     other = _stored(stack.volume)
     assert other[1] == "ec384" and other[2] != renewed[2]  # a fresh key of the same type
@@ -179,7 +182,8 @@ def test_adopted_rsa4096_volume_keeps_rsa4096(
         stored = _stored(stack.volume)
         assert stored[1:] == ("rsa4096", pin)
         assert _served(world, stack, run) == {stored}
-        assert run.named("key.type_changed") == [] and run.named("key.created") == []
+        assert run.named("key.type_changed") == []
+        assert [e["path"] for e in run.named("key.created")] in ([], ["acme/account.pem"])
         spkis.append(stored[2])
     assert (stack.volume / "acme" / "key.pem").read_bytes() == adopted
     totals("adopted rsa4096 (test 5)", {"issued": 2, "spki_kept": int(len(set(spkis)) == 1)})
