@@ -11,6 +11,7 @@ RSA 4096 key stays.
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -186,4 +187,18 @@ def test_adopted_rsa4096_volume_keeps_rsa4096(
         assert [e["path"] for e in run.named("key.created")] in ([], ["acme/account.pem"])
         spkis.append(stored[2])
     assert (stack.volume / "acme" / "key.pem").read_bytes() == adopted
-    totals("adopted rsa4096 (test 5)", {"issued": 2, "spki_kept": int(len(set(spkis)) == 1)})
+    status = sidecar(stack.env, "status", "--json")
+    row = next(r for r in json.loads(status.stdout)["certificates"] if r["name"] == HOST)
+    cert = leaf(stack.volume / HOST / "cert.pem")
+    assert row["key_type"] == "rsa4096"
+    assert row["client_auth"] is keys.client_auth(cert)  # what Pebble's EKU says
+    shown = sidecar(stack.env, "status").stdout
+    assert "key:       rsa4096" in shown and "clientAuth: " in shown
+    totals(
+        "adopted rsa4096 (test 5)",
+        {
+            "issued": 2,
+            "spki_kept": int(len(set(spkis)) == 1),
+            "pebble_client_auth": int(row["client_auth"]),
+        },
+    )

@@ -6,6 +6,7 @@ The volume is the real ``CertStore``; the cycle runs in-process with the fakes o
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from structlog.testing import capture_logs
 from acme_sidecar.adapters import keys
 from acme_sidecar.adapters.volume import CertStore, load_chain, load_key
 from acme_sidecar.shell.cycle import guarded_cycle
+from acme_sidecar.shell.status import collect, render
 from tests.unit.fakes import World, cycle_policy
 
 
@@ -111,3 +113,18 @@ def test_cycles_reuse_the_key_or_not_and_follow_a_type_change(tmp_path: Path) ->
     after = {n: _spki(w.root, n) for n in names}
     assert len(set(after.values())) == len(names)  # one key per certificate
     assert not set(after.values()) & {keys.tlsa_311(load_key(w.store.domain_key()))}
+
+
+def test_status_shows_key_type_and_client_auth(tmp_path: Path) -> None:
+    """``status`` names the key type and whether the certificate allows clientAuth; without it
+    (Let's Encrypt since February 2026) it says what that means for Postfix."""
+    w = World(tmp_path / "ssl")
+    guarded_cycle(cycle_policy(), w.deps())
+    data = collect(w.store, w.clock())
+    assert {(r["key_type"], r["client_auth"]) for r in data["certificates"]} == {("ec256", True)}
+    data["certificates"][0]["client_auth"] = False
+    out = io.StringIO()
+    render(data, out)
+    text = out.getvalue()
+    assert "key:       ec256" in text and "clientAuth: yes" in text
+    assert "clientAuth: no: Postfix still presents it as its SMTP client certificate" in text
