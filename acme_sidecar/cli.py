@@ -58,6 +58,8 @@ def build_deps(settings: Settings, stop: threading.Event) -> Deps:
             parallel=s.acme_parallel_orders,
             order_timeout=s.acme_order_timeout,
             stop=stop,
+            profile=s.acme_profile,
+            eab=s.eab,
         )
 
     def public_ips() -> tuple[str | None, str | None]:

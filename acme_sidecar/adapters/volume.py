@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import structlog
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from acme_sidecar.adapters import backups, files
+from acme_sidecar.adapters import backups, files, keys
 from acme_sidecar.adapters.files import PrivateKey as PrivateKey
 from acme_sidecar.adapters.files import atomic_write as atomic_write
 from acme_sidecar.adapters.files import cert_sans as cert_sans
@@ -33,6 +31,7 @@ from acme_sidecar.core.ari import cert_id
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.model import CertSpec, StoredCert
 from acme_sidecar.core.names import normalize_hostname
+from acme_sidecar.core.profiles import NEW_KEY_TYPE
 from acme_sidecar.core.state import State
 
 log = structlog.get_logger(__name__)
@@ -248,6 +247,8 @@ class CertStore:
             key_matches=key_matches(leaf, key),
             sans=cert_sans(leaf),
             cert_id=cert_id(leaf),
+            key_type=keys.kind_of(leaf.public_key()),
+            client_auth=keys.client_auth(leaf),
         )
 
     def holds_chain(self, name: str, fullchain: bytes) -> bool:
@@ -259,47 +260,31 @@ class CertStore:
 
     # --- keys -----------------------------------------------------------------------------
 
-    def _load_or_create_key(self, path: Path, make: type[rsa.RSAPrivateKey] | None) -> bytes:
-        rel = str(path.relative_to(self.root))
-        check_not_link(self.acme_dir, "the acme directory")
-        try:
-            data = read_bytes(path, private=True)
-        except FileNotFoundError:
-            pass
-        else:
-            try:
-                load_key(data, check=True)
-            except StoreError as exc:
-                pins = "CAA accounturi" if make is None else "TLSA records"
-                raise StoreError(
-                    f"{path} is damaged ({exc}); it is kept as it is and no new key replaces "
-                    f"it ({pins} may pin it): restore it from a backup, or move it away to "
-                    "start with a new key"
-                ) from exc
-            log.info("key.reused", path=rel)
-            return data
-        key: PrivateKey
-        if make is None:
-            key = ec.generate_private_key(ec.SECP256R1())
-        else:
-            key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
-        data = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-        ensure_dir(self.acme_dir, 0o700, "the acme directory")
-        files.create_new(path, data, 0o600, check=load_key)
-        log.info("key.created", path=rel)
-        return data
-
     def account_key(self) -> bytes:
         """The ACME account key (PEM); a new one is ECDSA P-256, an adopted RSA key is kept."""
-        return self._load_or_create_key(self.account_key_path, None)
+        return keys.account_key(self.root, self.account_key_path)
 
-    def domain_key(self) -> bytes:
-        """The certificate key (PEM), RSA 4096 like acme-mailcow's, reused across renewals."""
-        return self._load_or_create_key(self.domain_key_path, rsa.RSAPrivateKey)
+    def domain_key(self, kind: str = "") -> bytes:
+        """The certificate key (PEM), reused across renewals (TLSA ``3 1 1`` stays valid);
+        ``kind`` is ``ACME_KEY_TYPE`` (see ``keys.domain_key``)."""
+        return keys.domain_key(self.root, self.domain_key_path, kind)
+
+    def order_keys(
+        self, kind: str, names: Sequence[str], *, reuse: bool
+    ) -> bytes | dict[str, bytes]:
+        """The key for new orders: the volume's (``reuse``, ACME_KEY_REUSE=y), else a fresh key
+        of the type in force per certificate name, kept only in its directory once stored."""
+        key = self.domain_key(kind)
+        if reuse:
+            return key
+        fresh = kind or keys.kind_of(load_key(key)) or NEW_KEY_TYPE
+        log.info("key.fresh", certificates=len(names), key_type=fresh, reason="ACME_KEY_REUSE=n")
+        return {name: keys.new_pem(fresh) for name in names}
+
+    def key_type(self, configured: str = "") -> str:
+        """The certificate key type in force: ``configured`` (ACME_KEY_TYPE), else the type of
+        ``acme/key.pem``, else (a new volume) ec256; "" for a key of another kind."""
+        return configured or keys.stored_kind(self.domain_key_path)
 
     # --- writing --------------------------------------------------------------------------
 

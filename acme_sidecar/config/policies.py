@@ -14,6 +14,7 @@ from acme_sidecar.config.settings import LE_PRODUCTION, LE_STAGING, Settings
 from acme_sidecar.core.budget import Limits
 from acme_sidecar.core.discover import NameRules
 from acme_sidecar.core.plan import Shape
+from acme_sidecar.core.profiles import max_names
 from acme_sidecar.core.settle import RetryPolicy
 
 
@@ -63,6 +64,7 @@ class CyclePolicy:
     deploy: DeployPolicy = field(default_factory=DeployPolicy)
     own: OwnPolicy = field(default_factory=OwnPolicy)
     ari_interval: timedelta = timedelta(hours=6)  # ACME_ARI_INTERVAL: the CA's window asked
+    key_reuse: bool = True  # ACME_KEY_REUSE: one key across renewals (n: a fresh one each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +150,12 @@ def cycle_policy(settings: Settings) -> CyclePolicy:
             autodiscover=settings.autodiscover_san,
             only_hostname=settings.only_mailcow_hostname,
         ),
-        shape=Shape(sni=settings.enable_ssl_sni, max_names=settings.acme_max_names),
+        shape=Shape(
+            sni=settings.enable_ssl_sni,
+            max_names=max_names(settings.acme_profile, settings.acme_max_names),
+            profile=settings.acme_profile,
+            key_type=settings.acme_key_type,  # "" = the volume's (resolved per cycle)
+        ),
         validation=ValidationPolicy(
             skip_ip_check=settings.skip_ip_check,
             snat4=settings.snat4,
@@ -168,6 +175,7 @@ def cycle_policy(settings: Settings) -> CyclePolicy:
         ),
         own=own_policy(settings),
         ari_interval=timedelta(seconds=settings.acme_ari_interval),
+        key_reuse=settings.acme_key_reuse,
     )
 
 
@@ -192,5 +200,9 @@ def daemon_policy(settings: Settings, cert_dir: Path | None = None) -> DaemonPol
             "hostname": settings.mailcow_hostname,
             "directory": settings.directory,
             "cert_dir": str(cert_dir or settings.acme_cert_dir),
-        },
+            "profile": settings.acme_profile or "the CA's default",
+            "key_type": settings.acme_key_type or "the volume's (new: ec256)",
+            "key_reuse": "y" if settings.acme_key_reuse else "n",
+        }
+        | ({"eab_kid": settings.acme_eab_kid} if settings.acme_eab_kid else {}),
     )

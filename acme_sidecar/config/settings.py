@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from acme_sidecar.config.ari_settings import AriSettings
+from acme_sidecar.config.ca_settings import CaSettings
 from acme_sidecar.config.ops_settings import OpsSettings
 from acme_sidecar.config.values import (
     comma_list,
@@ -62,7 +63,7 @@ MAILCOW_FLAGS = (
 )
 
 
-class Settings(VerifySettings, OpsSettings, AriSettings):
+class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings):
     """Every setting of DESIGN.md §3; field names are the environment variables, lower-cased."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
@@ -392,7 +393,9 @@ class Settings(VerifySettings, OpsSettings, AriSettings):
         return tuple(dict.fromkeys(own))
 
 
-HIDDEN = frozenset({"dbpass", "redispass"})  # never echoed; URLs echoed with password masked
+HIDDEN = frozenset(
+    {"dbpass", "redispass", "acme_eab_hmac_key"}
+)  # never echoed; URLs echoed with password masked
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

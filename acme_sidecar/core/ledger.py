@@ -47,6 +47,7 @@ class CertLedger:
     unstored: str = ""  # an issued full chain (PEM) that could not be stored yet
     unstored_names: tuple[str, ...] = ()
     ari: AriRecord | None = None  # the CA's renewal window for the stored certificate
+    profile: str = ""  # the ACME profile the stored certificate was ordered with ("": default)
 
     @property
     def last_issued(self) -> datetime | None:
@@ -183,16 +184,20 @@ def _opt(value: datetime | None) -> str | None:
 
 
 def _cert_json(c: CertLedger) -> dict[str, Any]:
-    return {
-        "placed": [t.isoformat() for t in c.placed],
-        "issued": [[t.isoformat(), names] for t, names in c.issued],
-        "failures": c.failures,
-        "last_error": c.last_error,
-        "next_attempt": _opt(c.next_attempt),
-        "attempting": _opt(c.attempting),
-        "unstored": c.unstored,
-        "unstored_names": list(c.unstored_names),
-    } | ({} if c.ari is None else {"ari": _ari_json(c.ari)})
+    return (
+        {
+            "placed": [t.isoformat() for t in c.placed],
+            "issued": [[t.isoformat(), names] for t, names in c.issued],
+            "failures": c.failures,
+            "last_error": c.last_error,
+            "next_attempt": _opt(c.next_attempt),
+            "attempting": _opt(c.attempting),
+            "unstored": c.unstored,
+            "unstored_names": list(c.unstored_names),
+        }
+        | ({} if c.ari is None else {"ari": _ari_json(c.ari)})
+        | ({"profile": c.profile} if c.profile else {})
+    )
 
 
 def _cert_parse(v: Mapping[str, Any]) -> CertLedger:
@@ -206,6 +211,7 @@ def _cert_parse(v: Mapping[str, Any]) -> CertLedger:
         unstored=str(v.get("unstored", "")),
         unstored_names=tuple(str(n) for n in v.get("unstored_names", ())),
         ari=_ari_parse(v["ari"]) if v.get("ari") else None,
+        profile=str(v.get("profile", "")),
     )
 
 

@@ -47,6 +47,8 @@ class StoredCert:
     key_matches: bool
     sans: tuple[str, ...] = ()
     cert_id: str = ""  # the ARI CertID (``core.ari.cert_id``); "" without an AKI
+    key_type: str = ""  # rsa2048 ... ec384 (core.profiles.KEY_TYPES); "" when another kind
+    client_auth: bool | None = None  # its leaf allows TLS client authentication (EKU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,7 @@ class Issued:
     dropped: dict[str, str] = field(default_factory=dict)
     failed_validations: tuple[str, ...] = ()
     orders: int = 1
+    profile: str = ""  # the ACME profile it was ordered with ("" = the CA's default)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,14 +15,18 @@ from datetime import datetime
 from acme_sidecar.core.ari import AriRecord, lifetime_time, renew_time
 from acme_sidecar.core.budget import Hold
 from acme_sidecar.core.model import Action, CertPlan, CertSpec, NameGroup, Plan, StoredCert, Verdict
+from acme_sidecar.core.profiles import profile_change
 
 
 @dataclass(frozen=True, slots=True)
 class Shape:
-    """The settings that decide how names are grouped into certificates."""
+    """The settings that decide how names are grouped into certificates and what they are
+    ordered as (a stored certificate of another profile or key type is ordered again)."""
 
     sni: bool = False
-    max_names: int = 100
+    max_names: int = 100  # already lowered to the profile's limit (core.profiles.max_names)
+    profile: str = ""  # ACME_PROFILE; "" = the CA's default
+    key_type: str = ""  # the certificate key's type (rsa2048 ... ec384); "" = not checked
 
 
 def renewal_time(not_before: datetime, not_after: datetime) -> datetime:
@@ -87,6 +91,8 @@ def _decide_fresh(
     force: bool,
     now: datetime,
     ari: AriRecord | None = None,
+    shape: Shape = Shape(),
+    profile: str = "",
 ) -> CertPlan:
     if stored is None:
         return CertPlan(spec, Action.ISSUE, "no certificate yet")
@@ -101,6 +107,12 @@ def _decide_fresh(
         return CertPlan(spec, Action.ISSUE, "key.pem does not match cert.pem")
     if stored.sans and set(stored.sans) != set(spec.domains):
         return CertPlan(spec, Action.ISSUE, "cert.pem does not cover the names in domains")
+    if shape.key_type and stored.key_type and stored.key_type != shape.key_type:
+        why = f"key type changed: its key is {stored.key_type}, the key type is {shape.key_type}"
+        return CertPlan(spec, Action.ISSUE, why)
+    changed = profile_change(profile, shape.profile)
+    if changed:
+        return CertPlan(spec, Action.ISSUE, changed)
     rule = renew_time(stored.cert_id, stored.not_before, stored.not_after, ari)
     due, replaces = rule.at, stored.cert_id if rule.ari else ""
     expires = f"{stored.not_after:%Y-%m-%d %H:%M:%S}Z"
@@ -125,6 +137,7 @@ def make_plan(
     hold: Callable[[CertSpec, int], Hold | None] = lambda spec, planned: None,
     own_default: str | None = None,
     ari: Mapping[str, AriRecord] | None = None,
+    profiles: Mapping[str, str] | None = None,
 ) -> Plan:
     """Decide keep/issue/renew/wait per wanted certificate and which stored ones to archive.
 
@@ -137,6 +150,10 @@ def make_plan(
     that needs an order must wait (back-off, the CA's Retry-After, the rate-limit budget);
     ``planned`` is the number of orders already planned before it in this plan. ``ari`` holds
     the CA's renewal windows by certificate (used when they are for the stored certificate).
+
+    ``profiles`` names the profile each stored certificate was ordered with (the ledger's; a
+    certificate not named there counts as ordered with the CA's default): one that differs
+    from ``shape.profile`` is ordered again, so is one whose key type is not ``shape.key_type``.
     """
     specs = wanted_specs(groups, verdicts, shape)
     server = next((g for g in groups if g.server), None)
@@ -154,6 +171,8 @@ def make_plan(
             force and spec.name not in force_done,
             now,
             (ari or {}).get(spec.name),
+            shape,
+            (profiles or {}).get(spec.name, ""),
         )
         cert = _decide(spec, fresh, None if fresh.action is Action.KEEP else hold(spec, planned))
         planned += cert.action in (Action.ISSUE, Action.RENEW)

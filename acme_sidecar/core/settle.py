@@ -131,6 +131,7 @@ def settle_result(
             attempting=None,
             unstored=result.fullchain_pem.decode("ascii", errors="replace"),
             unstored_names=result.spec.domains,
+            profile=result.profile,
         )
         return _put(state, name, ledger)
     state = record_rejections(state, result.rejected, now)

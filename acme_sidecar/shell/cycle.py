@@ -20,7 +20,7 @@ from datetime import datetime
 
 import structlog
 
-from acme_sidecar.adapters.volume import CertStore, VolumeBusy, load_chain
+from acme_sidecar.adapters.volume import CertStore, VolumeBusy, key_matches, load_chain, load_key
 from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import State
@@ -157,6 +157,10 @@ def _store_unstored(
             log.warning("cert.unstored_dropped", certificate=name, reason="unusable or expired")
             book.update(settle_stored(book.state, name))
             continue
+        if not key_matches(leaf, load_key(key_pem)):  # a fresh key (ACME_KEY_REUSE=n), gone
+            log.warning("cert.unstored_dropped", certificate=name, reason="its key was not kept")
+            book.update(settle_stored(book.state, name))
+            continue
         if store.holds_chain(name, chain):  # stored just before a kill
             book.update(settle_stored(book.state, name))
             continue
@@ -187,12 +191,12 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
     book.update(
         force_seen(interrupted(book.state, now, policy.retry), store.force_requested(), now)
     )
-    # a new volume needs an RSA-4096 key (seconds of CPU, outside the GIL): make it while the
-    # database is read and the names are validated
+    # a new volume needs a key (an RSA one takes seconds of CPU, outside the GIL): make it
+    # while the database is read and the names are validated
     key_job = None
     if not store.domain_key_path.exists():
         key_job = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keygen")
-        key_future = key_job.submit(store.domain_key)
+        key_future = key_job.submit(store.domain_key, policy.shape.key_type)
     issued = failed = archived = 0
     applied: tuple[str, ...] = ()
     if any(c.unstored for c in book.state.certs.values()):
@@ -222,11 +226,12 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
         )
         return replace(decided, state=book.state, applied=applied, failed=failed)
     if plan.to_order and not deps.stop.is_set():
-        key_pem = store.domain_key()
-        book.update(begin_orders(book.state, [c.spec.name for c in plan.to_order], now))
+        names = [c.spec.name for c in plan.to_order]
+        keys = store.order_keys(policy.shape.key_type, names, reuse=policy.key_reuse)
+        book.update(begin_orders(book.state, names, now))
         results = deps.issuer(store.account_key()).issue_all(
             [c.spec for c in plan.to_order],
-            key_pem,
+            keys,
             replaces={c.spec.name: c.replaces for c in plan.to_order if c.replaces},
         )
         for result in results:
@@ -236,6 +241,7 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
                 failed += 1
                 continue
             book.note(settled)  # saved with the deploy owed, before the first file is written
+            key_pem = keys if isinstance(keys, bytes) else keys[result.spec.name]
             serial = _store_one(
                 book, store, result.spec, result.fullchain_pem, key_pem, now, policy.retry
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import structlog
@@ -134,6 +134,9 @@ def decide(
         return hold_for(spec, after, now, limits=policy.limits, planned_orders=planned)
 
     after = state
+    # the key type in force: ACME_KEY_TYPE, else the volume's key's (a stored certificate of
+    # another type is ordered again)
+    shape = replace(policy.shape, key_type=deps.store.key_type(policy.shape.key_type))
 
     def planned() -> tuple[Plan, dict[str, Verdict], State]:
         nonlocal after
@@ -145,13 +148,14 @@ def decide(
             groups,
             verdicts,
             stored,
-            shape=policy.shape,
+            shape=shape,
             force=force,
             force_done=force_done(after),
             now=now,
             hold=hold,
             own_default=own,
             ari={n: c.ari for n, c in after.certs.items() if c.ari is not None},
+            profiles={n: after.cert(n).profile for n in stored},
         )
         return plan, verdicts, after
 

@@ -4,11 +4,12 @@ Read-only: a damaged ``acme/state.json`` is reported, never moved (the daemon do
 For each certificate: names, issuer, expiry, renewal time, and when an order is held back
 (its back-off after failures, the CA's Retry-After, or the rate-limit budget), until when and
 why; the CA's renewal window (ARI) with the time drawn in it, or the lifetime rule, and what the
-renewal waits for; an expiry warning (``core.expiry``). The top-level pair is shown as
-``(default)`` when it is not a copy of a certificate directory, with whose it is (an own
-certificate or not) and why.
-Also a deploy the services are still owed, a ``force_renew`` in progress, and when the daemon
-wakes up next for these certificates (``core.wake``) when its pacing is given.
+renewal waits for; an expiry warning (``core.expiry``); its key type and whether it allows TLS
+client authentication (clientAuth: Postfix presents it as its SMTP client certificate). The
+top-level pair is shown as ``(default)`` when it is not a copy of a certificate directory, with
+whose it is (an own certificate or not) and why. Also a deploy the services are still owed, a
+``force_renew`` in progress, and when the daemon wakes up next for these certificates
+(``core.wake``) when its pacing is given.
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ def collect(
                 "ari": _ari(ledger.ari, cert),
                 "expired": cert.not_after <= now,
                 "key_matches": cert.key_matches,
+                "key_type": cert.key_type or None,
+                "client_auth": cert.client_auth,
             }
             warning = expiry_warning(cert.not_before, cert.not_after, now, days)
             row["expiry_warning"] = warning.summary(name, cert.not_after) if warning else None
@@ -157,6 +160,15 @@ def collect(
     }
 
 
+def _client_auth(allowed: bool) -> str:
+    if allowed:
+        return "yes (usable as Postfix's SMTP client certificate)"
+    return (
+        "no: Postfix still presents it as its SMTP client certificate; receivers that "
+        "require clientAuth refuse or downgrade it (see the README, Outbound SMTP)"
+    )
+
+
 def render(data: dict[str, Any], out: TextIO = sys.stdout, *, as_json: bool = False) -> None:
     """Print ``data`` as a readable list, or as JSON."""
     if as_json:
@@ -188,6 +200,10 @@ def render(data: dict[str, Any], out: TextIO = sys.stdout, *, as_json: bool = Fa
                 print(f"  ARI:       the CA explains: {ari['explanation']}", file=out)
             if row.get("waiting"):
                 print(f"  waiting:   {row['waiting']}", file=out)
+            if row.get("key_type"):
+                print(f"  key:       {row['key_type']}", file=out)
+            if row.get("client_auth") is not None:
+                print(f"  clientAuth: {_client_auth(row['client_auth'])}", file=out)
             if row.get("expiry_warning"):
                 print(f"  {row['expiry_level'].upper()}: {row['expiry_warning']}", file=out)
         else:

@@ -1,7 +1,7 @@
 """Kill ``acme-sidecar once`` with SIGKILL at a chosen moment, then judge what it left.
 
 A ``Trigger`` says when: after a delay, when the n-th log line with an event arrives on
-stderr, or when a staged ``*.new`` file shows up in the volume (a tight polling loop).
+stderr, or when a staged ``*.new`` file is about to be put in place (see ``SHIM``).
 ``volume_problems`` lists everything a reader of the volume could trip over right after the
 kill (DESIGN.md §4); ``served_problems`` lists every name a consumer does not serve with the
 stored certificate. Test-only: touches the volume read-only and the process it started.
@@ -26,17 +26,37 @@ from cryptography.x509.oid import ExtensionOID
 
 from tests.integration.stack import KINDS, Stack
 
-# Run as ``python -c SHIM once``: the sidecar kills itself right after the rename that puts
-# a file at $KILL_AFTER_RENAME in place (``Path.replace`` calls ``os.replace``), like
-# ``strace --inject=...:signal=KILL`` would, but exactly between two renames of one swap.
+# Run as ``python -c SHIM once``: the sidecar kills itself at an exact write point, like
+# ``strace --inject=...:signal=KILL`` would. ``KILL_AFTER_RENAME``: right after the rename that
+# puts a file at that path in place (``Path.replace`` calls ``os.replace``), exactly between two
+# renames of one swap. ``KILL_BEFORE_STAGED`` (paths joined by ``os.pathsep``) or
+# ``KILL_BEFORE_ANY_STAGED_IN`` (a directory): right before a staged ``*.new`` file is renamed
+# or linked into place, i.e. while it exists, written and fsynced (a poll of the volume from
+# outside can miss a file that lives a few milliseconds on a loaded machine).
 SHIM = """
 import os, runpy, signal, sys
-target, real = os.environ.pop("KILL_AFTER_RENAME"), os.replace
+after = os.environ.pop("KILL_AFTER_RENAME", "")
+before = [p for p in os.environ.pop("KILL_BEFORE_STAGED", "").split(os.pathsep) if p]
+inside = os.environ.pop("KILL_BEFORE_ANY_STAGED_IN", "")
+real_replace, real_link = os.replace, os.link
+def staged(src):
+    src = os.path.abspath(os.fspath(src))
+    if before:
+        return src in before
+    return bool(inside) and src.endswith(".new") and src.startswith(inside + os.sep)
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
 def replace(src, dst, *args, **kwargs):
-    real(src, dst, *args, **kwargs)
-    if os.path.abspath(dst) == target:
-        os.kill(os.getpid(), signal.SIGKILL)
-os.replace = replace
+    if staged(src):
+        die()
+    real_replace(src, dst, *args, **kwargs)
+    if after and os.path.abspath(dst) == after:
+        die()
+def link(src, dst, *args, **kwargs):
+    if staged(src):
+        die()
+    real_link(src, dst, *args, **kwargs)
+os.replace, os.link = replace, link
 sys.argv[0] = "acme_sidecar"
 runpy.run_module("acme_sidecar", run_name="__main__", alter_sys=True)
 """
@@ -109,6 +129,13 @@ def run(
     if trigger is not None and trigger.renamed is not None:
         full["KILL_AFTER_RENAME"] = str((volume / trigger.renamed).absolute())
         command = [sys.executable, "-c", SHIM, "once"]
+    if trigger is not None and trigger.new_file:
+        if trigger.staged:
+            paths = [str((volume / s).absolute()) for s in trigger.staged]
+            full["KILL_BEFORE_STAGED"] = os.pathsep.join(paths)
+        else:
+            full["KILL_BEFORE_ANY_STAGED_IN"] = str(volume.absolute())
+        command = [sys.executable, "-c", SHIM, "once"]
     start = time.monotonic()
     proc = subprocess.Popen(
         command,
@@ -147,14 +174,7 @@ def run(
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     deadline = start + timeout
-    if trigger is not None and trigger.new_file:
-        while proc.poll() is None and time.monotonic() < deadline:
-            staged = _staged_files(volume)
-            hit = [s for s in staged if not trigger.staged or s in trigger.staged]
-            if hit:
-                kill(f"{hit[0]} appeared")
-                break
-    elif trigger is not None and trigger.delay is not None:
+    if trigger is not None and trigger.delay is not None:
         try:
             proc.wait(timeout=trigger.delay)
         except subprocess.TimeoutExpired:
@@ -168,6 +188,9 @@ def run(
     outcome.code = proc.returncode
     if trigger is not None and trigger.renamed is not None and proc.returncode == -9:
         outcome.killed, outcome.killed_at = True, f"the rename onto {trigger.renamed}"
+    if trigger is not None and trigger.new_file and proc.returncode == -9:
+        where = ", ".join(trigger.staged) or "a staged *.new file"
+        outcome.killed, outcome.killed_at = True, f"{where} staged, before its rename"
     outcome.elapsed = time.monotonic() - start
     return outcome
 

@@ -119,7 +119,7 @@ def full_run(
 def fresh_volume(volume: Path) -> None:
     """Empty the volume in place (the consumers keep their mount) but for the account and
     certificate keys, and put back the snake-oil default pair: a new ledger, so the CA's
-    weekly budget starts over, and no RSA key to generate (seconds of CPU)."""
+    weekly budget starts over, and no key to generate."""
     for entry in volume.iterdir():
         if entry.name == "acme":
             for item in entry.iterdir():
@@ -183,7 +183,7 @@ def test_random_kills_leave_a_usable_volume_and_the_next_run_deploys(
     env, volume = sni_env(stack), stack.volume
     plan = Schedule.start(rng, 0)
     seed(world, plan.active)
-    keys = killing.run(env, volume=volume)  # makes the RSA key, which later cycles reuse
+    keys = killing.run(env, volume=volume)  # makes the key, which later cycles reuse
     assert keys.code == 0, keys.tail()
     fresh_volume(volume)
     first = killing.run(env, volume=volume)

@@ -105,7 +105,7 @@ class FakeIssuer:
     def issue_all(
         self,
         specs: Sequence[CertSpec],
-        key_pem: bytes,
+        key_pem: bytes | Mapping[str, bytes],
         *,
         replaces: Mapping[str, str] | None = None,
     ) -> Iterator[Issued | IssueFailure]:
@@ -116,7 +116,8 @@ class FakeIssuer:
             self.orders.append((self.clock(), spec.name))
             kind = next((k for d, k in self.fail.items() if spec.name.endswith(d)), None)
             if kind is None:
-                yield Issued(spec, self.sign(spec, key_pem))
+                key = key_pem if isinstance(key_pem, bytes) else key_pem[spec.name]
+                yield Issued(spec, self.sign(spec, key))
             elif kind is FailureKind.SYSTEMIC:
                 yield IssueFailure(
                     spec,

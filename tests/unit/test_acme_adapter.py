@@ -78,6 +78,11 @@ class FakeCA:
     new_orders: list[tuple[str, ...]] = field(default_factory=list)
     accounts: int = 0
     contacts: list[tuple[str, ...]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)  # the directory's meta
+    name_limits: dict[str, int] = field(default_factory=dict)  # profile -> names per order
+    order_expires: str | None = None  # the orders' "expires" (RFC 3339)
+    order_profiles: list[str] = field(default_factory=list)
+    account_payloads: list[dict[str, Any]] = field(default_factory=list)
     _authzs: dict[str, Authz] = field(default_factory=dict)
     _orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -104,12 +109,14 @@ class FakeCA:
         encoded = json.loads(data)["payload"] if data else ""
         payload = json.loads(base64.urlsafe_b64decode(_pad(encoded))) if encoded else None
         if path == "/dir":
-            return 200, {k: f"{CA}/{k}" for k in ("newNonce", "newAccount", "newOrder")}, {}
+            urls: dict[str, Any] = {k: f"{CA}/{k}" for k in ("newNonce", "newAccount", "newOrder")}
+            return 200, urls | ({"meta": self.meta} if self.meta else {}), {}
         if path == "/newNonce":
             return 200, b"", {}
         if path == "/newAccount":
             self.accounts += 1
             self.contacts.append(tuple((payload or {}).get("contact", ())))
+            self.account_payloads.append(payload or {})
             return 201, {"status": "valid"}, {"Location": f"{CA}/acct/{self.accounts}"}
         if path == "/newOrder":
             return self._new_order(payload)
@@ -134,6 +141,11 @@ class FakeCA:
 
     def _new_order(self, payload: Any) -> Reply:
         names = tuple(i["value"] for i in payload["identifiers"])
+        profile = str(payload.get("profile", ""))
+        limit = self.name_limits.get(profile)
+        if limit is not None and len(names) > limit:
+            return problem(400, "malformed", f"profile {profile} allows {limit} identifiers")
+        self.order_profiles.append(profile)
         self.new_orders.append(names)
         oid = str(len(self.new_orders))
         ids = []
@@ -176,6 +188,8 @@ class FakeCA:
             "authorizations": [f"{CA}/authz/{a}" for a in order["authzs"]],
             "finalize": f"{CA}/finalize/{oid}",
         }
+        if self.order_expires:
+            body["expires"] = self.order_expires
         if status == "valid":
             body["certificate"] = f"{CA}/cert/{oid}"
         if status == "invalid":

@@ -115,14 +115,19 @@ def offers_ari(acme: client.ClientV2) -> bool:
 
 
 def new_order(
-    acme: client.ClientV2, csr_pem: bytes, names: Sequence[str], *, replaces: str = ""
+    acme: client.ClientV2,
+    csr_pem: bytes,
+    names: Sequence[str],
+    *,
+    replaces: str = "",
+    profile: str = "",
 ) -> messages.OrderResource:
-    """``acme.new_order(csr_pem)``, with ``replaces`` when given; a refusal of the CA is a typed
-    error (a 409 becomes ``IssueError`` with code ``conflict``)."""
+    """``acme.new_order(csr_pem, profile=)``, with ``replaces`` when given; a refusal of the CA
+    is a typed error (a 409 becomes ``IssueError`` with code ``conflict``)."""
     if not replaces:
-        return acme.new_order(csr_pem)
+        return acme.new_order(csr_pem, profile=profile or None)
     identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in names]
-    order = ReplacingOrder(identifiers=identifiers, replaces=replaces)
+    order = ReplacingOrder(identifiers=identifiers, replaces=replaces, profile=profile or None)
     try:
         response = acme.net.post(
             acme.directory["newOrder"], order, new_nonce_url=acme.directory["newNonce"]

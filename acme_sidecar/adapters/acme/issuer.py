@@ -40,13 +40,14 @@ class Issuer(Protocol):
     def issue_all(
         self,
         specs: Sequence[CertSpec],
-        key_pem: bytes,
+        key_pem: bytes | Mapping[str, bytes],
         *,
         replaces: Mapping[str, str] | None = None,
     ) -> Iterator[Issued | IssueFailure]:
-        """Order every spec (in parallel); yield one result per spec as each completes;
-        never raises for a failed order. ``replaces`` maps a spec's name to the ARI CertID of
-        the certificate its order replaces."""
+        """Order every spec (in parallel) with ``key_pem`` (one key for all, or one per
+        certificate name); yield one result per spec as each completes; never raises for a
+        failed order. ``replaces`` maps a spec's name to the ARI CertID of the certificate its
+        order replaces."""
 
 
 class AcmeIssuer:
@@ -67,15 +68,20 @@ class AcmeIssuer:
         clock: Callable[[], datetime] = utcnow,
         network_factory: NetworkFactory | None = None,
         responders: Callable[[], ChallengeResponder] | None = None,
+        profile: str = "",
+        eab: tuple[str, str] | None = None,
     ) -> None:
         network = network_factory or requests_network(str(ca_bundle) if ca_bundle else True, clock)
-        self._session = Session(directory_url, account_pem, network, email)
+        self._session = Session(
+            directory_url, account_pem, network, email, profile=profile, eab=eab
+        )
         self._flow = OrderFlow(
             self._session,
             responders or (lambda: Http01Webroot(webroot)),
             order_timeout=order_timeout,
             stop=stop or threading.Event(),
             clock=clock,
+            profile=profile,
         )
         self._parallel = max(1, parallel)
         self._lock = threading.Lock()
@@ -88,12 +94,13 @@ class AcmeIssuer:
     def issue_all(
         self,
         specs: Sequence[CertSpec],
-        key_pem: bytes,
+        key_pem: bytes | Mapping[str, bytes],
         *,
         replaces: Mapping[str, str] | None = None,
     ) -> Iterator[Issued | IssueFailure]:
-        """Order every spec, up to ``parallel`` at once; yield results as they complete.
-        An order names the certificate it replaces when ``replaces`` has its spec's name.
+        """Order every spec, up to ``parallel`` at once, with ``key_pem`` (one key, or one per
+        certificate name: ``ACME_KEY_REUSE=n``); yield results as they complete. An order
+        names the certificate it replaces when ``replaces`` has its spec's name.
 
         When the CA stops answering (``CA_DOWN_AFTER`` orders in a row could not reach it),
         the orders not yet started are given up (kind SYSTEMIC) instead of each waiting for
@@ -103,7 +110,11 @@ class AcmeIssuer:
             return
         try:
             self.connect()
-            key = load_key(key_pem)
+            if isinstance(key_pem, bytes):
+                one = load_key(key_pem)
+                keys = {s.name: one for s in specs}
+            else:
+                keys = {s.name: load_key(key_pem[s.name]) for s in specs}
         except _START_ERRORS as exc:
             error = translate(exc, "cannot start the orders")
             log.error(
@@ -119,7 +130,10 @@ class AcmeIssuer:
         workers = min(self._parallel, len(specs))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="order") as pool:
             old = replaces or {}
-            futures = [pool.submit(self._issue_guarded, s, key, old.get(s.name, "")) for s in specs]
+            futures = [
+                pool.submit(self._issue_guarded, s, keys[s.name], old.get(s.name, ""))
+                for s in specs
+            ]
             for future in as_completed(futures):
                 yield future.result()
 

@@ -4,7 +4,9 @@
 are dropped and the order placed again without them; a name whose validation failed on the
 CA's side (its DNS lookup or connection) stops the spec for this cycle without banning the
 name. Polling starts at ``FIRST_POLL`` and grows by half up to ``MAX_POLL``; a ``Retry-After``
-from the CA wins. May touch: the CA over HTTPS (through ``Session``) and, through the
+from the CA wins. An order names the configured profile (none: the CA's default) and is given up
+at its own ``expires`` when that comes before the order timeout (short profiles' orders live
+briefly). May touch: the CA over HTTPS (through ``Session``) and, through the
 challenge responder, the webroot.
 """
 
@@ -96,7 +98,9 @@ class OrderFlow:
         order_timeout: float,
         stop: threading.Event,
         clock: Callable[[], datetime],
+        profile: str = "",
     ) -> None:
+        self._profile = profile
         self._session = session
         self._responders = responders
         self._timeout = order_timeout
@@ -155,7 +159,14 @@ class OrderFlow:
                 continue
             except IssueError as exc:
                 return self._failure(spec, exc, dropped, tally), exc
-            issued = Issued(current, chain, dropped, tuple(tally.failed_validations), tally.orders)
+            issued = Issued(
+                current,
+                chain,
+                dropped,
+                tuple(tally.failed_validations),
+                tally.orders,
+                self._profile,
+            )
             return issued, None
         reasons = "; ".join(f"{n}: {r}" for n, r in dropped.items())
         failure = IssueFailure(
@@ -205,8 +216,9 @@ class OrderFlow:
         responder = self._responders()
         try:
             tally.orders += 1
-            order = self._new_order(acme, spec, csr, replaces)
+            order = self._new_order(acme, spec, csr, replaces, self._profile)
             log.info("order.created", certificate=spec.name, names=len(spec.domains))
+            deadline = self._order_deadline(order.body, deadline)
             for authz in order.authorizations:
                 if authz.body.status == messages.STATUS_VALID:
                     continue
@@ -235,12 +247,20 @@ class OrderFlow:
         finally:
             responder.cleanup()
 
+    def _order_deadline(self, body: messages.Order, deadline: float) -> float:
+        """The polling deadline: the order timeout, or the order's ``expires`` if sooner."""
+        if body.expires is None:
+            return deadline
+        left = (body.expires - self._clock()).total_seconds()
+        return min(deadline, time.monotonic() + max(left, 0.0))
+
     @staticmethod
     def _new_order(
-        acme: client.ClientV2, spec: CertSpec, csr: bytes, replaces: str
+        acme: client.ClientV2, spec: CertSpec, csr: bytes, replaces: str, profile: str
     ) -> messages.OrderResource:
-        """The new order, with ``replaces`` when the CA offers ARI; when the CA refuses it for
-        that (already replaced, malformed), once more without it."""
+        """The new order (with ``profile`` when set), with ``replaces`` when the CA offers
+        ARI; when the CA refuses it for that (already replaced, malformed), once more without
+        it."""
         if replaces and not offers_ari(acme):
             log.warning(
                 "order.replaces_dropped",
@@ -250,7 +270,7 @@ class OrderFlow:
             )
             replaces = ""
         try:
-            order = new_order(acme, csr, spec.domains, replaces=replaces)
+            order = new_order(acme, csr, spec.domains, replaces=replaces, profile=profile)
         except IssueError as exc:
             if not replaces or not replaces_refused(exc):
                 raise
@@ -262,7 +282,7 @@ class OrderFlow:
                 detail=str(exc)[:300],
                 action="ordering again without replaces",
             )
-            return new_order(acme, csr, spec.domains)
+            return new_order(acme, csr, spec.domains, profile=profile)
         if replaces:
             log.info("order.replaces", certificate=spec.name, replaces=replaces)
         return order

@@ -7,7 +7,10 @@ times instead of once (RFC 8555 §6.5). It is built by a ``NetworkFactory`` so t
 answer with constructed ACME JSON. ``Session`` fetches the directory and registers (or finds)
 the account once, hands every worker thread its own ``ClientV2``, and registers again when the
 CA forgot the account. A contact at a reserved domain (``me@example.com``, mailcow's default) is
-not sent: the account is registered without one. May touch: the CA over HTTPS.
+not sent: the account is registered without one. The directory's ``meta`` is checked first: the
+profile asked for must be one it lists, and External Account Binding (EAB: key identifier and
+HMAC key, never logged) is sent when configured and required when it says
+``externalAccountRequired``. May touch: the CA over HTTPS.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from acme_sidecar import __version__
 from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, bad_answer, problem, retry_after
 from acme_sidecar.adapters.acme.translate import translate as translate_error
 from acme_sidecar.config.values import reserved_contact
-from acme_sidecar.core.errors import CaUnreachable, IssueError
+from acme_sidecar.core.errors import CaUnreachable, IssueError, RateLimited
+from acme_sidecar.core.profiles import profile_problem
 
 log = structlog.get_logger(__name__)
 
@@ -176,11 +180,16 @@ class Session:
         account_pem: bytes,
         network: NetworkFactory,
         email: str = "",
+        *,
+        profile: str = "",
+        eab: tuple[str, str] | None = None,
     ) -> None:
         self._url = directory_url
         self.key, self._alg = account_key(account_pem)
         self._network = network
         self._email = email
+        self._profile = profile
+        self._eab = eab  # (kid, base64url HMAC key): the key is a secret, never logged
         self._directory: messages.Directory | None = None
         self._account: messages.RegistrationResource | None = None
         self._lock = threading.Lock()
@@ -207,7 +216,12 @@ class Session:
     def _register(self) -> tuple[messages.Directory, messages.RegistrationResource]:
         net = self._network(self.key, self._alg, None)
         directory = client.ClientV2.get_directory(self._url, net)
+        meta = directory.meta
+        wrong_profile = profile_problem(self._profile, meta.profiles if meta else None)
+        if wrong_profile:
+            raise IssueError(wrong_profile, code="profile")
         acme = client.ClientV2(directory, net)
+        binding = self._binding(directory, bool(meta and meta.external_account_required))
         email = self._email or None
         if email is not None and reserved_contact(email):
             # mailcow's default ACME_ACCOUNT_EMAIL=me@example.com: a CA refuses it
@@ -218,14 +232,50 @@ class Session:
                 reason="a reserved domain (RFC 2606/6761) that the CA refuses as a contact",
             )
             email = None
-        registration = messages.NewRegistration.from_data(email=email, terms_of_service_agreed=True)
+        registration = messages.NewRegistration.from_data(
+            email=email, terms_of_service_agreed=True, external_account_binding=binding
+        )
         try:
             account = acme.new_account(registration)
-            log.info("account.registered", uri=account.uri, email=email)
+            log.info("account.registered", uri=account.uri, email=email, eab_kid=self._kid)
         except errors.ConflictError as exc:
             account = messages.RegistrationResource(uri=exc.location, body=messages.Registration())
             log.info("account.found", uri=account.uri)
+        except IssueError as exc:
+            if binding is None or isinstance(exc, CaUnreachable | RateLimited):
+                raise
+            raise IssueError(
+                f"the CA refused the account with External Account Binding ACME_EAB_KID="
+                f"{self._kid}: {exc}; check ACME_EAB_KID and ACME_EAB_HMAC_KEY",
+                code=exc.code,
+                retry_after=exc.retry_after,
+            ) from exc
         return directory, account
+
+    @property
+    def _kid(self) -> str | None:
+        return self._eab[0] if self._eab else None
+
+    def _binding(self, directory: messages.Directory, required: bool) -> dict[str, Any] | None:
+        """The EAB object of the new-account request; None without EAB (an error when the CA
+        requires it)."""
+        if self._eab is None:
+            if required:
+                raise IssueError(
+                    "the CA requires External Account Binding (its directory says "
+                    "externalAccountRequired): set ACME_EAB_KID and ACME_EAB_HMAC_KEY to the "
+                    "key identifier and HMAC key of your account at the CA",
+                    code="externalAccountRequired",
+                )
+            return None
+        kid, hmac_key = self._eab
+        binding: dict[str, Any] = messages.ExternalAccountBinding.from_data(
+            account_public_key=self.key.public_key(),
+            kid=kid,
+            hmac_key=hmac_key,
+            directory=directory,
+        )
+        return binding
 
     def client(self) -> client.ClientV2:
         """This thread's ACME client, rebuilt when the account was registered again."""

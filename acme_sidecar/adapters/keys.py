@@ -1,0 +1,172 @@
+"""Keys: the account key and the certificate key in ``acme/``, key types and DANE pins.
+
+Key types are ``core.profiles.KEY_TYPES`` (``rsa2048`` ... ``ec384``). ``tlsa_311`` is the
+SHA-256 of a key's SubjectPublicKeyInfo: the data of a TLSA ``3 1 1`` record, which stays valid
+for as long as the key is kept. May touch only ``acme/account.pem``, ``acme/key.pem`` and
+``backups/acme/`` of the volume (through the primitives of ``files``); ``volume.CertStore``
+is the way in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from acme_sidecar.adapters import backups, files
+from acme_sidecar.adapters.files import PrivateKey, load_key, read_bytes
+from acme_sidecar.core.errors import StoreError
+from acme_sidecar.core.profiles import KEY_TYPES, NEW_KEY_TYPE
+
+log = structlog.get_logger(__name__)
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+_CURVES: dict[str, type[ec.EllipticCurve]] = {"ec256": ec.SECP256R1, "ec384": ec.SECP384R1}
+_PRIVATE = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)
+
+
+def generate(kind: str) -> PrivateKey:
+    """A new private key of type ``kind`` (one of ``KEY_TYPES``)."""
+    if kind not in KEY_TYPES:
+        raise ValueError(f"unknown key type {kind!r}; one of {', '.join(KEY_TYPES)}")
+    if kind in _CURVES:
+        return ec.generate_private_key(_CURVES[kind]())
+    return rsa.generate_private_key(public_exponent=65537, key_size=int(kind[3:]))
+
+
+def to_pem(key: PrivateKey) -> bytes:
+    """The key as unencrypted PEM (traditional OpenSSL form, as acme-mailcow writes it)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def new_pem(kind: str) -> bytes:
+    """A new private key of type ``kind``, as PEM (``ACME_KEY_REUSE=n``: one per order)."""
+    return to_pem(generate(kind))
+
+
+def _public(key: PrivateKey | PublicKey) -> PublicKey:
+    return key.public_key() if isinstance(key, _PRIVATE) else key
+
+
+def kind_of(key: object) -> str:
+    """The key type of a private or public key (``rsa4096``, ``ec256``...); "" for another
+    kind (an RSA size or a curve not in ``KEY_TYPES``, Ed25519...)."""
+    public = key.public_key() if isinstance(key, _PRIVATE) else key
+    if isinstance(public, rsa.RSAPublicKey):
+        kind = f"rsa{public.key_size}"
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        kind = {"secp256r1": "ec256", "secp384r1": "ec384"}.get(public.curve.name, "")
+    else:
+        return ""
+    return kind if kind in KEY_TYPES else ""
+
+
+def tlsa_311(key: PrivateKey | PublicKey) -> str:
+    """The TLSA ``3 1 1`` data of a key: SHA-256 of its SubjectPublicKeyInfo, in hex."""
+    public = _public(key)
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def client_auth(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` may be used for TLS client authentication: its extended key usage
+    lists clientAuth (or it has no extended key usage at all, which allows any use)."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH in usage
+
+
+# --- the key files ---------------------------------------------------------------------------
+
+
+def _load_or_create(path: Path, make: Callable[[], PrivateKey], pins: str) -> tuple[bytes, bool]:
+    """The key at ``path`` (PEM) and whether it was created now (by ``make``). A damaged key
+    is never replaced (``pins``: what may pin it)."""
+    files.check_not_link(path.parent, "the acme directory")
+    try:
+        data = read_bytes(path, private=True)
+    except FileNotFoundError:
+        pass
+    else:
+        try:
+            load_key(data, check=True)
+        except StoreError as exc:
+            raise StoreError(
+                f"{path} is damaged ({exc}); it is kept as it is and no new key replaces "
+                f"it ({pins} may pin it): restore it from a backup, or move it away to "
+                "start with a new key"
+            ) from exc
+        return data, False
+    data = to_pem(make())
+    files.ensure_dir(path.parent, 0o700, "the acme directory")
+    files.create_new(path, data, 0o600, check=load_key)
+    return data, True
+
+
+def account_key(root: Path, path: Path) -> bytes:
+    """The ACME account key (PEM); a new one is ECDSA P-256, an adopted RSA key is kept."""
+    data, created = _load_or_create(path, lambda: generate("ec256"), "CAA accounturi")
+    log.info("key.created" if created else "key.reused", path=str(path.relative_to(root)))
+    return data
+
+
+def domain_key(root: Path, path: Path, kind: str = "") -> bytes:
+    """The certificate key (PEM) at ``path``, reused across renewals.
+
+    ``kind`` is ``ACME_KEY_TYPE``: empty keeps the type of the key there (an acme-mailcow
+    volume's RSA 4096) and a new volume gets ec256; a key of another type than ``kind`` is
+    replaced by a new one (the old one kept in ``backups/acme/``) and the log says that TLSA
+    3 1 1 records pinning the old key must change.
+    """
+    wanted = kind or NEW_KEY_TYPE
+    data, created = _load_or_create(path, lambda: generate(wanted), "TLSA records")
+    key = load_key(data)
+    rel = str(path.relative_to(root))
+    if created:
+        log.info("key.created", path=rel, key_type=wanted, tlsa_3_1_1=tlsa_311(key))
+        return data
+    old = kind_of(key)
+    if not kind or old == kind:
+        log.info("key.reused", path=rel, key_type=old or "other")
+        return data
+    target = backups.stamp_dir(root, "acme")
+    files.copy_dir(path.parent, (path.name,), target, parents=3)
+    new = generate(kind)
+    data = to_pem(new)
+    files.atomic_write(path, data, 0o600, check=load_key)
+    log.warning(
+        "key.type_changed",
+        path=rel,
+        old=old or "other",
+        new=kind,
+        backup=str(target.relative_to(root)),
+        old_tlsa_3_1_1=tlsa_311(key),
+        tlsa_3_1_1=tlsa_311(new),
+        action="every certificate is ordered again with the new key; TLSA 3 1 1 records "
+        "(DANE) that pin the old key must change to the new hash",
+    )
+    return data
+
+
+def stored_kind(path: Path) -> str:
+    """The type of the key at ``path``; ec256 (a new volume's) when there is none; "" for a
+    key of another kind or one that cannot be read."""
+    try:
+        return kind_of(load_key(read_bytes(path)))
+    except FileNotFoundError:
+        return NEW_KEY_TYPE
+    except StoreError:
+        return ""

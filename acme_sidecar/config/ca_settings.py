@@ -1,0 +1,109 @@
+"""The settings of what is asked of the CA: profile, key type and reuse, External Account
+Binding (EAB).
+
+A base class of ``Settings``: the same environment, validated the same way. The EAB HMAC key is
+a secret: never echoed in an error (``settings.HIDDEN``) nor logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Any
+
+from pydantic import SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from acme_sidecar.config.values import yes_no
+from acme_sidecar.core.profiles import KEY_TYPES
+
+
+def eab_key_bytes(text: str) -> bytes:
+    """The HMAC key of ``ACME_EAB_HMAC_KEY`` (base64url, padding optional); ``ValueError``."""
+    value = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]+=*", value):
+        raise ValueError("must be the base64url HMAC key your CA gave (letters, digits, - and _)")
+    try:
+        key = base64.urlsafe_b64decode(value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("must be the base64url HMAC key your CA gave") from None
+    if not key:
+        raise ValueError("must be the base64url HMAC key your CA gave, not empty")
+    return key
+
+
+class CaSettings(BaseSettings):
+    """ACME_PROFILE, ACME_KEY_TYPE, ACME_KEY_REUSE, ACME_EAB_KID and ACME_EAB_HMAC_KEY."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    acme_profile: str = ""  # "" = the CA's default profile
+    acme_key_type: str = ""  # "" = keep the volume's key type (a new volume: ec256)
+    acme_key_reuse: Annotated[bool, NoDecode] = True
+    acme_eab_kid: str = ""
+    acme_eab_hmac_key: SecretStr = SecretStr("")
+
+    @field_validator("acme_profile")
+    @classmethod
+    def _profile(cls, value: str) -> str:
+        text = value.strip()
+        if text and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", text):
+            raise ValueError(
+                "must be a profile name the CA lists (such as classic, tlsserver or "
+                "shortlived), or empty for the CA's default"
+            )
+        return text
+
+    @field_validator("acme_key_type", mode="before")
+    @classmethod
+    def _key_type(cls, value: Any) -> str:
+        text = str(value).strip().lower()
+        if text and text not in KEY_TYPES:
+            raise ValueError(
+                f"must be one of {', '.join(KEY_TYPES)}, or empty to keep the type of the key "
+                "in the volume (ec256 for a new volume)"
+            )
+        return text
+
+    @field_validator("acme_key_reuse", mode="before")
+    @classmethod
+    def _reuse(cls, value: Any) -> bool:
+        try:
+            return bool(yes_no(value)) if str(value).strip() else True
+        except ValueError:
+            raise ValueError(
+                "use y (one key across renewals: TLSA 3 1 1 stays valid) or n (a fresh key "
+                "for every certificate)"
+            ) from None
+
+    @field_validator("acme_eab_kid")
+    @classmethod
+    def _kid(cls, value: str) -> str:
+        text = value.strip()
+        if text and not re.fullmatch(r"[!-~]{1,256}", text):
+            raise ValueError("must be the key identifier your CA gave (printable, no spaces)")
+        return text
+
+    @field_validator("acme_eab_hmac_key", mode="before")
+    @classmethod
+    def _hmac(cls, value: Any) -> str:
+        text = (value.get_secret_value() if isinstance(value, SecretStr) else str(value)).strip()
+        if text:
+            eab_key_bytes(text)
+        return text
+
+    @model_validator(mode="after")
+    def _eab_pair(self) -> CaSettings:
+        if bool(self.acme_eab_kid) != bool(self.acme_eab_hmac_key.get_secret_value()):
+            raise ValueError(
+                "ACME_EAB_KID and ACME_EAB_HMAC_KEY go together: set both (from your CA "
+                "account) or neither"
+            )
+        return self
+
+    @property
+    def eab(self) -> tuple[str, str] | None:
+        """(key identifier, base64url HMAC key) for External Account Binding, or None."""
+        key = self.acme_eab_hmac_key.get_secret_value().rstrip("=")
+        return (self.acme_eab_kid, key) if self.acme_eab_kid and key else None

@@ -1,0 +1,130 @@
+"""Certificate keys in the volume and in the cycle: ACME_KEY_TYPE and ACME_KEY_REUSE.
+
+The volume is the real ``CertStore``; the cycle runs in-process with the fakes of
+``tests.unit.fakes`` (real certificates for whatever key the cycle hands the issuer).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from structlog.testing import capture_logs
+
+from acme_sidecar.adapters import keys
+from acme_sidecar.adapters.volume import CertStore, load_chain, load_key
+from acme_sidecar.shell.cycle import guarded_cycle
+from acme_sidecar.shell.status import collect, render
+from tests.unit.fakes import World, cycle_policy
+
+
+def _kind(pem: bytes) -> str:
+    return keys.kind_of(load_key(pem))
+
+
+def test_a_new_volume_gets_ec256(tmp_path: Path) -> None:
+    store = CertStore(tmp_path)
+    store.prepare()
+    assert store.key_type() == "ec256"
+    with capture_logs() as logs:
+        pem = store.domain_key()
+    assert _kind(pem) == "ec256"
+    [created] = [e for e in logs if e["event"] == "key.created"]
+    assert created["key_type"] == "ec256" and created["tlsa_3_1_1"] == keys.tlsa_311(load_key(pem))
+
+
+def test_an_adopted_key_keeps_its_type(tmp_path: Path) -> None:
+    """ACME_KEY_TYPE empty: acme-mailcow's RSA 4096 key stays, byte for byte."""
+    store = CertStore(tmp_path)
+    store.prepare()
+    adopted = keys.new_pem("rsa4096")
+    store.domain_key_path.write_bytes(adopted)
+    store.domain_key_path.chmod(0o600)
+    assert store.key_type() == "rsa4096"
+    assert store.domain_key() == adopted and store.domain_key("rsa4096") == adopted
+
+
+def test_a_changed_key_type_replaces_the_key_and_says_tlsa_must_change(tmp_path: Path) -> None:
+    store = CertStore(tmp_path)
+    store.prepare()
+    old = store.domain_key("rsa2048")
+    with capture_logs() as logs:
+        new = store.domain_key("ec384")
+    assert _kind(new) == "ec384" and store.domain_key_path.read_bytes() == new
+    [changed] = [e for e in logs if e["event"] == "key.type_changed"]
+    assert (changed["old"], changed["new"]) == ("rsa2048", "ec384")
+    assert changed["old_tlsa_3_1_1"] == keys.tlsa_311(load_key(old))
+    assert changed["tlsa_3_1_1"] == keys.tlsa_311(load_key(new))
+    assert "TLSA 3 1 1" in changed["action"]
+    [backup] = (tmp_path / "backups" / "acme").iterdir()
+    assert (backup / "key.pem").read_bytes() == old
+
+
+def test_reuse_n_gives_every_certificate_its_own_fresh_key(tmp_path: Path) -> None:
+    store = CertStore(tmp_path)
+    store.prepare()
+    shared = store.order_keys("", ["a", "b"], reuse=True)
+    assert isinstance(shared, bytes) and _kind(shared) == "ec256"
+    fresh = store.order_keys("ec384", ["a", "b"], reuse=False)
+    assert isinstance(fresh, dict) and set(fresh) == {"a", "b"}
+    assert fresh["a"] != fresh["b"] and {_kind(k) for k in fresh.values()} == {"ec384"}
+
+
+def _spki(root: Path, name: str) -> str:
+    public = load_chain((root / name / "cert.pem").read_bytes())[0].public_key()
+    assert isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
+    return keys.tlsa_311(public)
+
+
+def test_cycles_reuse_the_key_or_not_and_follow_a_type_change(tmp_path: Path) -> None:
+    """Reuse (default): a forced renewal keeps every SPKI. ACME_KEY_TYPE changed: every
+    certificate is ordered again with the new type. ACME_KEY_REUSE=n: each renewal and each
+    certificate gets a key of its own."""
+    w = World(tmp_path / "ssl")  # its acme/key.pem is EC P-256
+    policy, deps = cycle_policy(), w.deps()
+    first = guarded_cycle(policy, deps)
+    names = sorted(w.store.names())
+    before = {n: _spki(w.root, n) for n in names}
+    assert len(set(before.values())) == 1  # one shared key
+
+    (w.root / "force_renew").touch()
+    w.clock.advance(60)
+    renewed = guarded_cycle(policy, deps, first.state)
+    assert renewed.issued == len(names)
+    assert {n: _spki(w.root, n) for n in names} == before
+
+    w.clock.advance(60)
+    ec384 = replace(policy, shape=replace(policy.shape, key_type="ec384"))
+    changed = guarded_cycle(ec384, deps, renewed.state)
+    assert changed.issued == len(names)
+    assert {c.reason for c in changed.plan.certs} == {  # type: ignore[union-attr]
+        "key type changed: its key is ec256, the key type is ec384"
+    }
+    assert {w.store.load()[n].key_type for n in names} == {"ec384"}
+    assert guarded_cycle(ec384, deps, changed.state).issued == 0  # stable afterwards
+
+    (w.root / "force_renew").touch()
+    w.clock.advance(60)
+    fresh = replace(ec384, key_reuse=False)
+    report = guarded_cycle(fresh, deps, changed.state)
+    assert report.issued == len(names)
+    after = {n: _spki(w.root, n) for n in names}
+    assert len(set(after.values())) == len(names)  # one key per certificate
+    assert not set(after.values()) & {keys.tlsa_311(load_key(w.store.domain_key()))}
+
+
+def test_status_shows_key_type_and_client_auth(tmp_path: Path) -> None:
+    """``status`` names the key type and whether the certificate allows clientAuth; without it
+    (Let's Encrypt since February 2026) it says what that means for Postfix."""
+    w = World(tmp_path / "ssl")
+    guarded_cycle(cycle_policy(), w.deps())
+    data = collect(w.store, w.clock())
+    assert {(r["key_type"], r["client_auth"]) for r in data["certificates"]} == {("ec256", True)}
+    data["certificates"][0]["client_auth"] = False
+    out = io.StringIO()
+    render(data, out)
+    text = out.getvalue()
+    assert "key:       ec256" in text and "clientAuth: yes" in text
+    assert "clientAuth: no: Postfix still presents it as its SMTP client certificate" in text
