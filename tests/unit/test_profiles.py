@@ -124,7 +124,15 @@ def test_eab_settings() -> None:
 def _stored(key_type: str = "ec256") -> dict[str, StoredCert]:
     start = NOW - timedelta(days=5)
     cert = StoredCert(
-        HOST, (HOST,), start, start + timedelta(days=90), 1, "CN=x", True, (HOST,), key_type=key_type
+        HOST,
+        (HOST,),
+        start,
+        start + timedelta(days=90),
+        1,
+        "CN=x",
+        True,
+        (HOST,),
+        key_type=key_type,
     )
     return {HOST: cert}
 
