@@ -26,6 +26,7 @@ from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import Action, CertPlan, CertSpec, Issued
+from acme_sidecar.core.plan import renewal_time
 from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.core.settle import (
     RetryPolicy,
@@ -246,6 +247,7 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
         key_future = key_job.submit(store.domain_key)
     issued = failed = archived = 0
     applied: tuple[str, ...] = ()
+    renewals: list[datetime] = []  # when each certificate stored in this cycle is due again
     if any(c.unstored for c in book.state.certs.values()):
         done, not_done = _store_unstored(book, store, store.domain_key(), now, policy.retry)
         issued, failed = issued + done, failed + not_done
@@ -291,6 +293,8 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
                 continue
             issued += 1
             failed += 1 if result.dropped else 0  # a wanted name is missing
+            leaf = load_chain(result.fullchain_pem)[0]
+            renewals.append(renewal_time(leaf.not_valid_before_utc, leaf.not_valid_after_utc))
     default = plan.default_name
     if (
         default
@@ -320,7 +324,7 @@ def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Repor
         failed=failed,
         archived=archived,
         applied=applied,
-        next_due=min(waits, default=None),
+        next_due=min(waits + renewals, default=None),
     )
 
 

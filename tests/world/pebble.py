@@ -42,7 +42,8 @@ class Pebble:
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, dns_port: int, http_port: int) -> None:
+    def __init__(self, workdir: Path, dns_port: int, http_port: int, **config: str | int) -> None:
+        """``config``: template keys to set otherwise (e.g. ``certificateValidityPeriod``)."""
         binary = require_binary("pebble", "pebble")
         workdir.mkdir(parents=True, exist_ok=True)
         tls = make_server_cert(workdir, "pebble listener")
@@ -60,6 +61,7 @@ class Pebble:
             privateKey=str(tls.key),
             httpPort=http_port,
             tlsPort=self.tls_port,
+            **config,
         )
         config_path = workdir / "pebble-config.json"
         config_path.write_text(json.dumps(config, indent=2))
