@@ -90,7 +90,8 @@ class VolumeWatch(threading.Thread):
 
 
 class Prober:
-    """One thread per service probing every name each ``PROBE_EVERY`` seconds."""
+    """One thread per service probing every name each ``PROBE_EVERY`` seconds (the name ``""``:
+    no SNI at all)."""
 
     def __init__(self, endpoints: Mapping[str, tuple[str, int]], names: Sequence[str]) -> None:
         self.endpoints = dict(endpoints)  # service -> (kind, port)
@@ -107,7 +108,7 @@ class Prober:
         kind, port = self.endpoints[service]
         began = time.time()
         try:
-            cert = served_certificate(kind, port, name, timeout=5)
+            cert = served_certificate(kind, port, name or None, timeout=5)
         except (OSError, ValueError) as exc:
             return Probe(service, name, began, time.time(), error=repr(exc))
         ended = time.time()
@@ -120,8 +121,8 @@ class Prober:
             done = [self._one(service, name) for name in self.names]
             with self._lock:
                 self.probes.extend(done)
-            tick += PROBE_EVERY
-            self.halt.wait(max(0.0, tick - time.monotonic()))
+            tick = max(tick + PROBE_EVERY, time.monotonic())  # late: no catching up in bursts
+            self.halt.wait(tick - time.monotonic())
 
     def start(self) -> None:
         for thread in self._threads:
@@ -164,6 +165,7 @@ class Verdicts:
 
     failed: list[tuple[Probe, str]] = field(default_factory=list)
     old_in_grace: int = 0
+    latest_old: float = 0.0  # seconds after the new cert.pem was written that the old was seen
 
 
 def deploy_end(written: float, cycles_done: Sequence[float]) -> float:
@@ -202,14 +204,17 @@ def judge(
         stored = {seen[i].serial for i in held if i >= first}
         if probe.serial in stored:
             continue
-        in_grace = any(
-            seen[i - 1].serial == probe.serial
-            and probe.began <= deploy_end(seen[i].written, cycles_done)
+        replaced = [
+            i
             for i in held
             if i >= max(first, 1)
-        )
-        if in_grace:
+            and seen[i - 1].serial == probe.serial
+            and probe.began <= deploy_end(seen[i].written, cycles_done)
+        ]
+        if replaced:
             verdicts.old_in_grace += 1
+            late = probe.began - seen[replaced[-1]].written
+            verdicts.latest_old = max(verdicts.latest_old, late)
             continue
         verdicts.failed.append((probe, f"mismatched: served {probe.serial:x}"))
     return verdicts
@@ -241,6 +246,30 @@ def renewal_delays(
             written.append(after.written - due)
             served.append(last - due)
     return written, served
+
+
+def deploy_times(
+    history: Mapping[str, Sequence[Stored]], cycles_done: Sequence[float]
+) -> list[float]:
+    """Per renewal, seconds from the new cert.pem written to the end of its deploy (the grace
+    during which the replaced certificate may still be served)."""
+    return [
+        deploy_end(after.written, cycles_done) - after.written
+        for seen in history.values()
+        for after in seen[1:]
+    ]
+
+
+def probe_gaps(probes: Sequence[Probe]) -> list[float]:
+    """Seconds between the starts of consecutive probes of one service and name."""
+    last: dict[tuple[str, str], float] = {}
+    gaps: list[float] = []
+    for p in sorted(probes, key=lambda p: p.began):
+        key = (p.service, p.name)
+        if key in last:
+            gaps.append(p.began - last[key])
+        last[key] = p.began
+    return gaps
 
 
 def spread(values: Sequence[float]) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,9 +26,13 @@ import pytest
 from tests.integration.conftest import consumer_stack
 from tests.integration.continuity import (
     EventLog,
+    Probe,
     Prober,
+    Stored,
     VolumeWatch,
+    deploy_times,
     judge,
+    probe_gaps,
     renewal_delays,
     spread,
 )
@@ -104,13 +108,13 @@ def test_continuity_over_renewals(
             for container in stack.containers.values():
                 world.docker.wait_ready(container.id)
             directories = sorted(cert_dirs(stack.volume))
-            directory_of: dict[str, str] = {}
+            directory_of = {"": "."}  # no SNI: the top-level pair
             for directory, domains in cert_dirs(stack.volume).items():
                 for name in domains.split():
-                    directory_of.setdefault(name, directory)
+                    directory_of.setdefault(name, directory)  # as the consumers map them
             started = {s: world.docker.started_at(c.id) for s, c in stack.containers.items()}
             since = time.time()
-            watch = VolumeWatch(stack.volume, directories)
+            watch = VolumeWatch(stack.volume, [*directories, "."])
             prober = Prober({s: (k, stack.ports[s]) for s, k in KINDS}, sorted(directory_of))
             watch.start()
             prober.start()
@@ -148,43 +152,88 @@ def test_continuity_over_renewals(
     cycles = [(t, e) for t, e in events.named("cycle.done") if t >= since]
     cycles_done = [t for t, _ in cycles]
     verdicts = judge(probes, watch.history, directory_of, cycles_done)
-    renewal_cycles = [(t, e) for t, e in cycles if e.get("issued")]
-    renewed = {d: len(h) - 1 for d, h in watch.history.items()}
-    per_cycle = [
-        [a.split(":")[0] for a in (e.get("services") or "").split(",") if a]
-        for _, e in renewal_cycles
+    certificates = {d: watch.history[d] for d in directories}
+    renewed = {d: len(h) - 1 for d, h in certificates.items()}
+    applied = [
+        [a.split(":")[0] for a in (e.get("services") or "").split(",") if a] for _, e in cycles
     ]
-    to_written, to_served = renewal_delays(watch.history, probes, directory_of)
-    reasons = Counter(why.split(":")[0] for _, why in verdicts.failed)
+    renewal_cycles = sum(1 for _, e in cycles if e.get("issued"))
+    to_written, to_served = renewal_delays(certificates, probes, directory_of)
     summary = {
         "renewals": sum(renewed.values()),
-        "renewal_cycles": len(renewal_cycles),
+        "renewal_cycles": renewal_cycles,
         "probes": len(probes),
         "failed_probes": len(verdicts.failed),
-        "old_in_grace": verdicts.old_in_grace,
+        "old_served_in_grace": verdicts.old_in_grace,
         **{f"{s}_reloads": a["reloads"] for s, a in actions.items()},
         **{f"{s}_restarts": a["starts"] for s, a in actions.items()},
     }
     totals("continuity", summary)
+    per_renewal = {s: (a["reloads"] + a["starts"]) / renewal_cycles for s, a in actions.items()}
     print(f"\ncontinuity: {summary}")
-    print(f"renewals per certificate: {renewed}")
-    print(f"actions per renewal cycle (service counts): {[len(c) for c in per_cycle]}")
-    print(f"seconds due -> written, min/median/max: {spread(to_written)}")
-    print(f"seconds due -> served by all, min/median/max: {spread(to_served)}")
-    print(f"failed probes by reason: {dict(reasons)}")
+    print(f"renewals per certificate: {renewed}; names probed: {len(directory_of)} (one no SNI)")
+    print(f"actions per renewal cycle and service: {per_renewal}")
+    print(f"services acted on per cycle: {[len(a) for a in applied]}")
+    print(f"s from due to written, min/median/max: {spread(to_written)}")
+    print(f"s from due to served by all: {spread(to_served)}")
+    print(
+        f"s from written to deploy done (grace): {spread(deploy_times(certificates, cycles_done))}"
+    )
+    print(f"latest old certificate served, s after write: {verdicts.latest_old:.1f}")
+    print(f"s between probes of one service and name: {spread(probe_gaps(probes))}")
+    print(f"failed probes by reason: {dict(Counter(w.split(':')[0] for _, w in verdicts.failed))}")
     for probe, why in verdicts.failed[:10]:
-        print(f"failed: {probe.service} {probe.name} at {probe.began:.2f}: {why}")
+        print(f"failed: {probe.service} {probe.name!r} at {probe.began:.2f}: {why}")
 
     assert min(renewed.values()) >= RENEWALS, renewed
     assert verdicts.failed == [], verdicts.failed[:5]
-    assert len(probes) > 0
-    for services in per_cycle:
-        assert sorted(services) == sorted(set(services)), services  # at most one each
+    assert len(probes) > len(KINDS) * len(directory_of) * RENEWALS * 30  # ~every 0.5 s
+    assert all(sorted(a) == sorted(set(a)) for a in applied), applied  # at most one each
     for service, _ in KINDS:
-        done = sum(1 for c in per_cycle if service in c)
+        done = sum(1 for a in applied if service in a)
         assert actions[service]["reloads"] + actions[service]["starts"] == done, (service, actions)
-        assert done <= len(renewal_cycles)
+        assert done <= renewal_cycles
     # the containers' own counters agree: no restart, every reload in /run/reloads
     assert not any(restarted.values()) and set(restart_counts.values()) == {0}
     assert {s: a["reloads"] for s, a in actions.items()} == reload_files
     assert max(to_served) < VALIDITY / 2, to_served  # served before the old one expired
+
+
+def test_the_continuity_rule() -> None:
+    """``judge`` on constructed probes (no test world): the stored serial passes; the one it
+    replaced passes only until the deploy's ``cycle.done``; an older one, an expired one or an
+    error fails."""
+    day = datetime(2026, 1, 1, tzinfo=UTC)
+    later = day + timedelta(days=1)
+    history = {
+        "d": [
+            Stored(1, 100.0, day, later),
+            Stored(2, 200.0, day, later),
+            Stored(3, 300.0, day, later),
+        ]
+    }
+    end = later.timestamp()
+
+    def probe(at: float, serial: int | None, not_after: float = end) -> Probe:
+        error = None if serial else "ConnectionRefusedError()"
+        return Probe("smtp", "a.test", at, at + 0.1, serial, not_after if serial else None, error)
+
+    probes = [
+        probe(150, 1),  # stored
+        probe(199.95, 2),  # written during the handshake
+        probe(201, 1),  # replaced, deploy in flight (cycle.done at 203)
+        probe(202.95, 1),  # began before cycle.done
+        probe(203.5, 1),  # after the deploy: mismatched
+        probe(301, 1),  # two behind: mismatched
+        probe(250, 2, not_after=250.05),  # expired
+        probe(260, None),  # no certificate
+    ]
+    verdicts = judge(probes, history, {"a.test": "d"}, [203.0, 303.0])
+    assert [p.began for p, _ in verdicts.failed] == [203.5, 301, 250, 260]
+    assert [w.split(":")[0] for _, w in verdicts.failed] == [
+        "mismatched",
+        "mismatched",
+        "expired",
+        "no certificate",
+    ]
+    assert verdicts.old_in_grace == 2 and verdicts.latest_old == pytest.approx(2.95)
