@@ -18,7 +18,6 @@ from structlog.testing import capture_logs
 from acme_sidecar.adapters.tls_probe import Endpoint
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import DeployPolicy
-from acme_sidecar.core.budget import Limits
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import FailureKind, StoredCert
 from acme_sidecar.core.report import Outcome
@@ -225,22 +224,3 @@ def test_stop_ends_verification_and_the_deploy_stays_owed(tmp_path: Path) -> Non
     assert time.monotonic() - started < 10
     assert report.state.deploy is not None and len(report.state.deploy.certs) == 4
     assert State.from_json((w.root / "acme" / "state.json").read_text()).deploy is not None
-
-
-def test_the_daemon_wakes_when_fresh_certificates_are_due(tmp_path: Path) -> None:
-    """A cycle that issued every certificate sleeps until the first of them is due (half of a
-    one-day lifetime), not the daily check; ten such wake-ups renew each one ten times and
-    none is ever kept past its renewal time (issue #9: 60-second certificates left expired)."""
-    w = World(tmp_path / "ssl")
-    w.issuer.days = 1
-    policy = replace(cycle_policy(), limits=Limits.off())  # 20 a week: over Let's Encrypt's 5
-    pacing, deps = daemon_policy(), w.deps()
-    report = guarded_cycle(policy, deps)
-    assert report.issued == 4
-    for _ in range(10):
-        sleep = next_sleep(report, pacing, w.clock())
-        assert 12 * 3600 - 60 <= sleep <= 12 * 3600  # half of the lifetime, from 1 minute ago
-        w.clock.advance(sleep)
-        report = guarded_cycle(policy, deps, report.state)
-        assert report.outcome is Outcome.OK and report.issued == 4
-    assert all(w.issuer.count(n) == 11 for n in w.store.names())
