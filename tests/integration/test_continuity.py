@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from docker.models.containers import Container
 
 from tests.integration.conftest import consumer_stack
 from tests.integration.continuity import (
@@ -58,6 +59,13 @@ def short_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iter
     pebble.start()
     yield pebble
     pebble.stop()
+
+
+def map_rebuilds(container: Container) -> int:
+    """``postmap`` runs a consumer recorded (the Postfix-like one with an SNI snapshot; 0 where
+    the consumer keeps no events file)."""
+    code, out = container.exec_run(["cat", "/var/lib/consumer/events"])
+    return out.decode().split().count("postmap") if code == 0 else 0
 
 
 def container_actions(world: World, stack: Stack, since: float) -> dict[str, dict[str, int]]:
@@ -141,6 +149,7 @@ def test_continuity_over_renewals(
         assert code == 0
         actions = container_actions(world, stack, since)
         reload_files = stack.reloads(world)
+        postmaps = {s: map_rebuilds(c) for s, c in stack.containers.items()}
         restarted = {
             s: world.docker.started_at(c.id) != started[s] for s, c in stack.containers.items()
         }
@@ -173,7 +182,7 @@ def test_continuity_over_renewals(
     print(f"\ncontinuity: {summary}")
     print(f"renewals per certificate: {renewed}; names probed: {len(directory_of)} (one no SNI)")
     print(f"actions per renewal cycle and service: {per_renewal}")
-    print(f"services acted on per cycle: {[len(a) for a in applied]}")
+    print(f"services acted on per cycle: {[len(a) for a in applied]}; postmap runs: {postmaps}")
     print(f"s from due to written, min/median/max: {spread(to_written)}")
     print(f"s from due to served by all: {spread(to_served)}")
     print(
