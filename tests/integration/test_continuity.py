@@ -54,7 +54,7 @@ def short_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iter
         tmp_path_factory.mktemp("pebble-short"),
         world.dns.port,
         world.nginx.port,
-        certificateValidityPeriod=VALIDITY,
+        config={"certificateValidityPeriod": VALIDITY},
     )
     pebble.start()
     yield pebble

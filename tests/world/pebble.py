@@ -10,6 +10,7 @@ project) with this world's addresses, ports and listener certificate filled in.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ PEBBLE_ENV = {
 }
 
 
-def pebble_config(**values: str | int) -> dict[str, Any]:
+def pebble_config(**values: object) -> dict[str, Any]:
     """The template's config with ``values`` in place of its own (each must be a template key)."""
     config: dict[str, Any] = json.loads(CONFIG_TEMPLATE.read_text())
     unknown = set(values) - set(config["pebble"])
@@ -42,8 +43,14 @@ class Pebble:
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, dns_port: int, http_port: int, **config: str | int) -> None:
-        """``config``: template keys to set otherwise (e.g. ``certificateValidityPeriod``)."""
+    def __init__(
+        self,
+        workdir: Path,
+        dns_port: int,
+        http_port: int,
+        config: Mapping[str, object] | None = None,
+    ) -> None:
+        """``config``: template values of its own (e.g. EAB required), over the defaults."""
         binary = require_binary("pebble", "pebble")
         workdir.mkdir(parents=True, exist_ok=True)
         tls = make_server_cert(workdir, "pebble listener")
@@ -61,7 +68,7 @@ class Pebble:
             privateKey=str(tls.key),
             httpPort=http_port,
             tlsPort=self.tls_port,
-            **config,
+            **(config or {}),
         )
         config_path = workdir / "pebble-config.json"
         config_path.write_text(json.dumps(config, indent=2))
