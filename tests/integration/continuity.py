@@ -224,10 +224,15 @@ def renewal_delays(
     history: Mapping[str, Sequence[Stored]],
     probes: Sequence[Probe],
     directory_of: Mapping[str, str],
-) -> tuple[list[float], list[float]]:
-    """Per renewal, seconds from its due time (the lifetime rule on the certificate it
-    replaced) to the new cert.pem written, and to the first probe of the last (service, name)
-    pair of its directory that got it (served by all)."""
+    chosen: Mapping[str, Sequence[tuple[float, float]]],
+) -> tuple[list[float], list[float], list[float]]:
+    """Per renewal: seconds from its due time to the new cert.pem written, from its due time to
+    served by all (the first probe of the last (service, name) pair of its directory that got
+    it), and from served by all to the replaced certificate's expiry (the margin left).
+
+    The due time is the renewal time the daemon chose from the CA's ARI window while the
+    replaced certificate was stored (``chosen``: per certificate, the ``ari.window`` lines as
+    (arrival, renew_at), epoch seconds), else the lifetime rule on the replaced certificate."""
     first: dict[tuple[str, str, int], float] = {}
     for p in probes:
         if p.serial is not None:
@@ -236,16 +241,22 @@ def renewal_delays(
     services = sorted({p.service for p in probes})
     written: list[float] = []
     served: list[float] = []
+    margins: list[float] = []
     for directory, seen in history.items():
         names = [n for n, d in directory_of.items() if d == directory]
         for before, after in itertools.pairwise(seen):
             due = renewal_time(before.not_before, before.not_after).timestamp()
+            windows = chosen.get(directory, ())
+            due = next(
+                (at for t, at in reversed(windows) if before.written <= t < after.written), due
+            )
             last = max(
                 first.get((s, n, after.serial), float("inf")) for s in services for n in names
             )
             written.append(after.written - due)
             served.append(last - due)
-    return written, served
+            margins.append(before.not_after.timestamp() - last)
+    return written, served, margins
 
 
 def deploy_times(
