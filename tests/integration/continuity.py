@@ -1,0 +1,290 @@
+"""Watch a running sidecar's renewals from the outside: what is stored, served and done.
+
+- ``VolumeWatch`` polls every certificate directory's ``cert.pem`` (0.1 s) and keeps each
+  serial the volume held, with the file's mtime (when it was written, never later than the
+  consumers could see it) and its validity.
+- ``Prober`` asks every consumer for every SNI name every 0.5 s (one thread per service) and
+  keeps what was served, or the error.
+- ``EventLog`` drains the daemon's JSON log lines with the (wall-clock) time each arrived.
+- ``judge`` applies the continuity rule to every probe (see its docstring).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import queue
+import statistics
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from acme_sidecar.core.plan import renewal_time
+from tests.integration.sidecar import Daemon
+from tests.world.tlsprobe import served_certificate
+
+PROBE_EVERY = 0.5
+WATCH_EVERY = 0.1
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One certificate the volume held for a directory."""
+
+    serial: int
+    written: float  # mtime of cert.pem (epoch seconds)
+    not_before: datetime
+    not_after: datetime
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One TLS handshake with a consumer, asking for ``name`` by SNI."""
+
+    service: str
+    name: str
+    began: float
+    ended: float
+    serial: int | None = None
+    not_after: float | None = None
+    error: str | None = None
+
+
+class VolumeWatch(threading.Thread):
+    """Every serial each directory's cert.pem held, in order (a thread polling the volume)."""
+
+    def __init__(self, root: Path, directories: Sequence[str]) -> None:
+        super().__init__(name="volume-watch", daemon=True)
+        self.root = root
+        self.history: dict[str, list[Stored]] = {d: [] for d in directories}
+        self.halt = threading.Event()
+        self._look()
+
+    def _look(self) -> None:
+        for directory, seen in self.history.items():
+            path = self.root / directory / "cert.pem"
+            try:
+                written = path.stat().st_mtime
+                cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
+            except (OSError, ValueError):
+                continue  # between renames: the next look sees it
+            if not seen or seen[-1].serial != cert.serial_number:
+                seen.append(
+                    Stored(
+                        cert.serial_number,
+                        written,
+                        cert.not_valid_before_utc,
+                        cert.not_valid_after_utc,
+                    )
+                )
+
+    def run(self) -> None:
+        while not self.halt.wait(WATCH_EVERY):
+            self._look()
+
+
+class Prober:
+    """One thread per service probing every name each ``PROBE_EVERY`` seconds (the name ``""``:
+    no SNI at all)."""
+
+    def __init__(self, endpoints: Mapping[str, tuple[str, int]], names: Sequence[str]) -> None:
+        self.endpoints = dict(endpoints)  # service -> (kind, port)
+        self.names = list(names)
+        self.probes: list[Probe] = []
+        self.halt = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._loop, args=(s,), name=f"probe-{s}", daemon=True)
+            for s in self.endpoints
+        ]
+
+    def _one(self, service: str, name: str) -> Probe:
+        kind, port = self.endpoints[service]
+        began = time.time()
+        try:
+            cert = served_certificate(kind, port, name or None, timeout=5)
+        except (OSError, ValueError) as exc:
+            return Probe(service, name, began, time.time(), error=repr(exc))
+        ended = time.time()
+        after = cert.not_valid_after_utc.timestamp()
+        return Probe(service, name, began, ended, cert.serial_number, after)
+
+    def _loop(self, service: str) -> None:
+        tick = time.monotonic()
+        while not self.halt.is_set():
+            done = [self._one(service, name) for name in self.names]
+            with self._lock:
+                self.probes.extend(done)
+            tick = max(tick + PROBE_EVERY, time.monotonic())  # late: no catching up in bursts
+            self.halt.wait(tick - time.monotonic())
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> list[Probe]:
+        self.halt.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        with self._lock:
+            return list(self.probes)
+
+
+class EventLog(threading.Thread):
+    """The daemon's log lines as (arrival time, parsed line), drained from its queue."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__(name="event-log", daemon=True)
+        self.daemon_proc = daemon
+        self.events: list[tuple[float, dict[str, Any]]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                line = self.daemon_proc.lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.daemon_proc.seen.append(line)
+            if line.startswith("{"):
+                self.events.append((time.time(), json.loads(line)))
+
+    def named(self, event: str) -> list[tuple[float, dict[str, Any]]]:
+        return [(t, e) for t, e in list(self.events) if e.get("event") == event]
+
+
+@dataclass
+class Verdicts:
+    """Every probe judged: the failed ones with why, and the grace the deploys needed."""
+
+    failed: list[tuple[Probe, str]] = field(default_factory=list)
+    old_in_grace: int = 0
+    latest_old: float = 0.0  # seconds after the new cert.pem was written that the old was seen
+
+
+def deploy_end(written: float, cycles_done: Sequence[float]) -> float:
+    """The end of the deploy that follows a write: the first ``cycle.done`` after it."""
+    return next((t for t in cycles_done if t >= written), float("inf"))
+
+
+def judge(
+    probes: Sequence[Probe],
+    history: Mapping[str, Sequence[Stored]],
+    directory_of: Mapping[str, str],
+    cycles_done: Sequence[float],
+) -> Verdicts:
+    """The continuity rule, per probe of ``name`` on a service, handshake within [began, ended]:
+
+    - it got a certificate (no connection or TLS error);
+    - that certificate had not expired at ``ended``;
+    - its serial is one the volume held for ``name``'s directory at some instant of
+      [began, ended] (the *stored* one), or the serial that one replaced while that deploy was
+      in flight: the new cert.pem was written (mtime) at or before ``ended`` and the cycle that
+      wrote it had not yet logged ``cycle.done`` (reload and the sidecar's own check of what is
+      served both happen before it) at ``began``.
+    """
+    verdicts = Verdicts()
+    for probe in probes:
+        if probe.error is not None or probe.serial is None or probe.not_after is None:
+            verdicts.failed.append((probe, f"no certificate: {probe.error}"))
+            continue
+        if probe.not_after <= probe.ended:
+            verdicts.failed.append((probe, "expired"))
+            continue
+        seen = history[directory_of[probe.name]]
+        # the serial stored at ``began`` and every serial written up to ``ended``
+        held = [i for i, s in enumerate(seen) if s.written <= probe.ended]
+        first = max((i for i in held if seen[i].written <= probe.began), default=0)
+        stored = {seen[i].serial for i in held if i >= first}
+        if probe.serial in stored:
+            continue
+        replaced = [
+            i
+            for i in held
+            if i >= max(first, 1)
+            and seen[i - 1].serial == probe.serial
+            and probe.began <= deploy_end(seen[i].written, cycles_done)
+        ]
+        if replaced:
+            verdicts.old_in_grace += 1
+            late = probe.began - seen[replaced[-1]].written
+            verdicts.latest_old = max(verdicts.latest_old, late)
+            continue
+        verdicts.failed.append((probe, f"mismatched: served {probe.serial:x}"))
+    return verdicts
+
+
+def renewal_delays(
+    history: Mapping[str, Sequence[Stored]],
+    probes: Sequence[Probe],
+    directory_of: Mapping[str, str],
+    chosen: Mapping[str, Sequence[tuple[float, float]]],
+) -> tuple[list[float], list[float], list[float]]:
+    """Per renewal: seconds from its due time to the new cert.pem written, from its due time to
+    served by all (the first probe of the last (service, name) pair of its directory that got
+    it), and from served by all to the replaced certificate's expiry (the margin left).
+
+    The due time is the renewal time the daemon chose from the CA's ARI window while the
+    replaced certificate was stored (``chosen``: per certificate, the ``ari.window`` lines as
+    (arrival, renew_at), epoch seconds), else the lifetime rule on the replaced certificate."""
+    first: dict[tuple[str, str, int], float] = {}
+    for p in probes:
+        if p.serial is not None:
+            key = (p.service, p.name, p.serial)
+            first[key] = min(first.get(key, p.ended), p.ended)
+    services = sorted({p.service for p in probes})
+    written: list[float] = []
+    served: list[float] = []
+    margins: list[float] = []
+    for directory, seen in history.items():
+        names = [n for n, d in directory_of.items() if d == directory]
+        for before, after in itertools.pairwise(seen):
+            due = renewal_time(before.not_before, before.not_after).timestamp()
+            windows = chosen.get(directory, ())
+            due = next(
+                (at for t, at in reversed(windows) if before.written <= t < after.written), due
+            )
+            last = max(
+                first.get((s, n, after.serial), float("inf")) for s in services for n in names
+            )
+            written.append(after.written - due)
+            served.append(last - due)
+            margins.append(before.not_after.timestamp() - last)
+    return written, served, margins
+
+
+def deploy_times(
+    history: Mapping[str, Sequence[Stored]], cycles_done: Sequence[float]
+) -> list[float]:
+    """Per renewal, seconds from the new cert.pem written to the end of its deploy (the grace
+    during which the replaced certificate may still be served)."""
+    return [
+        deploy_end(after.written, cycles_done) - after.written
+        for seen in history.values()
+        for after in seen[1:]
+    ]
+
+
+def probe_gaps(probes: Sequence[Probe]) -> list[float]:
+    """Seconds between the starts of consecutive probes of one service and name."""
+    last: dict[tuple[str, str], float] = {}
+    gaps: list[float] = []
+    for p in sorted(probes, key=lambda p: p.began):
+        key = (p.service, p.name)
+        if key in last:
+            gaps.append(p.began - last[key])
+        last[key] = p.began
+    return gaps
+
+
+def spread(values: Sequence[float]) -> str:
+    """``min/median/max`` of seconds, one decimal."""
+    if not values:
+        return "none"
+    return f"{min(values):.1f}/{statistics.median(values):.1f}/{max(values):.1f}"

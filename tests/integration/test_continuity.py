@@ -1,0 +1,255 @@
+"""Issue #9, test 2: continuity over many renewals of one-minute certificates.
+
+``acme-sidecar run`` (SNI mode, three certificates) against a Pebble whose certificates live
+60 seconds, with the three TLS consumers of the test world (real containers on the private
+dockerd). While it renews every certificate at least ``RENEWALS`` times in a row, a prober asks
+every service for every SNI name every 0.5 s; ``continuity.judge`` holds each answer to the rule
+(never an error, never expired, never anything but the stored certificate or, while its deploy
+is in flight, the one it replaced). Each renewal cycle may cost each service at most one reload
+or restart: counted from the daemon's ``cycle.done`` lines and, independently, from the
+containers themselves (their log of reloads and starts, ``/run/reloads``, ``StartedAt``).
+
+The rate-limit budget is off (``ACME_RATE_LIMITS=off``): Let's Encrypt's limits do not apply
+to Pebble, and five renewals of the same names a week would be held under them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from docker.models.containers import Container
+
+from tests.integration.conftest import consumer_stack
+from tests.integration.continuity import (
+    EventLog,
+    Probe,
+    Prober,
+    Stored,
+    VolumeWatch,
+    deploy_times,
+    judge,
+    probe_gaps,
+    renewal_delays,
+    spread,
+)
+from tests.integration.sidecar import Daemon, cert_dirs, seed
+from tests.integration.stack import KINDS, Stack
+from tests.world import World
+from tests.world.pebble import Pebble
+
+RENEWALS = 10  # per certificate, in a row
+VALIDITY = 60  # seconds: Pebble's certificateValidityPeriod
+RUN_LIMIT = 12 * 60.0  # seconds for the renewals (10 at half of 60 s take about 5 minutes)
+
+
+@pytest.fixture(scope="module")
+def short_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    """A Pebble of its own issuing 60-second certificates (the shared one keeps 5 years)."""
+    pebble = Pebble(
+        tmp_path_factory.mktemp("pebble-short"),
+        world.dns.port,
+        world.nginx.port,
+        config={"certificateValidityPeriod": VALIDITY},
+    )
+    pebble.start()
+    yield pebble
+    pebble.stop()
+
+
+def map_rebuilds(container: Container) -> int:
+    """``postmap`` runs a consumer recorded (the Postfix-like one with an SNI snapshot; 0 where
+    the consumer keeps no events file)."""
+    code, out = container.exec_run(["cat", "/var/lib/consumer/events"])
+    return out.decode().split().count("postmap") if code == 0 else 0
+
+
+def container_actions(world: World, stack: Stack, since: float) -> dict[str, dict[str, int]]:
+    """Reloads and (re)starts each consumer logged since ``since`` (its logs outlive restarts)."""
+    counts: dict[str, dict[str, int]] = {}
+    for service, container in stack.containers.items():
+        raw = container.logs(timestamps=True, since=int(since)).decode(errors="replace")
+        tally = {"reloads": 0, "starts": 0}
+        for line in raw.splitlines():
+            stamp, _, text = line.partition(" ")
+            at = datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
+            if at < since:
+                continue
+            tally["reloads"] += text.strip() == "consumer: reloaded"
+            tally["starts"] += " listening on " in text
+        counts[service] = tally
+    return counts
+
+
+def test_continuity_over_renewals(
+    world: World,
+    consumer_image: str,
+    short_pebble: Pebble,
+    tmp_path: Path,
+    totals: Callable[[str, dict[str, int]], None],
+) -> None:
+    """Every certificate renewed RENEWALS times in a row by `run`; every probe of every service
+    and SNI name got the stored certificate (or, in flight, the one it replaced), never an
+    expired one; each renewal cycle cost each service at most one reload or restart."""
+    seed(world, ["one.test", "two.test"])
+    with consumer_stack(world, tmp_path / "ssl") as stack:
+        env = stack.env | {
+            "ENABLE_SSL_SNI": "y",
+            "DIRECTORY_URL": short_pebble.directory_url,
+            "ACME_CA_BUNDLE": str(short_pebble.ca_bundle),
+            "ACME_RATE_LIMITS": "off",
+            "ACME_REVALIDATE_AFTER": "12h",
+        }
+        daemon = Daemon(env)
+        events = EventLog(daemon)
+        events.start()
+        try:
+            deadline = time.monotonic() + 120
+            while not events.named("cycle.done"):
+                assert time.monotonic() < deadline, "".join(daemon.seen[-15:])
+                assert daemon.proc.poll() is None, "".join(daemon.seen[-15:])
+                time.sleep(0.1)
+            for container in stack.containers.values():
+                world.docker.wait_ready(container.id)
+            directories = sorted(cert_dirs(stack.volume))
+            directory_of = {"": "."}  # no SNI: the top-level pair
+            for directory, domains in cert_dirs(stack.volume).items():
+                for name in domains.split():
+                    directory_of.setdefault(name, directory)  # as the consumers map them
+            started = {s: world.docker.started_at(c.id) for s, c in stack.containers.items()}
+            since = time.time()
+            watch = VolumeWatch(stack.volume, [*directories, "."])
+            prober = Prober({s: (k, stack.ports[s]) for s, k in KINDS}, sorted(directory_of))
+            watch.start()
+            prober.start()
+            limit = time.monotonic() + RUN_LIMIT
+            progress, moved = 0, time.monotonic()
+            while min(len(h) for h in watch.history.values()) <= RENEWALS:
+                assert daemon.proc.poll() is None, "".join(daemon.seen[-15:])
+                assert time.monotonic() < limit, {d: len(h) for d, h in watch.history.items()}
+                if (written := sum(len(h) for h in watch.history.values())) != progress:
+                    progress, moved = written, time.monotonic()
+                stalled = time.monotonic() - moved
+                assert stalled < VALIDITY, f"nothing renewed for {stalled:.0f}s: " + "".join(
+                    daemon.seen[-8:]
+                )
+                time.sleep(0.5)
+            time.sleep(3)  # the last deploy: served before the probing ends
+            probes = prober.stop()
+            watch.halt.set()
+            watch.join()
+        finally:
+            code = daemon.stop()
+            events.halt.set()
+            events.join()
+        assert code == 0
+        actions = container_actions(world, stack, since)
+        reload_files = stack.reloads(world)
+        postmaps = {s: map_rebuilds(c) for s, c in stack.containers.items()}
+        restarted = {
+            s: world.docker.started_at(c.id) != started[s] for s, c in stack.containers.items()
+        }
+        restart_counts = {
+            s: int(world.docker.client.api.inspect_container(c.id)["RestartCount"])
+            for s, c in stack.containers.items()
+        }
+
+    cycles = [(t, e) for t, e in events.named("cycle.done") if t >= since]
+    cycles_done = [t for t, _ in cycles]
+    verdicts = judge(probes, watch.history, directory_of, cycles_done)
+    certificates = {d: watch.history[d] for d in directories}
+    renewed = {d: len(h) - 1 for d, h in certificates.items()}
+    applied = [
+        [a.split(":")[0] for a in (e.get("services") or "").split(",") if a] for _, e in cycles
+    ]
+    renewal_cycles = sum(1 for _, e in cycles if e.get("issued"))
+    chosen: dict[str, list[tuple[float, float]]] = {}  # ARI (when the CA offers it)
+    for t, e in events.named("ari.window"):
+        if e.get("renew_at"):
+            at = datetime.fromisoformat(e["renew_at"]).timestamp()
+            chosen.setdefault(e["certificate"], []).append((t, at))
+    to_written, to_served, margins = renewal_delays(certificates, probes, directory_of, chosen)
+    summary = {
+        "renewals": sum(renewed.values()),
+        "renewal_cycles": renewal_cycles,
+        "probes": len(probes),
+        "failed_probes": len(verdicts.failed),
+        "old_served_in_grace": verdicts.old_in_grace,
+        **{f"{s}_reloads": a["reloads"] for s, a in actions.items()},
+        **{f"{s}_restarts": a["starts"] for s, a in actions.items()},
+    }
+    totals("continuity", summary)
+    per_renewal = {s: (a["reloads"] + a["starts"]) / renewal_cycles for s, a in actions.items()}
+    print(f"\ncontinuity: {summary}")
+    print(f"renewals per certificate: {renewed}; names probed: {len(directory_of)} (one no SNI)")
+    print(f"actions per renewal cycle and service: {per_renewal}")
+    print(f"services acted on per cycle: {[len(a) for a in applied]}; postmap runs: {postmaps}")
+    due_by = f"ARI for {sum(map(len, chosen.values()))}, else the lifetime rule"
+    print(f"s from due ({due_by}) to written, min/median/max: {spread(to_written)}")
+    print(f"s from due to served by all: {spread(to_served)}")
+    print(f"s left on the replaced certificate when served by all: {spread(margins)}")
+    print(
+        f"s from written to deploy done (grace): {spread(deploy_times(certificates, cycles_done))}"
+    )
+    print(f"latest old certificate served, s after write: {verdicts.latest_old:.1f}")
+    print(f"s between probes of one service and name: {spread(probe_gaps(probes))}")
+    print(f"failed probes by reason: {dict(Counter(w.split(':')[0] for _, w in verdicts.failed))}")
+    for probe, why in verdicts.failed[:10]:
+        print(f"failed: {probe.service} {probe.name!r} at {probe.began:.2f}: {why}")
+
+    assert min(renewed.values()) >= RENEWALS, renewed
+    assert verdicts.failed == [], verdicts.failed[:5]
+    assert len(probes) > len(KINDS) * len(directory_of) * RENEWALS * 30  # ~every 0.5 s
+    assert all(sorted(a) == sorted(set(a)) for a in applied), applied  # at most one each
+    for service, _ in KINDS:
+        done = sum(1 for a in applied if service in a)
+        assert actions[service]["reloads"] + actions[service]["starts"] == done, (service, actions)
+        assert done <= renewal_cycles
+    # the containers' own counters agree: no restart, every reload in /run/reloads
+    assert not any(restarted.values()) and set(restart_counts.values()) == {0}
+    assert {s: a["reloads"] for s, a in actions.items()} == reload_files
+    assert min(margins) > 0, margins  # the new one served before the old one expired
+
+
+def test_the_continuity_rule() -> None:
+    """``judge`` on constructed probes (no test world): the stored serial passes; the one it
+    replaced passes only until the deploy's ``cycle.done``; an older one, an expired one or an
+    error fails."""
+    day = datetime(2026, 1, 1, tzinfo=UTC)
+    later = day + timedelta(days=1)
+    history = {
+        "d": [
+            Stored(1, 100.0, day, later),
+            Stored(2, 200.0, day, later),
+            Stored(3, 300.0, day, later),
+        ]
+    }
+    end = later.timestamp()
+
+    def probe(at: float, serial: int | None, not_after: float = end) -> Probe:
+        error = None if serial else "ConnectionRefusedError()"
+        return Probe("smtp", "a.test", at, at + 0.1, serial, not_after if serial else None, error)
+
+    probes = [
+        probe(150, 1),  # stored
+        probe(199.95, 2),  # written during the handshake
+        probe(201, 1),  # replaced, deploy in flight (cycle.done at 203)
+        probe(202.95, 1),  # began before cycle.done
+        probe(203.5, 1),  # after the deploy: mismatched
+        probe(301, 1),  # two behind: mismatched
+        probe(250, 2, not_after=250.05),  # expired
+        probe(260, None),  # no certificate
+    ]
+    verdicts = judge(probes, history, {"a.test": "d"}, [203.0, 303.0])
+    assert [p.began for p, _ in verdicts.failed] == [203.5, 301, 250, 260]
+    assert [w.split(":")[0] for _, w in verdicts.failed] == [
+        "mismatched",
+        "mismatched",
+        "expired",
+        "no certificate",
+    ]
+    assert verdicts.old_in_grace == 2 and verdicts.latest_old == pytest.approx(2.95)
