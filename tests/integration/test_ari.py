@@ -27,9 +27,8 @@ from typing import Any
 import pytest
 from acme import client
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256, RS256
-from josepy.jwk import JWK
+from josepy.jwk import JWK, JWKEC
 
 from acme_sidecar.core.ari import cert_id
 from tests.integration.sidecar import HOST, Daemon, leaf, seed
@@ -72,7 +71,7 @@ def proxy(hour_pebble: Pebble, tmp_path: Path) -> Iterator[AriProxy]:
 def revoke(pebble: Pebble, cert: x509.Certificate, key_pem: bytes) -> None:
     """revokeCert signed by the certificate's own key (no account), as in a CA's drill."""
     jwk = JWK.load(key_pem)
-    alg = ES256 if isinstance(jwk.key, ec.EllipticCurvePrivateKey) else RS256
+    alg = ES256 if isinstance(jwk, JWKEC) else RS256
     net = client.ClientNetwork(jwk, alg=alg, verify_ssl=str(pebble.ca_bundle))  # type: ignore[arg-type]
     acme = client.ClientV2(client.ClientV2.get_directory(pebble.directory_url, net), net)
     acme.revoke(cert, 0)

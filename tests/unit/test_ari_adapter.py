@@ -10,7 +10,7 @@ from acme import messages
 
 from acme_sidecar.adapters.acme.ari import ReplacingOrder, replaces_refused
 from acme_sidecar.config.settings import load_settings
-from acme_sidecar.core.errors import ConfigError, IssueError, RateLimited
+from acme_sidecar.core.errors import CaUnreachable, ConfigError, IssueError, RateLimited
 
 BASE = {"MAILCOW_HOSTNAME": "mail.example.org"}
 
@@ -37,6 +37,12 @@ def test_the_new_order_names_the_certificate_it_replaces() -> None:
         ),
         (
             IssueError("unauthorized: cannot replace it", code="unauthorized"),
+            True,
+        ),
+        (
+            CaUnreachable(
+                "could not find an order for the given certificate", code="serverInternal"
+            ),
             True,
         ),
         (IssueError("the CA answered rejectedIdentifier: no", code="rejectedIdentifier"), False),

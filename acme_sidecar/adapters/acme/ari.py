@@ -20,7 +20,7 @@ from acme import client, errors, messages
 from josepy.json_util import field
 
 from acme_sidecar.adapters.acme.session import USER_AGENT, utcnow
-from acme_sidecar.adapters.acme.translate import retry_after
+from acme_sidecar.adapters.acme.translate import problem, retry_after
 from acme_sidecar.core.ari import Answer
 from acme_sidecar.core.errors import IssueError
 
@@ -137,6 +137,8 @@ def new_order(
             "the CA answered conflict: the certificate already has a replacement order",
             code="conflict",
         ) from exc
+    except messages.Error as exc:  # typed here, so that the caller can judge it
+        raise problem(exc) from exc
     body = messages.Order.from_json(response.json())
     authorizations = [
         messages.AuthorizationResource(
@@ -154,7 +156,10 @@ def new_order(
 
 def replaces_refused(exc: IssueError) -> bool:
     """Whether the CA refused the order because of its ``replaces``: already replaced (a
-    conflict), or malformed (a CertID of another CA)."""
-    if exc.code in {"alreadyReplaced", "conflict", "malformed"}:
+    conflict), malformed (a CertID of another CA), or an internal error about the replaced
+    certificate (Pebble 2.6 answers ``serverInternal`` "could not find an order for the given
+    certificate" when it cannot look the certificate up, e.g. for a serial whose hex form has
+    an odd number of digits)."""
+    if exc.code in {"alreadyReplaced", "conflict", "malformed", "serverInternal"}:
         return True
     return exc.code != "rateLimited" and "replace" in str(exc).lower()
