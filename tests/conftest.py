@@ -150,14 +150,15 @@ def redis_server(world_launcher: Launcher) -> RedisServer:
 
 @pytest.fixture(scope="session")
 def bind_server(world_launcher: Launcher) -> Bind:
-    """BIND 9 authoritative for ``authdns.BIND_ZONES`` (TSIG updates), forwarding
-    ``authdns.PDNS_ZONES`` to ``powerdns``; on the same port as ``powerdns``."""
+    """BIND 9 authoritative for ``authdns.BIND_ZONES`` and ``STALE_ZONE`` (TSIG updates),
+    forwarding ``authdns.PDNS_ZONES`` to ``powerdns``; on the same port as ``powerdns``."""
     return world_launcher.bind_server()
 
 
 @pytest.fixture(scope="session")
 def powerdns(world_launcher: Launcher) -> PowerDNS:
-    """PowerDNS (gsqlite3, API on) authoritative for ``authdns.PDNS_ZONES``."""
+    """PowerDNS (gsqlite3, API on) authoritative for ``authdns.PDNS_ZONES`` and for a copy of
+    ``authdns.STALE_ZONE`` that never changes (its second NS)."""
     return world_launcher.powerdns()
 
 

@@ -21,7 +21,7 @@ from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 
 from tests.world import authdns
-from tests.world.authdns import BIND_ZONES, PDNS_ZONES
+from tests.world.authdns import BIND_ZONES, PDNS_ZONES, STALE_ZONE
 from tests.world.bind import Bind
 from tests.world.pebble import Pebble
 from tests.world.powerdns import PowerDNS
@@ -130,6 +130,19 @@ def test_bind_resolves_both_servers_zones(bind_server: Bind, powerdns: PowerDNS)
     powerdns.delete_rrset(on_pdns, "TXT")
     bind_server.flush()
     assert authdns.txt_values(bind_server.server, on_pdns, recurse=True) == []
+
+
+def test_stale_zone_second_ns_never_sees_updates(bind_server: Bind, powerdns: PowerDNS) -> None:
+    ns = [f"ns.{STALE_ZONE}.", f"ns2.{STALE_ZONE}."]
+    assert bind_server.ns(STALE_ZONE) == ns
+    assert powerdns.ns(STALE_ZONE) == ns
+    for label, address in (("ns", "127.0.0.1"), ("ns2", "127.0.0.2")):
+        answer = authdns.query(bind_server.server, f"{label}.{STALE_ZONE}", "A")
+        assert authdns.answer_texts(answer, "A") == [address]
+    name = f"_acme-challenge.{_label()}.{STALE_ZONE}"
+    bind_server.add_txt(name, "only-on-bind")
+    assert bind_server.txt(name) == ["only-on-bind"]
+    assert powerdns.txt(name) == []
 
 
 def test_pebble_validates_dns01_in_both_zones(

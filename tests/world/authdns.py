@@ -29,6 +29,10 @@ TTL = 1  # every record of the world: a cache never hides a change for long
 # the session's zones (see launcher): hosted on BIND, and on PowerDNS (BIND forwards these)
 BIND_ZONES = ("bind-zone.test", "example.test", "bind-other.test")
 PDNS_ZONES = ("pdns-zone.test", "pdns-other.test")
+# hosted on BIND (TSIG updates) and listed with a second NS on PowerDNS, whose copy of the zone
+# never changes: a record added through BIND never reaches every authoritative server
+STALE_ZONE = "stale-ns.test"
+STALE_NAMESERVERS = {"ns": BIND_HOST, "ns2": PDNS_HOST}
 
 
 def fqdn(name: str) -> str:

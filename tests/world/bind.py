@@ -4,10 +4,10 @@
 directory, with the lock file and the system's config off and rndc on a private control port
 and key (``rndc()``, ``flush()``). It is:
 
-* authoritative for ``zones`` (each: SOA and NS ``ns.<zone>``, ``ns.<zone>``, the apex and
-  ``*.<zone>`` with A 127.0.0.1, TTL 1), updatable by RFC 2136 when signed with the run's TSIG
-  key (``key_name``, hmac-sha256, ``key_secret`` generated per instance; ``key_file`` holds it
-  in ``nsupdate -k`` / acme.sh ``NSUPDATE_KEY`` form);
+* authoritative for ``zones`` (each: SOA, NS ``ns.<zone>`` with A 127.0.0.1 or the given
+  ``nameservers``, the apex and ``*.<zone>`` with A 127.0.0.1, TTL 1), updatable by RFC 2136
+  when signed with the run's TSIG key (``key_name``, hmac-sha256, ``key_secret`` generated per
+  instance; ``key_file`` holds it in ``nsupdate -k`` / acme.sh ``NSUPDATE_KEY`` form);
 * the resolver of the DNS-01 world (Pebble's ``-dnsserver``): it forwards each of ``forwards``
   (zone -> (host, port), e.g. PowerDNS's zones) and is authoritative for the root zone, which
   delegates every test zone and answers NXDOMAIN for everything else (never the Internet).
@@ -15,8 +15,9 @@ and key (``rndc()``, ``flush()``). It is:
   next whole second; the zones' ``*`` A record keeps every name existing, so a negative answer
   cached for one type (say the CNAME check before the update) never hides another (the TXT).
 
-The NS of every zone here resolves to 127.0.0.1: a propagation check must query it at
-``port``, not 53. Touches only its workdir and loopback sockets.
+The NS of a zone here resolves to 127.0.0.1 (and, for a zone given ``nameservers``, to their
+addresses): a propagation check must query them at ``port``, not 53. Touches only its workdir
+and loopback sockets.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import dns.tsigkeyring
 import dns.update
 
 from . import authdns
-from .authdns import BIND_HOST, TTL, fqdn
+from .authdns import BIND_HOST, TTL, WEB_HOST, fqdn
 from .proc import Child, free_port, require_binary, wait_for
 
 KEY_ALGORITHM = "hmac-sha256"
@@ -51,26 +52,30 @@ def _key_clause(name: str, secret: str) -> str:
     return f'key "{name}" {{\n\talgorithm {KEY_ALGORITHM};\n\tsecret "{secret}";\n}};\n'
 
 
-def _zone_file(zone: str, host: str) -> str:
+def _zone_file(zone: str, nameservers: Mapping[str, str]) -> str:
     origin = fqdn(zone)
-    return (
-        f"$ORIGIN {origin}\n$TTL {TTL}\n"
-        f"@ IN SOA ns.{origin} hostmaster.{origin} 1 3600 600 86400 {TTL}\n"
-        f"@ IN NS ns.{origin}\n"
-        f"@ IN A {host}\nns IN A {host}\n* IN A {host}\n"
-    )
+    lines = [
+        f"$ORIGIN {origin}\n$TTL {TTL}",
+        f"@ IN SOA ns.{origin} hostmaster.{origin} 1 3600 600 86400 {TTL}",
+        *(f"@ IN NS {label}.{origin}" for label in sorted(nameservers)),
+        *(f"{label} IN A {address}" for label, address in sorted(nameservers.items())),
+        f"@ IN A {WEB_HOST}\n* IN A {WEB_HOST}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
-def _root_zone(delegations: Mapping[str, str]) -> str:
-    """The root zone: SOA, its own NS, and NS + glue for each delegated zone (zone -> host)."""
+def _root_zone(delegations: Mapping[str, Mapping[str, str]]) -> str:
+    """The root zone: SOA, its own NS, and NS + glue for each delegated zone."""
     lines = [
         f"$ORIGIN .\n$TTL {TTL}",
         f". IN SOA ns.root.test. hostmaster.root.test. 1 3600 600 86400 {TTL}",
         ". IN NS ns.root.test.",
         f"ns.root.test. IN A {BIND_HOST}",
     ]
-    for zone, host in sorted(delegations.items()):
-        lines += [f"{fqdn(zone)} IN NS ns.{fqdn(zone)}", f"ns.{fqdn(zone)} IN A {host}"]
+    for zone, nameservers in sorted(delegations.items()):
+        for label, address in sorted(nameservers.items()):
+            ns = f"{label}.{fqdn(zone)}"
+            lines += [f"{fqdn(zone)} IN NS {ns}", f"{ns} IN A {address}"]
     return "\n".join(lines) + "\n"
 
 
@@ -87,14 +92,19 @@ class Bind:
         zones: Sequence[str],
         forwards: Mapping[str, tuple[str, int]] | None = None,
         port: int | None = None,
+        nameservers: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """``zones`` hosted here; ``forwards`` zone -> (host, port) answered by another server;
-        ``port``: given when another server must share it (see ``authdns``), else a free one."""
+        ``port``: given when another server must share it (see ``authdns``), else a free one;
+        ``nameservers``: zone -> {label: address} for the NS of a hosted zone other than the
+        default ``{"ns": "127.0.0.1"}`` (e.g. a second NS on PowerDNS that never updates)."""
         binary = require_binary("named", "bind9")
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.zones = tuple(z.rstrip(".") for z in zones)
         self.forwards = {z.rstrip("."): where for z, where in (forwards or {}).items()}
+        given = {z.rstrip("."): dict(ns) for z, ns in (nameservers or {}).items()}
+        self.nameservers = {z: given.get(z, {"ns": self.host}) for z in self.zones}
         self.port = port if port is not None else authdns.shared_port((self.host,))
         self.server = (self.host, self.port)
         self.key_secret = _new_secret()
@@ -110,8 +120,8 @@ class Bind:
         self._child = Child("named", argv, workdir / "named.log", cwd=workdir)
 
     def _write_config(self) -> None:
-        delegations = {z: self.host for z in self.zones}
-        delegations |= {z: host for z, (host, _) in self.forwards.items()}
+        delegations = {z: {"ns": host} for z, (host, _) in self.forwards.items()}
+        delegations |= self.nameservers
         (self.workdir / "root.zone").write_text(_root_zone(delegations))
         blocks = [
             f'include "{self.key_file}";\ninclude "{self._rndc_key}";',
@@ -132,7 +142,7 @@ class Bind:
             'zone "." { type primary; file "root.zone"; };',
         ]
         for zone in self.zones:
-            (self.workdir / f"{zone}.zone").write_text(_zone_file(zone, self.host))
+            (self.workdir / f"{zone}.zone").write_text(_zone_file(zone, self.nameservers[zone]))
             blocks.append(
                 f'zone "{zone}" {{ type primary; file "{zone}.zone"; '
                 f'allow-update {{ key "{KEY_NAME}"; }}; }};'

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from . import compose, images
-from .authdns import BIND_ZONES, PDNS_HOST, PDNS_ZONES, shared_port
+from .authdns import (
+    BIND_ZONES,
+    PDNS_HOST,
+    PDNS_ZONES,
+    STALE_NAMESERVERS,
+    STALE_ZONE,
+    shared_port,
+)
 from .bind import Bind
 from .dns import MockDNS
 from .docker import DockerWorld
@@ -101,9 +108,7 @@ class Launcher:
             "redis_server": lambda: self._launch("redis", lambda: RedisServer(self.root / "redis")),
             "base_image": self._make_base_image,
             "bind_server": lambda: self._launch("bind", self._make_bind),
-            "powerdns": lambda: self._launch(
-                "powerdns", lambda: PowerDNS(self.root / "pdns", PDNS_ZONES, self.dns01_port)
-            ),
+            "powerdns": lambda: self._launch("powerdns", self._make_powerdns),
             "dns01_pebble": self._make_dns01_pebble,
         }
         with self._lock:
@@ -120,7 +125,12 @@ class Launcher:
 
     def _make_bind(self) -> Bind:
         forwards = {zone: (PDNS_HOST, self.dns01_port) for zone in PDNS_ZONES}
-        return Bind(self.root / "bind", BIND_ZONES, forwards, self.dns01_port)
+        zones, stale = (*BIND_ZONES, STALE_ZONE), {STALE_ZONE: STALE_NAMESERVERS}
+        return Bind(self.root / "bind", zones, forwards, self.dns01_port, nameservers=stale)
+
+    def _make_powerdns(self) -> PowerDNS:
+        zones, stale = (*PDNS_ZONES, STALE_ZONE), {STALE_ZONE: STALE_NAMESERVERS}
+        return PowerDNS(self.root / "pdns", zones, self.dns01_port, nameservers=stale)
 
     def _make_dns01_pebble(self) -> Pebble:
         futures = [self._future(name) for name in ("bind_server", "powerdns", "nginx")]
@@ -192,12 +202,14 @@ class Launcher:
         return result
 
     def bind_server(self) -> Bind:
-        """BIND: the ``BIND_ZONES``, forwarding the ``PDNS_ZONES`` (started on first use)."""
+        """BIND: the ``BIND_ZONES`` and ``STALE_ZONE``, forwarding the ``PDNS_ZONES`` (started
+        on first use)."""
         result: Bind = self._future("bind_server").result()
         return result
 
     def powerdns(self) -> PowerDNS:
-        """PowerDNS with the API: the ``PDNS_ZONES`` (started on first use)."""
+        """PowerDNS with the API: the ``PDNS_ZONES`` and the frozen copy of ``STALE_ZONE``
+        (started on first use)."""
         result: PowerDNS = self._future("powerdns").result()
         return result
 

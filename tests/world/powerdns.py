@@ -49,12 +49,21 @@ class PowerDNS:
     api_host = "127.0.0.1"
     server_id = "localhost"
 
-    def __init__(self, workdir: Path, zones: Sequence[str], port: int | None = None) -> None:
-        """``zones`` hosted here; ``port``: given when BIND must share it, else a free one."""
+    def __init__(
+        self,
+        workdir: Path,
+        zones: Sequence[str],
+        port: int | None = None,
+        nameservers: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """``zones`` hosted here; ``port``: given when BIND must share it, else a free one;
+        ``nameservers``: zone -> {label: address} for the NS of a zone other than the default
+        ``{"ns": "127.0.0.2"}`` (e.g. a copy of a BIND zone, listed as its second NS)."""
         binary = require_binary("pdns_server", "pdns-server")
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.zones = tuple(z.rstrip(".") for z in zones)
+        self._nameservers = {z.rstrip("."): dict(ns) for z, ns in (nameservers or {}).items()}
         self.port = port if port is not None else authdns.shared_port((self.host,))
         self.server = (self.host, self.port)
         self.api_port = free_port()
@@ -116,7 +125,7 @@ class PowerDNS:
         wait_for(self._api_ready, "pdns_server API", self._child)
         if first:
             for zone in self.zones:
-                self.create_zone(zone)
+                self.create_zone(zone, self._nameservers.get(zone))
         wait_for(
             lambda: all(authdns.answers_soa(self.server, zone) for zone in self.zones),
             "pdns_server zones",
@@ -140,9 +149,11 @@ class PowerDNS:
         """The API URL of ``zone``."""
         return f"{self._server_url()}/zones/{fqdn(zone)}"
 
-    def create_zone(self, zone: str) -> None:
-        """Create ``zone`` (Native) with its SOA, NS ``ns.<zone>`` and A records (see module)."""
+    def create_zone(self, zone: str, nameservers: Mapping[str, str] | None = None) -> None:
+        """Create ``zone`` (Native) with its SOA, NS (``nameservers`` label -> address, by
+        default ``ns`` -> 127.0.0.2) and A records (see module)."""
         origin = fqdn(zone)
+        nameservers = nameservers or {"ns": self.host}
         soa = f"ns.{origin} hostmaster.{origin} 1 3600 600 86400 {TTL}"
         body = {
             "name": origin,
@@ -150,8 +161,8 @@ class PowerDNS:
             "nameservers": [],
             "rrsets": [
                 _rrset(origin, "SOA", [soa]),
-                _rrset(origin, "NS", [f"ns.{origin}"]),
-                _rrset(f"ns.{origin}", "A", [self.host]),
+                _rrset(origin, "NS", [f"{label}.{origin}" for label in sorted(nameservers)]),
+                *(_rrset(f"{label}.{origin}", "A", [ip]) for label, ip in nameservers.items()),
                 *(_rrset(name, "A", [WEB_HOST]) for name in (origin, f"*.{origin}")),
             ],
         }
