@@ -154,10 +154,11 @@ class Propagation:
                     except LookupFailed as exc:
                         answers[(name, label)] = str(exc)
             left = missing({n: wanted[n] for n in zones}, answers)
-            if not left or time.monotonic() + pause > deadline:
+            now = time.monotonic()
+            if not left or now >= deadline:
                 return left
             zones = {n: z for n, z in zones.items() if n in left}
-            if self._stop.wait(pause):
+            if self._stop.wait(min(pause, deadline - now)):
                 return {n: "stopped while waiting for DNS propagation" for n in left}
             pause = min(pause * 1.5, self._max)
 
