@@ -4,8 +4,10 @@ zone logic, the propagation wait, and the responder (publish all, wait once, cle
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from acme import challenges, messages
@@ -149,18 +151,20 @@ class FakeProvider:
 
     lookups: FakeLookups
     error: DnsUpdateError | None = None
-    calls: list[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=list)
+    calls: list[tuple[str, str, dict[str, tuple[str, ...]]]] = field(default_factory=list)
     label: str = "fake"
 
-    def add_txt(self, zone: str, name: str, values: tuple[str, ...]) -> None:
-        self.calls.append(("add", zone, name, values))
+    def add_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        self.calls.append(("add", zone, dict(records)))
         if self.error is not None:
             raise self.error
-        self.lookups.records.setdefault(("*", name), set()).update(values)
+        for name, values in records.items():
+            self.lookups.records.setdefault(("*", name), set()).update(values)
 
-    def remove_txt(self, zone: str, name: str, values: tuple[str, ...]) -> None:
-        self.calls.append(("remove", zone, name, values))
-        self.lookups.records.get(("*", name), set()).difference_update(values)
+    def remove_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        self.calls.append(("remove", zone, dict(records)))
+        for name, values in records.items():
+            self.lookups.records.get(("*", name), set()).difference_update(values)
 
 
 KEY = JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
@@ -200,21 +204,30 @@ def test_publishes_every_value_then_waits_once_then_cleans_up() -> None:
     assert all(isinstance(a.challenge.chall, challenges.DNS01) for a in answers)
     assert provider.calls == []  # nothing is published before ready()
     dns01.ready()
-    [(action, zone, name, values)] = provider.calls
-    assert (action, zone, name, len(values)) == (
-        "add",
-        "example.org",
-        "_acme-challenge.example.org",
-        2,
-    )
+    [(action, zone, records)] = provider.calls
+    name = "_acme-challenge.example.org"
+    assert (action, zone, list(records), len(records[name])) == ("add", "example.org", [name], 2)
     dns01.cleanup()
-    assert provider.calls[-1] == ("remove", zone, name, values)
+    assert provider.calls[-1] == ("remove", zone, records)
     assert lookups.records[("*", name)] == set()
+
+
+def test_records_of_one_zone_go_in_one_update() -> None:
+    """Three names of one zone: one update (one message to the DNS host), one removal."""
+    lookups = FakeLookups()
+    provider = FakeProvider(lookups)
+    dns01 = responder(lookups, Target(provider))
+    for i, name in enumerate(("a.example.org", "b.example.org", "c.example.org")):
+        dns01.prepare(authz(name, bytes([65 + i]) * 32), KEY)
+    dns01.ready()
+    dns01.cleanup()
+    assert [(c[0], len(c[2])) for c in provider.calls] == [("add", 3), ("remove", 3)]
 
 
 def test_failures_name_each_name_and_still_clean_up() -> None:
     """A refused update (config) and a zone without a provider: NamesRejected names both; a
-    timeout (transient) is transient; whatever was tried is removed."""
+    timeout (transient) is transient and what it may have written is removed; a refused
+    update wrote nothing, so nothing is removed (no second refusal in the log)."""
     lookups = FakeLookups(zones=("example.org", "acme.net", "nocreds.test"))
     refusing = FakeProvider(lookups, DnsUpdateError("answered 401 Unauthorized"))
     flaky = FakeProvider(lookups, DnsUpdateError("cannot be reached", transient=True))
@@ -232,7 +245,8 @@ def test_failures_name_each_name_and_still_clean_up() -> None:
     assert "ACME_DNS_PROVIDER is not set" in caught.value.failed_names["mail.nocreds.test"]
     assert set(caught.value.transient_names) == {"x.acme.net"}
     dns01.cleanup()
-    assert [c[0] for c in refusing.calls] == ["add", "remove"]
+    assert [c[0] for c in refusing.calls] == ["add"]
+    assert [c[0] for c in flaky.calls] == ["add", "remove"]
 
 
 def test_a_delegated_record_is_written_by_its_own_zone_s_host() -> None:
@@ -242,4 +256,4 @@ def test_a_delegated_record_is_written_by_its_own_zone_s_host() -> None:
     dns01 = responder(lookups, Target(main), {"acme.net": Target(delegated)})
     dns01.prepare(authz("mail.example.org", b"d" * 32), KEY)
     dns01.ready()
-    assert main.calls == [] and delegated.calls[0][1:3] == ("acme.net", "x.acme.net")
+    assert main.calls == [] and delegated.calls[0][1:] == ("acme.net", {"x.acme.net": ANY})

@@ -7,6 +7,7 @@ line naming the provider and the cause, never a credential. May touch: nothing (
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from acme_sidecar.core.errors import SidecarError
@@ -29,8 +30,9 @@ class DnsProvider(Protocol):
     def label(self) -> str:
         """What the provider is, for log lines (``dns_nsupdate 127.0.0.1:53``); no secret."""
 
-    def add_txt(self, zone: str, name: str, values: tuple[str, ...]) -> None:
-        """Add ``values`` to the TXT records at ``name`` (in ``zone``), keeping the others."""
+    def add_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        """Add each name's values to its TXT records (in ``zone``), keeping the others; in
+        one update where the host allows it."""
 
-    def remove_txt(self, zone: str, name: str, values: tuple[str, ...]) -> None:
-        """Remove exactly ``values`` from the TXT records at ``name``."""
+    def remove_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        """Remove exactly these values from the TXT records of each name."""

@@ -10,6 +10,7 @@ rewrite the same record set at once. May touch: the provider's HTTPS API.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import requests
@@ -48,15 +49,15 @@ class LexiconProvider:
         """``dns_pdns (lexicon powerdns)``."""
         return f"{self._conf.plugin} (lexicon {self._conf.provider})"
 
-    def add_txt(self, zone: str, name: str, values: tuple[str, ...]) -> None:
-        """Create each TXT value at ``name`` (lexicon keeps the record set's other values)."""
-        self._call(zone, lambda p: [p.create_record("TXT", name, v) for v in values], "add")
+    def add_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        """Create each TXT value (lexicon keeps the record set's other values)."""
+        pairs = [(n, v) for n, values in records.items() for v in values]
+        self._call(zone, lambda p: [p.create_record("TXT", n, v) for n, v in pairs], "add")
 
-    def remove_txt(self, zone: str, name: str, values: tuple[str, ...]) -> None:
-        """Delete each TXT value at ``name``."""
-        self._call(
-            zone, lambda p: [p.delete_record(None, "TXT", name, v) for v in values], "remove"
-        )
+    def remove_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        """Delete each TXT value."""
+        pairs = [(n, v) for n, values in records.items() for v in values]
+        self._call(zone, lambda p: [p.delete_record(None, "TXT", n, v) for n, v in pairs], "remove")
 
     def _provider(self, zone: str) -> Any:
         config = ConfigResolver().with_dict(  # type: ignore[no-untyped-call]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import socket
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 import dns.exception
@@ -115,27 +116,28 @@ class NsupdateProvider:
         key = f" key {self._key.name}" if self._key else " without TSIG"
         return f"dns_nsupdate {servers}:{self._conf.port}{key}"
 
-    def add_txt(self, zone: str, name: str, values: tuple[str, ...]) -> None:
-        """``update add NAME TTL TXT VALUE`` for each value."""
-        self._send(zone, name, values, add=True)
+    def add_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        """``update add NAME TTL TXT VALUE`` for each value, in one update message."""
+        self._send(zone, records, add=True)
 
-    def remove_txt(self, zone: str, name: str, values: tuple[str, ...]) -> None:
-        """``update delete NAME TXT VALUE`` for each value."""
-        self._send(zone, name, values, add=False)
+    def remove_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        """``update delete NAME TXT VALUE`` for each value, in one update message."""
+        self._send(zone, records, add=False)
 
-    def _send(self, zone: str, name: str, values: tuple[str, ...], *, add: bool) -> None:
+    def _send(self, zone: str, records: Mapping[str, tuple[str, ...]], *, add: bool) -> None:
         update = dns.update.UpdateMessage(
             self._conf.zone or zone,
             keyring=self._keyring,
             keyname=dns.name.from_text(self._key.name) if self._key else None,
             keyalgorithm=self._key.algorithm if self._key else dns.tsig.default_algorithm,
         )
-        owner = dns.name.from_text(name)
-        for value in values:
-            if add:
-                update.add(owner, self._conf.ttl, "TXT", f'"{value}"')
-            else:
-                update.delete(owner, "TXT", f'"{value}"')
+        for name, values in records.items():
+            owner = dns.name.from_text(name)
+            for value in values:
+                if add:
+                    update.add(owner, self._conf.ttl, "TXT", f'"{value}"')
+                else:
+                    update.delete(owner, "TXT", f'"{value}"')
         for server in self._conf.servers:
             self._send_to(server, update, zone)
 

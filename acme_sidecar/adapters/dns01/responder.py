@@ -95,7 +95,7 @@ class Dns01Responder:
         self._timeout = propagation_timeout
         self._stop = stop
         self._pending: list[_Pending] = []
-        self._published: list[tuple[DnsProvider, Record, tuple[str, ...]]] = []
+        self._published: list[tuple[DnsProvider, str, dict[str, tuple[str, ...]]]] = []
 
     def prepare(self, authz: messages.AuthorizationResource, account_key: JWK) -> Answer:
         """Pick the dns-01 challenge and note its TXT value; ``ready`` publishes it."""
@@ -116,41 +116,46 @@ class Dns01Responder:
         ``NamesRejected`` for the names that could not be published or did not propagate."""
         failed: dict[str, str] = {}
         transient: dict[str, str] = {}
-        groups: dict[tuple[int, str, str], tuple[DnsProvider, Record, list[_Pending]]] = {}
+        # one update per DNS host and zone, holding every record of the order there
+        groups: dict[tuple[int, str], tuple[DnsProvider, str, list[tuple[Record, _Pending]]]] = {}
         for item in self._pending:
             try:
                 provider, record = self._locate(item.name)
             except (LookupFailed, _Unrouted) as exc:
                 (transient if isinstance(exc, LookupFailed) else failed)[item.name] = str(exc)
                 continue
-            key = (id(provider), record.zone, record.name)
-            groups.setdefault(key, (provider, record, []))[2].append(item)
+            key = (id(provider), record.zone)
+            groups.setdefault(key, (provider, record.zone, []))[2].append((record, item))
         started = time.monotonic()
         live: list[tuple[Record, _Pending]] = []
-        for provider, record, items in groups.values():
-            values = tuple(dict.fromkeys(i.value for i in items))
-            self._published.append((provider, record, values))
+        for provider, zone, entries in groups.values():
+            records: dict[str, tuple[str, ...]] = {}
+            for record, item in entries:
+                records[record.name] = (*records.get(record.name, ()), item.value)
             try:
-                provider.add_txt(record.zone, record.name, values)
+                provider.add_txt(zone, records)
             except DnsUpdateError as exc:
                 log.error(
                     "dns01.update_failed",
                     provider=provider.label,
-                    zone=record.zone,
-                    record=record.name,
+                    zone=zone,
+                    records=" ".join(records),
                     error=str(exc),
                 )
+                if exc.transient:  # part of it may have been written: take it away again
+                    self._published.append((provider, zone, records))
                 bucket = transient if exc.transient else failed
-                bucket.update({i.name: f"DNS-01 update failed: {exc}" for i in items})
+                bucket.update({i.name: f"DNS-01 update failed: {exc}" for _, i in entries})
                 continue
+            self._published.append((provider, zone, records))
             log.info(
                 "dns01.published",
                 provider=provider.label,
-                zone=record.zone,
-                record=record.name,
-                values=len(values),
+                zone=zone,
+                records=" ".join(records),
+                values=len(entries),
             )
-            live += [(record, i) for i in items]
+            live += entries
         if live:
             self._wait(live, transient, started)
         if failed or transient:
@@ -201,17 +206,18 @@ class Dns01Responder:
 
     def cleanup(self) -> None:
         """Remove every value this responder published; log (never raise) a failure."""
-        for provider, record, values in self._published:
+        for provider, zone, records in self._published:
             try:
-                provider.remove_txt(record.zone, record.name, values)
+                provider.remove_txt(zone, records)
             except DnsUpdateError as exc:
                 log.warning(
                     "dns01.cleanup_failed",
                     provider=provider.label,
-                    record=record.name,
+                    zone=zone,
+                    records=" ".join(records),
                     error=str(exc),
                 )
             else:
-                log.info("dns01.removed", record=record.name, values=len(values))
+                log.info("dns01.removed", zone=zone, records=" ".join(records))
         self._published.clear()
         self._pending.clear()
