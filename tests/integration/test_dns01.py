@@ -1,13 +1,26 @@
 """Issue #10: DNS-01 against the real DNS-01 world: Pebble validating through BIND, updates to
 BIND (RFC 2136, TSIG) and to PowerDNS (API through dns-lexicon), faults each with one clear
-message while the other certificates are still issued, an unknown plugin that runs on."""
+message while the other certificates are still issued, an unknown plugin that runs on, and a
+volume of mailcow's acme.sh DNS-01 setup taken over with its keys."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+)
+from cryptography.x509.oid import NameOID
 
 from tests.integration.dns01_env import (
     HOST,
@@ -228,3 +241,106 @@ def iter_queue(daemon: Daemon) -> list[str]:
     while not daemon.lines.empty():
         out.append(daemon.lines.get_nowait())
     return out
+
+
+def _openssl_ec_key(path: Path) -> None:
+    """An ECDSA P-256 key as acme.sh makes it (openssl ecparam -genkey, EC PARAMETERS first)."""
+    pem = subprocess.run(
+        ["openssl", "ecparam", "-name", "prime256v1", "-genkey"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    path.write_bytes(pem)
+    path.chmod(0o600)
+
+
+def _spki(key_or_cert: Any) -> bytes:
+    return bytes(
+        key_or_cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def _self_issued(key_path: Path, name: str) -> bytes:
+    """A certificate for ``name`` on the key at ``key_path``, from a throwaway CA (the one
+    mailcow's acme.sh got from its CA is not reproducible here; only its key matters)."""
+    key = load_pem_private_key(key_path.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old CA")]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=30))
+        .not_valid_after(now + timedelta(days=60))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(Encoding.PEM)
+
+
+def mailcow_dns01_volume(cert_dir: Path, directory_url: str) -> tuple[Path, Path]:
+    """The volume as mailcow's DNS-01 setup leaves it: acme.sh's home in ``acme-sh/`` (its
+    ``_initpath`` layout: ``ca/<host>/<path>/account.key``, ``<domain>_ecc/<domain>.key``,
+    ``.cer``, ``fullchain.cer``, ``ca.cer``) and the certificate installed as cert.pem/key.pem.
+    Returns acme.sh's account key and certificate key."""
+    home = cert_dir / "acme-sh"
+    url = urlsplit(directory_url)
+    ca = home / "ca" / str(url.hostname) / url.path.strip("/")
+    ca.mkdir(parents=True)
+    account_key = ca / "account.key"
+    _openssl_ec_key(account_key)
+    (ca / "account.json").write_text('{"contact": ["mailto:admin@example.test"]}')
+    (home / "account.conf").write_text(f"DEFAULT_ACME_SERVER='{directory_url}'\n")
+    domain = home / f"{HOST}_ecc"
+    domain.mkdir()
+    cert_key = domain / f"{HOST}.key"
+    _openssl_ec_key(cert_key)
+    cert = _self_issued(cert_key, HOST)
+    (domain / f"{HOST}.cer").write_bytes(cert)
+    (domain / "fullchain.cer").write_bytes(cert)
+    (domain / "ca.cer").write_bytes(b"")
+    (domain / f"{HOST}.conf").write_text(f"Le_Domain='{HOST}'\nLe_Keylength='ec-256'\n")
+    (cert_dir / "cert.pem").write_bytes(cert)
+    (cert_dir / "key.pem").write_bytes(cert_key.read_bytes())
+    (cert_dir / "key.pem").chmod(0o600)
+    return account_key, cert_key
+
+
+def test_mailcow_dns01_volume_keeps_its_keys(
+    tmp_path: Path, mariadb: MariaDB, dns01_pebble: Pebble, bind_server: Bind
+) -> None:
+    """After the switch from mailcow's acme.sh DNS-01 the served certificate is new (from the
+    CA) but on the same key (same SPKI: TLSA 3 1 1 pins hold), and acme.sh's account key is
+    the account key (a CAA accounturi stays right)."""
+    env = dns01_env(
+        tmp_path,
+        mariadb,
+        dns01_pebble,
+        bind_server,
+        provider="dns_nsupdate",
+        conf=nsupdate_lines(bind_server),
+        ADDITIONAL_SAN="",
+        AUTODISCOVER_SAN="n",
+    )
+    cert_dir = Path(env["ACME_CERT_DIR"])
+    account_key, cert_key = mailcow_dns01_volume(cert_dir, dns01_pebble.directory_url)
+    before = (cert_dir / "cert.pem").read_bytes()
+    run = sidecar(env, "once")
+    assert run.code == 0, run.stderr[-3000:]
+    served = (cert_dir / "cert.pem").read_bytes()
+    assert served != before
+    leaf = x509.load_pem_x509_certificates(served)[0]
+    old_key = load_pem_private_key(cert_key.read_bytes(), None)
+    assert _spki(leaf) == _spki(old_key)
+    assert _spki(leaf) == _spki(x509.load_pem_x509_certificates(before)[0])
+    assert "old CA" not in leaf.issuer.rfc4514_string()
+    ours = load_pem_private_key((cert_dir / "acme" / "account.pem").read_bytes(), None)
+    assert _spki(ours) == _spki(load_pem_private_key(account_key.read_bytes(), None))
+    assert [e["source"] for e in run.named("takeover.account_key")] == [
+        str(account_key.relative_to(cert_dir))
+    ]
+    assert run.named("takeover.certificate_key")
+    assert (cert_key.parent / f"{HOST}.key").read_bytes() == cert_key.read_bytes()  # untouched

@@ -14,6 +14,7 @@ from acme import challenges, messages
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwk import JWKEC
 
+from acme_sidecar.adapters.acmesh import ca_dir
 from acme_sidecar.adapters.dns01.base import DnsUpdateError
 from acme_sidecar.adapters.dns01.nsupdate import TsigKey, load_key, parse_key_file
 from acme_sidecar.adapters.dns01.responder import Dns01Responder, Dns01Router, Target
@@ -257,3 +258,17 @@ def test_a_delegated_record_is_written_by_its_own_zone_s_host() -> None:
     dns01.prepare(authz("mail.example.org", b"d" * 32), KEY)
     dns01.ready()
     assert main.calls == [] and delegated.calls[0][1:] == ("acme.net", {"x.acme.net": ANY})
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://acme-v02.api.letsencrypt.org/directory",
+         "ca/acme-v02.api.letsencrypt.org/directory"),
+        ("https://127.0.0.1:14000/dir", "ca/127.0.0.1/dir"),
+        ("https://acme.zerossl.com/v2/DV90", "ca/acme.zerossl.com/v2/DV90"),
+    ],
+)  # fmt: skip
+def test_acme_sh_ca_dir_as_its_initpath_cuts_it(url: str, expected: str) -> None:
+    """acme.sh's CA_DIR: the host without its port, then the directory's path."""
+    assert ca_dir(Path("/v/acme-sh"), url) == Path("/v/acme-sh") / expected
