@@ -155,7 +155,7 @@ class Bind:
         (self.workdir / "named.conf").write_text("\n".join(blocks) + "\n")
 
     def start(self) -> None:
-        """Start ``named`` and wait until it answers every hosted zone's SOA (UDP and TCP)."""
+        """Start ``named`` and wait until it answers the SOA of the root and every hosted zone."""
         self._child.start()
         wait_for(
             lambda: all(authdns.answers_soa(self.server, zone) for zone in (".", *self.zones)),
@@ -225,8 +225,13 @@ class Bind:
         response = dns.query.tcp(message, self.host, port=self.port, timeout=5)
         return response.rcode()
 
-    def _must_update(self, name: str, **changes: object) -> None:
-        rcode = self.update(self.zone_of(name), **changes)  # type: ignore[arg-type]
+    def _must_update(
+        self,
+        name: str,
+        add: Iterable[tuple[str, str, str]] = (),
+        delete: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        rcode = self.update(self.zone_of(name), add=add, delete=delete)
         if rcode != dns.rcode.NOERROR:
             raise RuntimeError(f"named refused the update of {name}: {dns.rcode.to_text(rcode)}")
 
