@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -21,6 +21,7 @@ import structlog
 from acme_sidecar import __version__
 from acme_sidecar.adapters.acme import AcmeIssuer, Issuer, caa_identities
 from acme_sidecar.adapters.acme.ari import RenewalInfo
+from acme_sidecar.adapters.acme.challenges import ChallengeResponder
 from acme_sidecar.adapters.dns import DnsResolver
 from acme_sidecar.adapters.dockerapi import choose_services
 from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
@@ -46,10 +47,28 @@ log = structlog.get_logger("acme_sidecar")
 def build_deps(settings: Settings, stop: threading.Event) -> Deps:
     """Wire the real adapters from the settings."""
     s = settings
+    router = None
+    responders: Callable[[], ChallengeResponder] | None = None
+    if s.acme_dns_challenge:
+        from acme_sidecar.adapters.dns01 import setup as dns01
+
+        router = dns01.build_router(
+            s.acme_dns_provider, s.acme_dns_config_file, s.acme_dns_auth_port
+        )
+        dns01_router = router
+
+        def responders() -> ChallengeResponder:
+            return dns01.responders(
+                dns01_router,
+                s.acme_dns_resolvers,
+                propagation_timeout=s.acme_dns_propagation_timeout,
+                stop=stop,
+            )
 
     @cache
     def issuer(account_pem: bytes) -> Issuer:
         return AcmeIssuer(
+            responders=responders,
             directory_url=s.directory,
             account_pem=account_pem,
             webroot=s.acme_webroot,
@@ -96,6 +115,7 @@ def build_deps(settings: Settings, stop: threading.Event) -> Deps:
             services=s.acme_restart_services,
         ),
         stop=stop,
+        dns01=router.routes() if router is not None else None,
     )
 
 
@@ -199,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "import":
         store = CertStore(settings.acme_cert_dir, backup_keep=settings.acme_backup_keep)
         return import_pair(own_policy(settings), store, args.cert, args.key, args.chain)
+    from acme_sidecar.adapters.acmesh import adopt
+
+    adopt(settings.acme_cert_dir, settings.directory)  # mailcow's DNS-01 (acme.sh) keys
     stop = threading.Event()
     deps = build_deps(settings, stop)
     if args.command == "check":

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.world.bind import Bind
 from tests.world.dns import MockDNS
 from tests.world.docker import DockerWorld
 from tests.world.launcher import COMPONENTS, Launcher, World
 from tests.world.mariadb import MariaDB
 from tests.world.pebble import Pebble
+from tests.world.powerdns import PowerDNS
 from tests.world.redis import RedisServer
 from tests.world.web import Nginx
 
@@ -144,6 +146,29 @@ def base_image(world_launcher: Launcher, docker_world: DockerWorld) -> str:
 def redis_server(world_launcher: Launcher) -> RedisServer:
     """Redis with a password, standing in for mailcow's ``redis-mailcow``."""
     return world_launcher.redis_server()
+
+
+@pytest.fixture(scope="session")
+def bind_server(world_launcher: Launcher) -> Bind:
+    """BIND 9 authoritative for ``authdns.BIND_ZONES`` and ``STALE_ZONE`` (TSIG updates),
+    forwarding ``authdns.PDNS_ZONES`` to ``powerdns``; on the same port as ``powerdns``."""
+    return world_launcher.bind_server()
+
+
+@pytest.fixture(scope="session")
+def powerdns(world_launcher: Launcher) -> PowerDNS:
+    """PowerDNS (gsqlite3, API on) authoritative for ``authdns.PDNS_ZONES`` and for a copy of
+    ``authdns.STALE_ZONE`` that never changes (its second NS)."""
+    return world_launcher.powerdns()
+
+
+@pytest.fixture(scope="session")
+def dns01_pebble(
+    bind_server: Bind, powerdns: PowerDNS, nginx: Nginx, world_launcher: Launcher
+) -> Pebble:
+    """A Pebble of its own whose DNS is ``bind_server``: DNS-01 for names of both servers'
+    zones (HTTP-01 of those names lands on ``nginx``, their A records being 127.0.0.x)."""
+    return world_launcher.dns01_pebble()
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ class ValidationPolicy:
     caa_identities: tuple[str, ...] = ()  # configured; else the CA's directory is asked
     grace: timedelta = timedelta(days=7)
     revalidate_after: timedelta = timedelta(hours=12)
+    dns01: bool = False  # ACME_DNS_CHALLENGE=y: DNS-01 for every name (no IP/HTTP check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +166,7 @@ def cycle_policy(settings: Settings) -> CyclePolicy:
             caa_identities=settings.acme_caa_identities,
             grace=timedelta(seconds=settings.acme_name_grace),
             revalidate_after=timedelta(seconds=settings.acme_revalidate_after),
+            dns01=settings.acme_dns_challenge,
         ),
         retry=retry_policy(settings),
         limits=Limits() if settings.acme_rate_limits == "letsencrypt" else Limits.off(),
@@ -192,7 +194,7 @@ def daemon_policy(settings: Settings, cert_dir: Path | None = None) -> DaemonPol
         start=StartPolicy(
             hostname=settings.mailcow_hostname,
             db_wait=float(settings.acme_db_wait),
-            check_webroot=not settings.skip_http_verification,
+            check_webroot=not (settings.skip_http_verification or settings.acme_dns_challenge),
             own=own_addresses(settings),
         ),
         ari=True,

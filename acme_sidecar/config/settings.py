@@ -27,6 +27,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from acme_sidecar.config.ari_settings import AriSettings
 from acme_sidecar.config.ca_settings import CaSettings
+from acme_sidecar.config.dns01_settings import Dns01Settings
 from acme_sidecar.config.ops_settings import OpsSettings
 from acme_sidecar.config.values import (
     comma_list,
@@ -63,7 +64,7 @@ MAILCOW_FLAGS = (
 )
 
 
-class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings):
+class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settings):
     """Every setting of DESIGN.md §3; field names are the environment variables, lower-cased."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
@@ -344,15 +345,6 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
             raise ValueError("must be a compose project name (letters, digits, _ . -)")
         return text
-
-    @model_validator(mode="after")
-    def _dns_challenge(self) -> Settings:
-        if self.acme_dns_challenge:
-            raise ValueError(
-                "ACME_DNS_CHALLENGE=y is not supported yet by acme-sidecar; set it to n "
-                "(HTTP-01 through the webroot)"
-            )
-        return self
 
     # --- derived values -------------------------------------------------------------------
 

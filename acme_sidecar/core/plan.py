@@ -14,6 +14,7 @@ from datetime import datetime
 
 from acme_sidecar.core.ari import AriRecord, lifetime_time, renew_time
 from acme_sidecar.core.budget import Hold
+from acme_sidecar.core.dns01 import drop_covered, holds
 from acme_sidecar.core.model import Action, CertPlan, CertSpec, NameGroup, Plan, StoredCert, Verdict
 from acme_sidecar.core.profiles import profile_change
 
@@ -44,6 +45,10 @@ def wanted_specs(
 ) -> list[CertSpec]:
     """The certificates that should exist, server certificate first; never over ``max_names``.
 
+    A name a wildcard of the same certificate covers is left out (the CA refuses an order
+    that lists both); when that is the hostname, the server certificate keeps its directory
+    name and lists the wildcard first.
+
     The server certificate always starts with the hostname: when the hostname does not
     validate, no server certificate is planned at all (the stored one is kept), instead of one
     named after some other name (acme-mailcow's #3289).
@@ -61,18 +66,21 @@ def wanted_specs(
         server_rest = [n for n in server_valid if n != hostname]
         if not shape.sni:
             server_rest += [n for g in others for n in valid(g.names)]
-        chunks = _chunks(hostname, sorted(set(server_rest)), shape.max_names)
-        specs = [CertSpec(name=c[0], domains=c) for c in chunks]
+        names, covered = drop_covered([hostname, *sorted(set(server_rest))])
+        if hostname in covered:  # the wildcard that covers it comes first
+            names = (covered[hostname], *(n for n in names if n != covered[hostname]))
+        chunks = _chunks(None, names, shape.max_names)
+        specs = [
+            CertSpec(name=hostname if i == 0 else c[0], domains=c) for i, c in enumerate(chunks)
+        ]
     if shape.sni:
         taken = {n for s in specs for n in s.domains}
         for group in others:
-            names = [n for n in valid(group.names) if n not in taken]
+            names = tuple(n for n in valid(group.names) if n not in taken)
             if not names:
                 continue
-            ordered = [names[0], *sorted(set(names[1:]))]
-            specs += [
-                CertSpec(name=c[0], domains=c) for c in _chunks(None, ordered, shape.max_names)
-            ]
+            names = drop_covered([names[0], *sorted(set(names[1:]))])[0]
+            specs += [CertSpec(name=c[0], domains=c) for c in _chunks(None, names, shape.max_names)]
     return specs
 
 
@@ -159,9 +167,11 @@ def make_plan(
     server = next((g for g in groups if g.server), None)
     hostname = server.names[0] if server else None
     notes: list[str] = []
-    stepped_aside = own_default is not None and any(hostname in s.domains for s in specs)
+    stepped_aside = own_default is not None and any(
+        holds(s.domains, hostname) for s in specs if hostname
+    )
     if own_default is not None and hostname is not None:  # the own.kept line says why
-        specs = [s for s in specs if hostname not in s.domains]
+        specs = [s for s in specs if not holds(s.domains, hostname)]
     certs_list: list[CertPlan] = []
     planned = 0
     for spec in specs:
@@ -180,9 +190,7 @@ def make_plan(
     certs = tuple(certs_list)
     wanted = {s.name for s in specs}
     blocked = (
-        own_default is None
-        and hostname is not None
-        and not (specs and specs[0].domains[0] == hostname)
+        own_default is None and hostname is not None and not (specs and specs[0].name == hostname)
     )
     if blocked:
         notes.append(

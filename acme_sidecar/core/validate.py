@@ -16,6 +16,7 @@ from typing import Protocol
 
 import structlog
 
+from acme_sidecar.core.dns01 import Routes, challenge_name
 from acme_sidecar.core.model import Verdict
 
 log = structlog.get_logger(__name__)
@@ -80,7 +81,13 @@ class IpPolicy:
     skip_http: bool = False
     ca_identities: tuple[str, ...] = ()
     own: tuple[str, ...] = ()
+    dns01: Routes | None = None  # ACME_DNS_CHALLENGE=y: no IP or HTTP check, CAA still applies
 
+
+WILDCARD_NEEDS_DNS01 = (
+    "a wildcard name can only be validated over DNS-01: set ACME_DNS_CHALLENGE=y with a DNS "
+    "provider (ACME_DNS_PROVIDER, ACME_DNS_CONFIG_FILE), or list the names instead"
+)
 
 KNOWN_CAA_TAGS = {"issue", "issuewild", "iodef", "contactemail", "contactphone", "issuemail"}
 
@@ -189,10 +196,14 @@ def validate_name(
     name: str, resolver: Resolver, policy: IpPolicy, http: HttpCheck | None
 ) -> Verdict:
     """AAAA first; when it is missing or does not match (or its self-check fails), try A."""
+    if policy.dns01 is None and name.startswith("*."):
+        return Verdict(name, False, WILDCARD_NEEDS_DNS01)
     http = None if policy.skip_http else http
     caa = caa_check(name, resolver, policy.ca_identities)
     if caa is not None:
         return Verdict(name, False, caa)
+    if policy.dns01 is not None:
+        return _dns01_verdict(name, resolver, policy.dns01)
     reasons: list[str] = []
     aaaa = resolver.lookup(name, "AAAA")
     if aaaa.error:
@@ -213,6 +224,22 @@ def validate_name(
     if not aaaa.addresses and not a.addresses and not (aaaa.error or a.error):
         reasons.append("no A or AAAA record")
     return Verdict(name, False, "; ".join(reasons))
+
+
+def _dns01_verdict(name: str, resolver: Resolver, routes: Routes) -> Verdict:
+    """DNS-01: the name is answered when a configured provider writes its challenge record
+    (its own zone's, or, when ``_acme-challenge`` is a CNAME, the target's)."""
+    refusal = routes.refusal(name)
+    via = ""
+    if refusal is not None:
+        target = resolver.lookup(challenge_name(name), "CNAME")
+        if target.addresses:
+            delegated = target.addresses[0].rstrip(".")
+            if routes.refusal(delegated) is None:
+                refusal, via = None, f" through the CNAME to {delegated}"
+    if refusal is not None:
+        return Verdict(name, False, f"DNS-01 cannot answer for it: {refusal}")
+    return Verdict(name, True, f"DNS-01{via}; IP and HTTP checks do not apply; CAA allows")
 
 
 def validate_names(

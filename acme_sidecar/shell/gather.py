@@ -22,6 +22,7 @@ from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import CyclePolicy
 from acme_sidecar.core.budget import Hold, hold_for
 from acme_sidecar.core.discover import candidate_groups
+from acme_sidecar.core.dns01 import Routes, holds
 from acme_sidecar.core.errors import SourceError
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import CertSpec, Plan, Verdict
@@ -49,12 +50,14 @@ class Deps:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     stop: threading.Event = field(default_factory=threading.Event)
     windows: Callable[[], WindowSource] | None = None  # the CA's renewal windows (ARI)
+    dns01: Routes | None = None  # ACME_DNS_CHALLENGE=y: which names DNS-01 can answer
 
 
 def _ip_policy(policy: CyclePolicy, deps: Deps) -> IpPolicy:
     v = policy.validation
     ipv4 = ipv6 = None
-    if not v.skip_ip_check:
+    dns01 = (deps.dns01 or Routes()) if v.dns01 else None
+    if not v.skip_ip_check and dns01 is None:
         ipv4, ipv6 = deps.public_ips()
         log.info("ip.public", ipv4=ipv4, ipv6=ipv6)
     identities = v.caa_identities or deps.ca_identities()
@@ -69,6 +72,7 @@ def _ip_policy(policy: CyclePolicy, deps: Deps) -> IpPolicy:
         own=tuple(dict.fromkeys([*v.own, *(a for a in (ipv4, ipv6) if a)])),
         skip_http=v.skip_http,
         ca_identities=identities,
+        dns01=dns01,
     )
 
 
@@ -120,7 +124,7 @@ def decide(
         if not batch:
             return
         ip_policy = ip_policy or _ip_policy(policy, deps)
-        checker = _no_check() if v.skip_http else deps.http_check()
+        checker = _no_check() if v.skip_http or v.dns01 else deps.http_check()
         with checker as http:
             checked.update(validate_names(batch, deps.resolver, ip_policy, http))
 
@@ -175,6 +179,11 @@ def decide(
     for note in plan.notes:
         log.warning("plan.note", note=note)
     for cert in plan.certs:
+        for name in dict.fromkeys(n for g in groups for n in g.names):
+            verdict = verdicts.get(name)
+            covered = name not in cert.spec.domains and holds(cert.spec.domains, name)
+            if covered and verdict is not None and verdict.ok:
+                log.info("name.covered", name=name, certificate=cert.spec.name)
         log.info(
             f"cert.{cert.action.value}",
             certificate=cert.spec.name,

@@ -220,6 +220,9 @@ class NullResponder:
         challb = authz.body.challenges[0]
         return Answer(challb, challb.response(account_key))
 
+    def ready(self) -> None:
+        return None
+
     def cleanup(self) -> None:
         return None
 

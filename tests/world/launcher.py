@@ -5,7 +5,9 @@ mock DNS and nginx it depends on (concurrently). ``prefetch`` lets the pytest se
 off everything the collected tests will need before the first test runs. The consumer
 image is a component too: its root fs is debootstrapped (or found in the machine's cache)
 while dockerd starts, then imported into it. So is the base image of the repository's
-Dockerfiles (``compose.base_image``), for the container tests.
+Dockerfiles (``compose.base_image``), for the container tests. The DNS-01 world is BIND and
+PowerDNS sharing one port (``authdns``), BIND forwarding PowerDNS's zones, and a Pebble of its
+own resolving through BIND (``dns01_pebble``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,20 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from . import compose, images
+from .authdns import (
+    BIND_ZONES,
+    PDNS_HOST,
+    PDNS_ZONES,
+    STALE_NAMESERVERS,
+    STALE_ZONE,
+    shared_port,
+)
+from .bind import Bind
 from .dns import MockDNS
 from .docker import DockerWorld
 from .mariadb import MariaDB
 from .pebble import Pebble
+from .powerdns import PowerDNS
 from .redis import RedisServer
 from .web import Nginx
 
@@ -37,6 +49,9 @@ COMPONENTS = (
     "consumer_image",
     "redis_server",
     "base_image",
+    "bind_server",
+    "powerdns",
+    "dns01_pebble",
 )
 WORLD_COMPONENTS = ("dns", "nginx", "pebble", "mariadb", "docker_world")
 
@@ -71,6 +86,7 @@ class Launcher:
         self._futures: dict[str, Future[Any]] = {}
         self._services: list[_Service] = []
         self._closed = False
+        self.dns01_port = shared_port()  # BIND's and PowerDNS's (see authdns)
 
     def _launch(self, name: str, make: Callable[[], S]) -> S:
         began = time.monotonic()
@@ -91,6 +107,9 @@ class Launcher:
             "consumer_image": self._make_consumer_image,
             "redis_server": lambda: self._launch("redis", lambda: RedisServer(self.root / "redis")),
             "base_image": self._make_base_image,
+            "bind_server": lambda: self._launch("bind", self._make_bind),
+            "powerdns": lambda: self._launch("powerdns", self._make_powerdns),
+            "dns01_pebble": self._make_dns01_pebble,
         }
         with self._lock:
             if self._closed:
@@ -103,6 +122,22 @@ class Launcher:
         dns_future, nginx_future = self._future("dns"), self._future("nginx")
         dns, nginx = dns_future.result(), nginx_future.result()
         return self._launch("pebble", lambda: Pebble(self.root / "pebble", dns.port, nginx.port))
+
+    def _make_bind(self) -> Bind:
+        forwards = {zone: (PDNS_HOST, self.dns01_port) for zone in PDNS_ZONES}
+        zones, stale = (*BIND_ZONES, STALE_ZONE), {STALE_ZONE: STALE_NAMESERVERS}
+        return Bind(self.root / "bind", zones, forwards, self.dns01_port, nameservers=stale)
+
+    def _make_powerdns(self) -> PowerDNS:
+        zones, stale = (*PDNS_ZONES, STALE_ZONE), {STALE_ZONE: STALE_NAMESERVERS}
+        return PowerDNS(self.root / "pdns", zones, self.dns01_port, nameservers=stale)
+
+    def _make_dns01_pebble(self) -> Pebble:
+        futures = [self._future(name) for name in ("bind_server", "powerdns", "nginx")]
+        bind, _, nginx = (future.result() for future in futures)
+        return self._launch(
+            "dns01_pebble", lambda: Pebble(self.root / "pebble-dns01", bind.port, nginx.port)
+        )
 
     def _make_consumer_image(self) -> str:
         began = time.monotonic()
@@ -164,6 +199,24 @@ class Launcher:
     def redis_server(self) -> RedisServer:
         """The Redis server standing in for mailcow's (started on first use)."""
         result: RedisServer = self._future("redis_server").result()
+        return result
+
+    def bind_server(self) -> Bind:
+        """BIND: the ``BIND_ZONES`` and ``STALE_ZONE``, forwarding the ``PDNS_ZONES`` (started
+        on first use)."""
+        result: Bind = self._future("bind_server").result()
+        return result
+
+    def powerdns(self) -> PowerDNS:
+        """PowerDNS with the API: the ``PDNS_ZONES`` and the frozen copy of ``STALE_ZONE``
+        (started on first use)."""
+        result: PowerDNS = self._future("powerdns").result()
+        return result
+
+    def dns01_pebble(self) -> Pebble:
+        """A Pebble resolving through BIND (so both servers' zones), after BIND, PowerDNS and
+        nginx (HTTP-01 of the zones' names lands on nginx too); started on first use."""
+        result: Pebble = self._future("dns01_pebble").result()
         return result
 
     def world(self) -> World:

@@ -1,9 +1,11 @@
 """Challenge responders: how an authorization is answered, behind one small seam.
 
-A ``ChallengeResponder`` picks a challenge of an authorization, puts the answer where the CA
-will look (``prepare``) and removes it again when the order is done (``cleanup``). One
-responder serves one order. ``Http01Webroot`` answers HTTP-01 through the shared webroot;
-DNS-01 comes later behind the same protocol. May touch: files in the webroot only.
+A ``ChallengeResponder`` picks a challenge of an authorization and notes or puts the answer
+where the CA will look (``prepare``, once per authorization), makes sure all of them can be
+seen (``ready``, once per order, before any challenge is answered) and removes them again
+when the order is done (``cleanup``, after success and failure). One responder serves one
+order. ``Http01Webroot`` answers HTTP-01 through the shared webroot; DNS-01 is
+``adapters.dns01.responder``. May touch: files in the webroot only.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ class ChallengeResponder(Protocol):
     def prepare(self, authz: messages.AuthorizationResource, account_key: JWK) -> Answer:
         """Make the CA's validation of ``authz`` succeed; raise ``NamesRejected`` for a name
         this responder cannot answer."""
+
+    def ready(self) -> None:
+        """Called once after every ``prepare`` of the order, before the challenges are
+        answered: publish and wait until the CA can see the answers; raise ``NamesRejected``
+        for the names whose answer cannot be seen."""
 
     def cleanup(self) -> None:
         """Remove whatever ``prepare`` put in place; never raises."""
@@ -69,6 +76,9 @@ class Http01Webroot:
             f"the CA offered no http-01 challenge for {name}",
             failed_names={name: "no http-01 challenge offered"},
         )
+
+    def ready(self) -> None:
+        """Nothing to wait for: the files are in place once written."""
 
     def cleanup(self) -> None:
         """Remove every challenge file this responder wrote."""

@@ -117,7 +117,10 @@ class OrderFlow:
         tally = Tally()
         registered_again = False
         while names:
-            current = CertSpec(name=names[0], domains=tuple(names))
+            # the directory keeps the spec's name while its first name is in the order (a
+            # server certificate whose hostname a wildcard covers starts with the wildcard)
+            first = spec.name if names[0] == spec.domains[0] else names[0]
+            current = CertSpec(name=first, domains=tuple(names))
             try:
                 chain = self.place(current, key, tally, replaces)
             except AccountUnknown as exc:
@@ -219,10 +222,13 @@ class OrderFlow:
             order = self._new_order(acme, spec, csr, replaces, self._profile)
             log.info("order.created", certificate=spec.name, names=len(spec.domains))
             deadline = self._order_deadline(order.body, deadline)
-            for authz in order.authorizations:
-                if authz.body.status == messages.STATUS_VALID:
-                    continue
-                answer = responder.prepare(authz, self._session.key)
+            answers = [
+                responder.prepare(authz, self._session.key)
+                for authz in order.authorizations
+                if authz.body.status != messages.STATUS_VALID
+            ]
+            responder.ready()  # every answer in place (DNS-01: published and propagated)
+            for answer in answers:
                 acme.answer_challenge(answer.challenge, answer.response)
             fetch = functools.partial(self._fetch_order, acme, order.uri)
             what = f"order {order.uri}"

@@ -1,0 +1,133 @@
+"""Taking over a volume that mailcow's DNS-01 setup (acme.sh) left: its keys are kept.
+
+acme.sh keeps its home in ``acme-sh/`` of the certificate volume (``--config-home``). Its
+layout, from acme.sh's ``_initpath``: the account key at
+``ca/<directory host>/<directory path>/account.key`` (older: ``ca/<host>/account.key``), and
+per certificate ``<domain>_ecc/`` (ECDSA; ``<domain>/`` for RSA) holding ``<domain>.key``,
+``<domain>.cer``, ``fullchain.cer`` and ``ca.cer``; mailcow installs the certificate and its
+key as the volume's ``cert.pem``/``key.pem``.
+
+``adopt`` runs at start, before any key is made: when ``acme/account.pem`` is missing and
+acme.sh's account key for the configured CA is there, it becomes ours (a CAA ``accounturi``
+stays right); when ``acme/key.pem`` is missing, the key of the served certificate becomes the
+certificate key (TLSA 3 1 1 pins stay right). Nothing in ``acme-sh/`` is changed. May touch:
+``acme-sh/`` (read), the volume's ``cert.pem``/``key.pem`` (read), ``acme/account.pem`` and
+``acme/key.pem`` (created, never replaced).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from acme_sidecar.adapters import files
+from acme_sidecar.adapters.files import PrivateKey, load_key, read_bytes
+from acme_sidecar.adapters.keys import tlsa_311, to_pem
+from acme_sidecar.core.errors import StoreError
+
+log = structlog.get_logger(__name__)
+
+HOME = "acme-sh"
+
+
+def ca_dir(home: Path, directory_url: str) -> Path:
+    """acme.sh's ``CA_DIR`` for ``directory_url``: host without the port, then the path."""
+    rest = directory_url.split(":", 1)[1] if ":" in directory_url else directory_url
+    parts = [p for p in rest.split("/") if p]
+    host = parts[0].split(":")[0] if parts else ""
+    return home / "ca" / host / "/".join(parts[1:])
+
+
+def _key(path: Path) -> PrivateKey | None:
+    try:
+        return load_key(read_bytes(path, private=True))
+    except (OSError, StoreError):
+        return None
+
+
+def _spki(key: PrivateKey | x509.Certificate) -> str:
+    der = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def _served(root: Path) -> str | None:
+    """The TLSA 3 1 1 of the certificate the volume serves (``cert.pem``), if readable."""
+    try:
+        leaf = x509.load_pem_x509_certificates(read_bytes(root / "cert.pem"))[0]
+    except (OSError, ValueError, StoreError):
+        return None
+    return _spki(leaf)
+
+
+def _cert_keys(home: Path) -> list[Path]:
+    """acme.sh's certificate keys: ``<domain>[_ecc]/<domain>.key``."""
+    found: list[Path] = []
+    for directory in sorted(p for p in home.iterdir() if p.is_dir() and p.name != "ca"):
+        domain = directory.name.removesuffix("_ecc")
+        key = directory / f"{domain}.key"
+        if key.is_file() and not key.is_symlink():
+            found.append(key)
+    return found
+
+
+def _install(path: Path, key: PrivateKey, root: Path, source: Path, event: str) -> None:
+    files.ensure_dir(path.parent, 0o700, "the acme directory")
+    files.create_new(path, to_pem(key), 0o600, check=load_key)
+    log.info(
+        event,
+        path=str(path.relative_to(root)),
+        source=str(source.relative_to(root)),
+        tlsa_3_1_1=tlsa_311(key.public_key()),
+    )
+
+
+def adopt(root: Path, directory_url: str) -> None:
+    """Adopt acme.sh's account key and the served certificate's key where ours are missing;
+    never raises (a volume it cannot read is left to the cycle, which says why)."""
+    home = root / HOME
+    if not home.is_dir() or home.is_symlink():
+        return
+    try:
+        _adopt(root, home, directory_url)
+    except (OSError, StoreError) as exc:
+        log.warning("takeover.failed", home=str(home), error=str(exc)[:300])
+
+
+def _adopt(root: Path, home: Path, directory_url: str) -> None:
+    account = root / "acme" / "account.pem"
+    if not account.exists():
+        ca = ca_dir(home, directory_url)
+        old = home / "ca" / ca.relative_to(home / "ca").parts[0]  # acme.sh before 3.0
+        for source in (ca / "account.key", old / "account.key"):
+            key = _key(source) if source.is_file() else None
+            if key is not None:
+                _install(account, key, root, source, "takeover.account_key")
+                break
+        else:
+            log.info(
+                "takeover.no_account_key",
+                looked_in=str(ca.relative_to(root)),
+                reason="acme.sh has no account key for this CA: a new account is made",
+            )
+    domain_key = root / "acme" / "key.pem"
+    if domain_key.exists():
+        return
+    served = _served(root)
+    candidates = _cert_keys(home)
+    top = root / "key.pem"
+    if top.is_file() and not top.is_symlink():
+        candidates.append(top)
+    for source in candidates:
+        key = _key(source)
+        if key is not None and served is not None and _spki(key) == served:
+            _install(domain_key, key, root, source, "takeover.certificate_key")
+            return
+    log.warning(
+        "takeover.no_certificate_key",
+        reason="no key under acme-sh/ or key.pem matches the served cert.pem: a new key is "
+        "made (TLSA 3 1 1 records must change)",
+    )

@@ -1,0 +1,104 @@
+"""Provider APIs (PowerDNS, Cloudflare, deSEC, DigitalOcean, OVH) through dns-lexicon.
+
+The provider class is loaded by name and given the zone we found by SOA: lexicon's ``Client``
+would guess the zone itself (from the public suffix list, downloaded, or the system resolver),
+which a private zone or a delegated ``_acme-challenge`` defeats. One provider object per call
+(lexicon caches zone data in it); calls to one host are serialized, so two orders never
+rewrite the same record set at once. May touch: the provider's HTTPS API.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from lexicon._private.discovery import load_provider_module
+from lexicon.config import ConfigResolver
+
+from acme_sidecar.adapters.dns01.base import DnsUpdateError
+from acme_sidecar.config.dns01 import LexiconConf
+
+# the acme.sh variable that holds each provider's credential, for the hint of a 401/403
+_CREDENTIAL = {
+    "dns_pdns": "PDNS_Token",
+    "dns_cf": "CF_Token (or CF_Key with CF_Email)",
+    "dns_desec": "DEDYN_TOKEN",
+    "dns_dgon": "DO_API_KEY",
+    "dns_ovh": "OVH_AK, OVH_AS and OVH_CK",
+}
+
+
+def _quiet(exc: BaseException) -> str:
+    """An exception as one short line, for a log line (lexicon's messages hold no secret)."""
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+class LexiconProvider:
+    """One API account of one provider, from a section of the DNS-01 file."""
+
+    def __init__(self, conf: LexiconConf) -> None:
+        self._conf = conf
+        self._lock = threading.Lock()
+        module: Any = load_provider_module(conf.provider)
+        self._class = module.Provider
+
+    @property
+    def label(self) -> str:
+        """``dns_pdns (lexicon powerdns)``."""
+        return f"{self._conf.plugin} (lexicon {self._conf.provider})"
+
+    def add_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        """Create each TXT value (lexicon keeps the record set's other values)."""
+        pairs = [(n, v) for n, values in records.items() for v in values]
+        self._call(zone, lambda p: [p.create_record("TXT", n, v) for n, v in pairs], "add")
+
+    def remove_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        """Delete each TXT value."""
+        pairs = [(n, v) for n, values in records.items() for v in values]
+        self._call(zone, lambda p: [p.delete_record(None, "TXT", n, v) for n, v in pairs], "remove")
+
+    def _provider(self, zone: str) -> Any:
+        config = ConfigResolver().with_dict(  # type: ignore[no-untyped-call]
+            {
+                "provider_name": self._conf.provider,
+                "domain": zone,
+                "ttl": self._conf.ttl,
+                self._conf.provider: dict(self._conf.options),
+            }
+        )
+        return self._class(config)
+
+    def _call(self, zone: str, action: Any, what: str) -> None:
+        with self._lock:
+            try:
+                provider = self._provider(zone)
+                provider.authenticate()
+                try:
+                    action(provider)
+                finally:
+                    provider.cleanup()
+            except requests.HTTPError as exc:
+                raise self._http_error(exc, zone, what) from exc
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                raise DnsUpdateError(
+                    f"{self.label} cannot be reached: {_quiet(exc)}", transient=True
+                ) from exc
+            except Exception as exc:  # lexicon raises plain Exception for its own refusals
+                raise DnsUpdateError(
+                    f"{self.label} could not {what} the TXT record in {zone}: {_quiet(exc)}"
+                ) from exc
+
+    def _http_error(self, exc: requests.HTTPError, zone: str, what: str) -> DnsUpdateError:
+        status = exc.response.status_code if exc.response is not None else 0
+        reason = exc.response.reason if exc.response is not None else ""
+        head = f"{self.label} answered {status} {reason}".rstrip()
+        if status in (401, 403):
+            credential = _CREDENTIAL.get(self._conf.plugin, "the credentials")
+            return DnsUpdateError(f"{head}: check {credential} in the DNS-01 file")
+        if status == 404 or status == 422:
+            return DnsUpdateError(f"{head} for zone {zone}: does this account serve {zone}?")
+        return DnsUpdateError(
+            f"{head} when asked to {what} a TXT record in {zone}", transient=status >= 500
+        )

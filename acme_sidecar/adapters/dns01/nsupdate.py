@@ -1,0 +1,179 @@
+"""dns_nsupdate: RFC 2136 dynamic updates, TSIG-signed, through dnspython.
+
+``NSUPDATE_KEY`` names a key file as acme.sh hands it to ``nsupdate -k``: BIND's ``key``
+statement (what ``tsig-keygen`` and ``ddns-confgen`` print) or the legacy
+``K<name>.+<alg>+<id>.private`` file of ``dnssec-keygen``. May touch: the key file (when the
+provider is built) and the DNS servers named by ``NSUPDATE_SERVER`` over TCP.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+import dns.exception
+import dns.name
+import dns.query
+import dns.rcode
+import dns.tsig
+import dns.tsigkeyring
+import dns.update
+
+from acme_sidecar.adapters.dns01.base import DnsUpdateError
+from acme_sidecar.config.dns01 import NsupdateConf
+
+_KEY_CLAUSE = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(.*?)\}\s*;', re.IGNORECASE | re.DOTALL)
+_ALGORITHM = re.compile(r"algorithm\s+\"?([A-Za-z0-9-]+)\"?\s*;", re.IGNORECASE)
+_SECRET = re.compile(r'secret\s+"([^"]+)"\s*;', re.IGNORECASE)
+# dnssec-keygen's numbers for HMAC keys (the legacy .private format)
+_LEGACY_ALGORITHMS = {
+    "157": "hmac-md5",
+    "161": "hmac-sha1",
+    "162": "hmac-sha224",
+    "163": "hmac-sha256",
+    "164": "hmac-sha384",
+    "165": "hmac-sha512",
+}
+
+
+class TsigKey:
+    """A TSIG key: name, algorithm, secret (base64). ``repr`` hides the secret."""
+
+    __slots__ = ("algorithm", "name", "secret")
+
+    def __init__(self, name: str, algorithm: str, secret: str) -> None:
+        self.name = name
+        self.algorithm = algorithm.lower()
+        self.secret = secret
+
+    def __repr__(self) -> str:
+        return f"TsigKey({self.name!r}, {self.algorithm!r})"
+
+
+def parse_key_file(text: str, filename: str = "") -> TsigKey | str:
+    """The key in ``text`` (BIND ``key`` statement or a legacy ``.private`` file), or why none
+    is there. The message never holds the secret."""
+    clause = _KEY_CLAUSE.search(text)
+    if clause:
+        body = clause.group(2)
+        algorithm = _ALGORITHM.search(body)
+        secret = _SECRET.search(body)
+        if not algorithm or not secret:
+            return "its key statement lacks an algorithm or a secret"
+        return TsigKey(clause.group(1).rstrip("."), algorithm.group(1), secret.group(1))
+    fields = dict(
+        (k.strip().lower(), v.strip())
+        for k, _, v in (line.partition(":") for line in text.splitlines())
+        if v
+    )
+    legacy = re.fullmatch(r"K(.+)\.\+(\d{3})\+\d+\.private", Path(filename).name)
+    if "key" in fields and legacy and legacy.group(2) in _LEGACY_ALGORITHMS:
+        return TsigKey(
+            legacy.group(1).rstrip("."), _LEGACY_ALGORITHMS[legacy.group(2)], fields["key"]
+        )
+    return (
+        'it holds neither a key statement (key "name" { algorithm hmac-sha256; secret "..."; };) '
+        "nor a dnssec-keygen K<name>.+<alg>+<id>.private file"
+    )
+
+
+def load_key(path: Path) -> TsigKey | str:
+    """Read and parse ``NSUPDATE_KEY``; a message naming the path when that fails."""
+    try:
+        if path.stat().st_mode & stat.S_IROTH:
+            return (
+                f"NSUPDATE_KEY {path} is readable by everyone: run chmod 600 on it "
+                "(it is not used until then)"
+            )
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"NSUPDATE_KEY {path} cannot be read: {getattr(exc, 'strerror', None) or exc}"
+    parsed = parse_key_file(text, path.name)
+    if isinstance(parsed, str):
+        return f"NSUPDATE_KEY {path}: {parsed}"
+    return parsed
+
+
+class NsupdateProvider:
+    """RFC 2136 updates to every server of ``NSUPDATE_SERVER`` (as acme.sh sends them)."""
+
+    def __init__(self, conf: NsupdateConf, key: TsigKey | None, timeout: float = 10.0) -> None:
+        self._conf = conf
+        self._key = key
+        self._timeout = timeout
+        keyring = None
+        if key is not None:
+            keyring = dns.tsigkeyring.from_text({key.name: (key.algorithm, key.secret)})
+        self._keyring = keyring
+
+    @property
+    def label(self) -> str:
+        """``dns_nsupdate server:port`` (and the key's name)."""
+        servers = ",".join(self._conf.servers)
+        key = f" key {self._key.name}" if self._key else " without TSIG"
+        return f"dns_nsupdate {servers}:{self._conf.port}{key}"
+
+    def add_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        """``update add NAME TTL TXT VALUE`` for each value, in one update message."""
+        self._send(zone, records, add=True)
+
+    def remove_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        """``update delete NAME TXT VALUE`` for each value, in one update message."""
+        self._send(zone, records, add=False)
+
+    def _send(self, zone: str, records: Mapping[str, tuple[str, ...]], *, add: bool) -> None:
+        update = dns.update.UpdateMessage(
+            self._conf.zone or zone,
+            keyring=self._keyring,
+            keyname=dns.name.from_text(self._key.name) if self._key else None,
+            keyalgorithm=self._key.algorithm if self._key else dns.tsig.default_algorithm,
+        )
+        for name, values in records.items():
+            owner = dns.name.from_text(name)
+            for value in values:
+                if add:
+                    update.add(owner, self._conf.ttl, "TXT", f'"{value}"')
+                else:
+                    update.delete(owner, "TXT", f'"{value}"')
+        for server in self._conf.servers:
+            self._send_to(server, update, zone)
+
+    def _send_to(self, server: str, update: dns.update.UpdateMessage, zone: str) -> None:
+        where = f"{server}:{self._conf.port}"
+        try:
+            address = socket.getaddrinfo(server, self._conf.port, type=socket.SOCK_STREAM)[0][4][0]
+        except OSError as exc:
+            raise DnsUpdateError(
+                f"NSUPDATE_SERVER {server} does not resolve: {exc.strerror}", transient=True
+            ) from exc
+        try:
+            response = dns.query.tcp(
+                update, str(address), timeout=self._timeout, port=self._conf.port
+            )
+        except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature, dns.tsig.PeerBadTime) as exc:
+            key = self._key.name if self._key else "(none)"
+            raise DnsUpdateError(
+                f"{where} refused the TSIG key {key} ({type(exc).__name__}): "
+                "check NSUPDATE_KEY against the server's key"
+            ) from exc
+        except dns.tsig.BadSignature as exc:
+            raise DnsUpdateError(
+                f"{where} answered with a TSIG signature that does not verify: check NSUPDATE_KEY"
+            ) from exc
+        except (OSError, dns.exception.DNSException) as exc:
+            raise DnsUpdateError(
+                f"update to {where} failed: {type(exc).__name__}: {exc}", transient=True
+            ) from exc
+        rcode = response.rcode()
+        if rcode != dns.rcode.NOERROR:
+            text = dns.rcode.to_text(rcode)
+            hint = {
+                "REFUSED": "the server does not allow updates with this key to this zone",
+                "NOTAUTH": f"the server is not authoritative for {zone} or refused the key",
+                "NOTZONE": f"the name is not in zone {zone} (NSUPDATE_ZONE?)",
+                "SERVFAIL": "the server failed",
+            }.get(text, "see the server's log")
+            raise DnsUpdateError(f"{where} answered {text} to the update of {zone}: {hint}")

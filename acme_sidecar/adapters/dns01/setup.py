@@ -1,0 +1,123 @@
+"""Build the DNS-01 hosts from mailcow's settings and file, once at start.
+
+Every problem is one log line naming the file, section, plugin or variable and what is valid;
+none stops the daemon: a name no usable host answers for is left out at validation. Values
+from the file are never logged. May touch: the DNS-01 file and the TSIG key files it names.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import structlog
+
+from acme_sidecar.adapters.dns01.base import DnsProvider
+from acme_sidecar.adapters.dns01.lexicon_api import LexiconProvider
+from acme_sidecar.adapters.dns01.nsupdate import NsupdateProvider, load_key
+from acme_sidecar.adapters.dns01.responder import Dns01Responder, Dns01Router, Target
+from acme_sidecar.adapters.dns01.zones import DnsZoneLookups
+from acme_sidecar.config.dns01 import (
+    SUPPORTED,
+    NsupdateConf,
+    Section,
+    described,
+    parse_file,
+    provider_conf,
+    read_file,
+)
+
+log = structlog.get_logger(__name__)
+
+AUTH_PORT = "ACME_DNS_AUTH_PORT"  # a section's own port of its authoritative servers
+
+
+def _target(section: Section, auth_port: int) -> Target:
+    port_text = section.values.get(AUTH_PORT, "")
+    if port_text:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            return Target(None, f"{AUTH_PORT}={port_text!r} is not a port (1 to 65535)")
+        auth_port = int(port_text)
+    conf = provider_conf(section)
+    if isinstance(conf, str):
+        return Target(None, conf, auth_port)
+    provider: DnsProvider
+    if isinstance(conf, NsupdateConf):
+        key = None
+        if conf.key_file is not None:
+            loaded = load_key(conf.key_file)
+            if isinstance(loaded, str):
+                return Target(None, loaded, auth_port)
+            key = loaded
+        provider = NsupdateProvider(conf, key)
+        return Target(provider, None, auth_port, conf.zone)
+    try:
+        provider = LexiconProvider(conf)
+    except ImportError as exc:  # a provider needing an extra package lexicon lacks here
+        return Target(None, f"{conf.plugin}: lexicon cannot load {conf.provider}: {exc}")
+    return Target(provider, None, auth_port)
+
+
+def build_router(plugin: str, path: Path, auth_port: int) -> Dns01Router:
+    """The DNS hosts of ``ACME_DNS_PROVIDER`` and ``ACME_DNS_CONFIG_FILE``; logs what it found
+    and every problem (once)."""
+    text, refused = read_file(path)
+    if refused:
+        log.error("dns01.config_refused", file=str(path), reason=refused)
+        return Dns01Router(Target(None, refused), {})
+    if text is None:
+        log.warning(
+            "dns01.config_missing",
+            file=str(path),
+            reason="no such file: the provider gets no variables from it",
+        )
+    parsed = parse_file(text or "", plugin)
+    for problem in parsed.problems:
+        log.warning("dns01.config_line", file=str(path), problem=problem)
+    zones = {s.zone: _target(s, auth_port) for s in parsed.zones}
+    default = parsed.default
+    if not default.plugin and not default.values:
+        why = (
+            "ACME_DNS_PROVIDER is not set: only the names of the zones with a section in "
+            f"{path} are answered"
+            if zones
+            else f"ACME_DNS_PROVIDER is not set; supported: {', '.join(SUPPORTED)}"
+        )
+        default_target = Target(None, why, auth_port)
+        (log.info if zones else log.error)("dns01.no_default", reason=why)
+    else:
+        default_target = _target(default, auth_port)
+        _log_target("", default, default_target)
+    for section in parsed.zones:
+        _log_target(section.zone, section, zones[section.zone])
+    return Dns01Router(default_target, zones)
+
+
+def _log_target(zone: str, section: Section, target: Target) -> None:
+    where = zone or "default"
+    if target.provider is None:
+        log.error("dns01.unusable", zone=where, plugin=section.plugin, reason=target.problem)
+    else:
+        log.info(
+            "dns01.provider",
+            zone=where,
+            provider=target.provider.label,
+            config=described(section),
+            auth_port=target.auth_port,
+        )
+
+
+def responders(
+    router: Dns01Router,
+    resolvers: tuple[str, ...],
+    *,
+    propagation_timeout: float,
+    stop: threading.Event,
+) -> Dns01Responder:
+    """A responder for one order (the issuer's ``responders`` factory calls this)."""
+    return Dns01Responder(
+        router,
+        DnsZoneLookups(resolvers),
+        propagation_timeout=propagation_timeout,
+        stop=stop,
+    )

@@ -1,0 +1,218 @@
+"""The DNS-01 credentials file (``ACME_DNS_CONFIG_FILE``, mailcow's ``dns-01.conf``): parsed and
+mapped to the providers we support. Pure, except ``read_file`` (the file and its mode).
+
+The file is mailcow's: ``KEY=VALUE`` lines with acme.sh's variable names for the plugin named
+by ``ACME_DNS_PROVIDER``. Beyond mailcow, ``[zone example.org]`` starts a section whose lines
+(its own ``ACME_DNS_PROVIDER=`` and variables) apply to that zone and the names below it; lines
+before the first section are the default for every other name. Values are secrets: only
+variable names are ever logged.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from acme_sidecar.core.names import normalize_hostname
+
+DEFAULT_FILE = Path("/etc/acme/dns-01.conf")
+
+# acme.sh plugin -> lexicon provider, and acme.sh variable -> lexicon option
+LEXICON: dict[str, tuple[str, dict[str, str]]] = {
+    "dns_pdns": (
+        "powerdns",
+        {"PDNS_Url": "pdns_server", "PDNS_ServerId": "pdns_server_id", "PDNS_Token": "auth_token"},
+    ),
+    "dns_cf": (
+        "cloudflare",
+        {
+            "CF_Token": "auth_token",
+            "CF_Key": "auth_token",
+            "CF_Email": "auth_username",
+            "CF_Zone_ID": "zone_id",
+        },
+    ),
+    "dns_desec": ("desec", {"DEDYN_TOKEN": "auth_token"}),
+    "dns_dgon": ("digitalocean", {"DO_API_KEY": "auth_token"}),
+    "dns_ovh": (
+        "ovh",
+        {
+            "OVH_END_POINT": "auth_entrypoint",
+            "OVH_AK": "auth_application_key",
+            "OVH_AS": "auth_application_secret",
+            "OVH_CK": "auth_consumer_key",
+        },
+    ),
+}
+# what each plugin cannot work without (acme.sh's own checks)
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "dns_pdns": ("PDNS_Url", "PDNS_Token"),
+    "dns_cf": ("CF_Token|CF_Key",),
+    "dns_desec": ("DEDYN_TOKEN",),
+    "dns_dgon": ("DO_API_KEY",),
+    "dns_ovh": ("OVH_AK", "OVH_AS", "OVH_CK"),
+}
+TTL_VARIABLE = {"dns_pdns": "PDNS_Ttl"}
+DEFAULT_TTL = 60  # acme.sh's for dns_pdns and dns_nsupdate
+SUPPORTED = ("dns_nsupdate", *LEXICON)
+
+_SECTION = re.compile(r"^\[\s*zone\s+([^\]\s]+)\s*\]$", re.IGNORECASE)
+_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """The lines of one zone's section (``zone`` empty: the lines before any section)."""
+
+    zone: str
+    plugin: str
+    values: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NsupdateConf:
+    """dns_nsupdate: RFC 2136 updates, TSIG-signed when a key file is given."""
+
+    servers: tuple[str, ...]
+    port: int = 53
+    key_file: Path | None = None
+    zone: str = ""  # NSUPDATE_ZONE: the zone to update (else found by SOA)
+    ttl: int = DEFAULT_TTL
+
+
+@dataclass(frozen=True, slots=True)
+class LexiconConf:
+    """A provider API through dns-lexicon; ``options`` hold secrets (never logged)."""
+
+    plugin: str
+    provider: str
+    options: dict[str, str] = field(repr=False)
+    ttl: int = DEFAULT_TTL
+
+
+ProviderConf = NsupdateConf | LexiconConf
+
+
+@dataclass(frozen=True, slots=True)
+class Dns01File:
+    """The parsed file: the default section and one per zone, plus lines it could not read."""
+
+    default: Section
+    zones: tuple[Section, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+def _unquote(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def parse_file(text: str, default_plugin: str) -> Dns01File:
+    """Read ``KEY=VALUE`` lines and ``[zone NAME]`` sections. ``ACME_DNS_PROVIDER=`` inside a
+    section names its plugin (default: ``default_plugin``, the environment's)."""
+    problems: list[str] = []
+    sections: list[Section] = [Section("", default_plugin.strip())]
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        header = _SECTION.match(line)
+        if header:
+            zone = normalize_hostname(header.group(1))
+            if zone is None:
+                problems.append(f"line {number}: {header.group(1)!r} is not a zone name")
+                zone = f"invalid-{number}"
+            sections.append(Section(zone, default_plugin.strip()))
+            continue
+        match = _LINE.match(line)
+        if not match:
+            problems.append(f"line {number}: not KEY=VALUE nor [zone NAME]")
+            continue
+        key, value = match.group(1), _unquote(match.group(2))
+        current = sections[-1]
+        if key == "ACME_DNS_PROVIDER":
+            sections[-1] = Section(current.zone, value, current.values)
+        else:
+            current.values[key] = value
+    zones: dict[str, Section] = {}
+    for section in sections[1:]:
+        if section.zone in zones:
+            problems.append(f"[zone {section.zone}] appears twice; the last one is used")
+        zones[section.zone] = section
+    return Dns01File(sections[0], tuple(zones.values()), tuple(problems))
+
+
+def _ttl(section: Section, name: str) -> int | str:
+    text = section.values.get(name, "")
+    if not text:
+        return DEFAULT_TTL
+    if not text.isdigit() or not 1 <= int(text) <= 86400:
+        return f"{name}={text!r} is not a TTL in seconds (1 to 86400)"
+    return int(text)
+
+
+def provider_conf(section: Section) -> ProviderConf | str:
+    """The provider a section configures, or why it configures none (a message naming the
+    plugin or variable and what is valid; never a value)."""
+    plugin = section.plugin
+    if plugin not in SUPPORTED:
+        shown = plugin or "(empty)"
+        return f"ACME_DNS_PROVIDER {shown} is not supported; supported: {', '.join(SUPPORTED)}"
+    values = section.values
+    if plugin == "dns_nsupdate":
+        servers = tuple(s.strip() for s in values.get("NSUPDATE_SERVER", "").split(",") if s)
+        port = values.get("NSUPDATE_SERVER_PORT", "") or "53"
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            return f"NSUPDATE_SERVER_PORT={port!r} is not a port number (1 to 65535)"
+        raw_zone = values.get("NSUPDATE_ZONE", "").strip()
+        zone = normalize_hostname(raw_zone) if raw_zone else ""
+        if zone is None:
+            return f"NSUPDATE_ZONE={raw_zone!r} is not a zone name"
+        key = values.get("NSUPDATE_KEY", "").strip()
+        return NsupdateConf(
+            servers=servers or ("localhost",),  # acme.sh's default
+            port=int(port),
+            key_file=Path(key) if key else None,
+            zone=zone,
+        )
+    provider, names = LEXICON[plugin]
+    for need in REQUIRED.get(plugin, ()):
+        if not any(values.get(v) for v in need.split("|")):
+            wanted = " or ".join(need.split("|"))
+            return f"{plugin} needs {wanted} in the DNS-01 file"
+    options = {names[k]: v for k, v in values.items() if k in names and v}
+    ttl = _ttl(section, TTL_VARIABLE.get(plugin, ""))
+    if isinstance(ttl, str):
+        return ttl
+    return LexiconConf(plugin, provider, options, ttl)
+
+
+def described(section: Section) -> str:
+    """The section for a log line: plugin and the variable names set (no values)."""
+    keys = " ".join(sorted(section.values)) or "no variables"
+    return f"{section.plugin or '(no provider)'} with {keys}"
+
+
+def read_file(path: Path) -> tuple[str | None, str | None]:
+    """The file's text (``None`` when absent) and why it is refused (world-readable, or not
+    readable), else ``None``."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot read {path}: {exc.strerror}"
+    if info.st_mode & stat.S_IROTH:
+        mode = stat.filemode(info.st_mode)
+        return None, (
+            f"{path} is readable by everyone ({mode}); it holds DNS credentials: "
+            f"run chmod 600 (or 640) on it; it is not used until then"
+        )
+    try:
+        return path.read_text(encoding="utf-8"), None
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"cannot read {path}: {exc}"

@@ -1,0 +1,50 @@
+"""The DNS-01 settings: mailcow's ``ACME_DNS_PROVIDER`` and ``ACME_DNS_CONFIG_FILE``, plus the
+propagation wait and the port the zones' authoritative servers answer on.
+
+A base class of ``Settings``: the same environment, validated the same way. The file itself is
+read at start by ``adapters.dns01.setup`` (a bad file is logged, never an exit: DNS-01 names
+are then left out, the daemon runs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from acme_sidecar.config.dns01 import DEFAULT_FILE
+from acme_sidecar.config.values import parse_duration
+
+
+class Dns01Settings(BaseSettings):
+    """``ACME_DNS_PROVIDER``, ``ACME_DNS_CONFIG_FILE``, ``ACME_DNS_PROPAGATION_TIMEOUT``,
+    ``ACME_DNS_AUTH_PORT``."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    acme_dns_provider: str = ""
+    acme_dns_config_file: Path = DEFAULT_FILE
+    acme_dns_propagation_timeout: Annotated[int, NoDecode] = 300
+    acme_dns_auth_port: int = 53
+
+    @field_validator("acme_dns_provider")
+    @classmethod
+    def _provider(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("acme_dns_propagation_timeout", mode="before")
+    @classmethod
+    def _propagation(cls, value: Any) -> int:
+        seconds = parse_duration(value)
+        if not 1 <= seconds <= 3600:
+            raise ValueError("must be a duration from 1s to 1h, such as 5m (the default)")
+        return seconds
+
+    @field_validator("acme_dns_auth_port")
+    @classmethod
+    def _auth_port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError("must be a port number from 1 to 65535")
+        return value
