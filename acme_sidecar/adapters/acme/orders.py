@@ -137,14 +137,16 @@ class OrderFlow:
                 own = {n: r for n, r in exc.failed_names.items() if n in names}
                 transient = {n: r for n, r in exc.transient_names.items() if n in names}
                 if transient and set(names) <= set(own) | set(transient):
-                    # every name failed, for a cause on the CA's side: systemic (a DNS or
-                    # network outage there); no name is banned for it
+                    # every name failed, for a cause that should pass (an outage at the CA,
+                    # DNS there, or DNS-01 records not yet propagated): systemic; no name is
+                    # banned for it
                     for name, reason in transient.items():
                         _rejected(spec, name, reason, "name.unvalidated")
                     dropped.update(own)
                     detail = "; ".join(f"{n}: {r}" for n, r in transient.items())
                     error = NamesRejected(
-                        f"the CA could not validate on its side: {detail}",
+                        f"no name could be validated, for a cause that should pass (the CA's "
+                        f"side, DNS or propagation): {detail}",
                         failed_names=dropped,
                         transient_names=transient,
                         code=exc.code,

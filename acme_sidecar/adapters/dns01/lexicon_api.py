@@ -20,6 +20,8 @@ from lexicon.config import ConfigResolver
 from acme_sidecar.adapters.dns01.base import DnsUpdateError
 from acme_sidecar.config.dns01 import LexiconConf
 
+API_DEADLINE = 60.0  # seconds one call of a provider API may take in all
+
 # the acme.sh variable that holds each provider's credential, for the hint of a 401/403
 _CREDENTIAL = {
     "dns_pdns": "PDNS_Token",
@@ -71,24 +73,50 @@ class LexiconProvider:
         return self._class(config)
 
     def _call(self, zone: str, action: Any, what: str) -> None:
+        """Run ``action`` on a fresh provider within ``API_DEADLINE`` seconds: lexicon's HTTP
+        calls have no timeout of their own, so the call runs in a daemon thread and a hung API
+        is given up (a transient failure) instead of holding the order for ever."""
         with self._lock:
-            try:
-                provider = self._provider(zone)
-                provider.authenticate()
+            failure: list[BaseException] = []
+            done = threading.Event()
+
+            def work() -> None:
                 try:
-                    action(provider)
+                    self._run(zone, action, what)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    failure.append(exc)
                 finally:
-                    provider.cleanup()
-            except requests.HTTPError as exc:
-                raise self._http_error(exc, zone, what) from exc
-            except (requests.ConnectionError, requests.Timeout) as exc:
+                    done.set()
+
+            threading.Thread(target=work, name=f"dns-api-{zone}", daemon=True).start()
+            if not done.wait(API_DEADLINE):
                 raise DnsUpdateError(
-                    f"{self.label} cannot be reached: {_quiet(exc)}", transient=True
-                ) from exc
-            except Exception as exc:  # lexicon raises plain Exception for its own refusals
-                raise DnsUpdateError(
-                    f"{self.label} could not {what} the TXT record in {zone}: {_quiet(exc)}"
-                ) from exc
+                    f"{self.label} did not answer within {API_DEADLINE:.0f}s when asked to "
+                    f"{what} a TXT record in {zone}",
+                    transient=True,
+                )
+            if failure:
+                raise failure[0]
+
+    def _run(self, zone: str, action: Any, what: str) -> None:
+        """``action`` on a fresh provider; every failure as one ``DnsUpdateError``."""
+        try:
+            provider = self._provider(zone)
+            provider.authenticate()
+            try:
+                action(provider)
+            finally:
+                provider.cleanup()
+        except requests.HTTPError as exc:
+            raise self._http_error(exc, zone, what) from exc
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise DnsUpdateError(
+                f"{self.label} cannot be reached: {_quiet(exc)}", transient=True
+            ) from exc
+        except Exception as exc:  # lexicon raises plain Exception for its own refusals
+            raise DnsUpdateError(
+                f"{self.label} could not {what} the TXT record in {zone}: {_quiet(exc)}"
+            ) from exc
 
     def _http_error(self, exc: requests.HTTPError, zone: str, what: str) -> DnsUpdateError:
         status = exc.response.status_code if exc.response is not None else 0
