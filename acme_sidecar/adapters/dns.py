@@ -16,6 +16,21 @@ from acme_sidecar.core.validate import Caa, CaaLookup, Lookup
 _NO_ANSWER = (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer)
 
 
+def make_resolver(servers: list[tuple[str, int]], timeout: float) -> dns.resolver.Resolver:
+    """A dnspython resolver asking ``servers`` ((host, port); none: the system's), every
+    lookup bounded by ``timeout`` seconds in all."""
+    if not servers:
+        res = dns.resolver.Resolver()
+    else:
+        res = dns.resolver.Resolver(configure=False)
+        res.nameservers = [host for host, _ in servers]
+        res.port = servers[0][1]
+        res.nameserver_ports = dict(servers)
+    res.lifetime = timeout
+    res.timeout = timeout / 2
+    return res
+
+
 class DnsResolver:
     """dnspython lookups through ``ACME_DNS_RESOLVERS`` or the system resolver."""
 
@@ -25,16 +40,7 @@ class DnsResolver:
 
     def _resolver(self) -> dns.resolver.Resolver:
         # One resolver per call: dnspython's Resolver is cheap and not shared across threads.
-        if not self._servers:
-            res = dns.resolver.Resolver()
-        else:
-            res = dns.resolver.Resolver(configure=False)
-            res.nameservers = [host for host, _ in self._servers]
-            res.port = self._servers[0][1]
-            res.nameserver_ports = {host: port for host, port in self._servers}
-        res.lifetime = self._timeout
-        res.timeout = self._timeout / 2
-        return res
+        return make_resolver(self._servers, self._timeout)
 
     def lookup(self, name: str, rdtype: str) -> Lookup:
         """Return the addresses; NXDOMAIN and no-answer are empty, other failures an error."""

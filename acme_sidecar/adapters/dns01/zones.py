@@ -24,6 +24,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
+from acme_sidecar.adapters.dns import make_resolver
 from acme_sidecar.config.values import parse_resolver
 
 MAX_CNAMES = 8
@@ -172,16 +173,7 @@ class DnsZoneLookups:
         self._timeout = timeout
 
     def _resolver(self) -> dns.resolver.Resolver:
-        if not self._servers:
-            res = dns.resolver.Resolver()
-        else:
-            res = dns.resolver.Resolver(configure=False)
-            res.nameservers = [host for host, _ in self._servers]
-            res.port = self._servers[0][1]
-            res.nameserver_ports = dict(self._servers)
-        res.lifetime = self._timeout
-        res.timeout = self._timeout / 2
-        return res
+        return make_resolver(self._servers, self._timeout)
 
     def cname(self, name: str) -> str | None:
         """The CNAME at ``name`` (NXDOMAIN and no answer: none)."""
