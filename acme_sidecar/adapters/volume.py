@@ -70,12 +70,25 @@ def _holds(path: Path, data: bytes, *, private: bool = False) -> bool:
         return False
 
 
+def _identity(directory: Path) -> tuple[int, ...]:
+    """Inode, size and modification time (ns) of a directory's three files."""
+    out: list[int] = []
+    for name in CERT_FILES:
+        st = os.lstat(directory / name)
+        out += [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    return tuple(out)
+
+
 class CertStore:
     """The certificate volume."""
 
     def __init__(self, root: Path, *, backup_keep: int = 10) -> None:
         self.root = root
         self.backup_keep = backup_keep
+        # what ``load`` read last, per directory, with the identity of its three files: a file
+        # replaced (a new inode), rewritten or touched is read again; the rest is not parsed
+        # again (a quiet cycle of 1,000 certificates loads them several times)
+        self._seen: dict[str, tuple[tuple[int, ...], StoredCert]] = {}
 
     # --- layout ---------------------------------------------------------------------------
 
@@ -231,9 +244,19 @@ class CertStore:
                 found[directory.name] = self._read(directory)
             except (StoreError, OSError, UnicodeDecodeError) as exc:
                 log.warning("store.unreadable", certificate=directory.name, error=str(exc))
+        self._seen = {n: v for n, v in self._seen.items() if n in found}
         return found
 
     def _read(self, directory: Path) -> StoredCert:
+        identity = _identity(directory)
+        seen = self._seen.get(directory.name)
+        if seen is not None and seen[0] == identity:
+            return seen[1]
+        stored = self._parse(directory)
+        self._seen[directory.name] = (identity, stored)
+        return stored
+
+    def _parse(self, directory: Path) -> StoredCert:
         domains = tuple(read_bytes(directory / "domains").decode("utf-8").split())
         leaf = load_chain(read_bytes(directory / "cert.pem"))[0]
         key = load_key(read_bytes(directory / "key.pem"))

@@ -140,3 +140,29 @@ def test_keys_created_once_and_private(tmp_path: Path) -> None:
     first = store.account_key()
     assert store.account_key() == first
     assert stat.S_IMODE(store.account_key_path.stat().st_mode) == 0o600
+
+
+def test_an_unchanged_certificate_is_not_parsed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``load`` parses a directory again only when one of its files changed (a quiet cycle
+    loads the volume several times); a renewal or an edited file is seen at once."""
+    store = CertStore(tmp_path)
+    key, pem = make_key()
+    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    parsed: list[str] = []
+    real = CertStore._parse
+
+    def counting(self: CertStore, directory: Path) -> object:
+        parsed.append(directory.name)
+        return real(self, directory)
+
+    monkeypatch.setattr(CertStore, "_parse", counting)
+    first = store.load()[SPEC.name]
+    assert store.load()[SPEC.name] is first and parsed == [SPEC.name]
+    renewed = make_cert(key, SPEC.domains)
+    store.write_cert(SPEC, renewed, pem)
+    second = store.load()[SPEC.name]
+    assert second.serial != first.serial and parsed == [SPEC.name, SPEC.name]
+    (tmp_path / SPEC.name / "domains").write_text("mail.example.org")
+    assert store.load()[SPEC.name].domains == ("mail.example.org",)
