@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from unittest.mock import ANY
 
+import dns.update
 import pytest
 from acme import challenges, messages
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -63,6 +64,29 @@ def test_unreadable_or_open_or_garbage_key_files(tmp_path: Path) -> None:
     path.write_text("nonsense")
     problem = load_key(path)
     assert isinstance(problem, str) and problem.startswith(f"NSUPDATE_KEY {path}: it holds")
+
+
+def test_bad_secret_md5_and_unknown_algorithm_are_messages(tmp_path: Path) -> None:
+    """Review #3: a non-base64 secret or an unknown algorithm is one message (not a raise);
+    hmac-md5 (statement and legacy 157 file) builds a usable key and update message."""
+    path = tmp_path / "update.key"
+    path.write_text('key "k" { algorithm hmac-sha256; secret "not*base64!"; };')
+    path.chmod(0o600)
+    problem = load_key(path)
+    assert isinstance(problem, str) and "not base64" in problem and "not*base64" not in problem
+    path.write_text(f'key "k" {{ algorithm hmac-sha999; secret "{SECRET}"; }};')
+    problem = load_key(path)
+    assert isinstance(problem, str) and "hmac-sha999" in problem and "hmac-sha256" in problem
+    path.write_text(f'key "k" {{ algorithm hmac-md5; secret "{SECRET}"; }};')
+    legacy = tmp_path / "Kk.+157+00001.private"
+    legacy.write_text(f"Private-key-format: v1.3\nAlgorithm: 157 (HMAC_MD5)\nKey: {SECRET}\n")
+    legacy.chmod(0o600)
+    for key_path in (path, legacy):
+        key = load_key(key_path)
+        assert isinstance(key, TsigKey)
+        tsig = key.tsig()
+        assert not isinstance(tsig, str)
+        dns.update.UpdateMessage("example.org", keyring=tsig).to_wire()
 
 
 @dataclass
