@@ -254,8 +254,8 @@ def test_records_of_one_zone_go_in_one_update() -> None:
 
 def test_failures_name_each_name_and_still_clean_up() -> None:
     """A refused update (config) and a zone without a provider: NamesRejected names both; a
-    timeout (transient) is transient and what it may have written is removed; a refused
-    update wrote nothing, so nothing is removed (no second refusal in the log)."""
+    timeout (transient) is transient; what either may have written is removed (review #4:
+    NSUPDATE_SERVER=a,b with b refusing, or lexicon's second value refused, left a's record)."""
     lookups = FakeLookups(zones=("example.org", "acme.net", "nocreds.test"))
     refusing = FakeProvider(lookups, DnsUpdateError("answered 401 Unauthorized"))
     flaky = FakeProvider(lookups, DnsUpdateError("cannot be reached", transient=True))
@@ -273,8 +273,32 @@ def test_failures_name_each_name_and_still_clean_up() -> None:
     assert "ACME_DNS_PROVIDER is not set" in caught.value.failed_names["mail.nocreds.test"]
     assert set(caught.value.transient_names) == {"x.acme.net"}
     dns01.cleanup()
-    assert [c[0] for c in refusing.calls] == ["add"]
+    assert [c[0] for c in refusing.calls] == ["add", "remove"]
     assert [c[0] for c in flaky.calls] == ["add", "remove"]
+
+
+def test_a_partial_write_then_refusal_is_removed() -> None:
+    """Review #4: the first server (or value) is written, the next refuses (not transient):
+    cleanup removes what was written."""
+    lookups = FakeLookups()
+
+    @dataclass
+    class HalfProvider(FakeProvider):
+        def add_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+            self.calls.append(("add", zone, dict(records)))
+            for name, values in records.items():
+                self.lookups.records.setdefault(("*", name), set()).update(values)
+            raise DnsUpdateError("b:53 answered REFUSED to the update of example.org")
+
+    half = HalfProvider(lookups)
+    dns01 = responder(lookups, Target(half))
+    dns01.prepare(authz("mail.example.org", b"h" * 32), KEY)
+    with pytest.raises(NamesRejected) as caught:
+        dns01.ready()
+    assert "REFUSED" in caught.value.failed_names["mail.example.org"]
+    dns01.cleanup()
+    assert [c[0] for c in half.calls] == ["add", "remove"]
+    assert lookups.records[("*", "_acme-challenge.mail.example.org")] == set()
 
 
 def test_a_delegated_record_is_written_by_its_own_zone_s_host() -> None:
