@@ -99,6 +99,7 @@ class FakeLookups:
     records: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)  # address -> queries before it sees data
     asked: list[tuple[str, int, str]] = field(default_factory=list)
+    unreachable: set[str] = field(default_factory=set)  # addresses whose family has no route
 
     def cname(self, name: str) -> str | None:
         return self.cnames.get(name)
@@ -114,6 +115,8 @@ class FakeLookups:
 
     def txt(self, address: str, port: int, name: str) -> set[str]:
         self.asked.append((address, port, name))
+        if address in self.unreachable:
+            raise LookupFailed("no answer (OSError)")
         if self.lag.get(address, 0) > 0:
             self.lag[address] -= 1
             return set()
@@ -170,7 +173,33 @@ def test_propagation_that_never_completes_is_bounded() -> None:
         lookups, timeout=0.2, stop=threading.Event(), port_of=lambda z: 53, first_pause=0.01
     )
     left = wait.wait([(Record("r.example.org", "example.org"), {"v"})])
-    assert left == {"r.example.org": "ns2.example.org (192.0.2.2 port 53) lacks 1 of 1 values"}
+    assert left == {"r.example.org": "ns2.example.org (port 53) lacks 1 of 1 values"}
+
+
+def test_a_server_counts_when_any_of_its_addresses_answers() -> None:
+    """Review #2: a host without IPv6: ns1's AAAA address is unreachable but its A answers, so
+    ns1 counts; ns2, reachable only over IPv6, is named with every address's reason."""
+    v6 = {"2001:db8::1", "2001:db8::2"}
+    servers = (
+        ("ns1.example.org", "192.0.2.1"),
+        ("ns1.example.org", "2001:db8::1"),
+        ("ns2.example.org", "2001:db8::2"),
+    )
+    lookups = FakeLookups(
+        records={("*", "r.example.org"): {"v"}},
+        ns={"example.org": servers[:2]},
+        unreachable=v6,
+    )
+    wait = Propagation(
+        lookups, timeout=1, stop=threading.Event(), port_of=lambda z: 53, first_pause=0.01
+    )
+    assert wait.wait([(Record("r.example.org", "example.org"), {"v"})]) == {}
+    lookups.ns["example.org"] = servers
+    wait = Propagation(
+        lookups, timeout=0.05, stop=threading.Event(), port_of=lambda z: 53, first_pause=0.01
+    )
+    left = wait.wait([(Record("r.example.org", "example.org"), {"v"})])
+    assert left == {"r.example.org": "ns2.example.org (port 53): 2001:db8::2: no answer (OSError)"}
 
 
 @dataclass

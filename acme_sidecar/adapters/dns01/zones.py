@@ -3,8 +3,9 @@
 ``record_for`` follows the ``_acme-challenge`` CNAME chain (acme-dns style delegation) and
 finds the zone of the final name by SOA. ``Propagation`` asks every authoritative server of
 that zone directly (NS, then their addresses, on ``ACME_DNS_AUTH_PORT``) until each answers
-every TXT value. ``DnsZoneLookups`` is the dnspython side; the logic takes any ``ZoneLookups``
-(tests pass fakes). May touch: DNS (the configured resolvers, the zones' servers).
+every TXT value; a server counts when any of its addresses (IPv4 or IPv6) does.
+``DnsZoneLookups`` is the dnspython side; the logic takes any ``ZoneLookups`` (tests pass
+fakes). May touch: DNS (the configured resolvers, the zones' servers).
 """
 
 from __future__ import annotations
@@ -147,13 +148,10 @@ class Propagation:
                 if not servers[zone]:
                     why = problems.get(zone, f"no authoritative server of {zone} found")
                     answers[(name, zone)] = why
-                for ns, address in servers[zone]:
-                    port = self._port_of(zone)
-                    label = f"{ns} ({address} port {port})"
-                    try:
-                        answers[(name, label)] = self._lookups.txt(address, port, name)
-                    except LookupFailed as exc:
-                        answers[(name, label)] = str(exc)
+                port = self._port_of(zone)
+                for ns, addresses in _by_server(servers[zone]).items():
+                    label = f"{ns} (port {port})"
+                    answers[(name, label)] = self._ask(ns, addresses, port, name, wanted[name])
             left = missing({n: wanted[n] for n in zones}, answers)
             now = time.monotonic()
             if not left or now >= deadline:
@@ -162,6 +160,34 @@ class Propagation:
             if self._stop.wait(min(pause, deadline - now)):
                 return {n: "stopped while waiting for DNS propagation" for n in left}
             pause = min(pause * 1.5, self._max)
+
+    def _ask(
+        self, ns: str, addresses: list[str], port: int, name: str, values: set[str]
+    ) -> set[str] | str:
+        """What server ``ns`` answers at any of its addresses: the first full answer, else
+        the best partial one, else why none answered (an address family this host cannot
+        reach does not count against a server another address of which answers)."""
+        best: set[str] | None = None
+        errors: list[str] = []
+        for address in addresses:
+            try:
+                got = self._lookups.txt(address, port, name)
+            except LookupFailed as exc:
+                errors.append(f"{address}: {exc}")
+                continue
+            if values <= got:
+                return got
+            if best is None or len(got & values) > len(best & values):
+                best = got
+        return best if best is not None else "; ".join(errors)
+
+
+def _by_server(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """``(NS name, address)`` pairs grouped by NS name, addresses in order."""
+    grouped: dict[str, list[str]] = {}
+    for ns, address in pairs:
+        grouped.setdefault(ns, []).append(address)
+    return grouped
 
 
 class DnsZoneLookups:
