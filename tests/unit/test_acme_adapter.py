@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -422,6 +423,30 @@ def test_a_worker_bug_is_one_failure_and_one_log_line(tmp_path: Path) -> None:
     assert isinstance(result, IssueFailure) and result.kind is FailureKind.OTHER
     crashed = [e for e in logs if e["event"] == "order.crashed"]
     assert len(crashed) == 1 and crashed[0]["error_type"] == "RuntimeError"
+
+
+def test_the_order_timeout_starts_after_the_responder_is_ready(tmp_path: Path) -> None:
+    """Review #5: a DNS-01 propagation wait (ready) longer than the order timeout does not
+    leave the order without time to be polled: it is issued."""
+
+    class Slow(NullResponder):
+        def ready(self) -> None:
+            time.sleep(0.6)
+
+    polls: list[str] = []
+
+    def pending_once(method: str, path: str) -> Reply | None:
+        if path == "/order/1" and not polls:  # the first poll after the answers: pending
+            polls.append(path)
+            return 200, {**ca._order_json("1"), "status": "pending"}, {}
+        return None
+
+    ca = FakeCA(fault=pending_once)
+    acme = issuer(ca, tmp_path, order_timeout=0.5)
+    acme._flow._responders = Slow
+    [result] = list(acme.issue_all([SPEC], pem_key()))
+    assert isinstance(result, Issued), getattr(result, "reason", result)
+    assert polls == ["/order/1"]
 
 
 def test_bad_certificate_key_fails_every_spec(tmp_path: Path) -> None:

@@ -230,6 +230,8 @@ class OrderFlow:
                 if authz.body.status != messages.STATUS_VALID
             ]
             responder.ready()  # every answer in place (DNS-01: published and propagated)
+            # the order's own time starts now: a DNS-01 propagation wait does not eat it
+            deadline = self._order_deadline(order.body, time.monotonic() + self._timeout)
             for answer in answers:
                 acme.answer_challenge(answer.challenge, answer.response)
             fetch = functools.partial(self._fetch_order, acme, order.uri)
