@@ -100,6 +100,7 @@ class FakeLookups:
     lag: dict[str, int] = field(default_factory=dict)  # address -> queries before it sees data
     asked: list[tuple[str, int, str]] = field(default_factory=list)
     unreachable: set[str] = field(default_factory=set)  # addresses whose family has no route
+    slow: dict[str, float] = field(default_factory=dict)  # address -> seconds a query hangs
 
     def cname(self, name: str) -> str | None:
         return self.cnames.get(name)
@@ -113,8 +114,11 @@ class FakeLookups:
     def servers(self, zone: str) -> tuple[tuple[str, str], ...]:
         return self.ns.get(zone, (("ns1." + zone, "192.0.2.1"), ("ns2." + zone, "192.0.2.2")))
 
-    def txt(self, address: str, port: int, name: str) -> set[str]:
+    def txt(self, address: str, port: int, name: str, timeout: float | None = None) -> set[str]:
         self.asked.append((address, port, name))
+        if address in self.slow:  # a server that never answers: the query takes its timeout
+            time.sleep(min(self.slow[address], timeout if timeout is not None else 1e9))
+            raise LookupFailed("no answer (Timeout)")
         if address in self.unreachable:
             raise LookupFailed("no answer (OSError)")
         if self.lag.get(address, 0) > 0:
@@ -174,6 +178,25 @@ def test_propagation_that_never_completes_is_bounded() -> None:
     )
     left = wait.wait([(Record("r.example.org", "example.org"), {"v"})])
     assert left == {"r.example.org": "ns2.example.org (port 53) lacks 1 of 1 values"}
+
+
+def test_the_propagation_wait_ends_at_its_deadline() -> None:
+    """Review #6: servers that never answer (each query up to 3 s): the wait ends at the
+    timeout, not after a full round of queries; the queries are cut to the time left."""
+    slow = {"192.0.2.1": 3.0, "192.0.2.2": 3.0, "192.0.2.3": 3.0}
+    lookups = FakeLookups(
+        records={("*", "r.example.org"): {"v"}},
+        ns={"example.org": tuple((f"ns{i}.example.org", a) for i, a in enumerate(slow))},
+        slow=slow,
+    )
+    wait = Propagation(
+        lookups, timeout=0.3, stop=threading.Event(), port_of=lambda z: 53, first_pause=0.01
+    )
+    started = time.monotonic()
+    left = wait.wait([(Record("r.example.org", "example.org"), {"v"})])
+    assert time.monotonic() - started < 0.6
+    assert "ns0.example.org (port 53): 192.0.2.1: no answer (Timeout)" in left["r.example.org"]
+    assert "not asked (ACME_DNS_PROPAGATION_TIMEOUT reached)" in left["r.example.org"]
 
 
 def test_a_server_counts_when_any_of_its_addresses_answers() -> None:

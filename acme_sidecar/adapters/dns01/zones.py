@@ -29,6 +29,7 @@ from acme_sidecar.adapters.dns import make_resolver
 from acme_sidecar.config.values import parse_resolver
 
 MAX_CNAMES = 8
+TIMEOUT_SETTING = "ACME_DNS_PROPAGATION_TIMEOUT"
 _NO_ANSWER = (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer)
 
 
@@ -48,9 +49,9 @@ class ZoneLookups(Protocol):
     def servers(self, zone: str) -> tuple[tuple[str, str], ...]:
         """``(NS name, address)`` of every authoritative server of ``zone``."""
 
-    def txt(self, address: str, port: int, name: str) -> set[str]:
-        """The TXT values at ``name``, asked of the server at ``address``; raises
-        ``LookupFailed``."""
+    def txt(self, address: str, port: int, name: str, timeout: float | None = None) -> set[str]:
+        """The TXT values at ``name``, asked of the server at ``address`` (within ``timeout``
+        seconds when given); raises ``LookupFailed``."""
 
 
 def follow_cnames(start: str, lookups: ZoneLookups) -> str:
@@ -142,6 +143,7 @@ class Propagation:
                     problems[zone] = str(exc)
         deadline = time.monotonic() + self._timeout
         pause = self._first
+        before: dict[tuple[str, str], set[str] | str] = {}  # the last round's answers
         while True:
             answers: dict[tuple[str, str], set[str] | str] = {}
             for name, zone in zones.items():
@@ -151,7 +153,11 @@ class Propagation:
                 port = self._port_of(zone)
                 for ns, addresses in _by_server(servers[zone]).items():
                     label = f"{ns} (port {port})"
-                    answers[(name, label)] = self._ask(ns, addresses, port, name, wanted[name])
+                    got = self._ask(addresses, port, name, wanted[name], deadline)
+                    if got is None:  # the deadline came first: what it answered last time
+                        got = before.get((name, label), f"not asked ({TIMEOUT_SETTING} reached)")
+                    answers[(name, label)] = got
+            before = answers
             left = missing({n: wanted[n] for n in zones}, answers)
             now = time.monotonic()
             if not left or now >= deadline:
@@ -162,16 +168,20 @@ class Propagation:
             pause = min(pause * 1.5, self._max)
 
     def _ask(
-        self, ns: str, addresses: list[str], port: int, name: str, values: set[str]
-    ) -> set[str] | str:
-        """What server ``ns`` answers at any of its addresses: the first full answer, else
-        the best partial one, else why none answered (an address family this host cannot
-        reach does not count against a server another address of which answers)."""
+        self, addresses: list[str], port: int, name: str, values: set[str], deadline: float
+    ) -> set[str] | str | None:
+        """What a server answers at any of its addresses: the first full answer, else the
+        best partial one, else why none answered (an address family this host cannot reach
+        does not count against a server another address of which answers). No query starts
+        after ``deadline`` and none runs past it; ``None``: none was asked in time."""
         best: set[str] | None = None
         errors: list[str] = []
         for address in addresses:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
-                got = self._lookups.txt(address, port, name)
+                got = self._lookups.txt(address, port, name, timeout=left)
             except LookupFailed as exc:
                 errors.append(f"{address}: {exc}")
                 continue
@@ -179,7 +189,9 @@ class Propagation:
                 return got
             if best is None or len(got & values) > len(best & values):
                 best = got
-        return best if best is not None else "; ".join(errors)
+        if best is not None:
+            return best
+        return "; ".join(errors) if errors else None
 
 
 def _by_server(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -245,14 +257,18 @@ class DnsZoneLookups:
             raise LookupFailed(f"the name servers of {zone} ({', '.join(names)}) have no address")
         return tuple(found)
 
-    def txt(self, address: str, port: int, name: str) -> set[str]:
-        """Ask ``address`` for the TXT values at ``name`` (UDP, TCP when truncated)."""
+    def txt(self, address: str, port: int, name: str, timeout: float | None = None) -> set[str]:
+        """Ask ``address`` for the TXT values at ``name`` (UDP, TCP when truncated), within
+        ``timeout`` seconds when given (else the lookup timeout)."""
         query = dns.message.make_query(name, "TXT")
         query.flags &= ~dns.flags.RD
+        limit = self._timeout if timeout is None else min(timeout, self._timeout)
+        end = time.monotonic() + limit
         try:
-            response = dns.query.udp(query, address, timeout=self._timeout, port=port)
+            response = dns.query.udp(query, address, timeout=limit, port=port)
             if response.flags & dns.flags.TC:
-                response = dns.query.tcp(query, address, timeout=self._timeout, port=port)
+                rest = max(end - time.monotonic(), 0.001)
+                response = dns.query.tcp(query, address, timeout=rest, port=port)
         except (OSError, dns.exception.DNSException) as exc:
             raise LookupFailed(f"no answer ({type(exc).__name__})") from exc
         rcode = response.rcode()
