@@ -30,6 +30,7 @@ from acme_sidecar.adapters.acme import AcmeIssuer, AcmeNetwork
 from acme_sidecar.adapters.acme.challenges import Answer
 from acme_sidecar.adapters.acme.issuer import CA_DOWN_AFTER
 from acme_sidecar.adapters.acme.session import BAD_NONCE_RETRIES
+from acme_sidecar.core.errors import NamesRejected
 from acme_sidecar.core.model import CertSpec, FailureKind, Issued, IssueFailure
 
 CA = "https://ca.test"
@@ -447,6 +448,25 @@ def test_the_order_timeout_starts_after_the_responder_is_ready(tmp_path: Path) -
     [result] = list(acme.issue_all([SPEC], pem_key()))
     assert isinstance(result, Issued), getattr(result, "reason", result)
     assert polls == ["/order/1"]
+
+
+def test_dns01_not_prepared_is_not_called_a_ca_rejection(tmp_path: Path) -> None:
+    """Review #9: when the responder cannot put any answer in place (no DNS-01 provider),
+    the failure says DNS-01 could not be prepared, not that the CA rejected the names."""
+
+    class NoProvider(NullResponder):
+        def ready(self) -> None:
+            why = "no usable DNS-01 provider"
+            raise NamesRejected(
+                "DNS-01 could not be prepared", failed_names=dict.fromkeys(SPEC.domains, why)
+            )
+
+    acme = issuer(FakeCA(), tmp_path)
+    acme._flow._responders = NoProvider
+    [result] = list(acme.issue_all([SPEC], pem_key()))
+    assert isinstance(result, IssueFailure)
+    assert result.reason.startswith("DNS-01 could not be prepared for any name: ")
+    assert "the CA rejected" not in result.reason
 
 
 def test_bad_certificate_key_fails_every_spec(tmp_path: Path) -> None:

@@ -176,6 +176,14 @@ def test_dns_challenge_is_a_setting_not_an_exit() -> None:
     assert settings.acme_dns_auth_port == 53
 
 
+def test_mailcow_s_dns_xxx_placeholder_is_no_provider() -> None:
+    """Review #9: mailcow's compose defaults ACME_DNS_PROVIDER to dns_xxx: that means unset."""
+    settings = load_settings(
+        {"MAILCOW_HOSTNAME": "mail.example.org", "ACME_DNS_PROVIDER": " dns_xxx "}
+    )
+    assert settings.acme_dns_provider == ""
+
+
 class CnameResolver(FakeResolver):
     """A resolver where one challenge name is a CNAME and CAA forbids nothing."""
 
