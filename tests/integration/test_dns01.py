@@ -143,6 +143,47 @@ def test_two_zones_two_providers_one_cycle(
         assert challenge_txt(bind_server, name) == [], name
 
 
+def test_cname_delegation_from_bind_into_powerdns(
+    tmp_path: Path,
+    mariadb: MariaDB,
+    dns01_pebble: Pebble,
+    bind_server: Bind,
+    powerdns: PowerDNS,
+) -> None:
+    """Review #10, acme-dns style: BIND's _acme-challenge.bind-other.test is a CNAME into
+    PowerDNS's pdns-other.test; the record is written there by the [zone pdns-other.test]
+    host (not by BIND's nsupdate), Pebble follows the CNAME, and it is removed afterwards."""
+    target = "delegated-bind-other.pdns-other.test"
+    challenge = "_acme-challenge.bind-other.test"
+    bind_server.add_record(challenge, "CNAME", target + ".")
+    try:
+        conf = (
+            nsupdate_lines(bind_server)
+            + "\n[zone pdns-other.test]\nACME_DNS_PROVIDER=dns_pdns\n"
+            + pdns_lines(powerdns)
+        )
+        env = dns01_env(
+            tmp_path,
+            mariadb,
+            dns01_pebble,
+            bind_server,
+            provider="dns_nsupdate",
+            conf=conf,
+            ADDITIONAL_SAN="bind-other.test",
+            AUTODISCOVER_SAN="n",
+        )
+        run = sidecar(env, "once")
+        assert run.code == 0, run.stderr[-3000:]
+        assert cert_dirs(Path(env["ACME_CERT_DIR"])) == {HOST: f"{HOST} bind-other.test"}
+        published = {e["records"]: e["provider"].split()[0] for e in run.named("dns01.published")}
+        assert published == {f"_acme-challenge.{HOST}": "dns_nsupdate", target: "dns_pdns"}
+        assert powerdns.txt(target) == []  # removed from PowerDNS afterwards
+        bind_server.flush()
+        assert bind_server.txt(challenge) == []  # nothing was written beside the CNAME
+    finally:
+        bind_server.delete_rrset(challenge, "CNAME")
+
+
 def test_faults_each_one_message_others_issued(
     tmp_path: Path,
     mariadb: MariaDB,
