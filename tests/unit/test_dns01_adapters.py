@@ -403,3 +403,43 @@ def test_a_hung_provider_api_is_given_up_at_its_deadline(monkeypatch: pytest.Mon
     assert time.monotonic() - started < 2
     assert info.value.transient
     assert "did not answer within" in str(info.value)
+
+
+def test_a_removal_waits_for_a_call_given_up_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review #7: the hung create is given up at the deadline but then writes its record;
+    the removal that follows runs after it ended, so the record does not stay behind."""
+    release = threading.Event()
+    log: list[str] = []
+
+    class Late:
+        def __init__(self, config: object) -> None:
+            pass
+
+        def authenticate(self) -> None:
+            pass
+
+        def create_record(self, rtype: str, name: str, content: str) -> bool:
+            release.wait(30)
+            time.sleep(0.2)
+            log.append("created")
+            return True
+
+        def delete_record(self, ident: object, rtype: str, name: str, content: str) -> bool:
+            log.append("deleted")
+            return True
+
+        def cleanup(self) -> None:
+            pass
+
+    monkeypatch.setattr(lexicon_api, "API_DEADLINE", 0.2)
+    conf = LexiconConf(plugin="dns_pdns", provider="powerdns", options={}, ttl=60)
+    provider = lexicon_api.LexiconProvider(conf)
+    provider._class = Late
+    records = {"_acme-challenge.pdns-zone.test": ("x",)}
+    with pytest.raises(DnsUpdateError):
+        provider.add_txt("pdns-zone.test", records)
+    release.set()  # the API answers at last, after the deadline
+    provider.remove_txt("pdns-zone.test", records)
+    assert log == ["created", "deleted"]
