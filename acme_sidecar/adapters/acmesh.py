@@ -7,12 +7,17 @@ per certificate ``<domain>_ecc/`` (ECDSA; ``<domain>/`` for RSA) holding ``<doma
 ``<domain>.cer``, ``fullchain.cer`` and ``ca.cer``; mailcow installs the certificate and its
 key as the volume's ``cert.pem``/``key.pem``.
 
-``adopt`` runs at start, before any key is made: when ``acme/account.pem`` is missing and
-acme.sh's account key for the configured CA is there, it becomes ours (a CAA ``accounturi``
-stays right); when ``acme/key.pem`` is missing, the key of the served certificate becomes the
-certificate key (TLSA 3 1 1 pins stay right). Nothing in ``acme-sh/`` is changed. May touch:
-``acme-sh/`` (read), the volume's ``cert.pem``/``key.pem`` (read), ``acme/account.pem`` and
-``acme/key.pem`` (created, never replaced).
+``adopt`` runs at start, before any key is made. mailcow's own loop always creates
+``acme/key.pem`` (RSA) and ``acme/account.pem``, so their presence proves nothing: when the
+served certificate (``cert.pem``, top-level or in a certificate directory) is on a key under
+``acme-sh/`` and not on ``acme/key.pem``, the existing ``acme/key.pem`` and ``acme/account.pem``
+are moved to ``backups/acme/<UTC timestamp>/`` and acme.sh's keys are adopted: its certificate
+key becomes ``acme/key.pem`` (TLSA 3 1 1 pins stay right) and its account key for the
+configured CA becomes ``acme/account.pem`` (a CAA ``accounturi`` stays right). When
+``acme/key.pem`` is missing, the served certificate's key (also the top-level ``key.pem``) is
+adopted the same way. Nothing in ``acme-sh/`` is changed. May touch: ``acme-sh/`` and the
+volume's ``cert.pem``/``key.pem`` files (read), ``acme/account.pem`` and ``acme/key.pem``
+(created; replaced only as said), ``backups/acme/``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from acme_sidecar.adapters import files
+from acme_sidecar.adapters import backups, files
 from acme_sidecar.adapters.files import PrivateKey, load_key, read_bytes
 from acme_sidecar.adapters.keys import tlsa_311, to_pem
 from acme_sidecar.core.errors import StoreError
@@ -54,13 +59,23 @@ def _spki(key: PrivateKey | x509.Certificate) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def _served(root: Path) -> str | None:
-    """The TLSA 3 1 1 of the certificate the volume serves (``cert.pem``), if readable."""
-    try:
-        leaf = x509.load_pem_x509_certificates(read_bytes(root / "cert.pem"))[0]
-    except (OSError, ValueError, StoreError):
-        return None
-    return _spki(leaf)
+def _served(root: Path) -> set[str]:
+    """The SPKI hashes of the certificates the volume serves: ``cert.pem`` at the top and in
+    each certificate directory (mailcow writes both), where readable."""
+    found: set[str] = set()
+    paths = [root / "cert.pem"]
+    paths += sorted(
+        p / "cert.pem"
+        for p in root.iterdir()
+        if p.is_dir() and not p.is_symlink() and p.name not in (HOME, "acme", "backups")
+    )
+    for path in paths:
+        try:
+            if path.is_file() and not path.is_symlink():
+                found.add(_spki(x509.load_pem_x509_certificates(read_bytes(path))[0]))
+        except (OSError, ValueError, StoreError):
+            continue
+    return found
 
 
 def _cert_keys(home: Path) -> list[Path]:
@@ -99,35 +114,58 @@ def adopt(root: Path, directory_url: str) -> None:
 
 def _adopt(root: Path, home: Path, directory_url: str) -> None:
     account = root / "acme" / "account.pem"
-    if not account.exists():
-        ca = ca_dir(home, directory_url)
-        old = home / "ca" / ca.relative_to(home / "ca").parts[0]  # acme.sh before 3.0
-        for source in (ca / "account.key", old / "account.key"):
-            key = _key(source) if source.is_file() else None
-            if key is not None:
-                _install(account, key, root, source, "takeover.account_key")
-                break
-        else:
-            log.info(
-                "takeover.no_account_key",
-                looked_in=str(ca.relative_to(root)),
-                reason="acme.sh has no account key for this CA: a new account is made",
-            )
     domain_key = root / "acme" / "key.pem"
-    if domain_key.exists():
-        return
     served = _served(root)
-    candidates = _cert_keys(home)
-    top = root / "key.pem"
-    if top.is_file() and not top.is_symlink():
-        candidates.append(top)
-    for source in candidates:
-        key = _key(source)
-        if key is not None and served is not None and _spki(key) == served:
-            _install(domain_key, key, root, source, "takeover.certificate_key")
-            return
+    theirs = [(p, k) for p in _cert_keys(home) if (k := _key(p)) is not None]
+    match = next(((p, k) for p, k in theirs if _spki(k) in served), None)
+    if domain_key.exists():
+        ours = _key(domain_key)
+        if match is None or (ours is not None and _spki(ours) in served):
+            return  # nothing of acme.sh is served, or ours is: taken over already or never
+        _back_up(root, (domain_key, account))  # mailcow's own RSA key, never served
+    if not account.exists():
+        _adopt_account(root, home, directory_url, account)
+    if match is None:
+        top = root / "key.pem"
+        key = _key(top) if top.is_file() and not top.is_symlink() else None
+        if key is not None and _spki(key) in served:
+            match = (top, key)
+    if match is not None:
+        _install(domain_key, match[1], root, match[0], "takeover.certificate_key")
+        return
     log.warning(
         "takeover.no_certificate_key",
         reason="no key under acme-sh/ or key.pem matches the served cert.pem: a new key is "
         "made (TLSA 3 1 1 records must change)",
+    )
+
+
+def _back_up(root: Path, paths: tuple[Path, ...]) -> None:
+    """Move ``paths`` (those present) into ``backups/acme/<UTC timestamp>/``."""
+    target = backups.stamp_dir(root, "acme")
+    files.ensure_dir(target, 0o700, "the backup of acme/")
+    for path in paths:
+        if path.exists() or path.is_symlink():
+            path.replace(target / path.name)
+            log.info(
+                "takeover.backed_up",
+                path=str(path.relative_to(root)),
+                to=str(target.relative_to(root)),
+            )
+    for directory in (path.parent, target):
+        files.fsync_dir(directory)
+
+
+def _adopt_account(root: Path, home: Path, directory_url: str, account: Path) -> None:
+    ca = ca_dir(home, directory_url)
+    old = home / "ca" / ca.relative_to(home / "ca").parts[0]  # acme.sh before 3.0
+    for source in (ca / "account.key", old / "account.key"):
+        key = _key(source) if source.is_file() else None
+        if key is not None:
+            _install(account, key, root, source, "takeover.account_key")
+            return
+    log.info(
+        "takeover.no_account_key",
+        looked_in=str(ca.relative_to(root)),
+        reason="acme.sh has no account key for this CA: a new account is made",
     )

@@ -68,7 +68,7 @@ class Section:
 
     zone: str
     plugin: str
-    values: dict[str, str] = field(default_factory=dict)
+    values: dict[str, str] = field(default_factory=dict, repr=False)  # secrets: never shown
 
 
 @dataclass(frozen=True, slots=True)

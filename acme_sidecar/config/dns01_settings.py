@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from acme_sidecar.config.dns01 import DEFAULT_FILE
 from acme_sidecar.config.values import parse_duration
 
+PLACEHOLDER = "dns_xxx"  # mailcow's default for ACME_DNS_PROVIDER (no provider chosen)
+
 
 class Dns01Settings(BaseSettings):
     """``ACME_DNS_PROVIDER``, ``ACME_DNS_CONFIG_FILE``, ``ACME_DNS_PROPAGATION_TIMEOUT``,
@@ -32,7 +34,9 @@ class Dns01Settings(BaseSettings):
     @field_validator("acme_dns_provider")
     @classmethod
     def _provider(cls, value: str) -> str:
-        return value.strip()
+        # mailcow's compose passes ${ACME_DNS_PROVIDER:-dns_xxx}: its placeholder means unset
+        value = value.strip()
+        return "" if value == PLACEHOLDER else value
 
     @field_validator("acme_dns_propagation_timeout", mode="before")
     @classmethod

@@ -143,6 +143,47 @@ def test_two_zones_two_providers_one_cycle(
         assert challenge_txt(bind_server, name) == [], name
 
 
+def test_cname_delegation_from_bind_into_powerdns(
+    tmp_path: Path,
+    mariadb: MariaDB,
+    dns01_pebble: Pebble,
+    bind_server: Bind,
+    powerdns: PowerDNS,
+) -> None:
+    """Review #10, acme-dns style: BIND's _acme-challenge.bind-other.test is a CNAME into
+    PowerDNS's pdns-other.test; the record is written there by the [zone pdns-other.test]
+    host (not by BIND's nsupdate), Pebble follows the CNAME, and it is removed afterwards."""
+    target = "delegated-bind-other.pdns-other.test"
+    challenge = "_acme-challenge.bind-other.test"
+    bind_server.add_record(challenge, "CNAME", target + ".")
+    try:
+        conf = (
+            nsupdate_lines(bind_server)
+            + "\n[zone pdns-other.test]\nACME_DNS_PROVIDER=dns_pdns\n"
+            + pdns_lines(powerdns)
+        )
+        env = dns01_env(
+            tmp_path,
+            mariadb,
+            dns01_pebble,
+            bind_server,
+            provider="dns_nsupdate",
+            conf=conf,
+            ADDITIONAL_SAN="bind-other.test",
+            AUTODISCOVER_SAN="n",
+        )
+        run = sidecar(env, "once")
+        assert run.code == 0, run.stderr[-3000:]
+        assert cert_dirs(Path(env["ACME_CERT_DIR"])) == {HOST: f"{HOST} bind-other.test"}
+        published = {e["records"]: e["provider"].split()[0] for e in run.named("dns01.published")}
+        assert published == {f"_acme-challenge.{HOST}": "dns_nsupdate", target: "dns_pdns"}
+        assert powerdns.txt(target) == []  # removed from PowerDNS afterwards
+        bind_server.flush()
+        assert bind_server.txt(challenge) == []  # nothing was written beside the CNAME
+    finally:
+        bind_server.delete_rrset(challenge, "CNAME")
+
+
 def test_faults_each_one_message_others_issued(
     tmp_path: Path,
     mariadb: MariaDB,
@@ -303,9 +344,20 @@ def mailcow_dns01_volume(cert_dir: Path, directory_url: str) -> tuple[Path, Path
     (domain / "fullchain.cer").write_bytes(cert)
     (domain / "ca.cer").write_bytes(b"")
     (domain / f"{HOST}.conf").write_text(f"Le_Domain='{HOST}'\nLe_Keylength='ec-256'\n")
-    (cert_dir / "cert.pem").write_bytes(cert)
-    (cert_dir / "key.pem").write_bytes(cert_key.read_bytes())
-    (cert_dir / "key.pem").chmod(0o600)
+    # mailcow's main loop (data/Dockerfiles/acme/acme.sh) always makes its own RSA account and
+    # certificate keys, even with DNS-01 (obtain-certificate-dns.sh needs the shared key)
+    acme = cert_dir / "acme"
+    acme.mkdir()
+    for name in ("account.pem", "key.pem"):
+        pem = subprocess.run(["openssl", "genrsa", "2048"], capture_output=True, check=True)
+        (acme / name).write_bytes(pem.stdout)
+        (acme / name).chmod(0o600)
+    # and installs the certificate in the hostname's directory and at the top
+    for target in (cert_dir / HOST, cert_dir):
+        target.mkdir(exist_ok=True)
+        (target / "cert.pem").write_bytes(cert)
+        (target / "key.pem").write_bytes(cert_key.read_bytes())
+        (target / "key.pem").chmod(0o600)
     return account_key, cert_key
 
 
@@ -328,6 +380,7 @@ def test_mailcow_dns01_volume_keeps_its_keys(
     cert_dir = Path(env["ACME_CERT_DIR"])
     account_key, cert_key = mailcow_dns01_volume(cert_dir, dns01_pebble.directory_url)
     before = (cert_dir / "cert.pem").read_bytes()
+    mailcow_keys = {n: (cert_dir / "acme" / n).read_bytes() for n in ("account.pem", "key.pem")}
     run = sidecar(env, "once")
     assert run.code == 0, run.stderr[-3000:]
     served = (cert_dir / "cert.pem").read_bytes()
@@ -344,3 +397,14 @@ def test_mailcow_dns01_volume_keeps_its_keys(
     ]
     assert run.named("takeover.certificate_key")
     assert (cert_key.parent / f"{HOST}.key").read_bytes() == cert_key.read_bytes()  # untouched
+    # mailcow's own (never served) RSA keys are kept in backups/acme/<stamp>/
+    [backup] = (cert_dir / "backups" / "acme").iterdir()
+    assert {n: (backup / n).read_bytes() for n in mailcow_keys} == mailcow_keys
+    assert [e["path"] for e in run.named("takeover.backed_up")] == [
+        "acme/key.pem",
+        "acme/account.pem",
+    ]
+    again = sidecar(env, "once")  # taken over once: a second start changes nothing
+    assert again.code == 0 and not again.named("takeover.backed_up")
+    adopted = load_pem_private_key((cert_dir / "acme" / "key.pem").read_bytes(), None)
+    assert _spki(adopted) == _spki(old_key)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from acme_sidecar.adapters.acme import AcmeIssuer, AcmeNetwork
 from acme_sidecar.adapters.acme.challenges import Answer
 from acme_sidecar.adapters.acme.issuer import CA_DOWN_AFTER
 from acme_sidecar.adapters.acme.session import BAD_NONCE_RETRIES
+from acme_sidecar.core.errors import NamesRejected
 from acme_sidecar.core.model import CertSpec, FailureKind, Issued, IssueFailure
 
 CA = "https://ca.test"
@@ -422,6 +424,49 @@ def test_a_worker_bug_is_one_failure_and_one_log_line(tmp_path: Path) -> None:
     assert isinstance(result, IssueFailure) and result.kind is FailureKind.OTHER
     crashed = [e for e in logs if e["event"] == "order.crashed"]
     assert len(crashed) == 1 and crashed[0]["error_type"] == "RuntimeError"
+
+
+def test_the_order_timeout_starts_after_the_responder_is_ready(tmp_path: Path) -> None:
+    """Review #5: a DNS-01 propagation wait (ready) longer than the order timeout does not
+    leave the order without time to be polled: it is issued."""
+
+    class Slow(NullResponder):
+        def ready(self) -> None:
+            time.sleep(0.6)
+
+    polls: list[str] = []
+
+    def pending_once(method: str, path: str) -> Reply | None:
+        if path == "/order/1" and not polls:  # the first poll after the answers: pending
+            polls.append(path)
+            return 200, {**ca._order_json("1"), "status": "pending"}, {}
+        return None
+
+    ca = FakeCA(fault=pending_once)
+    acme = issuer(ca, tmp_path, order_timeout=0.5)
+    acme._flow._responders = Slow
+    [result] = list(acme.issue_all([SPEC], pem_key()))
+    assert isinstance(result, Issued), getattr(result, "reason", result)
+    assert polls == ["/order/1"]
+
+
+def test_dns01_not_prepared_is_not_called_a_ca_rejection(tmp_path: Path) -> None:
+    """Review #9: when the responder cannot put any answer in place (no DNS-01 provider),
+    the failure says DNS-01 could not be prepared, not that the CA rejected the names."""
+
+    class NoProvider(NullResponder):
+        def ready(self) -> None:
+            why = "no usable DNS-01 provider"
+            raise NamesRejected(
+                "DNS-01 could not be prepared", failed_names=dict.fromkeys(SPEC.domains, why)
+            )
+
+    acme = issuer(FakeCA(), tmp_path)
+    acme._flow._responders = NoProvider
+    [result] = list(acme.issue_all([SPEC], pem_key()))
+    assert isinstance(result, IssueFailure)
+    assert result.reason.startswith("DNS-01 could not be prepared for any name: ")
+    assert "the CA rejected" not in result.reason
 
 
 def test_bad_certificate_key_fails_every_spec(tmp_path: Path) -> None:

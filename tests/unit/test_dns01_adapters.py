@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from unittest.mock import ANY
 
+import dns.update
 import pytest
 from acme import challenges, messages
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -65,6 +66,29 @@ def test_unreadable_or_open_or_garbage_key_files(tmp_path: Path) -> None:
     assert isinstance(problem, str) and problem.startswith(f"NSUPDATE_KEY {path}: it holds")
 
 
+def test_bad_secret_md5_and_unknown_algorithm_are_messages(tmp_path: Path) -> None:
+    """Review #3: a non-base64 secret or an unknown algorithm is one message (not a raise);
+    hmac-md5 (statement and legacy 157 file) builds a usable key and update message."""
+    path = tmp_path / "update.key"
+    path.write_text('key "k" { algorithm hmac-sha256; secret "not*base64!"; };')
+    path.chmod(0o600)
+    problem = load_key(path)
+    assert isinstance(problem, str) and "not base64" in problem and "not*base64" not in problem
+    path.write_text(f'key "k" {{ algorithm hmac-sha999; secret "{SECRET}"; }};')
+    problem = load_key(path)
+    assert isinstance(problem, str) and "hmac-sha999" in problem and "hmac-sha256" in problem
+    path.write_text(f'key "k" {{ algorithm hmac-md5; secret "{SECRET}"; }};')
+    legacy = tmp_path / "Kk.+157+00001.private"
+    legacy.write_text(f"Private-key-format: v1.3\nAlgorithm: 157 (HMAC_MD5)\nKey: {SECRET}\n")
+    legacy.chmod(0o600)
+    for key_path in (path, legacy):
+        key = load_key(key_path)
+        assert isinstance(key, TsigKey)
+        tsig = key.tsig()
+        assert not isinstance(tsig, str)
+        dns.update.UpdateMessage("example.org", keyring=tsig).to_wire()
+
+
 @dataclass
 class FakeLookups:
     """DNS as a table: CNAMEs, zones by suffix, servers per zone, TXT per (address, name)."""
@@ -75,6 +99,8 @@ class FakeLookups:
     records: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)  # address -> queries before it sees data
     asked: list[tuple[str, int, str]] = field(default_factory=list)
+    unreachable: set[str] = field(default_factory=set)  # addresses whose family has no route
+    slow: dict[str, float] = field(default_factory=dict)  # address -> seconds a query hangs
 
     def cname(self, name: str) -> str | None:
         return self.cnames.get(name)
@@ -88,8 +114,13 @@ class FakeLookups:
     def servers(self, zone: str) -> tuple[tuple[str, str], ...]:
         return self.ns.get(zone, (("ns1." + zone, "192.0.2.1"), ("ns2." + zone, "192.0.2.2")))
 
-    def txt(self, address: str, port: int, name: str) -> set[str]:
+    def txt(self, address: str, port: int, name: str, timeout: float | None = None) -> set[str]:
         self.asked.append((address, port, name))
+        if address in self.slow:  # a server that never answers: the query takes its timeout
+            time.sleep(min(self.slow[address], timeout if timeout is not None else 1e9))
+            raise LookupFailed("no answer (Timeout)")
+        if address in self.unreachable:
+            raise LookupFailed("no answer (OSError)")
         if self.lag.get(address, 0) > 0:
             self.lag[address] -= 1
             return set()
@@ -146,7 +177,52 @@ def test_propagation_that_never_completes_is_bounded() -> None:
         lookups, timeout=0.2, stop=threading.Event(), port_of=lambda z: 53, first_pause=0.01
     )
     left = wait.wait([(Record("r.example.org", "example.org"), {"v"})])
-    assert left == {"r.example.org": "ns2.example.org (192.0.2.2 port 53) lacks 1 of 1 values"}
+    assert left == {"r.example.org": "ns2.example.org (port 53) lacks 1 of 1 values"}
+
+
+def test_the_propagation_wait_ends_at_its_deadline() -> None:
+    """Review #6: servers that never answer (each query up to 3 s): the wait ends at the
+    timeout, not after a full round of queries; the queries are cut to the time left."""
+    slow = {"192.0.2.1": 3.0, "192.0.2.2": 3.0, "192.0.2.3": 3.0}
+    lookups = FakeLookups(
+        records={("*", "r.example.org"): {"v"}},
+        ns={"example.org": tuple((f"ns{i}.example.org", a) for i, a in enumerate(slow))},
+        slow=slow,
+    )
+    wait = Propagation(
+        lookups, timeout=0.3, stop=threading.Event(), port_of=lambda z: 53, first_pause=0.01
+    )
+    started = time.monotonic()
+    left = wait.wait([(Record("r.example.org", "example.org"), {"v"})])
+    assert time.monotonic() - started < 0.6
+    assert "ns0.example.org (port 53): 192.0.2.1: no answer (Timeout)" in left["r.example.org"]
+    assert "not asked (ACME_DNS_PROPAGATION_TIMEOUT reached)" in left["r.example.org"]
+
+
+def test_a_server_counts_when_any_of_its_addresses_answers() -> None:
+    """Review #2: a host without IPv6: ns1's AAAA address is unreachable but its A answers, so
+    ns1 counts; ns2, reachable only over IPv6, is named with every address's reason."""
+    v6 = {"2001:db8::1", "2001:db8::2"}
+    servers = (
+        ("ns1.example.org", "192.0.2.1"),
+        ("ns1.example.org", "2001:db8::1"),
+        ("ns2.example.org", "2001:db8::2"),
+    )
+    lookups = FakeLookups(
+        records={("*", "r.example.org"): {"v"}},
+        ns={"example.org": servers[:2]},
+        unreachable=v6,
+    )
+    wait = Propagation(
+        lookups, timeout=1, stop=threading.Event(), port_of=lambda z: 53, first_pause=0.01
+    )
+    assert wait.wait([(Record("r.example.org", "example.org"), {"v"})]) == {}
+    lookups.ns["example.org"] = servers
+    wait = Propagation(
+        lookups, timeout=0.05, stop=threading.Event(), port_of=lambda z: 53, first_pause=0.01
+    )
+    left = wait.wait([(Record("r.example.org", "example.org"), {"v"})])
+    assert left == {"r.example.org": "ns2.example.org (port 53): 2001:db8::2: no answer (OSError)"}
 
 
 @dataclass
@@ -230,8 +306,8 @@ def test_records_of_one_zone_go_in_one_update() -> None:
 
 def test_failures_name_each_name_and_still_clean_up() -> None:
     """A refused update (config) and a zone without a provider: NamesRejected names both; a
-    timeout (transient) is transient and what it may have written is removed; a refused
-    update wrote nothing, so nothing is removed (no second refusal in the log)."""
+    timeout (transient) is transient; what either may have written is removed (review #4:
+    NSUPDATE_SERVER=a,b with b refusing, or lexicon's second value refused, left a's record)."""
     lookups = FakeLookups(zones=("example.org", "acme.net", "nocreds.test"))
     refusing = FakeProvider(lookups, DnsUpdateError("answered 401 Unauthorized"))
     flaky = FakeProvider(lookups, DnsUpdateError("cannot be reached", transient=True))
@@ -249,8 +325,32 @@ def test_failures_name_each_name_and_still_clean_up() -> None:
     assert "ACME_DNS_PROVIDER is not set" in caught.value.failed_names["mail.nocreds.test"]
     assert set(caught.value.transient_names) == {"x.acme.net"}
     dns01.cleanup()
-    assert [c[0] for c in refusing.calls] == ["add"]
+    assert [c[0] for c in refusing.calls] == ["add", "remove"]
     assert [c[0] for c in flaky.calls] == ["add", "remove"]
+
+
+def test_a_partial_write_then_refusal_is_removed() -> None:
+    """Review #4: the first server (or value) is written, the next refuses (not transient):
+    cleanup removes what was written."""
+    lookups = FakeLookups()
+
+    @dataclass
+    class HalfProvider(FakeProvider):
+        def add_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
+            self.calls.append(("add", zone, dict(records)))
+            for name, values in records.items():
+                self.lookups.records.setdefault(("*", name), set()).update(values)
+            raise DnsUpdateError("b:53 answered REFUSED to the update of example.org")
+
+    half = HalfProvider(lookups)
+    dns01 = responder(lookups, Target(half))
+    dns01.prepare(authz("mail.example.org", b"h" * 32), KEY)
+    with pytest.raises(NamesRejected) as caught:
+        dns01.ready()
+    assert "REFUSED" in caught.value.failed_names["mail.example.org"]
+    dns01.cleanup()
+    assert [c[0] for c in half.calls] == ["add", "remove"]
+    assert lookups.records[("*", "_acme-challenge.mail.example.org")] == set()
 
 
 def test_a_delegated_record_is_written_by_its_own_zone_s_host() -> None:
@@ -303,3 +403,43 @@ def test_a_hung_provider_api_is_given_up_at_its_deadline(monkeypatch: pytest.Mon
     assert time.monotonic() - started < 2
     assert info.value.transient
     assert "did not answer within" in str(info.value)
+
+
+def test_a_removal_waits_for_a_call_given_up_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review #7: the hung create is given up at the deadline but then writes its record;
+    the removal that follows runs after it ended, so the record does not stay behind."""
+    release = threading.Event()
+    log: list[str] = []
+
+    class Late:
+        def __init__(self, config: object) -> None:
+            pass
+
+        def authenticate(self) -> None:
+            pass
+
+        def create_record(self, rtype: str, name: str, content: str) -> bool:
+            release.wait(30)
+            time.sleep(0.2)
+            log.append("created")
+            return True
+
+        def delete_record(self, ident: object, rtype: str, name: str, content: str) -> bool:
+            log.append("deleted")
+            return True
+
+        def cleanup(self) -> None:
+            pass
+
+    monkeypatch.setattr(lexicon_api, "API_DEADLINE", 0.2)
+    conf = LexiconConf(plugin="dns_pdns", provider="powerdns", options={}, ttl=60)
+    provider = lexicon_api.LexiconProvider(conf)
+    provider._class = Late
+    records = {"_acme-challenge.pdns-zone.test": ("x",)}
+    with pytest.raises(DnsUpdateError):
+        provider.add_txt("pdns-zone.test", records)
+    release.set()  # the API answers at last, after the deadline
+    provider.remove_txt("pdns-zone.test", records)
+    assert log == ["created", "deleted"]

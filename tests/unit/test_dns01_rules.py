@@ -176,6 +176,14 @@ def test_dns_challenge_is_a_setting_not_an_exit() -> None:
     assert settings.acme_dns_auth_port == 53
 
 
+def test_mailcow_s_dns_xxx_placeholder_is_no_provider() -> None:
+    """Review #9: mailcow's compose defaults ACME_DNS_PROVIDER to dns_xxx: that means unset."""
+    settings = load_settings(
+        {"MAILCOW_HOSTNAME": "mail.example.org", "ACME_DNS_PROVIDER": " dns_xxx "}
+    )
+    assert settings.acme_dns_provider == ""
+
+
 class CnameResolver(FakeResolver):
     """A resolver where one challenge name is a CNAME and CAA forbids nothing."""
 
@@ -251,3 +259,12 @@ def test_sni_certificates_keep_their_own_names() -> None:
     )
     specs = wanted_specs(groups, _ok(*(n for g in groups for n in g.names)), Shape(sni=True))
     assert [s.domains for s in specs] == [("*.example.org",), ("autodiscover.example.org",)]
+
+
+def test_secrets_never_appear_in_a_repr() -> None:
+    """Review #8: a Section (and what is built from it) printed never shows PDNS_Token."""
+    parsed = parse_file(
+        "PDNS_Url=http://ns:8081\nPDNS_ServerId=localhost\nPDNS_Token=s3cr3t\n", "dns_pdns"
+    )
+    assert "s3cr3t" not in repr(parsed) and "s3cr3t" not in repr(parsed.default)
+    assert "s3cr3t" not in repr(provider_conf(parsed.default))

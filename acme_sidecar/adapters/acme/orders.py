@@ -87,6 +87,20 @@ class Tally:
         self.failed_validations.extend(n for n in names if n not in self.failed_validations)
 
 
+class _NotPrepared(NamesRejected):
+    """The responder could not put the answers in place (DNS-01: a missing provider, a refused
+    update, no propagation): the CA never judged these names."""
+
+    def __init__(self, exc: NamesRejected) -> None:
+        super().__init__(
+            str(exc),
+            failed_names=exc.failed_names,
+            transient_names=exc.transient_names,
+            retry_after=exc.retry_after,
+            code=exc.code,
+        )
+
+
 class OrderFlow:
     """Places and completes the orders of one issuer; safe to use from many threads."""
 
@@ -114,6 +128,7 @@ class OrderFlow:
         given); the result, and the error that ended it (if any)."""
         names = list(spec.domains)
         dropped: dict[str, str] = {}
+        local: set[str] = set()  # names dropped before the CA saw them (DNS-01 not prepared)
         tally = Tally()
         registered_again = False
         while names:
@@ -132,6 +147,8 @@ class OrderFlow:
                 self._session.forget_account(exc)
                 continue
             except NamesRejected as exc:
+                if isinstance(exc, _NotPrepared):
+                    local.update(exc.failed_names, exc.transient_names)
                 for name, reason in exc.failed_names.items():
                     _rejected(spec, name, reason)
                 own = {n: r for n, r in exc.failed_names.items() if n in names}
@@ -174,9 +191,15 @@ class OrderFlow:
             )
             return issued, None
         reasons = "; ".join(f"{n}: {r}" for n, r in dropped.items())
+        # a local DNS-01 fault (no provider, a refused update) is not the CA's rejection
+        prefix = (
+            "DNS-01 could not be prepared for any name: "
+            if set(dropped) <= local
+            else "the CA rejected every name: "
+        )
         failure = IssueFailure(
             spec,
-            "the CA rejected every name: " + reasons,
+            prefix + reasons,
             rejected=dropped,
             kind=FailureKind.REJECTED,
             failed_validations=tuple(tally.failed_validations),
@@ -229,7 +252,12 @@ class OrderFlow:
                 for authz in order.authorizations
                 if authz.body.status != messages.STATUS_VALID
             ]
-            responder.ready()  # every answer in place (DNS-01: published and propagated)
+            try:
+                responder.ready()  # every answer in place (DNS-01: published and propagated)
+            except NamesRejected as exc:
+                raise _NotPrepared(exc) from exc
+            # the order's own time starts now: a DNS-01 propagation wait does not eat it
+            deadline = self._order_deadline(order.body, time.monotonic() + self._timeout)
             for answer in answers:
                 acme.answer_challenge(answer.challenge, answer.response)
             fetch = functools.partial(self._fetch_order, acme, order.uri)

@@ -21,6 +21,7 @@ from acme_sidecar.adapters.dns01.base import DnsUpdateError
 from acme_sidecar.config.dns01 import LexiconConf
 
 API_DEADLINE = 60.0  # seconds one call of a provider API may take in all
+HUNG_WAIT = 30.0  # seconds the next call waits for a call given up at API_DEADLINE to end
 
 # the acme.sh variable that holds each provider's credential, for the hint of a 401/403
 _CREDENTIAL = {
@@ -43,6 +44,7 @@ class LexiconProvider:
     def __init__(self, conf: LexiconConf) -> None:
         self._conf = conf
         self._lock = threading.Lock()
+        self._hung: threading.Thread | None = None  # a call given up that may still write
         module: Any = load_provider_module(conf.provider)
         self._class = module.Provider
 
@@ -75,8 +77,13 @@ class LexiconProvider:
     def _call(self, zone: str, action: Any, what: str) -> None:
         """Run ``action`` on a fresh provider within ``API_DEADLINE`` seconds: lexicon's HTTP
         calls have no timeout of their own, so the call runs in a daemon thread and a hung API
-        is given up (a transient failure) instead of holding the order for ever."""
+        is given up (a transient failure) instead of holding the order for ever. The next
+        call (the removal after a failure) first waits up to ``HUNG_WAIT`` seconds for such a
+        call to end, so that a record it creates late is removed rather than left behind."""
         with self._lock:
+            if self._hung is not None:
+                self._hung.join(HUNG_WAIT)
+                self._hung = None
             failure: list[BaseException] = []
             done = threading.Event()
 
@@ -88,8 +95,10 @@ class LexiconProvider:
                 finally:
                     done.set()
 
-            threading.Thread(target=work, name=f"dns-api-{zone}", daemon=True).start()
+            thread = threading.Thread(target=work, name=f"dns-api-{zone}", daemon=True)
+            thread.start()
             if not done.wait(API_DEADLINE):
+                self._hung = thread
                 raise DnsUpdateError(
                     f"{self.label} did not answer within {API_DEADLINE:.0f}s when asked to "
                     f"{what} a TXT record in {zone}",

@@ -8,6 +8,7 @@ provider is built) and the DNS servers named by ``NSUPDATE_SERVER`` over TCP.
 
 from __future__ import annotations
 
+import binascii
 import re
 import socket
 import stat
@@ -19,7 +20,6 @@ import dns.name
 import dns.query
 import dns.rcode
 import dns.tsig
-import dns.tsigkeyring
 import dns.update
 
 from acme_sidecar.adapters.dns01.base import DnsUpdateError
@@ -37,6 +37,9 @@ _LEGACY_ALGORITHMS = {
     "164": "hmac-sha384",
     "165": "hmac-sha512",
 }
+# the names key files write for HMAC-MD5; dnspython knows it as HMAC-MD5.SIG-ALG.REG.INT
+_MD5_NAMES = ("hmac-md5", "hmac-md5.sig-alg.reg.int", "157")
+_HMACS = tuple(str(a).rstrip(".") for a in dns.tsig.mac_sizes if a != dns.tsig.GSS_TSIG)
 
 
 class TsigKey:
@@ -49,8 +52,19 @@ class TsigKey:
         self.algorithm = algorithm.lower()
         self.secret = secret
 
-    def __repr__(self) -> str:
-        return f"TsigKey({self.name!r}, {self.algorithm!r})"
+    def tsig(self) -> dns.tsig.Key | str:
+        """The dnspython key, or why this one cannot be used (never holding the secret)."""
+        try:
+            if self.algorithm in _MD5_NAMES:
+                algorithm = dns.tsig.HMAC_MD5
+            else:
+                algorithm = dns.name.from_text(self.algorithm)
+            if algorithm not in dns.tsig.mac_sizes or algorithm == dns.tsig.GSS_TSIG:
+                valid = ", ".join(a for a in _HMACS if not a.startswith("HMAC-MD5"))
+                return f"algorithm {self.algorithm!r} is not supported (valid: hmac-md5, {valid})"
+            return dns.tsig.Key(self.name, self.secret, algorithm)
+        except (binascii.Error, ValueError, dns.exception.DNSException) as exc:
+            return f"key {self.name!r}: the secret is not base64 ({type(exc).__name__})"
 
 
 def parse_key_file(text: str, filename: str = "") -> TsigKey | str:
@@ -94,6 +108,9 @@ def load_key(path: Path) -> TsigKey | str:
     parsed = parse_key_file(text, path.name)
     if isinstance(parsed, str):
         return f"NSUPDATE_KEY {path}: {parsed}"
+    built = parsed.tsig()  # the keyring is built here so that a bad key is a message, not a crash
+    if isinstance(built, str):
+        return f"NSUPDATE_KEY {path}: {built}"
     return parsed
 
 
@@ -104,10 +121,12 @@ class NsupdateProvider:
         self._conf = conf
         self._key = key
         self._timeout = timeout
-        keyring = None
+        self._tsig: dns.tsig.Key | None = None
         if key is not None:
-            keyring = dns.tsigkeyring.from_text({key.name: (key.algorithm, key.secret)})
-        self._keyring = keyring
+            built = key.tsig()
+            if isinstance(built, str):  # load_key refuses such keys already
+                raise ValueError(built)
+            self._tsig = built
 
     @property
     def label(self) -> str:
@@ -127,9 +146,7 @@ class NsupdateProvider:
     def _send(self, zone: str, records: Mapping[str, tuple[str, ...]], *, add: bool) -> None:
         update = dns.update.UpdateMessage(
             self._conf.zone or zone,
-            keyring=self._keyring,
-            keyname=dns.name.from_text(self._key.name) if self._key else None,
-            keyalgorithm=self._key.algorithm if self._key else dns.tsig.default_algorithm,
+            keyring=self._tsig,
         )
         for name, values in records.items():
             owner = dns.name.from_text(name)

@@ -142,8 +142,9 @@ class Dns01Responder:
                     records=" ".join(records),
                     error=str(exc),
                 )
-                if exc.transient:  # part of it may have been written: take it away again
-                    self._published.append((provider, zone, records))
+                # part of it may have been written (a second server, a second value refused):
+                # take it away again whatever the error (removal is idempotent)
+                self._published.append((provider, zone, records))
                 bucket = transient if exc.transient else failed
                 bucket.update({i.name: f"DNS-01 update failed: {exc}" for _, i in entries})
                 continue

@@ -3,8 +3,9 @@
 ``record_for`` follows the ``_acme-challenge`` CNAME chain (acme-dns style delegation) and
 finds the zone of the final name by SOA. ``Propagation`` asks every authoritative server of
 that zone directly (NS, then their addresses, on ``ACME_DNS_AUTH_PORT``) until each answers
-every TXT value. ``DnsZoneLookups`` is the dnspython side; the logic takes any ``ZoneLookups``
-(tests pass fakes). May touch: DNS (the configured resolvers, the zones' servers).
+every TXT value; a server counts when any of its addresses (IPv4 or IPv6) does.
+``DnsZoneLookups`` is the dnspython side; the logic takes any ``ZoneLookups`` (tests pass
+fakes). May touch: DNS (the configured resolvers, the zones' servers).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from acme_sidecar.adapters.dns import make_resolver
 from acme_sidecar.config.values import parse_resolver
 
 MAX_CNAMES = 8
+TIMEOUT_SETTING = "ACME_DNS_PROPAGATION_TIMEOUT"
 _NO_ANSWER = (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer)
 
 
@@ -47,9 +49,9 @@ class ZoneLookups(Protocol):
     def servers(self, zone: str) -> tuple[tuple[str, str], ...]:
         """``(NS name, address)`` of every authoritative server of ``zone``."""
 
-    def txt(self, address: str, port: int, name: str) -> set[str]:
-        """The TXT values at ``name``, asked of the server at ``address``; raises
-        ``LookupFailed``."""
+    def txt(self, address: str, port: int, name: str, timeout: float | None = None) -> set[str]:
+        """The TXT values at ``name``, asked of the server at ``address`` (within ``timeout``
+        seconds when given); raises ``LookupFailed``."""
 
 
 def follow_cnames(start: str, lookups: ZoneLookups) -> str:
@@ -141,19 +143,21 @@ class Propagation:
                     problems[zone] = str(exc)
         deadline = time.monotonic() + self._timeout
         pause = self._first
+        before: dict[tuple[str, str], set[str] | str] = {}  # the last round's answers
         while True:
             answers: dict[tuple[str, str], set[str] | str] = {}
             for name, zone in zones.items():
                 if not servers[zone]:
                     why = problems.get(zone, f"no authoritative server of {zone} found")
                     answers[(name, zone)] = why
-                for ns, address in servers[zone]:
-                    port = self._port_of(zone)
-                    label = f"{ns} ({address} port {port})"
-                    try:
-                        answers[(name, label)] = self._lookups.txt(address, port, name)
-                    except LookupFailed as exc:
-                        answers[(name, label)] = str(exc)
+                port = self._port_of(zone)
+                for ns, addresses in _by_server(servers[zone]).items():
+                    label = f"{ns} (port {port})"
+                    got = self._ask(addresses, port, name, wanted[name], deadline)
+                    if got is None:  # the deadline came first: what it answered last time
+                        got = before.get((name, label), f"not asked ({TIMEOUT_SETTING} reached)")
+                    answers[(name, label)] = got
+            before = answers
             left = missing({n: wanted[n] for n in zones}, answers)
             now = time.monotonic()
             if not left or now >= deadline:
@@ -162,6 +166,40 @@ class Propagation:
             if self._stop.wait(min(pause, deadline - now)):
                 return {n: "stopped while waiting for DNS propagation" for n in left}
             pause = min(pause * 1.5, self._max)
+
+    def _ask(
+        self, addresses: list[str], port: int, name: str, values: set[str], deadline: float
+    ) -> set[str] | str | None:
+        """What a server answers at any of its addresses: the first full answer, else the
+        best partial one, else why none answered (an address family this host cannot reach
+        does not count against a server another address of which answers). No query starts
+        after ``deadline`` and none runs past it; ``None``: none was asked in time."""
+        best: set[str] | None = None
+        errors: list[str] = []
+        for address in addresses:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                got = self._lookups.txt(address, port, name, timeout=left)
+            except LookupFailed as exc:
+                errors.append(f"{address}: {exc}")
+                continue
+            if values <= got:
+                return got
+            if best is None or len(got & values) > len(best & values):
+                best = got
+        if best is not None:
+            return best
+        return "; ".join(errors) if errors else None
+
+
+def _by_server(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """``(NS name, address)`` pairs grouped by NS name, addresses in order."""
+    grouped: dict[str, list[str]] = {}
+    for ns, address in pairs:
+        grouped.setdefault(ns, []).append(address)
+    return grouped
 
 
 class DnsZoneLookups:
@@ -219,14 +257,18 @@ class DnsZoneLookups:
             raise LookupFailed(f"the name servers of {zone} ({', '.join(names)}) have no address")
         return tuple(found)
 
-    def txt(self, address: str, port: int, name: str) -> set[str]:
-        """Ask ``address`` for the TXT values at ``name`` (UDP, TCP when truncated)."""
+    def txt(self, address: str, port: int, name: str, timeout: float | None = None) -> set[str]:
+        """Ask ``address`` for the TXT values at ``name`` (UDP, TCP when truncated), within
+        ``timeout`` seconds when given (else the lookup timeout)."""
         query = dns.message.make_query(name, "TXT")
         query.flags &= ~dns.flags.RD
+        limit = self._timeout if timeout is None else min(timeout, self._timeout)
+        end = time.monotonic() + limit
         try:
-            response = dns.query.udp(query, address, timeout=self._timeout, port=port)
+            response = dns.query.udp(query, address, timeout=limit, port=port)
             if response.flags & dns.flags.TC:
-                response = dns.query.tcp(query, address, timeout=self._timeout, port=port)
+                rest = max(end - time.monotonic(), 0.001)
+                response = dns.query.tcp(query, address, timeout=rest, port=port)
         except (OSError, dns.exception.DNSException) as exc:
             raise LookupFailed(f"no answer ({type(exc).__name__})") from exc
         rcode = response.rcode()
