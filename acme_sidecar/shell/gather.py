@@ -22,7 +22,7 @@ from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import CyclePolicy
 from acme_sidecar.core.budget import Hold, hold_for
 from acme_sidecar.core.discover import candidate_groups
-from acme_sidecar.core.dns01 import Routes, holds
+from acme_sidecar.core.dns01 import Routes, covers
 from acme_sidecar.core.errors import SourceError
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import CertSpec, Plan, Verdict
@@ -178,12 +178,17 @@ def decide(
         )
     for note in plan.notes:
         log.warning("plan.note", note=note)
+    by_parent: dict[str, list[str]] = {}  # a wildcard covers only names one label below it
+    for name in dict.fromkeys(n for g in groups for n in g.names):
+        by_parent.setdefault(name.partition(".")[2], []).append(name)
     for cert in plan.certs:
-        for name in dict.fromkeys(n for g in groups for n in g.names):
-            verdict = verdicts.get(name)
-            covered = name not in cert.spec.domains and holds(cert.spec.domains, name)
-            if covered and verdict is not None and verdict.ok:
-                log.info("name.covered", name=name, certificate=cert.spec.name)
+        listed = set(cert.spec.domains)
+        for wildcard in (d for d in cert.spec.domains if d.startswith("*.")):
+            for name in by_parent.get(wildcard[2:], ()):
+                verdict = verdicts.get(name)
+                covered = name not in listed and covers(wildcard, name)
+                if covered and verdict is not None and verdict.ok:
+                    log.info("name.covered", name=name, certificate=cert.spec.name)
         log.info(
             f"cert.{cert.action.value}",
             certificate=cert.spec.name,
