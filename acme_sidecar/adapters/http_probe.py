@@ -18,7 +18,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +57,16 @@ class Fetched:
     body: bytes = b""
 
 
-class _Watchdog:
-    """Shuts every socket it watches down once ``seconds`` have passed."""
+Monotonic = Callable[[], float]
+"""``clock()``: seconds on a clock that never goes back (``time.monotonic``; a test's fake)."""
 
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
+
+class _Watchdog:
+    """Shuts every socket it watches down once ``seconds`` have passed; ``left`` reads ``clock``."""
+
+    def __init__(self, seconds: float, clock: Monotonic = time.monotonic) -> None:
+        self.clock = clock
+        self.end = clock() + seconds
         self.fired = False
         self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -70,7 +75,7 @@ class _Watchdog:
         self._timer.start()
 
     def left(self) -> float:
-        return self.end - time.monotonic()
+        return self.end - self.clock()
 
     def watch(self, sock: socket.socket) -> None:
         with self._lock:
@@ -149,13 +154,15 @@ def fetch(
     json: Any = None,
     max_redirects: int = 0,
     trust_env: bool = True,
+    clock: Monotonic = time.monotonic,
 ) -> Fetched:
     """One request that ends within ``deadline`` seconds and reads at most ``cap`` body bytes.
 
     Raises ``FetchFailed`` when it could not connect, ran out of time, or the body is longer
-    than ``cap`` (``cap=0``: the body is not read at all). Only GET follows redirects.
+    than ``cap`` (``cap=0``: the body is not read at all). Only GET follows redirects. The time
+    left is read from ``clock``; the watchdog that cuts a stalled read off runs on real time.
     """
-    watchdog = _Watchdog(deadline)
+    watchdog = _Watchdog(deadline, clock)
     token = _WATCHDOG.set(watchdog)
     session = requests.Session()
     session.trust_env = trust_env

@@ -55,14 +55,20 @@ _LINES_CAP = 100  # lines of one greeting or EHLO answer
 _WAIT_STEP = 0.05  # how often a wait for a probe looks at the stop event
 
 
+Monotonic = Callable[[], float]
+"""``clock()``: seconds on a clock that never goes back (``time.monotonic``; a test's fake). Every
+deadline here is read from it; the waits between looks at it stay short (``_WAIT_STEP``)."""
+
+
 class _Clock:
     """The end of one probe: every socket operation gets the time left before it."""
 
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
+    def __init__(self, seconds: float, clock: Monotonic = time.monotonic) -> None:
+        self.clock = clock
+        self.end = clock() + seconds
 
     def left(self) -> float:
-        left = self.end - time.monotonic()
+        left = self.end - self.clock()
         if left <= 0:
             raise TimeoutError("the server did not finish in time")
         return left
@@ -141,22 +147,24 @@ def _client_context() -> ssl.SSLContext:
 _CONTEXT = _client_context()
 
 
-def served_serial(endpoint: Endpoint, server_name: str, timeout: float = 5.0) -> int:
+def served_serial(
+    endpoint: Endpoint, server_name: str, timeout: float = 5.0, *, clock: Monotonic = time.monotonic
+) -> int:
     """The serial of the certificate ``endpoint`` presents for ``server_name``, within
-    ``timeout`` seconds for the whole exchange."""
-    clock = _Clock(timeout)
+    ``timeout`` seconds (on ``clock``) for the whole exchange."""
+    ends = _Clock(timeout, clock)
     context = _CONTEXT
     address = (endpoint.host, endpoint.port)
-    with socket.create_connection(address, timeout=clock.left()) as raw:
+    with socket.create_connection(address, timeout=ends.left()) as raw:
         if endpoint.kind == "smtp":
-            _smtp_starttls(raw, clock)
+            _smtp_starttls(raw, ends)
         elif endpoint.kind == "imap":
-            _imap_starttls(raw, clock)
-        clock.arm(raw)
+            _imap_starttls(raw, ends)
+        ends.arm(raw)
         with context.wrap_socket(
             raw, server_hostname=server_name, do_handshake_on_connect=False
         ) as tls:
-            _handshake(tls, clock)
+            _handshake(tls, ends)
             der = tls.getpeercert(binary_form=True)
     if der is None:
         raise OSError("no certificate presented")
@@ -184,11 +192,13 @@ def unresolved(
     timeout: float = 5.0,
     stop: threading.Event | None = None,
     resolve: Resolve = _lookup,
+    clock: Monotonic = time.monotonic,
 ) -> dict[Endpoint, str]:
     """The endpoints whose host name does not resolve, each with the reason.
 
     All hosts are looked up at once (daemon threads), each retried briefly; a lookup that has
-    not answered within ``timeout`` seconds, or when ``stop`` is set, counts as not resolving.
+    not answered within ``timeout`` seconds (on ``clock``), or when ``stop`` is set, counts as
+    not resolving.
     """
     stop = stop or threading.Event()
     reasons: dict[Endpoint, str] = {}
@@ -214,10 +224,10 @@ def unresolved(
     for endpoint in pending:
         reasons[endpoint] = f"the lookup did not finish within {timeout:g}s"
         threading.Thread(target=look, args=(endpoint,), name="tls-lookup", daemon=True).start()
-    end = time.monotonic() + timeout
+    end = clock() + timeout
     finished = 0
-    while finished < len(pending) and not stop.is_set() and time.monotonic() < end:
-        finished += done.acquire(timeout=min(_WAIT_STEP, max(end - time.monotonic(), 0.0)))
+    while finished < len(pending) and not stop.is_set() and clock() < end:
+        finished += done.acquire(timeout=min(_WAIT_STEP, max(end - clock(), 0.0)))
     with lock:
         return dict(reasons)
 
@@ -240,9 +250,15 @@ class _Run:
     never answers cannot hold every worker while the others wait)."""
 
     def __init__(
-        self, pairs: list[_Pair], end: float, stop: threading.Event, per_endpoint: int
+        self,
+        pairs: list[_Pair],
+        end: float,
+        stop: threading.Event,
+        per_endpoint: int,
+        clock: Monotonic,
     ) -> None:
         self.pairs = pairs
+        self.clock = clock
         self.end = end
         self.stop = stop
         self.per_endpoint = per_endpoint
@@ -254,7 +270,7 @@ class _Run:
         self.closed = False
 
     def over(self) -> bool:
-        return self.closed or self.stop.is_set() or time.monotonic() >= self.end
+        return self.closed or self.stop.is_set() or self.clock() >= self.end
 
     def _pop_due(self, now: float) -> int | None:
         """The earliest due pair whose endpoint has room, taken off the queue."""
@@ -274,7 +290,7 @@ class _Run:
         """The next due pair (waiting for it), or None when the run is over."""
         with self.lock:
             while not self.over() and self.open:
-                now = time.monotonic()
+                now = self.clock()
                 index = self._pop_due(now)
                 if index is not None:
                     self.busy[self.pairs[index].endpoint] += 1
@@ -310,6 +326,7 @@ def check_served(
     deadline: float | None = 120.0,
     stop: threading.Event | None = None,
     workers: int = WORKERS,
+    clock: Monotonic = time.monotonic,
 ) -> list[Mismatch]:
     """Check every (endpoint, name) pair, retrying the failing ones with growing pauses.
 
@@ -321,18 +338,21 @@ def check_served(
     seconds or the time left, whichever is less. A pair's n-th retry waits
     ``first_delay * 2**(n-1)`` seconds (``sleep``, if given, is called with that pause
     instead of waiting). The mismatches come in the order of ``endpoints``, then of
-    ``expected``, each with the answer of its last attempt.
+    ``expected``, each with the answer of its last attempt. Deadlines and due times are read
+    from ``clock``.
     """
     stop = stop or threading.Event()
-    end = time.monotonic() + deadline if deadline is not None else float("inf")
+    end = clock() + deadline if deadline is not None else float("inf")
     pairs = [_Pair(e, n) for n in expected for e in endpoints]  # names spread over endpoints
     workers = max(1, min(workers, len(pairs)))
-    run = _Run(pairs, end, stop, per_endpoint=max(1, -(-workers // max(len(endpoints), 1))))
+    run = _Run(
+        pairs, end, stop, per_endpoint=max(1, -(-workers // max(len(endpoints), 1))), clock=clock
+    )
 
     def work() -> None:
         while (index := run.take()) is not None:
             pair = pairs[index]
-            left = end - time.monotonic()
+            left = end - clock()
             if left <= 0:
                 return
             try:
@@ -348,13 +368,13 @@ def check_served(
             if sleep is not None:
                 sleep(pause)
                 pause = 0.0
-            run.again(index, time.monotonic() + pause)
+            run.again(index, clock() + pause)
 
     for _ in range(workers):
         threading.Thread(target=work, name="tls-probe", daemon=True).start()
     with run.lock:
         while run.open and not run.over():
-            run.lock.wait(min(_WAIT_STEP, max(end - time.monotonic(), 0.0)))
+            run.lock.wait(min(_WAIT_STEP, max(end - clock(), 0.0)))
         run.closed = True
         run.lock.notify_all()
         why = "stopped" if stop.is_set() else "deadline"

@@ -2,7 +2,9 @@
 does not resolve.
 
 Fake probes and resolvers (``probe(endpoint, name, timeout)``, ``resolve(host, port)``) stand in
-for the network; the durations asserted are generous bounds around what the design promises.
+for the network. Time comes from a ``TestClock``: a fake probe "takes" its seconds on it, and the
+test moves it on only when every probe has done what it can, so what is asserted is the deadline
+logic (which pairs end how, at which clock reading), never the machine's speed.
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from structlog.testing import capture_logs
@@ -22,20 +23,14 @@ from acme_sidecar.config.policies import DeployPolicy
 from acme_sidecar.core.consumers import Change
 from acme_sidecar.shell.deploy import deploy
 from tests.unit.fakes import FakeServices
+from tests.unit.timing import LIMIT, TestClock, drive, in_thread, wait_until, within_limit
 
-T = TypeVar("T")
 ENDPOINTS = [
     Endpoint("postfix", "smtp", "postfix", 25),
     Endpoint("dovecot", "imap", "dovecot", 143),
     Endpoint("nginx", "https", "nginx", 443),
 ]
 NAMES = {f"d{i:02}.test": 1000 + i for i in range(51)}  # 51 SNI certificates
-
-
-def timed(call: Callable[[], T]) -> tuple[T, float]:
-    start = time.monotonic()
-    result = call()
-    return result, time.monotonic() - start
 
 
 @pytest.fixture
@@ -46,78 +41,126 @@ def release() -> Iterator[threading.Event]:
     event.set()
 
 
-def times_out(endpoint: Endpoint, name: str, timeout: float) -> int:
-    """A blackholed endpoint: every probe uses all of its time, then fails."""
-    time.sleep(timeout)
-    raise TimeoutError("the server did not finish in time")
+@pytest.fixture
+def clock() -> TestClock:
+    return TestClock()
 
 
-def test_51_names_on_3_endpoints_run_concurrently() -> None:
-    """153 probes of 0.1 s each (15 s one after another) finish in well under 3 s, each with
-    its own answer rather than a deadline."""
+def test_51_names_on_3_endpoints_run_concurrently(clock: TestClock) -> None:
+    """153 probes of 0.1 s each (15.3 s one after another) take 1.3 s: 12 at a time, in 13
+    rounds, each pair with its own answer rather than a deadline."""
+    done = 0
+    lock = threading.Lock()
 
     def slow(endpoint: Endpoint, name: str, timeout: float) -> int:
-        time.sleep(0.1)
+        nonlocal done
+        clock.sleep(0.1)
+        with lock:
+            done += 1
         return NAMES[name]
 
-    result, took = timed(lambda: check_served(ENDPOINTS, NAMES, probe=slow, deadline=30))
-    assert result == [] and took < 3.0
-
-
-def test_all_timing_out_end_at_the_one_deadline() -> None:
-    """51 names x 3 blackholed endpoints, 5 attempts of 1 s each: all of it ends at the 2 s
-    deadline, every pair reported, none twice."""
-    result, took = timed(
-        lambda: check_served(ENDPOINTS, NAMES, probe=times_out, timeout=1.0, deadline=2.0)
+    result = drive(
+        lambda: check_served(ENDPOINTS, NAMES, probe=slow, deadline=30, clock=clock),
+        clock,
+        ready=lambda: clock.sleepers == min(12, 153 - done),
     )
-    assert 1.9 < took < 2.6
+    assert result == [] and done == 153
+    assert clock.elapsed == pytest.approx(1.3)
+
+
+def test_all_timing_out_end_at_the_one_deadline(clock: TestClock) -> None:
+    """51 names x 3 blackholed endpoints, 5 attempts of 1 s each: all of it ends at the 2 s
+    deadline (two rounds of 12 probes), every pair reported once, as 'deadline'."""
+    given: list[float] = []
+
+    def times_out(endpoint: Endpoint, name: str, timeout: float) -> int:
+        given.append(timeout)
+        clock.sleep(timeout)
+        raise TimeoutError("the server did not finish in time")
+
+    result = drive(
+        lambda: check_served(
+            ENDPOINTS, NAMES, probe=times_out, timeout=1.0, deadline=2.0, clock=clock
+        ),
+        clock,
+        ready=lambda: clock.sleepers == 12,
+    )
+    assert clock.elapsed == pytest.approx(2.0) and given == [1.0] * 24
     assert len(result) == 153 and len({(m.endpoint, m.server_name) for m in result}) == 153
     assert {m.error for m in result} == {"deadline"}
 
 
-def test_a_blackholed_endpoint_does_not_starve_the_others() -> None:
-    """Dovecot never answers (each probe takes its full 1 s): Postfix and nginx are still
-    confirmed for every name before the 2 s deadline; only Dovecot's pairs are reported."""
+def test_a_blackholed_endpoint_does_not_starve_the_others(clock: TestClock) -> None:
+    """Dovecot never answers (each probe takes its full 1 s): while its probes hang, Postfix
+    and nginx are confirmed for every name; at the 2 s deadline only Dovecot's pairs are
+    reported."""
+    confirmed = 0
+    lock = threading.Lock()
 
     def dovecot_dead(endpoint: Endpoint, name: str, timeout: float) -> int:
+        nonlocal confirmed
         if endpoint.service == "dovecot":
-            return times_out(endpoint, name, timeout)
-        time.sleep(0.01)
+            clock.sleep(timeout)
+            raise TimeoutError("the server did not finish in time")
+        with lock:
+            confirmed += 1
         return NAMES[name]
 
-    result = check_served(ENDPOINTS, NAMES, probe=dovecot_dead, timeout=1.0, deadline=2.0)
+    result = drive(
+        lambda: check_served(
+            ENDPOINTS, NAMES, probe=dovecot_dead, timeout=1.0, deadline=2.0, clock=clock
+        ),
+        clock,
+        ready=lambda: confirmed == 102 and clock.sleepers == 4,  # Dovecot's share of 12
+    )
     assert len(result) == 51 and {m.endpoint.service for m in result} == {"dovecot"}
+    assert {m.error for m in result} == {"deadline"} and clock.elapsed == pytest.approx(2.0)
 
 
 def test_failing_pairs_end_on_their_last_attempt_before_the_deadline() -> None:
     """Pairs that fail fast get all their attempts (pauses 0.05, 0.1 s) and keep their error."""
     calls: list[str] = []
+    pauses: list[float] = []
 
     def refused(endpoint: Endpoint, name: str, timeout: float) -> int:
         calls.append(name)
         raise ConnectionRefusedError("refused")
 
-    result, took = timed(
-        lambda: check_served(
-            ENDPOINTS, NAMES, probe=refused, attempts=3, first_delay=0.05, deadline=10
-        )
+    result = check_served(
+        ENDPOINTS,
+        NAMES,
+        probe=refused,
+        attempts=3,
+        first_delay=0.05,
+        deadline=10,
+        sleep=pauses.append,
+        clock=TestClock(),
     )
-    assert took < 2.0 and len(calls) == 153 * 3
-    assert {m.error for m in result} == {"ConnectionRefusedError: refused"}
+    assert len(calls) == 153 * 3 and sorted(set(pauses)) == [0.05, 0.1]
+    assert len(result) == 153 and {m.error for m in result} == {"ConnectionRefusedError: refused"}
 
 
-def test_stop_ends_it_at_once(release: threading.Event) -> None:
-    """A stop while 12 probes block ends the verification at once: every pair 'stopped'."""
+def test_stop_ends_it_at_once(clock: TestClock, release: threading.Event) -> None:
+    """A stop while 12 probes block ends the verification at once: every pair 'stopped', with
+    the clock standing still (so neither the deadline nor an answer ended it)."""
     stop = threading.Event()
+    blocked = 0
+    lock = threading.Lock()
 
-    def blocked(endpoint: Endpoint, name: str, timeout: float) -> int:
+    def blocks(endpoint: Endpoint, name: str, timeout: float) -> int:
+        nonlocal blocked
+        with lock:
+            blocked += 1
+            if blocked == 12:
+                stop.set()
         release.wait(30)
         return NAMES[name]
 
-    threading.Timer(0.3, stop.set).start()
-    result, took = timed(lambda: check_served(ENDPOINTS, NAMES, probe=blocked, stop=stop))
-    assert took < 0.8
+    result = within_limit(
+        lambda: check_served(ENDPOINTS, NAMES, probe=blocks, stop=stop, clock=clock)
+    )
     assert len(result) == 153 and {m.error for m in result} == {"stopped"}
+    assert blocked == 12 and clock.elapsed == 0
 
 
 def test_probes_in_flight_are_bounded() -> None:
@@ -212,18 +255,24 @@ def test_a_name_that_appears_on_a_retry_resolves() -> None:
     assert unresolved(ENDPOINTS[:1], resolve=flaky) == {}
 
 
-def test_a_hanging_lookup_ends_at_its_timeout(release: threading.Event) -> None:
-    """A resolver that never answers: that endpoint counts as not resolving after the timeout;
-    the others are looked up at the same time."""
+def test_a_hanging_lookup_ends_at_its_timeout(clock: TestClock, release: threading.Event) -> None:
+    """A resolver that never answers for Postfix: the others are looked up meanwhile, the call
+    waits on until the clock reaches the 0.5 s timeout, then Postfix counts as not resolving."""
+    answered: list[str] = []
 
     def hangs(host: str, port: int) -> object:
-        if host == "nginx":
+        if host == "postfix":
             release.wait(30)
+        answered.append(host)
         return []
 
-    missing, took = timed(lambda: unresolved(ENDPOINTS, timeout=0.5, resolve=hangs))
-    assert 0.4 < took < 1.0
-    assert missing == {ENDPOINTS[2]: "the lookup did not finish within 0.5s"}
+    running = in_thread(lambda: unresolved(ENDPOINTS, timeout=0.5, resolve=hangs, clock=clock))
+    wait_until(lambda: sorted(answered) == ["dovecot", "nginx"], "the other two answered")
+    clock.advance(0.49)
+    assert not running.done()
+    clock.advance(0.01)
+    missing = running.result(timeout=LIMIT)
+    assert missing == {ENDPOINTS[0]: "the lookup did not finish within 0.5s"}
 
 
 def test_deploy_warns_once_for_an_endpoint_that_does_not_resolve(tmp_path: Path) -> None:
