@@ -141,6 +141,7 @@ def test_some_server_errors_still_one_result_per_spec(proxy: FaultProxy, nginx: 
     proxy.fail_rate = 0.3
     acme = issuer(proxy.directory_url(), proxy.ca_bundle, nginx, parallel=3)
     results = issue(acme, specs_for("flaky.test", 6))
+    assert len(results) == 6
     for result in results.values():
         assert isinstance(result, Issued) or result.kind is FailureKind.SYSTEMIC
     assert proxy.failed > 0

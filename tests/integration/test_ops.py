@@ -280,7 +280,8 @@ def test_metrics_endpoint_of_the_daemon(world: World, volume: Path) -> None:
             time.sleep(0.1)
             samples = scrape(url)
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0
     cert = leaf(volume / HOST / "cert.pem")
     assert samples[key] == cert.not_valid_after_utc.timestamp()
     renewal = samples[("acme_sidecar_certificate_renewal_timestamp_seconds", (("name", HOST),))]

@@ -107,7 +107,8 @@ def test_skip_lets_encrypt_deploys_a_replaced_pair(world: World, stack: Stack) -
         assert _served(stack) == {good.serial}
         assert stack.started(world) == started
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0
     lines = [json.loads(line) for line in daemon.seen if line.startswith("{")]
     assert [e["event"] for e in lines].count("own.refused") == 1
 

@@ -313,7 +313,8 @@ def test_new_domain_and_sighup_start_a_cycle(world: World, volume: Path) -> None
         daemon.wait_for("daemon.woken")
         daemon.wait_for("cycle.done")
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0
 
 
 def test_failing_hostname_never_loses_the_default_certificate(

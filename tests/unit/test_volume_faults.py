@@ -395,11 +395,17 @@ def test_recover_removes_staged_acme_files(tmp_path: Path) -> None:
 
 
 def test_every_written_pem_parses(tmp_path: Path) -> None:
-    """After writes, every *.pem in the volume parses as a chain or a key."""
+    """After writes, every *.pem in the volume (the five written, asserted first) parses as a
+    chain or a key."""
     store = stored(tmp_path)
     store.set_default(SPEC.name)
     store.account_key()
-    for path in tmp_path.rglob("*.pem"):
+    pems = sorted(tmp_path.rglob("*.pem"))
+    names = [str(p.relative_to(tmp_path)) for p in pems]
+    assert names == sorted(
+        ["acme/account.pem", "cert.pem", "key.pem", f"{SPEC.name}/cert.pem", f"{SPEC.name}/key.pem"]
+    )
+    for path in pems:
         data = path.read_bytes()
         if b"CERTIFICATE" in data:
             load_chain(data)
