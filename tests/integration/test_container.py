@@ -25,6 +25,8 @@ from tests.world.docker import DockerWorld
 from tests.world.launcher import Launcher
 from tests.world.tlsprobe import served_serial
 
+pytestmark = pytest.mark.slow  # minutes: left out by -m "not slow" (README, Run the tests)
+
 SERVICES = ("acme", "dockerapi", "postfix", "dovecot", "nginx", "mysql", "pebble", "challtestsrv")
 CONSUMERS = {"postfix": ("smtp", 25), "dovecot": ("imap", 143), "nginx": ("https", 443)}
 HOSTNAME = "mail.example.test"

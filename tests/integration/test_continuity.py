@@ -42,6 +42,8 @@ from tests.integration.stack import KINDS, Stack
 from tests.world import World
 from tests.world.pebble import Pebble
 
+pytestmark = pytest.mark.slow  # minutes: left out by -m "not slow" (README, Run the tests)
+
 RENEWALS = 10  # per certificate, in a row
 VALIDITY = 60  # seconds: Pebble's certificateValidityPeriod
 RUN_LIMIT = 12 * 60.0  # seconds for the renewals (10 at half of 60 s take about 5 minutes)

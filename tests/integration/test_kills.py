@@ -33,6 +33,8 @@ from tests.integration.stack import Stack
 from tests.integration.test_consumers import write_pair
 from tests.world import World
 
+pytestmark = pytest.mark.slow  # minutes: left out by -m "not slow" (README, Run the tests)
+
 KILLS = int(os.environ.get("ACME_KILLS", "50"))
 SETTLE_EVERY = 10  # kills between two full runs that are checked end to end
 LADDER = "1s"

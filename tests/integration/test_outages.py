@@ -52,6 +52,8 @@ from tests.world.faultproxy import FaultProxy
 from tests.world.pebble import Pebble
 from tests.world.web import Nginx
 
+pytestmark = pytest.mark.slow  # minutes: left out by -m "not slow" (README, Run the tests)
+
 RECOVERY_LIMIT = 120.0
 FAST = {
     "ENABLE_SSL_SNI": "y",  # two certificates: the hostname's and the domain's

@@ -18,6 +18,8 @@ from tests.integration.sidecar import HOST, Daemon, base_env, cert_dirs, seed
 from tests.world import World
 from tests.world.redis import RedisServer
 
+pytestmark = pytest.mark.slow  # minutes: left out by -m "not slow" (README, Run the tests)
+
 DOWN_AT_START = 120.0  # seconds MariaDB stays down after the daemon started (the 2 min)
 
 
