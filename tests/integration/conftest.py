@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.certs import write_pair
 from tests.integration.sidecar import HOST, PROJECT, base_env
 from tests.integration.stack import KINDS, Stack
-from tests.integration.test_consumers import write_pair
 from tests.world import World
 from tests.world.proc import free_port
 

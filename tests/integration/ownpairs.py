@@ -6,16 +6,7 @@ import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-PEM = serialization.Encoding.PEM
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+from tests.certs import CA, SERVER_AUTH, cert_pem, key_pem, leaf, new_key, now
 
 
 @dataclass(frozen=True)
@@ -42,43 +33,24 @@ class OwnCA:
     """A self-signed root ("Own Test CA", O=Example Corp) that signs server certificates."""
 
     def __init__(self, label: str = "Own Test CA") -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Corp"),
-                x509.NameAttribute(NameOID.COMMON_NAME, label),
-            ]
-        )
-        now = datetime.datetime.now(datetime.UTC)
-        self.name = name
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=400))
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .sign(self.key, hashes.SHA256())
+        start = now() - datetime.timedelta(days=400)
+        self.ca = CA.new(
+            label,
+            organization="Example Corp",
+            not_before=start,
+            not_after=start + datetime.timedelta(days=4050),
         )
 
     def issue(self, names: list[str], *, days_left: float = 60, lifetime: float = 90) -> OwnPair:
         """A pair for ``names`` that expires in ``days_left`` days, ``lifetime`` days long."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        end = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days_left)
-        leaf = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(self.name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(end - datetime.timedelta(days=lifetime))
-            .not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-            .sign(self.key, hashes.SHA256())
+        key = new_key()
+        end = now() + datetime.timedelta(days=days_left)
+        cert = leaf(
+            names,
+            key=key,
+            issuer=self.ca,
+            not_before=end - datetime.timedelta(days=lifetime),
+            not_after=end,
+            usages=SERVER_AUTH,
         )
-        return OwnPair(
-            leaf.public_bytes(PEM), self.cert.public_bytes(PEM), _key_pem(key), leaf.serial_number
-        )
+        return OwnPair(cert_pem(cert), self.ca.pem, key_pem(key), cert.serial_number)

@@ -7,19 +7,15 @@ SMTP/IMAP STARTTLS and direct HTTPS with SNI.
 
 from __future__ import annotations
 
-import datetime
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from docker.models.containers import Container
 
+from tests.certs import write_pair
 from tests.world.docker import DockerWorld
 from tests.world.proc import free_port
 from tests.world.tlsprobe import served_serial
@@ -31,35 +27,6 @@ CONSUMERS = (
     ("dovecot-mailcow", "imap", ["doveadm", "reload"]),
     ("nginx-mailcow", "https", ["nginx", "-s", "reload"]),
 )
-
-
-def write_pair(directory: Path, names: list[str], domains_file: bool = True) -> int:
-    """Write a self-signed ``cert.pem``/``key.pem`` for ``names`` (and ``domains``); serial."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    (directory / "key.pem").write_bytes(key_pem)
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    if domains_file:
-        (directory / "domains").write_text(" ".join(names))
-    return cert.serial_number
 
 
 @dataclass

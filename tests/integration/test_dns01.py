@@ -13,15 +13,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
     load_pem_private_key,
 )
-from cryptography.x509.oid import NameOID
 
+from tests.certs import CA, leaf
 from tests.integration.dns01_env import (
     HOST,
     challenge_txt,
@@ -306,19 +305,8 @@ def _self_issued(key_path: Path, name: str) -> bytes:
     mailcow's acme.sh got from its CA is not reproducible here; only its key matters)."""
     key = load_pem_private_key(key_path.read_bytes(), None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old CA")]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=30))
-        .not_valid_after(now + timedelta(days=60))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    start = datetime.now(UTC) - timedelta(days=30)
+    cert = leaf([name], key=key, issuer=CA.new("old CA"), not_before=start, days=90)
     return cert.public_bytes(Encoding.PEM)
 
 

@@ -25,12 +25,12 @@ from typing import ClassVar
 
 import pytest
 
+from tests.certs import write_pair
 from tests.integration import killing
 from tests.integration.conftest import consumer_stack
 from tests.integration.killing import Trigger
 from tests.integration.sidecar import HOST, seed
 from tests.integration.stack import Stack
-from tests.integration.test_consumers import write_pair
 from tests.world import World
 
 pytestmark = pytest.mark.slow  # minutes: left out by -m "not slow" (README, Run the tests)

@@ -52,7 +52,7 @@ def test_own_pair_is_never_overwritten(world: World, volume: Path) -> None:
 
 def test_snake_oil_is_still_replaced(world: World, volume: Path) -> None:
     """mailcow's self-signed placeholder is not an own certificate: it is replaced (backed up)."""
-    from tests.integration.test_consumers import write_pair
+    from tests.certs import write_pair
 
     seed(world, ["one.test"])
     write_pair(volume, [HOST], domains_file=False)

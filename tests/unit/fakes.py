@@ -14,9 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from acme_sidecar.adapters.docker import DONE
 from acme_sidecar.adapters.volume import CertStore, load_key
@@ -28,6 +27,7 @@ from acme_sidecar.core.plan import Shape
 from acme_sidecar.core.settle import RetryPolicy
 from acme_sidecar.core.validate import CaaLookup, HttpCheck, Lookup
 from acme_sidecar.shell.gather import Deps
+from tests.certs import CA, cert_pem, leaf
 
 HOST = "mail.example.test"
 ADDRESS = "192.0.2.10"
@@ -80,11 +80,6 @@ class FakeHttp:
         return None
 
 
-def _ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Name]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    return key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fake CA")])
-
-
 @dataclass
 class FakeIssuer:
     """Issues real certificates; ``fail`` maps a domain to how orders for certificates whose
@@ -97,7 +92,7 @@ class FakeIssuer:
     days: int = 90
     lifetime: timedelta | None = None  # instead of ``days`` (short certificates)
     replaced: dict[str, str] = field(default_factory=dict)  # name -> the CertID it replaced
-    _ca: tuple[ec.EllipticCurvePrivateKey, x509.Name] = field(default_factory=_ca)
+    _ca: CA = field(default_factory=lambda: CA.new("Fake CA"))
 
     def __call__(self, account_pem: bytes) -> FakeIssuer:
         return self
@@ -130,25 +125,17 @@ class FakeIssuer:
                 yield IssueFailure(spec, f"{kind.value}: no", kind=kind, orders=1)
 
     def sign(self, spec: CertSpec, key_pem: bytes) -> bytes:
-        ca_key, ca_name = self._ca
-        now = self.clock()
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([]))
-            .issuer_name(ca_name)
-            .public_key(load_key(key_pem).public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=1))
-            .not_valid_after(now + (self.lifetime or timedelta(days=self.days)))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(n) for n in spec.domains]), False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-            )
-            .sign(ca_key, hashes.SHA256())
+        start = self.clock() - timedelta(minutes=1)
+        end = self.clock() + (self.lifetime or timedelta(days=self.days))
+        cert = leaf(
+            spec.domains,
+            key=load_key(key_pem),
+            issuer=self._ca,
+            subject=x509.Name([]),
+            not_before=start,
+            not_after=end,
         )
-        return cert.public_bytes(serialization.Encoding.PEM)
+        return cert_pem(cert)
 
     def count(self, name: str) -> int:
         return sum(1 for _, n in self.orders if n == name)

@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from acme_sidecar.core.ari import (
     Answer,
@@ -28,6 +26,7 @@ from acme_sidecar.core.model import Action, CertSpec, NameGroup, StoredCert, Ver
 from acme_sidecar.core.plan import Shape, make_plan
 from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.core.wake import Pacing, next_wake
+from tests.certs import leaf
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 HOST = "mail.example.org"
@@ -50,20 +49,9 @@ def answer(start: datetime, end: datetime, **extra: Any) -> Answer:
 
 def test_cert_id_is_the_rfc_9773_example() -> None:
     """The CertID of RFC 9773 §4.1's example: AKI 69:88:5B:... and serial 0x87654321."""
-    key = ec.generate_private_key(ec.SECP256R1())
     aki = bytes.fromhex("69885B6B87464041E1B37B847BA0AE2CDE01C8D4")
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
-        .issuer_name(x509.Name([]))
-        .public_key(key.public_key())
-        .serial_number(0x87654321)
-        .not_valid_before(NOW)
-        .not_valid_after(NOW + DAY)
-        .add_extension(x509.AuthorityKeyIdentifier(aki, None, None), False)
-        .sign(key, hashes.SHA256())
-    )
-    assert cert_id(leaf) == CID
+    cert = leaf([], subject=x509.Name([]), serial=0x87654321, not_before=NOW, key_id=aki)
+    assert cert_id(cert) == CID
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from acme_sidecar.adapters import keys
 from acme_sidecar.config.policies import cycle_policy
@@ -27,6 +25,7 @@ from acme_sidecar.core.ledger import CertLedger, State
 from acme_sidecar.core.model import Action, Issued, IssueFailure, NameGroup, StoredCert, Verdict
 from acme_sidecar.core.plan import Shape, make_plan, wanted_specs
 from acme_sidecar.core.profiles import KEY_TYPES, max_names, profile_change, profile_problem
+from tests.certs import leaf
 from tests.unit.test_acme_adapter import CA, FakeCA, run
 
 HOST = "mail.example.org"
@@ -287,20 +286,7 @@ def test_each_key_type_is_made_and_recognised(kind: str) -> None:
 
 
 def _cert(usages: list[x509.ObjectIdentifier] | None) -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(NOW)
-        .not_valid_after(NOW + timedelta(days=1))
-    )
-    if usages is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), False)
-    return builder.sign(key, hashes.SHA256())
+    return leaf([HOST], serial=1, not_before=NOW, days=1, usages=usages)
 
 
 def test_client_auth_is_read_from_the_extended_key_usage() -> None:

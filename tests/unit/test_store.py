@@ -7,41 +7,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.model import CertSpec
+from tests.certs import cert_pem, key_pem, leaf
 
 
 def make_key() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return key, pem
+    return key, key_pem(key)
 
 
 def make_cert(key: ec.EllipticCurvePrivateKey, names: tuple[str, ...], days: int = 90) -> bytes:
-    now = datetime.now(UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    return cert_pem(leaf(names, key=key, not_before=start, days=days))
 
 
 SPEC = CertSpec("mail.example.org", ("mail.example.org", "autoconfig.a.test"))
