@@ -11,24 +11,15 @@ across restarts), and every name is read back from every consumer.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import consumer_stack
 from tests.integration.sidecar import HOST, Run, cert_dirs, leaf, seed, sidecar
 from tests.integration.stack import KINDS, Stack
 from tests.world import World
 from tests.world.dockerapi import DockerapiServer
 
 POSTFIX, DOVECOT, NGINX = (s for s, _ in KINDS)
-
-
-@pytest.fixture
-def stack(world: World, consumer_image: str, tmp_path: Path) -> Iterator[Stack]:
-    """The snake-oil pair served by a mailcow-like Postfix (postmap -F), Dovecot and nginx."""
-    with consumer_stack(world, tmp_path / "ssl") as built:
-        yield built
 
 
 @pytest.fixture(params=["socket", "dockerapi"])

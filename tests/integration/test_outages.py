@@ -27,9 +27,7 @@ volume read-only           ``store.unusable`` (EROFS: the lock cannot be opened)
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import queue
 import signal
 import subprocess
@@ -43,6 +41,7 @@ from typing import Any
 import pytest
 
 from acme_sidecar.adapters.volume import key_matches, load_chain, load_key
+from tests.integration.fullfs import fill
 from tests.integration.sidecar import Daemon, base_env, cert_dirs, seed
 from tests.integration.stack import KINDS, Stack
 from tests.world import World
@@ -496,20 +495,6 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["mount", "-o", "remount,rw", str(mount)], check=False)
     if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
         subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def fill(root: Path) -> Path:
-    """Write a filler file until the file system answers ENOSPC."""
-    filler = root / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    return filler
 
 
 VOLATILE = {"filler", "force_renew", "acme/state.json", "acme/lock"}

@@ -5,8 +5,6 @@ Needs root (mount); a missing capability is a failure, not a skip.
 
 from __future__ import annotations
 
-import errno
-import os
 import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -17,6 +15,7 @@ import pytest
 from acme_sidecar.adapters.volume import CertStore, load_chain, load_key
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.state import State
+from tests.integration.fullfs import fill
 from tests.unit.test_store import SPEC, make_cert, make_key
 
 Operation = Callable[[CertStore], object]
@@ -59,20 +58,6 @@ def volume(tmp_path: Path) -> Iterator[CertStore]:
         yield store
     finally:
         subprocess.run(["umount", str(mount)], check=True)
-
-
-def fill(root: Path) -> Path:
-    """Write a filler file until the file system answers ENOSPC."""
-    filler = root / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    return filler
 
 
 def contents(root: Path) -> dict[str, bytes]:
