@@ -262,7 +262,7 @@ def test_unknown_plugin_runs_and_issues_nothing(
     daemon = Daemon(env)
     try:
         daemon.wait_for("cycle.nothing_valid", timeout=60)
-        time.sleep(1)
+        daemon.wait_for("cycle.done", timeout=30)  # the cycle ended; it sleeps until the next
         assert daemon.proc.poll() is None, "the daemon exited"
     finally:
         code = daemon.stop()
