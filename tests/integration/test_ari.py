@@ -90,6 +90,7 @@ def served(stack: Stack) -> set[int]:
     return {stack.serial(kind, HOST) for _, kind in KINDS}
 
 
+@pytest.mark.slow  # about 30 s: three renewals, each waiting for its ARI window
 def test_ari_renewal_revocation_and_replaces(
     world: World, stack: Stack, hour_pebble: Pebble, proxy: AriProxy
 ) -> None:
