@@ -4,8 +4,8 @@
 keyword arguments change the key (or its type), the validity window, the issuer (a ``CA``), the
 serial, the subject, the extended key usages, IP addresses and the authority key identifier.
 ``CA`` is a root that may sign leaves (basic constraints, key usage and key identifiers set, so
-strict TLS clients accept the chains). Real crypto throughout; nothing here touches the disk
-except ``write_pair``. (demo/dockerapi/server.py keeps its own: it is mounted alone in the demo.)
+strict TLS clients accept the chains). ``make_key``/``make_cert`` give PEM for the volume tests.
+Real crypto throughout; nothing here touches the disk except ``write_pair``. (demo/dockerapi/server.py keeps its own: it is mounted alone in the demo.)
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from acme_sidecar.adapters import keys
@@ -158,6 +159,18 @@ def leaf(
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
         builder = builder.add_extension(aki, critical=False)
     return builder.sign(issuer.key if issuer else key, hashes.SHA256())
+
+
+def make_key() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    """A new ec256 key and its PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key, key_pem(key)
+
+
+def make_cert(key: PrivateKey, names: Sequence[str], days: int = 90) -> bytes:
+    """A self-signed PEM certificate for ``names`` on ``key``, valid from a minute ago."""
+    start = now() - datetime.timedelta(minutes=1)
+    return cert_pem(leaf(names, key=key, not_before=start, days=days))
 
 
 def write_pair(directory: Path, names: list[str], domains_file: bool = True) -> int:

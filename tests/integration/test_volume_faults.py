@@ -14,9 +14,12 @@ import pytest
 
 from acme_sidecar.adapters.volume import CertStore, load_chain, load_key
 from acme_sidecar.core.errors import StoreError
+from acme_sidecar.core.model import CertSpec
 from acme_sidecar.core.state import State
+from tests.certs import make_cert, make_key
 from tests.integration.fullfs import fill
-from tests.unit.test_store import SPEC, make_cert, make_key
+
+SPEC = CertSpec("mail.example.org", ("mail.example.org", "autoconfig.a.test"))
 
 Operation = Callable[[CertStore], object]
 

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import stat
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.model import CertSpec
-from tests.certs import cert_pem, key_pem, leaf
-
-
-def make_key() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    return key, key_pem(key)
-
-
-def make_cert(key: ec.EllipticCurvePrivateKey, names: tuple[str, ...], days: int = 90) -> bytes:
-    start = datetime.now(UTC) - timedelta(minutes=1)
-    return cert_pem(leaf(names, key=key, not_before=start, days=days))
-
+from tests.certs import make_cert, make_key
 
 SPEC = CertSpec("mail.example.org", ("mail.example.org", "autoconfig.a.test"))
 
