@@ -139,6 +139,7 @@ def test_force_renew(world: World, volume: Path) -> None:
     try:
         files = snapshot(volume)
         down = sidecar(env, "once")
+        failed_by = time.monotonic()  # the failure is in the ledger by now
         assert down.code == 1
         assert down.named("force_renew.kept") and (volume / "force_renew").exists()
         assert serials(volume) == before
@@ -150,7 +151,8 @@ def test_force_renew(world: World, volume: Path) -> None:
     early = sidecar(env, "once")  # right after the outage: the ledger says wait
     assert early.code == 1 and early.named("order.created") == [], early.stderr
     assert {e["certificate"] for e in early.named("cert.wait")} == set(before)
-    time.sleep(4.5)  # the ladder's first step (4 s) plus its jitter
+    # the ladder's first step (4 s) plus its jitter (10 %), counted from the failure
+    time.sleep(max(0.0, failed_by + 4.4 - time.monotonic()))
     up = sidecar(env, "once")
     assert up.code == 0, up.stderr
     after = serials(volume)
