@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
+from acme_sidecar.adapters.http_probe import FetchFailed, WebrootSelfCheck, detect_public_ip, fetch
 from acme_sidecar.adapters.tls_probe import Endpoint, check_served, served_serial
 from acme_sidecar.ops.notify import Notice, WebhookChannel
 from tests.unit.timing import LIMIT, TestClock, in_thread, wait_until, within_limit
@@ -179,6 +179,33 @@ def test_self_check_ends_at_its_deadline(
         reason, took = timed(lambda: self_check(webroot, server.port))
     assert reason is not None and f"no complete answer within {DEADLINE:g}s" in reason
     assert took < GENEROUS
+
+
+def test_fetch_reads_its_deadline_from_the_clock() -> None:
+    """A body sent in 1 KiB pieces, each 0.5 s apart on the test clock (a short real pause):
+    the request ends once the clock passes its 1.5 s deadline (the cap of 8 KiB is not
+    reached), long before the real-time watchdog would fire."""
+    clock = TestClock()
+
+    def slow_pieces(server: Server, conn: socket.socket) -> None:
+        request_of(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        while not server.stop.wait(0.02):
+            clock.advance(STEP)
+            conn.sendall(b"x" * 1024)
+
+    ended: list[float] = []
+
+    def get(port: int) -> None:
+        try:
+            fetch("GET", f"http://127.0.0.1:{port}/", deadline=DEADLINE, cap=8192, clock=clock)
+        finally:
+            ended.append(clock.elapsed)
+
+    with Server(slow_pieces) as server, pytest.raises(FetchFailed, match=r"within 1\.5s"):
+        within_limit(lambda: get(server.port))
+    # ended by the clock: a real-time cut-off would have let ~75 pieces (37 s) pass on it
+    assert DEADLINE <= ended[0] < DEADLINE + 4 * STEP
 
 
 def test_self_check_cuts_a_huge_body_off(webroot: Path) -> None:
