@@ -5,7 +5,8 @@ keyword arguments change the key (or its type), the validity window, the issuer 
 serial, the subject, the extended key usages, IP addresses and the authority key identifier.
 ``CA`` is a root that may sign leaves (basic constraints, key usage and key identifiers set, so
 strict TLS clients accept the chains). ``make_key``/``make_cert`` give PEM for the volume tests.
-Real crypto throughout; nothing here touches the disk except ``write_pair``. (demo/dockerapi/server.py keeps its own: it is mounted alone in the demo.)
+Real crypto throughout; nothing here touches the disk except ``write_pair``.
+(demo/dockerapi/server.py keeps a builder of its own: the demo mounts that one file alone.)
 """
 
 from __future__ import annotations
