@@ -34,9 +34,8 @@ from acme_sidecar.core.report import Outcome
 from acme_sidecar.core.settle import force_seen
 from acme_sidecar.ops.hooks import HealthFile, Hook, expiry_lines, health_problems, read_health
 from acme_sidecar.ops.log import configure
-from acme_sidecar.shell.cycle import Deps, guarded_cycle, pacing_of, plan_wake, summarize
+from acme_sidecar.shell.cycle import Deps, guarded_cycle, look, pacing_of, plan_wake, summarize
 from acme_sidecar.shell.daemon import Daemon, after_cycle
-from acme_sidecar.shell.gather import decide
 from acme_sidecar.shell.importer import import_pair
 from acme_sidecar.shell.status import collect, render
 from acme_sidecar.shell.watch import watch_cycle
@@ -250,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check(settings: Settings, deps: Deps) -> int:
     state = force_seen(deps.store.load_state(), deps.store.force_requested(), deps.clock())
-    report = decide(cycle_policy(settings), deps, state, fresh=True)
+    report = look(cycle_policy(settings), deps, state, fresh=True)
     out = sys.stdout
     if report.outcome is Outcome.SOURCE_DOWN:
         print("cannot read the domain database; see the log above", file=out)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import structlog
@@ -336,22 +336,27 @@ class CertStore:
             staged.append((directory / "domains", domains, 0o644, None))
         files.swap_in(directory, staged, torn="the next start finishes or rolls back the swap")
 
-    def set_default(self, name: str, before: Callable[[], None] | None = None) -> bool:
-        """Make ``<name>/cert.pem`` and ``key.pem`` the top-level pair; True when it changed.
-
-        ``before`` runs just before the swap (the cycle records the deploy it now owes)."""
+    def is_default(self, name: str) -> bool:
+        """Whether the top-level pair already holds ``<name>/cert.pem`` and ``key.pem`` (also
+        True when ``name`` has no certificate yet: there is nothing to make the default)."""
         src = self.root / name
+        if not (src / "cert.pem").is_file():
+            return True
         reason = self._refusal(src)
         if reason:
             raise files.refuse_link(src, reason)
         cert, key = read_bytes(src / "cert.pem"), read_bytes(src / "key.pem")
-        if _holds(self.root / "cert.pem", cert) and _holds(
+        return _holds(self.root / "cert.pem", cert) and _holds(
             self.root / "key.pem", key, private=True
-        ):
+        )
+
+    def set_default(self, name: str) -> bool:
+        """Make ``<name>/cert.pem`` and ``key.pem`` the top-level pair; True when it changed.
+        The cycle records the deploy it owes first (``is_default`` says whether it will)."""
+        if self.is_default(name):
             return False
-        if before is not None:
-            before()
-        self._swap(self.root, cert, key, None)
+        src = self.root / name
+        self._swap(self.root, read_bytes(src / "cert.pem"), read_bytes(src / "key.pem"), None)
         return True
 
     def backup(self, name: str) -> Path:

@@ -23,7 +23,8 @@ from acme_sidecar.config.settings import load_settings
 from acme_sidecar.core.dns01 import Routes, challenge_name, covers, drop_covered, holds
 from acme_sidecar.core.model import NameGroup, Verdict
 from acme_sidecar.core.plan import Shape, make_plan, wanted_specs
-from acme_sidecar.core.validate import Caa, CaaLookup, IpPolicy, Lookup, validate_name
+from acme_sidecar.core.validate import Caa, CaaLookup, IpPolicy, Lookup
+from acme_sidecar.shell.lookups import validate_name
 from tests.unit.fakes import FakeHttp, FakeResolver
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
