@@ -1,48 +1,13 @@
-"""DNS-01 rules that need no I/O: wildcard coverage, the challenge record's name, and which
-configured zone (a section of ``ACME_DNS_CONFIG_FILE``) answers for a name.
-
-Coverage is decided label by label (RFC 6125 §6.4.3 as the CA applies it): ``*.example.org``
-covers ``mail.example.org`` but neither ``example.org`` nor ``a.mail.example.org``, and never
-``mail.badexample.org``.
+"""DNS-01 rules that need no I/O: the challenge record's name, and which configured zone (a
+section of ``ACME_DNS_CONFIG_FILE``) answers for a name. (Wildcard coverage: ``core.names``.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 CHALLENGE_LABEL = "_acme-challenge"
-
-
-def covers(wildcard: str, name: str) -> bool:
-    """Whether ``wildcard`` (``*.example.org``) covers ``name``: exactly one label in place
-    of the ``*``, the rest equal label by label."""
-    if not wildcard.startswith("*.") or name.startswith("*."):
-        return False
-    base = wildcard[2:].split(".")
-    labels = name.split(".")
-    return len(labels) == len(base) + 1 and labels[1:] == base
-
-
-def drop_covered(names: Sequence[str]) -> tuple[tuple[str, ...], dict[str, str]]:
-    """``names`` without those a wildcard among them covers (the CA refuses an order that
-    lists both), and for each dropped name the wildcard that covers it."""
-    wildcards = [n for n in names if n.startswith("*.")]
-    dropped: dict[str, str] = {}
-    kept: list[str] = []
-    for name in names:
-        by = next((w for w in wildcards if covers(w, name)), None)
-        if by is None:
-            kept.append(name)
-        else:
-            dropped[name] = by
-    return tuple(kept), dropped
-
-
-def holds(names: Iterable[str], name: str) -> bool:
-    """Whether a certificate of ``names`` is valid for ``name`` (listed, or by a wildcard)."""
-    listed = tuple(names)
-    return name in listed or any(covers(w, name) for w in listed)
 
 
 def challenge_name(name: str) -> str:

@@ -14,8 +14,8 @@ from datetime import datetime
 
 from acme_sidecar.core.ari import AriRecord, renew_time
 from acme_sidecar.core.budget import Hold, HoldRules, hold
-from acme_sidecar.core.dns01 import drop_covered, holds
 from acme_sidecar.core.model import Action, CertPlan, CertSpec, NameGroup, Plan, StoredCert, Verdict
+from acme_sidecar.core.names import drop_covered, holds
 from acme_sidecar.core.profiles import profile_change
 
 

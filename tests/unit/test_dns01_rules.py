@@ -20,8 +20,9 @@ from acme_sidecar.config.dns01 import (
     read_file,
 )
 from acme_sidecar.config.settings import load_settings
-from acme_sidecar.core.dns01 import Routes, challenge_name, covers, drop_covered, holds
+from acme_sidecar.core.dns01 import Routes, challenge_name
 from acme_sidecar.core.model import NameGroup, Verdict
+from acme_sidecar.core.names import covers, drop_covered, holds
 from acme_sidecar.core.plan import Shape, make_plan, wanted_specs
 from acme_sidecar.core.validate import Caa, CaaLookup, IpPolicy, Lookup
 from acme_sidecar.shell.lookups import validate_name
