@@ -19,6 +19,7 @@ from acme_sidecar.adapters.volume import CertStore, key_matches, load_chain, loa
 from acme_sidecar.config.policies import CyclePolicy
 from acme_sidecar.core.decide import Decision
 from acme_sidecar.core.errors import StoreError
+from acme_sidecar.core.issued import problems, spki
 from acme_sidecar.core.model import CertSpec, Issued, StoredCert
 from acme_sidecar.core.settle import (
     RetryPolicy,
@@ -117,6 +118,11 @@ def store_unstored(book: Book, store: CertStore, now: datetime, retry: RetryPoli
             continue
         if not key_matches(leaf, load_key(key_pem)):  # a fresh key (ACME_KEY_REUSE=n), gone
             log.warning("cert.unstored_dropped", certificate=name, reason="its key was not kept")
+            book.update(settle_stored(book.state, name))
+            continue
+        found = problems(chain, spec.domains, spki(load_key(key_pem).public_key()), now)
+        if found:  # held from before the issued check (core.issued): checked here too
+            log.warning("cert.unstored_dropped", certificate=name, reason="; ".join(found))
             book.update(settle_stored(book.state, name))
             continue
         if store.holds_chain(name, chain):  # stored just before a kill
