@@ -62,7 +62,10 @@ def test_a_cname_into_a_zone_without_a_section_is_refused(
     finally:
         bind_server.delete_rrset(CHALLENGE, "CNAME")
         bind_server.delete_rrset(selector, "TXT")
-    assert cert_dirs(Path(env["ACME_CERT_DIR"])) == {HOST: HOST}, run.stderr[-3000:]
+    # the cycle ends normally (exit 1 today: the name was dropped from a placed order, which
+    # counts as a failed name; skipped at validation it would not be ordered at all)
+    assert run.named("cycle.done"), run.stderr[-3000:]
+    assert cert_dirs(Path(env["ACME_CERT_DIR"])) == {HOST: HOST}
     [refused] = run.named("dns01.cname_refused")
     assert (refused["name"], refused["cname"]) == (TENANT, CHALLENGE)
     assert refused["target"] == selector
