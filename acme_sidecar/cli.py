@@ -52,7 +52,10 @@ def build_deps(settings: Settings, stop: threading.Event) -> Deps:
         from acme_sidecar.adapters.dns01 import setup as dns01
 
         router = dns01.build_router(
-            s.acme_dns_provider, s.acme_dns_config_file, s.acme_dns_auth_port
+            s.acme_dns_provider,
+            s.acme_dns_config_file,
+            s.acme_dns_auth_port,
+            s.acme_dns_alias_zones,
         )
         dns01_router = router
 

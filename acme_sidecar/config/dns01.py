@@ -146,6 +146,23 @@ def parse_file(text: str, default_plugin: str) -> Dns01File:
     return Dns01File(sections[0], tuple(zones.values()), tuple(problems))
 
 
+def parse_zone_list(text: str) -> tuple[str, ...]:
+    """``ACME_DNS_ALIAS_ZONES``: zone names separated by commas or spaces (empty: none);
+    raises ``ValueError`` naming the first entry that is not a zone name."""
+    zones: list[str] = []
+    for raw in re.split(r"[,\s]+", text.strip()):
+        if not raw:
+            continue
+        zone = normalize_hostname(raw)
+        if zone is None:
+            raise ValueError(
+                f"{raw!r} is not a zone name: give zone names of two labels or more, such as "
+                "acme.example.org, separated by commas or spaces (no wildcards, no IP addresses)"
+            )
+        zones.append(zone)
+    return tuple(dict.fromkeys(zones))
+
+
 def _ttl(section: Section, name: str) -> int | str:
     text = section.values.get(name, "")
     if not text:
