@@ -29,10 +29,10 @@ from acme_sidecar.adapters.files import load_chain as load_chain
 from acme_sidecar.adapters.files import load_key as load_key
 from acme_sidecar.core.ari import cert_id
 from acme_sidecar.core.errors import StoreError
+from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import CertSpec, StoredCert
 from acme_sidecar.core.names import normalize_hostname
 from acme_sidecar.core.profiles import NEW_KEY_TYPE
-from acme_sidecar.core.state import State
 
 log = structlog.get_logger(__name__)
 

@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 
 from acme_sidecar.core.budget import HoldRules, Limits
 from acme_sidecar.core.ledger import State
+from acme_sidecar.core.memory import apply_memory, record_validated
 from acme_sidecar.core.model import DomainRows, NameGroup, Plan, StoredCert, Verdict
 from acme_sidecar.core.names import covers
 from acme_sidecar.core.plan import Shape, make_plan
 from acme_sidecar.core.settle import force_done
-from acme_sidecar.core.state import apply_memory, record_validated
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ of ``ACME_DNS_CONFIG_FILE``) answers for a name, and whether a CNAME at
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 CHALLENGE_LABEL = "_acme-challenge"

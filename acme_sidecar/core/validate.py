@@ -100,7 +100,7 @@ def _dns(ask: Callable[[Need], Answer], rdtype: str, name: str) -> Lookup:
 class IpPolicy:
     """What the DNS answers are compared with.
 
-    ``own`` lists this server's further addresses (SNAT_TO_SOURCE, SNAT6_TO_SOURCE, and
+    ``own_addresses`` lists this server's further addresses (SNAT_TO_SOURCE, SNAT6_TO_SOURCE, and
     PUBLIC_IPV4/6 when the comparison is skipped): with ``ipv4`` and ``ipv6`` they are the only
     non-public addresses the self-check may connect to (see ``self_check_refusal``).
     """
@@ -112,7 +112,7 @@ class IpPolicy:
     snat6: bool = False
     skip_http: bool = False
     ca_identities: tuple[str, ...] = ()
-    own: tuple[str, ...] = ()
+    own_addresses: tuple[str, ...] = ()
     dns01: Routes | None = None  # ACME_DNS_CHALLENGE=y: no IP or HTTP check, CAA still applies
 
 
@@ -120,6 +120,8 @@ WILDCARD_NEEDS_DNS01 = (
     "a wildcard name can only be validated over DNS-01: set ACME_DNS_CHALLENGE=y with a DNS "
     "provider (ACME_DNS_PROVIDER, ACME_DNS_CONFIG_FILE), or list the names instead"
 )
+
+MAX_CNAMES = 8  # the CNAME chain from _acme-challenge.<name> is followed this far
 
 KNOWN_CAA_TAGS = {"issue", "issuewild", "iodef", "contactemail", "contactphone", "issuemail"}
 
@@ -183,7 +185,7 @@ def self_check_refusal(address: str, policy: IpPolicy) -> str | None:
     kind = _non_public_kind(addr)
     if kind is None:
         return None
-    own = (policy.ipv4, policy.ipv6, *policy.own)
+    own = (policy.ipv4, policy.ipv6, *policy.own_addresses)
     if any(mine and _same(address, mine) for mine in own):
         return None
     return (
@@ -273,16 +275,28 @@ def _verdict(name: str, ask: Callable[[Need], Answer], policy: IpPolicy) -> Verd
 
 
 def _dns01_verdict(name: str, ask: Callable[[Need], Answer], routes: Routes) -> Verdict:
-    """DNS-01: the name is answered when a configured provider writes its challenge record
-    (its own zone's, or, when ``_acme-challenge`` is a CNAME, the target's)."""
-    refusal = routes.refusal(name)
-    via = ""
-    if refusal is not None:
-        target = _dns(ask, "CNAME", challenge_name(name))
-        if target.addresses:
-            delegated = target.addresses[0].rstrip(".")
-            if routes.refusal(delegated) is None:
-                refusal, via = None, f" through the CNAME to {delegated}"
+    """DNS-01: the name is answered when a configured provider may write its challenge record:
+    at ``_acme-challenge.<name>`` in its own zone, or at the end of the CNAME chain from there
+    when ``Routes.delegation`` allows that target (a ``[zone …]`` section or an alias zone)."""
+    chain = [challenge_name(name)]
+    for _ in range(MAX_CNAMES):
+        hop = _dns(ask, "CNAME", chain[-1])
+        if hop.error:
+            return Verdict(name, False, f"DNS-01: CNAME lookup of {chain[-1]} failed: {hop.error}")
+        if not hop.addresses:
+            break
+        target = hop.addresses[0].rstrip(".").lower()
+        if target in chain:
+            return Verdict(name, False, f"DNS-01: CNAME loop: {' -> '.join([*chain, target])}")
+        chain.append(target)
+    else:
+        return Verdict(name, False, f"DNS-01: more than {MAX_CNAMES} CNAMEs from {chain[0]}")
+    rule = routes.delegation(chain)
+    if not rule.allowed:
+        return Verdict(name, False, f"DNS-01: {rule.reason}")
+    delegated = len(chain) > 1
+    refusal = routes.refusal(rule.target if delegated else name)
     if refusal is not None:
         return Verdict(name, False, f"DNS-01 cannot answer for it: {refusal}")
+    via = f" through the CNAME to {rule.target}" if delegated else ""
     return Verdict(name, True, f"DNS-01{via}; IP and HTTP checks do not apply; CAA allows")

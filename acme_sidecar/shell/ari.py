@@ -2,8 +2,8 @@
 
 For each stored certificate whose window is due (``core.ari.poll_due``: never fetched for this
 certificate, or its next fetch has come; not when it is expired or due for renewal anyway) the
-adapter is asked, bounded by ``BUDGET`` seconds per cycle; the answers are settled by
-``core.ari.settle`` into the ledger the caller saves. A new window logs ``ari.window`` (with the
+adapter is asked, bounded by ``BUDGET`` seconds per cycle; each answer is folded into the
+ledger the caller saves (``core.ari.fold_answer``). A new window logs ``ari.window`` (with the
 CA's ``explanationURL``), a window already over ``ari.renew_now``; an answer not used is one
 ``ari.unused`` line per problem, naming the certificates, and the lifetime rule applies.
 May touch: the CA (through ``deps.windows``) and the ledger.
@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from acme_sidecar.adapters.acme.ari import NO_ARI
-from acme_sidecar.core.ari import AriRecord, poll_due, settle
+from acme_sidecar.core.ari import AriRecord, fold_answer, poll_due
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import StoredCert
 from acme_sidecar.shell.gather import Deps
@@ -81,7 +81,7 @@ def refresh_windows(
             break
         answer = source.fetch(cert.cert_id)
         old = state.cert(name).ari
-        new = settle(
+        new = fold_answer(
             old,
             cert.cert_id,
             answer,

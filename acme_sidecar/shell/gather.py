@@ -28,7 +28,7 @@ from acme_sidecar.core.discover import candidate_groups, omitted_names
 from acme_sidecar.core.dns01 import Routes
 from acme_sidecar.core.errors import SourceError
 from acme_sidecar.core.ledger import State
-from acme_sidecar.core.state import reusable_verdicts
+from acme_sidecar.core.memory import reusable_verdicts
 from acme_sidecar.core.validate import HttpCheck, IpPolicy, Resolver
 from acme_sidecar.shell.lookups import validate_names
 
@@ -69,7 +69,7 @@ def _ip_policy(policy: CyclePolicy, deps: Deps) -> IpPolicy:
         skip_ip_check=v.skip_ip_check,
         snat4=v.snat4,
         snat6=v.snat6,
-        own=tuple(dict.fromkeys([*v.own, *(a for a in (ipv4, ipv6) if a)])),
+        own_addresses=tuple(dict.fromkeys([*v.own_addresses, *(a for a in (ipv4, ipv6) if a)])),
         skip_http=v.skip_http,
         ca_identities=identities,
         dns01=dns01,

@@ -16,7 +16,6 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Protocol
 
 import structlog
 
@@ -27,17 +26,9 @@ from acme_sidecar.core.ledger import Deploy, OwnPair, State
 from acme_sidecar.core.model import StoredCert
 from acme_sidecar.core.own import OWN_MARK, Ownership, PairFacts, pair_problems
 from acme_sidecar.core.settle import deploy_begin, deploy_wrote, deploy_wrote_default, sni_map
+from acme_sidecar.shell.boundary import Book
 
 log = structlog.get_logger(__name__)
-
-
-class Ledger(Protocol):
-    """The cycle's ledger (``shell.boundary.Book``): read ``state``, save with ``update``."""
-
-    state: State
-
-    def update(self, state: State) -> None:
-        """Take ``state`` and save it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +62,7 @@ def ownership_of(policy: OwnPolicy, store: CertStore, facts: PairFacts) -> Owner
 def check_own(
     policy: OwnPolicy,
     store: CertStore,
-    book: Ledger,
+    book: Book,
     now: datetime,
     stop: threading.Event,
     *,
@@ -91,8 +82,8 @@ def check_own(
         if not quiet:
             _log_kept(facts, who.reason, policy)
         return replace(view, refused=facts.fingerprint == seen.refused)
-    if policy.settle > 0:
-        if stop.wait(policy.settle):
+    if policy.hold_still > 0:
+        if stop.wait(policy.hold_still):
             return view
         again = ownpair.read_top(store)
         if again is None or ownpair.fingerprint(*again) != facts.fingerprint:
@@ -136,7 +127,7 @@ def _log_kept(facts: PairFacts, reason: str, policy: OwnPolicy) -> None:
     )
 
 
-def _refuse(store: CertStore, book: Ledger, facts: PairFacts, problems: list[str]) -> None:
+def _refuse(store: CertStore, book: Book, facts: PairFacts, problems: list[str]) -> None:
     saved = ownpair.backup_top(store)
     good = ownpair.read_own_copy(store)
     if good is not None and ownpair.fingerprint(*good) != facts.fingerprint:

@@ -17,10 +17,10 @@ from acme_sidecar.core.ari import (
     Window,
     cert_id,
     choose,
+    fold_answer,
     parse_window,
     poll_due,
     renew_time,
-    settle,
 )
 from acme_sidecar.core.budget import HoldRules
 from acme_sidecar.core.ledger import CertLedger, State
@@ -159,7 +159,7 @@ def test_ari_time_inside_the_window(life: timedelta, window: tuple[timedelta, ti
     cert = stored_cert(life, timedelta(0))
     start, end = (cert.not_before + w for w in window)
     for rand in (0.0, 0.3, 0.99):
-        record = settle(
+        record = fold_answer(
             None,
             CID,
             answer(start, end),
@@ -177,7 +177,9 @@ def settled(
     old: AriRecord | None, got: Answer, now: datetime = NOW, rand: float = 0.5
 ) -> AriRecord:
     nb, na = LIFE
-    return settle(old, CID, got, not_before=nb, not_after=na, now=now, interval=6 * HOUR, rand=rand)
+    return fold_answer(
+        old, CID, got, not_before=nb, not_after=na, now=now, interval=6 * HOUR, rand=rand
+    )
 
 
 @pytest.mark.parametrize(

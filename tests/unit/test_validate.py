@@ -174,7 +174,7 @@ def test_caa_denial_makes_the_verdict() -> None:
     assert not v.ok and "CAA" in v.reason and http.calls == []
 
 
-OWN = IpPolicy("192.0.2.1", "2001:db8::1", skip_ip_check=True, own=("10.9.9.9",))
+OWN = IpPolicy("192.0.2.1", "2001:db8::1", skip_ip_check=True, own_addresses=("10.9.9.9",))
 
 
 @pytest.mark.parametrize(
@@ -249,7 +249,7 @@ def test_snat_source_is_this_servers_own() -> None:
     """A private answer equal to an address in ``own`` (SNAT_TO_SOURCE) is checked."""
     r = FakeResolver({(N, "A"): Lookup(("10.0.0.5",))})
     http = FakeHttp()
-    policy = IpPolicy("192.0.2.1", None, snat4=True, own=("10.0.0.5",))
+    policy = IpPolicy("192.0.2.1", None, snat4=True, own_addresses=("10.0.0.5",))
     assert validate_name(N, r, policy, http).ok and http.calls == [(N, "10.0.0.5")]
 
 

@@ -1,5 +1,6 @@
-"""The pure rules that use what the sidecar remembers (``core.ledger``): grace for failing
-names, the per-name back-off for names the CA rejected, and reuse of recent verdicts.
+"""Name memory: the pure rules that use what the ledger (``core.ledger``) remembers about
+names: grace for failing names, the per-name back-off for names the CA rejected, and reuse of
+recent verdicts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from acme_sidecar.core.ari import renew_time
 from acme_sidecar.core.ledger import Rejection, State
 from acme_sidecar.core.model import StoredCert, Verdict
 
-__all__ = ["Rejection", "State", "apply_memory", "record_rejections", "record_validated"]
+__all__ = [
+    "apply_memory",
+    "record_issued",
+    "record_rejections",
+    "record_validated",
+    "reusable_verdicts",
+]
 
 REJECT_BACKOFF_FIRST = timedelta(hours=1)
 REJECT_BACKOFF_MAX = timedelta(days=1)
