@@ -182,7 +182,10 @@ def act(
     done = done + finish_deploy(policy, deps, book)
     after = store.load() if done.issued or archived else dict(stored)
     if deps.windows is not None and done.issued:  # the new ones' windows: no wake-up for them
-        book.update(refresh_windows(deps, book.state, after, policy.ari_interval, deps.clock()))
+        state = refresh_windows(
+            deps.windows, deps.stop, book.state, after, policy.ari_interval, deps.clock()
+        )
+        book.update(state)
     return done, after
 
 

@@ -6,24 +6,24 @@ adapter is asked, bounded by ``BUDGET`` seconds per cycle; each answer is folded
 ledger the caller saves (``core.ari.fold_answer``). A new window logs ``ari.window`` (with the
 CA's ``explanationURL``), a window already over ``ari.renew_now``; an answer not used is one
 ``ari.unused`` line per problem, naming the certificates, and the lifetime rule applies.
-May touch: the CA (through ``deps.windows``) and the ledger.
+May touch: the CA (through ``windows``).
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 import structlog
 
-from acme_sidecar.adapters.acme.ari import NO_ARI
+from acme_sidecar.adapters.acme.ari import NO_ARI, WindowSource
 from acme_sidecar.core.ari import AriRecord, fold_answer, poll_due
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import StoredCert
-from acme_sidecar.shell.gather import Deps
 
 log = structlog.get_logger(__name__)
 
@@ -53,15 +53,14 @@ def _log_window(name: str, old: AriRecord | None, new: AriRecord, now: datetime)
 
 
 def refresh_windows(
-    deps: Deps,
+    windows: Callable[[], WindowSource],
+    stop: threading.Event,
     state: State,
     stored: Mapping[str, StoredCert],
     interval: timedelta,
     now: datetime,
 ) -> State:
     """Fetch the windows due now; return ``state`` with their answers folded in."""
-    if deps.windows is None:
-        return state
     due = [
         (name, cert)
         for name, cert in sorted(stored.items())
@@ -73,11 +72,11 @@ def refresh_windows(
     ]
     if not due:
         return state
-    source = deps.windows()
+    source = windows()
     deadline = time.monotonic() + BUDGET
     problems: dict[str, list[str]] = {}
     for name, cert in due:
-        if deps.stop.is_set() or time.monotonic() > deadline:
+        if stop.is_set() or time.monotonic() > deadline:
             break
         answer = source.fetch(cert.cert_id)
         old = state.cert(name).ari

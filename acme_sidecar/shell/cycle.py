@@ -39,7 +39,6 @@ from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.core.settle import force_complete, force_done, force_seen, interrupted, tidy
 from acme_sidecar.core.wake import Pacing, Wake, next_wake
 from acme_sidecar.shell.act import Acted, act, finish_deploy, store_unstored
-from acme_sidecar.shell.ari import refresh_windows
 from acme_sidecar.shell.boundary import Book, crashed
 from acme_sidecar.shell.gather import Deps, gather, recheck
 from acme_sidecar.shell.own import check_own
@@ -101,7 +100,6 @@ def cycle(policy: CyclePolicy, deps: Deps, book: Book) -> Report:
     if facts is None:  # the database is down: keep everything as it is
         return Report(Outcome.SOURCE_DOWN, state=book.state, failed=owed.failed,
                       applied=owed.applied)  # fmt: skip
-    facts = replace(facts, state=_windows(policy, deps, facts, now))
     book.update(facts.state)
 
     decision = decide(facts, decision_policy(policy), now)
@@ -141,13 +139,6 @@ def finish_owed(
     if book.state.deploy is not None:
         done = done + finish_deploy(policy, deps, book)
     return done, (own.reason if own.own else None)
-
-
-def _windows(policy: CyclePolicy, deps: Deps, facts: Facts, now: datetime) -> State:
-    """Part of gathering: the CA's renewal windows due for the stored certificates."""
-    if deps.windows is None:
-        return facts.state
-    return refresh_windows(deps, facts.state, facts.stored, policy.ari_interval, now)
 
 
 def decision_policy(policy: CyclePolicy) -> DecisionPolicy:

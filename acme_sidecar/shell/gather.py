@@ -1,7 +1,8 @@
 """Gather: every fact one cycle decides on, each looked up once. No order, no volume write.
 
 ``gather`` reads the database rows (and makes the name groups from them), takes the volume's
-certificates as one snapshot, and validates the names whose recent verdict cannot be reused
+certificates as one snapshot, fetches the CA's renewal windows due for them (``shell.ari``;
+folded into the ledger of the facts), and validates the names whose recent verdict cannot be reused
 (DNS, CAA, the HTTP self-check: ``shell.lookups``); ``recheck`` validates more names when the
 decision asks for them. It returns ``core.decide.Facts`` (None when the database is down) and
 logs what it found. ``Deps`` holds the adapters a cycle uses.
@@ -30,6 +31,7 @@ from acme_sidecar.core.errors import SourceError
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.memory import reusable_verdicts
 from acme_sidecar.core.validate import HttpCheck, IpPolicy, Resolver
+from acme_sidecar.shell.ari import refresh_windows
 from acme_sidecar.shell.lookups import validate_names
 
 log = structlog.get_logger(__name__)
@@ -113,6 +115,8 @@ def gather(
     names = [n for g in groups for n in g.names]
     log.info("names.discovered", domains=len(rows.domains), names=len(names))
     stored = deps.store.load()
+    if deps.windows is not None:  # the CA's renewal windows due for the stored certificates
+        state = refresh_windows(deps.windows, deps.stop, state, stored, policy.ari_interval, now)
     v = policy.validation
     reused = (
         {}
