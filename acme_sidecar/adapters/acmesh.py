@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from acme_sidecar.adapters import backups, files
 from acme_sidecar.adapters.files import PrivateKey, load_key, read_bytes
-from acme_sidecar.adapters.pem import PARSE_ERRORS
 from acme_sidecar.adapters.keys import tlsa_311, to_pem
+from acme_sidecar.adapters.pem import PARSE_ERRORS
 from acme_sidecar.core.errors import StoreError
 
 log = structlog.get_logger(__name__)

@@ -63,16 +63,19 @@ def unreadable_file(facts: PairFacts) -> str:
     return "key.pem" if facts.unreadable.startswith("key.pem:") else "cert.pem"
 
 
-def _read_pair(directory: Path) -> Pair | None:
+def _read_pair(directory: Path, *, private: bool = True) -> Pair | None:
+    """The pair in ``directory``; ``private``: a key.pem readable by others is made 0600."""
     try:
-        return read_bytes(directory / "cert.pem"), read_bytes(directory / "key.pem", private=True)
+        key = read_bytes(directory / "key.pem", private=private)
+        return read_bytes(directory / "cert.pem"), key
     except FileNotFoundError:
         return None
 
 
 def read_top(store: CertStore) -> Pair | None:
-    """The top-level pair, or None when either file is missing (a link raises ``StoreError``)."""
-    return _read_pair(store.root)
+    """The top-level pair, or None when either file is missing (a link raises ``StoreError``).
+    A store that sets nothing aside (``status``, ``check``) changes no file mode either."""
+    return _read_pair(store.root, private=store.set_aside)
 
 
 def own_dir(store: CertStore) -> Path:
@@ -155,8 +158,9 @@ def ownership(
     key_is_ours = False
     if facts.chain and store.domain_key_path.is_file():
         try:
-            top_key = key_spki(read_bytes(store.root / "key.pem", private=True))
-            ours = key_spki(read_bytes(store.domain_key_path, private=True))
+            mode = store.set_aside  # status and check change no file mode
+            top_key = key_spki(read_bytes(store.root / "key.pem", private=mode))
+            ours = key_spki(read_bytes(store.domain_key_path, private=mode))
             key_is_ours = top_key == ours
         except (StoreError, OSError):
             key_is_ours = False
