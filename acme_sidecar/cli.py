@@ -310,7 +310,8 @@ def _unreadable(store: CertStore) -> dict[str, str]:
         return found | {str(store.root / "cert.pem"): str(exc)}
     facts = ownpair.inspect_pair(*pair) if pair else None
     if facts is not None and facts.unreadable:
-        found[str(store.root / ownpair.unreadable_file(facts))] = facts.unreadable
+        file, why = ownpair.unreadable_file(store, facts)
+        found[str(file)] = why
     return found
 
 

@@ -58,9 +58,12 @@ def inspect_pair(cert: bytes, key: bytes) -> PairFacts:
     )
 
 
-def unreadable_file(facts: PairFacts) -> str:
-    """Which file of an unreadable pair does not parse: ``cert.pem`` or ``key.pem``."""
-    return "key.pem" if facts.unreadable.startswith("key.pem:") else "cert.pem"
+def unreadable_file(store: CertStore, facts: PairFacts) -> tuple[Path, str]:
+    """Which file of an unreadable top-level pair does not parse, and why."""
+    name, _, why = facts.unreadable.partition(": ")
+    if name not in ("cert.pem", "key.pem"):
+        return store.root / "cert.pem", facts.unreadable
+    return store.root / name, why
 
 
 def _read_pair(directory: Path, *, private: bool = True) -> Pair | None:

@@ -8,7 +8,7 @@ could rewrite the admin's screen or clipboard (OSC 52), so it is shown as ``\\x1
 
 from __future__ import annotations
 
-from typing import Protocol, TextIO
+from typing import Protocol
 
 
 class Out(Protocol):
@@ -32,14 +32,10 @@ def printable(text: str, *, keep: str = "") -> str:
 class Printable:
     """A text stream that escapes what is written to it (newlines pass): ``print(file=...)``."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: Out) -> None:
         self._out = out
 
     def write(self, text: str) -> int:
         """Write ``text`` escaped; returns the length of ``text``."""
         self._out.write(printable(text, keep="\n"))
         return len(text)
-
-    def flush(self) -> None:
-        """Flush the wrapped stream."""
-        self._out.flush()

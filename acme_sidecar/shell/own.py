@@ -130,21 +130,22 @@ def _unreadable(store: CertStore, facts: PairFacts, own: bool) -> None:
     """One ``store.unreadable`` line for a top-level pair that does not parse. An own pair is
     refused as such (``_refuse``: backed up, the last good one put back); any other is copied
     to ``backups/default/unreadable-<time>/`` and replaced by the hostname's certificate."""
-    file = str(store.root / ownpair.unreadable_file(facts))
+    path, why = ownpair.unreadable_file(store, facts)
+    file = str(path)
     if own:
-        log.warning("store.unreadable", file=file, error=facts.unreadable,
+        log.warning("store.unreadable", file=file, error=why,
                     action="refused as an own pair (see own.refused)")  # fmt: skip
         return
     try:
         kept = ownpair.keep_unreadable_top(store)
     except (StoreError, OSError) as exc:
-        log.warning("store.unreadable", file=file, error=facts.unreadable,
+        log.warning("store.unreadable", file=file, error=why,
                     action=f"it could not be set aside ({exc}); it is left as it is")  # fmt: skip
         return
     log.warning(
         "store.unreadable",
         file=file,
-        error=facts.unreadable,
+        error=why,
         kept=str(kept.relative_to(store.root)) if kept else None,
         action="a copy is set aside; the pair is replaced by the certificate for the hostname",
     )

@@ -56,8 +56,8 @@ def _top(store: CertStore, own: OwnPolicy, stored: dict[str, StoredCert]) -> dic
     facts = ownpair.inspect_pair(*pair)
     bad = {}
     if facts.unreadable:
-        file = str(store.root / ownpair.unreadable_file(facts))
-        bad = {"unreadable": {"file": file, "error": facts.unreadable}}
+        file, why = ownpair.unreadable_file(store, facts)
+        bad = {"unreadable": {"file": str(file), "error": why}}
     if own.skip_lets_encrypt:
         return {"own": True, "own_reason": "SKIP_LETS_ENCRYPT=y"} | bad
     who = ownpair.ownership(store, facts, lambda: stored, own.ca_organizations)

@@ -24,7 +24,8 @@ from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import OwnPolicy
 from acme_sidecar.config.settings import load_settings
 from acme_sidecar.core.ledger import State
-from acme_sidecar.ops.terminal import printable
+from acme_sidecar.core.own import PairFacts
+from acme_sidecar.ops.terminal import Printable, printable
 from acme_sidecar.shell.own import check_own
 from acme_sidecar.shell.status import collect, render
 from tests.integration.ownpairs import OwnCA, OwnPair, damaged
@@ -58,6 +59,10 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+def words_of(facts: PairFacts) -> str:
+    return facts.unreadable.removeprefix("cert.pem: ")
+
+
 def _events(logs: Sequence[MutableMapping[str, Any]], event: str) -> list[MutableMapping[str, Any]]:
     return [e for e in logs if e["event"] == event]
 
@@ -77,7 +82,10 @@ def test_read_cert_names_what_is_wrong(kind: str, words: str) -> None:
         read_cert(pair.chain)
     facts = ownpair.inspect_pair(pair.chain, pair.key)
     assert facts.unreadable.startswith(f"cert.pem: {words}")
-    assert ownpair.unreadable_file(facts) == "cert.pem"
+    assert ownpair.unreadable_file(CertStore(Path("/v")), facts) == (
+        Path("/v/cert.pem"),
+        words_of(facts),
+    )
 
 
 def test_an_unsupported_key_type_is_unreadable_but_its_certificate_reads() -> None:
@@ -104,7 +112,8 @@ def test_an_unsupported_key_type_is_unreadable_but_its_certificate_reads() -> No
     with pytest.raises(Unreadable, match="unsupported key type"):
         key_spki(key_pem)
     pair = ownpair.inspect_pair(good.chain, key_pem)
-    assert pair.unreadable.startswith("key.pem: ") and ownpair.unreadable_file(pair) == "key.pem"
+    file, why = ownpair.unreadable_file(CertStore(Path("/v")), pair)
+    assert file == Path("/v/key.pem") and why.startswith("unsupported key type")
 
 
 @pytest.mark.parametrize("kind", ["bad_san", "unknown_spki"])
@@ -266,7 +275,7 @@ def test_status_reports_damaged_files_and_writes_nothing(tmp_path: Path) -> None
     assert after == before
     text = "".join(out.parts)
     assert f"unreadable: {root / 'bad.example.org' / 'cert.pem'}: " in text
-    assert f"unreadable: {root / 'cert.pem'}: cert.pem: its extensions are malformed" in text
+    assert f"unreadable: {root / 'cert.pem'}: its extensions are malformed" in text
     assert "state.json is unreadable (OverflowError" in text
     assert [r["name"] for r in data["certificates"]] == ["good.example.org"]
     assert len(data["unreadable"]) == 2
@@ -314,3 +323,12 @@ def test_printable_escapes_terminal_controls() -> None:
     assert "\\u202e" in shown
     assert printable("münchen.example ok") == "münchen.example ok"
     assert printable("a\nb", keep="\n") == "a\nb"
+
+
+def test_what_check_prints_goes_through_the_escaping_stream() -> None:
+    """print() to Printable (the stream check, status and import print to) escapes a CAA
+    value's ESC/BEL/CR but keeps the line breaks."""
+    out = _Out()
+    print('a.test   skip   CAA: 0 issue "x\x1b]52;c;eA==\x07\r"', file=Printable(out))
+    text = "".join(out.parts)
+    assert text == 'a.test   skip   CAA: 0 issue "x\\x1b]52;c;eA==\\x07\\r"\n'
