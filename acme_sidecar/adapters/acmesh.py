@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from acme_sidecar.adapters import backups, files
 from acme_sidecar.adapters.files import PrivateKey, load_key, read_bytes
 from acme_sidecar.adapters.keys import tlsa_311, to_pem
+from acme_sidecar.adapters.pem import PARSE_ERRORS
 from acme_sidecar.core.errors import StoreError
 
 log = structlog.get_logger(__name__)
@@ -59,6 +60,9 @@ def _spki(key: PrivateKey | x509.Certificate) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+_SKIPPED: tuple[type[Exception], ...] = (OSError, StoreError, *PARSE_ERRORS)
+
+
 def _served(root: Path) -> set[str]:
     """The SPKI hashes of the certificates the volume serves: ``cert.pem`` at the top and in
     each certificate directory (mailcow writes both), where readable."""
@@ -73,7 +77,7 @@ def _served(root: Path) -> set[str]:
         try:
             if path.is_file() and not path.is_symlink():
                 found.add(_spki(x509.load_pem_x509_certificates(read_bytes(path))[0]))
-        except (OSError, ValueError, StoreError):
+        except _SKIPPED:  # unreadable: it serves no key we know
             continue
     return found
 

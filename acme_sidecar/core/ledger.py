@@ -169,9 +169,17 @@ class State:
         )
 
 
+_YEARS = range(1970, 3000)
+"""The years a time in the ledger may fall in: one near the ends of what ``datetime`` holds
+(9999) would overflow the arithmetic of later cycles (``since + grace``)."""
+
+
 def _time(value: Any) -> datetime:
-    """An ISO 8601 time; one without a zone (hand-edited, older tools) is taken as UTC."""
+    """An ISO 8601 time; one without a zone (hand-edited, older tools) is taken as UTC.
+    ``ValueError`` for a year outside ``_YEARS``: the ledger is damaged."""
     parsed = datetime.fromisoformat(str(value))
+    if parsed.year not in _YEARS:
+        raise ValueError(f"the time {value} is out of range")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

@@ -60,7 +60,7 @@ log = structlog.get_logger(__name__)
 
 def guarded_cycle(policy: CyclePolicy, deps: Deps, state: State | None = None) -> Report:
     """``run_cycle`` behind the boundary: never raises (but for KeyboardInterrupt/SystemExit)."""
-    book = Book(deps.store, state if state is not None else State())
+    book = Book(deps.store, state or State(), loaded=state is not None)
     try:
         return run_cycle(policy, deps, state, book=book)
     except Exception as exc:  # noqa: BLE001 - the cycle boundary: log, save, retry later
@@ -80,7 +80,7 @@ def run_cycle(
                 state = store.load_state()
             if book is None:
                 book = Book(store, state)
-            book.state = state
+            book.state, book.loaded = state, True
             return cycle(policy, deps, book)
     except VolumeBusy as exc:
         log.warning("store.busy", component="certificate volume", error=str(exc))

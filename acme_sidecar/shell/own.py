@@ -22,6 +22,7 @@ import structlog
 from acme_sidecar.adapters import ownpair
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import OwnPolicy
+from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import Deploy, OwnPair, State
 from acme_sidecar.core.model import StoredCert
 from acme_sidecar.core.own import OWN_MARK, Ownership, PairFacts, pair_problems
@@ -75,9 +76,11 @@ def check_own(
     facts = ownpair.inspect_pair(*pair)
     who = _ownership(policy, store, facts, book.state)
     view = OwnView(who.own, who.reason, facts)
+    seen = book.state.own or OwnPair()
+    if facts.unreadable and not (who.own and facts.fingerprint in (seen.good, seen.refused)):
+        _unreadable(store, facts, who.own)
     if not who.own:
         return view
-    seen = book.state.own or OwnPair()
     if facts.fingerprint in (seen.good, seen.refused):
         if not quiet:
             _log_kept(facts, who.reason, policy)
@@ -112,6 +115,31 @@ def check_own(
         action="deploying it to the services; a copy is kept in acme/own/",
     )
     return view
+
+
+def _unreadable(store: CertStore, facts: PairFacts, own: bool) -> None:
+    """One ``store.unreadable`` line for a top-level pair that does not parse. An own pair is
+    refused as such (``_refuse``: backed up, the last good one put back); any other is copied
+    to ``backups/default/unreadable-<time>/`` and replaced by the hostname's certificate."""
+    path, why = ownpair.unreadable_file(store, facts)
+    file = str(path)
+    if own:
+        log.warning("store.unreadable", file=file, error=why,
+                    action="refused as an own pair (see own.refused)")  # fmt: skip
+        return
+    try:
+        kept = ownpair.keep_unreadable_top(store)
+    except (StoreError, OSError) as exc:
+        log.warning("store.unreadable", file=file, error=why,
+                    action=f"it could not be set aside ({exc}); it is left as it is")  # fmt: skip
+        return
+    log.warning(
+        "store.unreadable",
+        file=file,
+        error=why,
+        kept=str(kept.relative_to(store.root)) if kept else None,
+        action="a copy is set aside; the pair is replaced by the certificate for the hostname",
+    )
 
 
 def _log_kept(facts: PairFacts, reason: str, policy: OwnPolicy) -> None:
