@@ -219,13 +219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "import":
         store = CertStore(settings.acme_cert_dir, backup_keep=settings.acme_backup_keep)
         return import_pair(own_policy(settings), store, args.cert, args.key, args.chain)
-    from acme_sidecar.adapters.acmesh import adopt
-
-    adopt(settings.acme_cert_dir, settings.directory)  # mailcow's DNS-01 (acme.sh) keys
     stop = threading.Event()
     deps = build_deps(settings, stop)
     if args.command == "check":
         return _check(settings, deps)
+    from acme_sidecar.shell.takeover import take_over_once
+
+    take_over_once(deps.store, settings.directory, deps.clock())  # mailcow's acme.sh keys
     if args.command == "once":
         hooks = build_hooks(settings)  # before the cycle: it taps the log for the mailcow UI
         if settings.skip_lets_encrypt:
