@@ -43,6 +43,8 @@ from acme_sidecar.shell.watch import watch_cycle
 
 log = structlog.get_logger("acme_sidecar")
 
+HTTP_CA = "ACME_ALLOW_HTTP_CA=y: the CA is reached over plain http (for a test CA only)"
+
 
 def build_deps(settings: Settings, stop: threading.Event) -> Deps:
     """Wire the real adapters from the settings."""
@@ -212,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             reason="LE_STAGING=y wins over DIRECTORY_URL",
             ignored=mask_url(settings.directory_url),
         )
+    if settings.directory.startswith("http://"):
+        log.warning("config.http_ca", directory=mask_url(settings.directory), reason=HTTP_CA)
     if args.command == "status":
         return _status(settings, as_json=args.json)
     if args.command == "health":

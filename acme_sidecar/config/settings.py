@@ -19,6 +19,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
@@ -246,6 +247,20 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         if text and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
             raise ValueError("must be an http:// or https:// URL")
         return text
+
+    @field_validator("directory_url")
+    @classmethod
+    def _https_directory(cls, value: str, info: ValidationInfo) -> str:
+        if (
+            value.lower().startswith("http://")
+            and not info.data.get("acme_allow_http_ca")
+            and not info.data.get("le_staging")  # LE staging wins: the value is not used
+        ):
+            raise ValueError(
+                "the ACME directory must be an https:// URL (over plain http anyone on the path "
+                "can change what the CA sends), or set ACME_ALLOW_HTTP_CA=y for a test CA"
+            )
+        return value
 
     @field_validator("acme_account_email")
     @classmethod
