@@ -400,9 +400,10 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         return tuple(dict.fromkeys(own))
 
 
-HIDDEN = frozenset(
-    {"dbpass", "redispass", "acme_eab_hmac_key"}
-)  # never echoed; URLs echoed with password masked
+# secrets: never echoed in an error; a webhook URL (a token in its path or query) is shown as
+# scheme and host only; other URLs with their password and query masked
+HIDDEN = frozenset({"dbpass", "redispass", "acme_eab_hmac_key"})
+ORIGIN_ONLY = frozenset({"acme_notify_webhook"})
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -413,4 +414,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(describe_errors(exc, values, hidden=HIDDEN)) from None
+        raise ConfigError(
+            describe_errors(exc, values, hidden=HIDDEN, origin_only=ORIGIN_ONLY)
+        ) from None
