@@ -5,7 +5,9 @@ over. Its trigger (acme.sh's key served, ``acme/key.pem`` not) comes back after 
 ``ACME_KEY_TYPE`` change, until every certificate is on the new key, so it must not run again:
 the first start records when it ran and later starts skip it. A volume acme-sidecar used before
 the marker existed (no marker, but its ledger or ``backups/acme/``) has its keys in use: there
-the takeover only adopts a missing key and moves nothing.
+the takeover only adopts a missing key and moves nothing. A volume without ``acme-sh/`` is not
+touched (no lock, no marker): should ``acme-sh/`` appear after the first cycle, that rule keeps
+the keys in use.
 
 It runs under the volume lock, so a cycle of another acme-sidecar on the volume never sees the
 ledger half-written; when the lock is held, that process has taken over already (it ran this
@@ -33,8 +35,9 @@ def take_over_once(store: CertStore, directory_url: str, now: datetime) -> None:
     Never raises: a volume it cannot use is left to the cycle, which says why.
     """
     root = store.root
-    if not root.is_dir() or root.is_symlink():
-        return  # a new volume: the cycle creates it, there is nothing to take over
+    home = root / acmesh.HOME
+    if not home.is_dir() or home.is_symlink():
+        return  # nothing of acme.sh: nothing is written (SKIP_LETS_ENCRYPT=y leaves a volume as is)
     try:
         with store.lock():
             state = store.load_state()
@@ -46,4 +49,4 @@ def take_over_once(store: CertStore, directory_url: str, now: datetime) -> None:
     except VolumeBusy:
         log.info("takeover.skipped", reason="another acme-sidecar holds the volume")
     except (StoreError, OSError) as exc:
-        log.warning("takeover.failed", home=str(root / acmesh.HOME), error=str(exc)[:300])
+        log.warning("takeover.failed", home=str(home), error=str(exc)[:300])

@@ -178,17 +178,20 @@ def test_failed_takeover_is_not_recorded(tmp_path: Path, monkeypatch: pytest.Mon
     assert store.load_state().takeover_at is None
 
 
-def test_volume_without_acmesh_records_the_marker(tmp_path: Path) -> None:
-    """A volume with nothing of acme.sh is recorded as taken over: an acme-sh/ that appears
-    later (mailcow's DNS-01 switched on again) never moves the sidecar's keys."""
+def test_volume_without_acmesh_is_not_touched(tmp_path: Path) -> None:
+    """A volume with nothing of acme.sh gets nothing written (no acme/, no lock, no marker:
+    SKIP_LETS_ENCRYPT=y leaves it as it is); an acme-sh/ that appears after the first cycle
+    finds the ledger and moves no key in use."""
     clock = Clock()
     store = CertStore(tmp_path)
     take_over_once(store, DIRECTORY, clock())
-    assert store.load_state().takeover_at == clock()
+    assert list(tmp_path.iterdir()) == []
     _volume(tmp_path, clock)  # acme/'s keys stand for the sidecar's, acme.sh's key serves
+    _used_before(tmp_path, "state.json", clock)  # the first cycle's ledger
     before = _tree(tmp_path)
     take_over_once(store, DIRECTORY, clock())
     assert _tree(tmp_path) == before
+    assert store.load_state().takeover_at == clock()
 
 
 def test_missing_volume_is_left_to_the_cycle(tmp_path: Path) -> None:
@@ -206,3 +209,21 @@ def test_ledger_marker_round_trip_and_old_files() -> None:
     assert "takeover_at" not in State().to_json()
     when = Clock()()
     assert State.from_json(State(takeover_at=when).to_json()).takeover_at == when
+
+
+def test_an_unwritable_volume_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A volume whose lock cannot be taken (read-only, full): one takeover.failed line, no
+    file moved, no marker."""
+    clock = Clock()
+    _volume(tmp_path, clock)
+    store = CertStore(tmp_path)
+    before = _tree(tmp_path)
+
+    def read_only(path: Path) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("acme_sidecar.adapters.files.try_lock", read_only)
+    with capture_logs() as logs:
+        take_over_once(store, DIRECTORY, clock())
+    assert [e["event"] for e in logs] == ["takeover.failed"]
+    assert _tree(tmp_path) == before and not store.state_path.exists()
