@@ -45,6 +45,8 @@ from acme_sidecar.shell.watch import watch_cycle
 
 log = structlog.get_logger("acme_sidecar")
 
+HTTP_CA = "ACME_ALLOW_HTTP_CA=y: the CA is reached over plain http (for a test CA only)"
+
 
 def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = False) -> Deps:
     """Wire the real adapters from the settings; ``read_only`` (``check``): the volume is only
@@ -227,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             reason="LE_STAGING=y wins over DIRECTORY_URL",
             ignored=mask_url(settings.directory_url),
         )
+    if settings.directory.startswith("http://"):
+        log.warning("config.http_ca", directory=mask_url(settings.directory), reason=HTTP_CA)
     if args.command == "status":
         return _status(settings, as_json=args.json)
     if args.command == "health":
@@ -240,10 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     if args.command == "check":  # a dry run: no takeover, nothing written
         return _check(settings, build_deps(settings, stop, read_only=True))
-    from acme_sidecar.adapters.acmesh import adopt
-
-    adopt(settings.acme_cert_dir, settings.directory)  # mailcow's DNS-01 (acme.sh) keys
     deps = build_deps(settings, stop)
+    from acme_sidecar.shell.takeover import take_over_once
+
+    take_over_once(deps.store, settings.directory, deps.clock())  # mailcow's acme.sh keys
     if args.command == "once":
         hooks = build_hooks(settings)  # before the cycle: it taps the log for the mailcow UI
         if settings.skip_lets_encrypt:

@@ -133,6 +133,11 @@ def parse_file(text: str, default_plugin: str) -> Dns01File:
             problems.append(f"line {number}: not KEY=VALUE nor [zone NAME]")
             continue
         key, value = match.group(1), _unquote(match.group(2))
+        if value != value.strip():  # PDNS_Token=" abc": no credential has them (review N8)
+            problems.append(
+                f"line {number}: the value of {key} starts or ends with spaces; they are removed"
+            )
+            value = value.strip()
         current = sections[-1]
         if key == "ACME_DNS_PROVIDER":
             sections[-1] = Section(current.zone, value, current.values)

@@ -22,7 +22,13 @@ import structlog
 
 from acme_sidecar.adapters.acme.challenges import ChallengeResponder, Http01Webroot
 from acme_sidecar.adapters.acme.orders import OrderFlow
-from acme_sidecar.adapters.acme.session import NetworkFactory, Session, requests_network, utcnow
+from acme_sidecar.adapters.acme.session import (
+    NetworkFactory,
+    Session,
+    http_allowed,
+    requests_network,
+    utcnow,
+)
 from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, ca_problem, kind_of, translate
 from acme_sidecar.adapters.volume import PrivateKey, load_key
 from acme_sidecar.core.errors import CaUnreachable, SidecarError
@@ -71,7 +77,9 @@ class AcmeIssuer:
         profile: str = "",
         eab: tuple[str, str] | None = None,
     ) -> None:
-        network = network_factory or requests_network(str(ca_bundle) if ca_bundle else True, clock)
+        network = network_factory or requests_network(
+            str(ca_bundle) if ca_bundle else True, clock, allow_http=http_allowed(directory_url)
+        )
         self._session = Session(
             directory_url, account_pem, network, email, profile=profile, eab=eab
         )

@@ -10,7 +10,10 @@ CA forgot the account. A contact at a reserved domain (``me@example.com``, mailc
 not sent: the account is registered without one. The directory's ``meta`` is checked first: the
 profile asked for must be one it lists, and External Account Binding (EAB: key identifier and
 HMAC key, never logged) is sent when configured and required when it says
-``externalAccountRequired``. May touch: the CA over HTTPS.
+``externalAccountRequired``. Only https is spoken with a CA whose directory is https: an
+endpoint the directory lists, or any other URL (order, authorization, certificate), in plain
+http is refused as a downgrade (``refuse_downgrade``); an http directory (a test CA, allowed by
+``ACME_ALLOW_HTTP_CA=y``) allows http. May touch: the CA over HTTPS.
 """
 
 from __future__ import annotations
@@ -45,6 +48,30 @@ NETWORK_TIMEOUT = 30
 Clock = Callable[[], datetime]
 
 
+def http_allowed(directory_url: str) -> bool:
+    """Whether the CA may be reached over plain http: only when its directory is http (a test
+    CA, which the settings allow only with ``ACME_ALLOW_HTTP_CA=y``)."""
+    return directory_url.lower().startswith("http://")
+
+
+def scheme_ok(url: str, *, allow_http: bool) -> bool:
+    """Whether ``url`` is https, or http where http is allowed."""
+    scheme = url.partition("://")[0].lower()
+    return scheme == "https" or (allow_http and scheme == "http")
+
+
+def refuse_downgrade(url: str, *, allow_http: bool, what: str = "") -> None:
+    """Raise ``CaUnreachable`` when ``url`` is not https and http is not allowed."""
+    if scheme_ok(url, allow_http=allow_http):
+        return
+    shown = url.split("?", 1)[0][:200]
+    raise CaUnreachable(
+        f"the CA sent {what or 'a URL'} that is not https ({shown}) although its directory "
+        "is https: refused as a downgrade (plain http can be changed on the way)",
+        code="insecure",
+    )
+
+
 def utcnow() -> datetime:
     """The current time, aware UTC."""
     return datetime.now(UTC)
@@ -63,6 +90,7 @@ class AcmeNetwork(client.ClientNetwork):
         timeout: int = NETWORK_TIMEOUT,
         clock: Clock = utcnow,
         bad_nonce_retries: int = BAD_NONCE_RETRIES,
+        allow_http: bool = False,
     ) -> None:
         super().__init__(
             key,
@@ -74,6 +102,7 @@ class AcmeNetwork(client.ClientNetwork):
         )
         self._clock = clock
         self._bad_nonce_retries = max(0, bad_nonce_retries)
+        self._allow_http = allow_http  # an http directory (a test CA); else https only
 
     def _checked(self, response: requests.Response, content_type: str | None) -> requests.Response:
         try:
@@ -90,6 +119,7 @@ class AcmeNetwork(client.ClientNetwork):
         self, url: str, content_type: str = client.ClientNetwork.JSON_CONTENT_TYPE, **kwargs: Any
     ) -> requests.Response:
         """GET ``url``; a problem answer raises a typed error."""
+        refuse_downgrade(url, allow_http=self._allow_http)
         return self._checked(self._send_request("GET", url, **kwargs), content_type)
 
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
@@ -105,6 +135,11 @@ class AcmeNetwork(client.ClientNetwork):
             f"the CA rejected {self._bad_nonce_retries + 1} nonces in a row (badNonce)",
             code="badNonce",
         )
+
+    def head(self, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        """HEAD ``url`` (a new nonce)."""
+        refuse_downgrade(url, allow_http=self._allow_http)
+        return super().head(url, *args, **kwargs)
 
     def _get_nonce(self, url: str, new_nonce_url: str | None) -> str:
         if not self._nonces:
@@ -123,6 +158,7 @@ class AcmeNetwork(client.ClientNetwork):
         **kwargs: Any,
     ) -> requests.Response:
         new_nonce_url = kwargs.pop("new_nonce_url", None)
+        refuse_downgrade(url, allow_http=self._allow_http)
         data = self._wrap_in_jws(obj, self._get_nonce(url, new_nonce_url), url)
         kwargs.setdefault("headers", {"Content-Type": content_type})
         response = self._send_request("POST", url, data=data, **kwargs)
@@ -140,9 +176,14 @@ NetworkFactory = Callable[[JWK, JWASignature, messages.RegistrationResource | No
 
 
 def requests_network(
-    verify: bool | str, clock: Clock = utcnow, *, bad_nonce_retries: int = BAD_NONCE_RETRIES
+    verify: bool | str,
+    clock: Clock = utcnow,
+    *,
+    bad_nonce_retries: int = BAD_NONCE_RETRIES,
+    allow_http: bool = False,
 ) -> NetworkFactory:
-    """The default network factory: real HTTPS with ``verify`` (True or a CA bundle path)."""
+    """The default network factory: real HTTPS with ``verify`` (True or a CA bundle path);
+    ``allow_http`` for a test CA whose directory is http."""
 
     def build(
         key: JWK, alg: JWASignature, account: messages.RegistrationResource | None
@@ -154,6 +195,7 @@ def requests_network(
             verify=verify,
             clock=clock,
             bad_nonce_retries=bad_nonce_retries,
+            allow_http=allow_http,
         )
 
     return build
@@ -216,6 +258,9 @@ class Session:
     def _register(self) -> tuple[messages.Directory, messages.RegistrationResource]:
         net = self._network(self.key, self._alg, None)
         directory = client.ClientV2.get_directory(self._url, net)
+        for name, url in directory.to_partial_json().items():
+            if name != "meta" and isinstance(url, str):
+                refuse_downgrade(url, allow_http=http_allowed(self._url), what=name)
         meta = directory.meta
         wrong_profile = profile_problem(self._profile, meta.profiles if meta else None)
         if wrong_profile:

@@ -10,7 +10,7 @@ rewrite the same record set at once. May touch: the provider's HTTPS API.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import requests
@@ -19,6 +19,7 @@ from lexicon.config import ConfigResolver
 
 from acme_sidecar.adapters.dns01.base import DnsUpdateError
 from acme_sidecar.config.dns01 import LexiconConf
+from acme_sidecar.config.values import scrub
 
 API_DEADLINE = 60.0  # seconds one call of a provider API may take in all
 HUNG_WAIT = 30.0  # seconds the next call waits for a call given up at API_DEADLINE to end
@@ -33,9 +34,20 @@ _CREDENTIAL = {
 }
 
 
-def _quiet(exc: BaseException) -> str:
-    """An exception as one short line, for a log line (lexicon's messages hold no secret)."""
-    return f"{type(exc).__name__}: {str(exc)[:200]}"
+# requests' own refusals of what it was asked to send: their text echoes the header or URL,
+# which holds the credential (a token with a space or a line break, as written in the file)
+_REFUSED_INPUT = (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL)
+
+
+def _quiet(exc: BaseException, secrets: Iterable[str]) -> str:
+    """An exception as one short line for a log line: every configured value (all may be
+    secrets) taken out, in any form; for requests' refusals of its input, only the type."""
+    if isinstance(exc, _REFUSED_INPUT):
+        return (
+            f"{type(exc).__name__} (a value in the DNS-01 file cannot be sent over HTTP: "
+            "a space at its start or end, a line break, or another character it may not hold)"
+        )
+    return scrub(f"{type(exc).__name__}: {str(exc)[:300]}", secrets)[:300]
 
 
 class LexiconProvider:
@@ -47,6 +59,7 @@ class LexiconProvider:
         self._hung: threading.Thread | None = None  # a call given up that may still write
         module: Any = load_provider_module(conf.provider)
         self._class = module.Provider
+        self._secrets = tuple(conf.options.values())  # taken out of every error text
 
     @property
     def label(self) -> str:
@@ -120,11 +133,12 @@ class LexiconProvider:
             raise self._http_error(exc, zone, what) from exc
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise DnsUpdateError(
-                f"{self.label} cannot be reached: {_quiet(exc)}", transient=True
+                f"{self.label} cannot be reached: {_quiet(exc, self._secrets)}", transient=True
             ) from exc
         except Exception as exc:  # lexicon raises plain Exception for its own refusals
             raise DnsUpdateError(
-                f"{self.label} could not {what} the TXT record in {zone}: {_quiet(exc)}"
+                f"{self.label} could not {what} the TXT record in {zone}: "
+                f"{_quiet(exc, self._secrets)}"
             ) from exc
 
     def _http_error(self, exc: requests.HTTPError, zone: str, what: str) -> DnsUpdateError:
