@@ -20,7 +20,7 @@ import structlog
 
 from acme_sidecar import __version__
 from acme_sidecar.adapters import ownpair
-from acme_sidecar.adapters.acme import AcmeIssuer, Issuer, caa_identities
+from acme_sidecar.adapters.acme import AcmeIssuer, caa_identities
 from acme_sidecar.adapters.acme.ari import RenewalInfo
 from acme_sidecar.adapters.acme.challenges import ChallengeResponder
 from acme_sidecar.adapters.dns import DnsResolver
@@ -32,6 +32,7 @@ from acme_sidecar.config.policies import cycle_policy, daemon_policy, own_policy
 from acme_sidecar.config.settings import Settings, load_settings, mask_url
 from acme_sidecar.core.errors import ConfigError, StoreError
 from acme_sidecar.core.ledger import State
+from acme_sidecar.core.ports import Issuer
 from acme_sidecar.core.report import Outcome
 from acme_sidecar.core.settle import force_seen
 from acme_sidecar.ops.hooks import HealthFile, Hook, expiry_lines, health_problems, read_health

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -87,17 +87,6 @@ def log_restarted(service: str, container: str, action: Reaction) -> None:
         action=Act.RESTART.value,
         reason=action.reason if asked else FALLBACK.get(action.act, action.reason),
     )
-
-
-class Services(Protocol):
-    """The consumers of the certificate volume."""
-
-    services: tuple[str, ...]
-    can_rebuild_map: bool  # commands can be run in the containers (Postfix's postmap)
-
-    def apply(self, actions: Mapping[str, Reaction]) -> dict[str, str]:
-        """Do each service's action once; return ``{service: "reloaded"|"rebuilt"|...}``.
-        Services not in ``actions`` (or with ``Act.NONE``) are not touched."""
 
 
 def _docker_from_env() -> Any:

@@ -29,13 +29,13 @@ from acme_sidecar.adapters.docker import (
     PROJECT_LABEL,
     SERVICE_LABEL,
     DockerServices,
-    Services,
     log_done,
     log_not_found,
     log_restarted,
 )
 from acme_sidecar.core.consumers import Act, Reaction
 from acme_sidecar.core.errors import ServiceError
+from acme_sidecar.core.ports import Services
 
 log = structlog.get_logger(__name__)
 

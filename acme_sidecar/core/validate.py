@@ -2,11 +2,12 @@
 
 ``verdict(name, answers, policy)`` decides from the DNS answers and self-check results known so
 far; when it needs one more it returns that ``Need`` instead (the next CAA node, AAAA before A,
-the self-check of the address it picked). The shell (``shell.lookups``) fetches each need from
-the ``Resolver`` and ``HttpCheck`` ports defined here and asks again, so the lookups are the same
-ones, in the same order, as a decision that did them itself, and every rule is testable from
-answers alone. A missing record is a verdict, not an exception. The self-check connects only to
-public addresses and this server's own (``self_check_refusal``). No I/O, no logging.
+the self-check of the address it picked). The shell (``shell.lookups``) fetches each need
+from the ``Resolver`` and ``HttpCheck`` ports (``core.ports``) and asks again, so the lookups
+are the same ones, in the same order, as a decision that did them itself, and every rule is
+testable from answers alone. A missing record is a verdict, not an exception. The self-check
+connects only to public addresses and this server's own (``self_check_refusal``). No I/O, no
+logging.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias
+from typing import TypeAlias
 
 from acme_sidecar.core.dns01 import Routes, challenge_name
 from acme_sidecar.core.model import Verdict
@@ -43,23 +44,6 @@ class CaaLookup:
 
     records: tuple[Caa, ...] = ()
     error: str | None = None
-
-
-class Resolver(Protocol):
-    """Looks up A, AAAA and CAA records."""
-
-    def lookup(self, name: str, rdtype: str) -> Lookup:
-        """Return the addresses of ``name`` for ``rdtype`` (``A`` or ``AAAA``)."""
-
-    def lookup_caa(self, name: str) -> CaaLookup:
-        """Return the CAA records at exactly ``name`` (no climbing)."""
-
-
-class HttpCheck(Protocol):
-    """Fetches the self-check token of ``name`` from ``address``."""
-
-    def check(self, name: str, address: str) -> str | None:
-        """Return ``None`` when the token came back, else the reason it did not."""
 
 
 @dataclass(frozen=True, slots=True)

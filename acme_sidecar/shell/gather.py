@@ -18,10 +18,6 @@ from datetime import UTC, datetime
 
 import structlog
 
-from acme_sidecar.adapters.acme import Issuer
-from acme_sidecar.adapters.acme.ari import WindowSource
-from acme_sidecar.adapters.docker import Services
-from acme_sidecar.adapters.mariadb import DomainSource
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import CyclePolicy
 from acme_sidecar.core.decide import Facts
@@ -30,7 +26,15 @@ from acme_sidecar.core.dns01 import Routes
 from acme_sidecar.core.errors import SourceError
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.memory import reusable_verdicts
-from acme_sidecar.core.validate import HttpCheck, IpPolicy, Resolver
+from acme_sidecar.core.ports import (
+    DomainSource,
+    HttpCheck,
+    Issuer,
+    Resolver,
+    Services,
+    WindowSource,
+)
+from acme_sidecar.core.validate import IpPolicy
 from acme_sidecar.shell.ari import refresh_windows
 from acme_sidecar.shell.lookups import validate_names
 

@@ -16,15 +16,8 @@ from dataclasses import replace
 import structlog
 
 from acme_sidecar.core.model import Verdict
-from acme_sidecar.core.validate import (
-    Answer,
-    HttpCheck,
-    IpPolicy,
-    Need,
-    Resolver,
-    caa_verdict,
-    verdict,
-)
+from acme_sidecar.core.ports import HttpCheck, Resolver
+from acme_sidecar.core.validate import Answer, IpPolicy, Need, caa_verdict, verdict
 
 log = structlog.get_logger(__name__)
 

@@ -25,8 +25,9 @@ from acme_sidecar.core.consumers import Act, Reaction
 from acme_sidecar.core.discover import NameRules
 from acme_sidecar.core.model import CertSpec, DomainRows, FailureKind, Issued, IssueFailure
 from acme_sidecar.core.plan import Shape
+from acme_sidecar.core.ports import HttpCheck
 from acme_sidecar.core.settle import RetryPolicy
-from acme_sidecar.core.validate import CaaLookup, HttpCheck, Lookup
+from acme_sidecar.core.validate import CaaLookup, Lookup
 from acme_sidecar.shell.gather import Deps
 
 HOST = "mail.example.test"

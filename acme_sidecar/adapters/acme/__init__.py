@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from acme_sidecar.adapters.acme.certificate import make_csr
 from acme_sidecar.adapters.acme.challenges import ChallengeResponder, Http01Webroot
-from acme_sidecar.adapters.acme.issuer import AcmeIssuer, Issuer, caa_identities
+from acme_sidecar.adapters.acme.issuer import AcmeIssuer, caa_identities
 from acme_sidecar.adapters.acme.session import AcmeNetwork, NetworkFactory
+from acme_sidecar.core.ports import Issuer
 
 __all__ = [
     "AcmeIssuer",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import requests
 import structlog
@@ -33,13 +33,6 @@ log = structlog.get_logger(__name__)
 
 TIMEOUT = 10.0
 NO_ARI = "the CA offers no renewalInfo"
-
-
-class WindowSource(Protocol):
-    """Fetches the renewal window of one certificate by its CertID."""
-
-    def fetch(self, cid: str) -> Answer:
-        """The CA's answer for ``cid``; a failure is ``Answer.error``, never an exception."""
 
 
 class RenewalInfo:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
 import requests
 import structlog
@@ -38,22 +37,6 @@ log = structlog.get_logger(__name__)
 
 CA_DOWN_AFTER = 3  # orders in a row that could not reach the CA: give up the rest
 _START_ERRORS: tuple[type[Exception], ...] = (SidecarError, *LIBRARY_ERRORS)
-
-
-class Issuer(Protocol):
-    """Obtains certificates for a batch of specs."""
-
-    def issue_all(
-        self,
-        specs: Sequence[CertSpec],
-        key_pem: bytes | Mapping[str, bytes],
-        *,
-        replaces: Mapping[str, str] | None = None,
-    ) -> Iterator[Issued | IssueFailure]:
-        """Order every spec (in parallel) with ``key_pem`` (one key for all, or one per
-        certificate name); yield one result per spec as each completes; never raises for a
-        failed order. ``replaces`` maps a spec's name to the ARI CertID of the certificate its
-        order replaces."""
 
 
 class AcmeIssuer:
