@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from acme_sidecar.adapters.tls_probe import Endpoint, Kind
 from acme_sidecar.config.settings import LE_PRODUCTION, LE_STAGING, Settings
 from acme_sidecar.core.budget import Limits
+from acme_sidecar.core.consumers import Endpoint, ProbeKind
 from acme_sidecar.core.discover import NameRules
 from acme_sidecar.core.plan import Shape
 from acme_sidecar.core.profiles import max_names
@@ -97,7 +97,7 @@ class DaemonPolicy:
 def endpoints(settings: Settings) -> tuple[Endpoint, ...]:
     """The TLS endpoints to check, each tied to the restart service it belongs to."""
     out: list[Endpoint] = []
-    specs: list[tuple[Kind, str, str]] = [
+    specs: list[tuple[ProbeKind, str, str]] = [
         ("smtp", settings.acme_verify_smtp, "postfix"),
         ("imap", settings.acme_verify_imap, "dovecot"),
         ("https", settings.verify_https, "nginx"),

@@ -21,6 +21,19 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
+
+ProbeKind = Literal["smtp", "imap", "https"]  # how a TLS endpoint is spoken to when verified
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One TLS listener of one consumer, verified after a deploy."""
+
+    service: str
+    kind: ProbeKind
+    host: str
+    port: int
 
 
 class ConsumerKind(Enum):

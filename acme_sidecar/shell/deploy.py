@@ -17,9 +17,9 @@ from collections.abc import Mapping
 
 import structlog
 
-from acme_sidecar.adapters.tls_probe import Endpoint, Mismatch, check_served, unresolved
+from acme_sidecar.adapters.tls_probe import Mismatch, check_served, unresolved
 from acme_sidecar.config.policies import DeployPolicy
-from acme_sidecar.core.consumers import Change, reactions, restart_all
+from acme_sidecar.core.consumers import Change, Endpoint, reactions, restart_all
 from acme_sidecar.core.errors import ServiceError
 from acme_sidecar.core.ports import Services
 

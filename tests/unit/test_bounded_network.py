@@ -21,7 +21,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
-from acme_sidecar.adapters.tls_probe import Endpoint, check_served, served_serial
+from acme_sidecar.adapters.tls_probe import check_served, served_serial
+from acme_sidecar.core.consumers import Endpoint
 from acme_sidecar.ops.notify import Notice, WebhookChannel
 
 HUGE = 50 * 1024 * 1024

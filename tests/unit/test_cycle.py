@@ -15,10 +15,9 @@ import pytest
 import requests
 from structlog.testing import capture_logs
 
-from acme_sidecar.adapters.tls_probe import Endpoint
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import DeployPolicy
-from acme_sidecar.core.consumers import Act
+from acme_sidecar.core.consumers import Act, Endpoint
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import FailureKind, StoredCert
 from acme_sidecar.core.report import Outcome
