@@ -33,7 +33,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from acme_sidecar.config.values import mask_url
+from acme_sidecar.core.values import mask_url
 
 log = structlog.get_logger(__name__)
 

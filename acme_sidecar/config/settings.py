@@ -30,18 +30,11 @@ from acme_sidecar.config.ari_settings import AriSettings
 from acme_sidecar.config.ca_settings import CaSettings
 from acme_sidecar.config.dns01_settings import Dns01Settings
 from acme_sidecar.config.ops_settings import OpsSettings
-from acme_sidecar.config.values import (
-    comma_list,
-    describe_errors,
-    is_email,
-    mailcow_flag,
-    mask_url,
-    parse_duration,
-    parse_resolver,
-)
+from acme_sidecar.config.values import comma_list, describe_errors, mailcow_flag, parse_duration
 from acme_sidecar.config.verify_settings import VerifySettings
 from acme_sidecar.core.errors import ConfigError
 from acme_sidecar.core.names import normalize_hostname, normalize_prefix
+from acme_sidecar.core.values import is_email, mask_url, parse_resolver
 
 __all__ = ["LE_PRODUCTION", "LE_STAGING", "Settings", "load_settings", "mask_url"]
 

@@ -11,8 +11,8 @@ from acme_sidecar.config.settings import (
     load_settings,
     mask_url,
 )
-from acme_sidecar.config.values import reserved_contact
 from acme_sidecar.core.errors import ConfigError
+from acme_sidecar.core.values import reserved_contact
 
 BASE = {"MAILCOW_HOSTNAME": "mail.example.org"}
 

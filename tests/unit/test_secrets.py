@@ -17,8 +17,8 @@ from acme_sidecar.adapters.dns01.lexicon_api import LexiconProvider
 from acme_sidecar.adapters.dns01.setup import build_router
 from acme_sidecar.config.dns01 import LexiconConf, parse_file
 from acme_sidecar.config.settings import load_settings
-from acme_sidecar.config.values import scrub
 from acme_sidecar.core.errors import ConfigError
+from acme_sidecar.core.values import scrub
 
 BASE = {"MAILCOW_HOSTNAME": "mail.example.org"}
 EAB = {"ACME_EAB_KID": "kid-1"}

@@ -35,9 +35,9 @@ from josepy.jwk import JWK, JWKEC
 from acme_sidecar import __version__
 from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, bad_answer, problem, retry_after
 from acme_sidecar.adapters.acme.translate import translate as translate_error
-from acme_sidecar.config.values import reserved_contact
 from acme_sidecar.core.errors import CaUnreachable, IssueError, RateLimited
 from acme_sidecar.core.profiles import profile_problem
+from acme_sidecar.core.values import reserved_contact
 
 log = structlog.get_logger(__name__)
 

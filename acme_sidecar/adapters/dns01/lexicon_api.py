@@ -19,7 +19,7 @@ from lexicon.config import ConfigResolver
 
 from acme_sidecar.adapters.dns01.base import DnsUpdateError
 from acme_sidecar.config.dns01 import LexiconConf
-from acme_sidecar.config.values import scrub
+from acme_sidecar.core.values import scrub
 
 API_DEADLINE = 60.0  # seconds one call of a provider API may take in all
 HUNG_WAIT = 30.0  # seconds the next call waits for a call given up at API_DEADLINE to end

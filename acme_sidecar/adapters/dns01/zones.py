@@ -27,7 +27,7 @@ import dns.rdatatype
 import dns.resolver
 
 from acme_sidecar.adapters.dns import make_resolver
-from acme_sidecar.config.values import parse_resolver
+from acme_sidecar.core.values import parse_resolver
 
 MAX_CNAMES = 8
 TIMEOUT_SETTING = "ACME_DNS_PROPAGATION_TIMEOUT"
