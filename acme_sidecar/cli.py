@@ -29,12 +29,13 @@ from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
 from acme_sidecar.adapters.mariadb import MariaDBSource
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import cycle_policy, daemon_policy, own_policy
-from acme_sidecar.config.settings import Settings, load_settings, mask_url
+from acme_sidecar.config.settings import Settings, load_settings
 from acme_sidecar.core.errors import ConfigError, StoreError
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.ports import Issuer
 from acme_sidecar.core.report import Outcome
 from acme_sidecar.core.settle import force_seen
+from acme_sidecar.core.values import mask_url
 from acme_sidecar.ops.hooks import HealthFile, Hook, expiry_lines, health_problems, read_health
 from acme_sidecar.ops.log import configure
 from acme_sidecar.ops.terminal import Printable

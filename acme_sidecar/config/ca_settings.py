@@ -1,5 +1,6 @@
-"""The settings of what is asked of the CA: profile, key type and reuse, External Account
-Binding (EAB), and whether a test CA may be reached over plain http (``ACME_ALLOW_HTTP_CA``).
+"""The settings of the CA and what is asked of it: the directory (``DIRECTORY_URL``,
+``LE_STAGING``; https unless ``ACME_ALLOW_HTTP_CA=y``, a test CA), profile, key type and reuse,
+External Account Binding (EAB).
 
 A base class of ``Settings``: the same environment, validated the same way. The EAB HMAC key is
 a secret: never echoed in an error (``settings.HIDDEN``) nor logged.
@@ -12,11 +13,14 @@ import binascii
 import re
 from typing import Annotated, Any
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from acme_sidecar.config.values import yes_no
 from acme_sidecar.core.profiles import KEY_TYPES
+
+LE_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+LE_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
 
 def eab_key_bytes(text: str) -> bytes:
@@ -47,6 +51,32 @@ class CaSettings(BaseSettings):
     # an http:// DIRECTORY_URL is refused unless this is y (a test CA such as Pebble in plain
     # http); checked in ``Settings`` (this field is validated before DIRECTORY_URL)
     acme_allow_http_ca: Annotated[bool, NoDecode] = False
+    le_staging: Annotated[bool, NoDecode] = False  # a mailcow flag: see settings.MAILCOW_FLAGS
+    directory_url: str = ""
+
+    @field_validator("directory_url")
+    @classmethod
+    def _directory_url(cls, value: str, info: ValidationInfo) -> str:
+        text = value.strip()
+        if text and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+            raise ValueError("must be an http:// or https:// URL")
+        if (
+            text.lower().startswith("http://")
+            and not info.data.get("acme_allow_http_ca")
+            and not info.data.get("le_staging")  # LE staging wins: the value is not used
+        ):
+            raise ValueError(
+                "the ACME directory must be an https:// URL (over plain http anyone on the path "
+                "can change what the CA sends), or set ACME_ALLOW_HTTP_CA=y for a test CA"
+            )
+        return text
+
+    @property
+    def directory(self) -> str:
+        """The ACME directory URL: LE staging wins over DIRECTORY_URL, then LE production."""
+        if self.le_staging:
+            return LE_STAGING
+        return self.directory_url or LE_PRODUCTION
 
     @field_validator("acme_profile")
     @classmethod

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from acme_sidecar.config.settings import LE_PRODUCTION, LE_STAGING, Settings
+from acme_sidecar.config.ca_settings import LE_PRODUCTION, LE_STAGING
+from acme_sidecar.config.settings import Settings
 from acme_sidecar.core.budget import Limits
 from acme_sidecar.core.consumers import Endpoint, ProbeKind
 from acme_sidecar.core.discover import NameRules

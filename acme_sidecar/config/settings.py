@@ -19,7 +19,6 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
-    ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
@@ -34,12 +33,9 @@ from acme_sidecar.config.values import comma_list, describe_errors, mailcow_flag
 from acme_sidecar.config.verify_settings import VerifySettings
 from acme_sidecar.core.errors import ConfigError
 from acme_sidecar.core.names import normalize_hostname, normalize_prefix
-from acme_sidecar.core.values import is_email, mask_url, parse_resolver
+from acme_sidecar.core.values import is_email, parse_resolver
 
-__all__ = ["LE_PRODUCTION", "LE_STAGING", "Settings", "load_settings", "mask_url"]
-
-LE_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
-LE_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+__all__ = ["Settings", "load_settings"]
 
 
 YesNo = Annotated[bool, NoDecode]
@@ -71,8 +67,6 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     skip_ip_check: YesNo = False
     skip_http_verification: YesNo = False
     only_mailcow_hostname: YesNo = False
-    le_staging: YesNo = False
-    directory_url: str = ""
     snat_to_source: str = "n"
     snat6_to_source: str = "n"
     acme_account_email: str = ""
@@ -233,27 +227,13 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
             raise ValueError(f"must be an IPv{want} address")
         return str(addr)
 
-    @field_validator("directory_url", "acme_ipv4_detect_url", "acme_ipv6_detect_url")
+    @field_validator("acme_ipv4_detect_url", "acme_ipv6_detect_url")
     @classmethod
     def _url(cls, value: str) -> str:
         text = value.strip()
         if text and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
             raise ValueError("must be an http:// or https:// URL")
         return text
-
-    @field_validator("directory_url")
-    @classmethod
-    def _https_directory(cls, value: str, info: ValidationInfo) -> str:
-        if (
-            value.lower().startswith("http://")
-            and not info.data.get("acme_allow_http_ca")
-            and not info.data.get("le_staging")  # LE staging wins: the value is not used
-        ):
-            raise ValueError(
-                "the ACME directory must be an https:// URL (over plain http anyone on the path "
-                "can change what the CA sends), or set ACME_ALLOW_HTTP_CA=y for a test CA"
-            )
-        return value
 
     @field_validator("acme_account_email")
     @classmethod
@@ -371,13 +351,6 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     def snat6(self) -> bool:
         """SNAT6_TO_SOURCE counts as set for any value other than ``n`` (mailcow's rule)."""
         return self.snat6_to_source.strip() != "n"
-
-    @property
-    def directory(self) -> str:
-        """The ACME directory URL: LE staging wins over DIRECTORY_URL, then LE production."""
-        if self.le_staging:
-            return LE_STAGING
-        return self.directory_url or LE_PRODUCTION
 
     @property
     def static_sans(self) -> tuple[str, ...]:

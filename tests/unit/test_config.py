@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from acme_sidecar.config.ca_settings import LE_PRODUCTION, LE_STAGING
 from acme_sidecar.config.settings import (
-    LE_PRODUCTION,
-    LE_STAGING,
     MAILCOW_FLAGS,
     load_settings,
-    mask_url,
 )
 from acme_sidecar.core.errors import ConfigError
-from acme_sidecar.core.values import reserved_contact
+from acme_sidecar.core.values import mask_url, reserved_contact
 
 BASE = {"MAILCOW_HOSTNAME": "mail.example.org"}
 
