@@ -78,8 +78,9 @@ class Watchdog:
                 _shutdown(sock)
 
     def cancel(self) -> None:
-        """Stop the timer (its thread ends) and forget the sockets."""
+        """Stop the timer, wait for its thread to end, and forget the sockets."""
         self._timer.cancel()
+        self._timer.join()
         with self._lock:
             self._socks.clear()
 
