@@ -41,6 +41,8 @@ class Loopback:
         self.sent = 0  # body bytes written before the client went away
         self.connections = 0
         self.closed = threading.Event()  # a client closed its connection
+        self.gone = 0  # connections the client closed
+        self._lock = threading.Lock()
         self.stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -85,10 +87,15 @@ class Loopback:
             try:
                 self.respond(self, conn)
             except OSError:  # the client shut its socket: what the bounded clients do
-                self.closed.set()
+                self._gone()
+
+    def _gone(self) -> None:
+        with self._lock:
+            self.gone += 1
+        self.closed.set()
 
     def wait_gone(self, conn: socket.socket) -> None:
-        """Block until the client closes ``conn`` (or the test ends); then set ``closed``."""
+        """Block until the client closes ``conn`` (then count it) or the test ends."""
         conn.settimeout(STEP)
         while not self.stop.is_set():
             try:
@@ -96,7 +103,9 @@ class Loopback:
                     break
             except TimeoutError:
                 continue
-        self.closed.set()
+        else:
+            return
+        self._gone()
 
     def drip(self, conn: socket.socket, byte: bytes = b" ") -> None:
         """Send ``byte`` every STEP seconds until the client goes or the test ends."""

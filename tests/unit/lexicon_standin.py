@@ -1,0 +1,50 @@
+"""A lexicon provider stand-in, loaded by ``lexicon_call`` in its child process.
+
+Its option ``mode`` says what it does: ``ok`` (writes ``created``/``deleted`` lines into the
+file ``log``), ``hang`` (writes its pid, argv and environment values into ``log``, then blocks for
+ever), ``denied``
+(answers like an API refusing the token: HTTP 401).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import requests
+
+
+class Provider:
+    """Acts as its ``mode`` option says."""
+
+    def __init__(self, config: Any) -> None:
+        name = config.resolve("lexicon:provider_name")
+        self.mode = config.resolve(f"lexicon:{name}:mode")
+        self.log = Path(config.resolve(f"lexicon:{name}:log"))
+
+    def _write(self, line: str) -> None:
+        with self.log.open("a") as file:
+            file.write(line + "\n")
+
+    def authenticate(self) -> None:
+        if self.mode == "hang":
+            self._write(f"{os.getpid()} {' '.join(sys.argv)} {' '.join(os.environ.values())}")
+            threading.Event().wait()
+        if self.mode == "denied":
+            response = requests.Response()
+            response.status_code, response.reason = 401, "Unauthorized"
+            raise requests.HTTPError(response=response)
+
+    def create_record(self, rtype: str, name: str, content: str) -> bool:
+        self._write(f"created {rtype} {name} {content}")
+        return True
+
+    def delete_record(self, ident: object, rtype: str, name: str, content: str) -> bool:
+        self._write(f"deleted {rtype} {name} {content}")
+        return True
+
+    def cleanup(self) -> None:
+        pass
