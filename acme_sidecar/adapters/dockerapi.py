@@ -37,7 +37,7 @@ from acme_sidecar.adapters.docker import (
     log_not_found,
     log_restarted,
 )
-from acme_sidecar.core.consumers import Act, Action
+from acme_sidecar.core.consumers import Act, Reaction
 from acme_sidecar.core.errors import ServiceError
 
 log = structlog.get_logger(__name__)
@@ -154,7 +154,7 @@ class DockerapiServices:
                 found.append((str(cid), str(doc.get("Name", cid)).lstrip("/")))
         return found
 
-    def apply(self, actions: Mapping[str, Action]) -> dict[str, str]:
+    def apply(self, actions: Mapping[str, Reaction]) -> dict[str, str]:
         """Do each service's action (a failed reload restarts instead)."""
         todo = {s: a for s, a in actions.items() if a.act is not Act.NONE}
         if not todo:
@@ -178,10 +178,10 @@ class DockerapiServices:
         return done
 
     def _apply_one(
-        self, session: requests.Session, cid: str, name: str, service: str, action: Action
+        self, session: requests.Session, cid: str, name: str, service: str, action: Reaction
     ) -> str:
         if action.act is Act.REBUILD:  # not chosen for this way; restarting is what works
-            action = Action(Act.RESTART, action.reason + "; dockerapi cannot run postmap")
+            action = Reaction(Act.RESTART, action.reason + "; dockerapi cannot run postmap")
         task = reload_task(service)
         if action.act is Act.RELOAD and task is not None:
             body = {"cmd": "reload", "task": task}

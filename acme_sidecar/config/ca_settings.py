@@ -1,5 +1,5 @@
 """The settings of what is asked of the CA: profile, key type and reuse, External Account
-Binding (EAB).
+Binding (EAB), and whether a test CA may be reached over plain http (``ACME_ALLOW_HTTP_CA``).
 
 A base class of ``Settings``: the same environment, validated the same way. The EAB HMAC key is
 a secret: never echoed in an error (``settings.HIDDEN``) nor logged.
@@ -34,7 +34,8 @@ def eab_key_bytes(text: str) -> bytes:
 
 
 class CaSettings(BaseSettings):
-    """ACME_PROFILE, ACME_KEY_TYPE, ACME_KEY_REUSE, ACME_EAB_KID and ACME_EAB_HMAC_KEY."""
+    """ACME_PROFILE, ACME_KEY_TYPE, ACME_KEY_REUSE, ACME_EAB_KID, ACME_EAB_HMAC_KEY and
+    ACME_ALLOW_HTTP_CA."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
@@ -43,6 +44,9 @@ class CaSettings(BaseSettings):
     acme_key_reuse: Annotated[bool, NoDecode] = True
     acme_eab_kid: str = ""
     acme_eab_hmac_key: SecretStr = SecretStr("")
+    # an http:// DIRECTORY_URL is refused unless this is y (a test CA such as Pebble in plain
+    # http); checked in ``Settings`` (this field is validated before DIRECTORY_URL)
+    acme_allow_http_ca: Annotated[bool, NoDecode] = False
 
     @field_validator("acme_profile")
     @classmethod
@@ -75,6 +79,16 @@ class CaSettings(BaseSettings):
             raise ValueError(
                 "use y (one key across renewals: TLSA 3 1 1 stays valid) or n (a fresh key "
                 "for every certificate)"
+            ) from None
+
+    @field_validator("acme_allow_http_ca", mode="before")
+    @classmethod
+    def _allow_http(cls, value: Any) -> bool:
+        try:
+            return bool(yes_no(value))
+        except ValueError:
+            raise ValueError(
+                "use y (a test CA: DIRECTORY_URL may be http://) or n (the default: https only)"
             ) from None
 
     @field_validator("acme_eab_kid")

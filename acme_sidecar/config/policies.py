@@ -25,7 +25,7 @@ class ValidationPolicy:
     skip_ip_check: bool = False
     snat4: bool = False
     snat6: bool = False
-    own: tuple[str, ...] = ()  # this server's configured addresses (PUBLIC_IPV*, SNAT*)
+    own_addresses: tuple[str, ...] = ()  # this server's (PUBLIC_IPV*, SNAT*)
     skip_http: bool = False
     caa_identities: tuple[str, ...] = ()  # configured; else the CA's directory is asked
     grace: timedelta = timedelta(days=7)
@@ -49,8 +49,7 @@ class OwnPolicy:
     hostname: str = ""
     skip_lets_encrypt: bool = False  # SKIP_LETS_ENCRYPT=y: every top-level pair is own
     ca_organizations: tuple[str, ...] = ()  # issuer O= values of the configured CA
-    settle: float = 2.0  # a changed pair must stay the same this long (an admin's cp)
-    watch_interval: float = 60.0  # ACME_WATCH_INTERVAL: how often the daemon looks at it
+    hold_still: float = 2.0  # a changed pair must stay the same this long (an admin's cp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +75,7 @@ class StartPolicy:
     db_wait: float = 600.0
     webroot_wait: float = 120.0
     check_webroot: bool = True
-    own: tuple[str, ...] = ()  # this server's own addresses the self-check may go to
+    own_addresses: tuple[str, ...] = ()  # this server's, where the self-check may go
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +136,6 @@ def own_policy(settings: Settings) -> OwnPolicy:
         hostname=settings.mailcow_hostname,
         skip_lets_encrypt=settings.skip_lets_encrypt,
         ca_organizations=("Let's Encrypt", "(STAGING) Let's Encrypt") if le else (),
-        watch_interval=float(max(settings.acme_watch_interval, 1)),
     )
 
 
@@ -161,7 +159,7 @@ def cycle_policy(settings: Settings) -> CyclePolicy:
             skip_ip_check=settings.skip_ip_check,
             snat4=settings.snat4,
             snat6=settings.snat6,
-            own=own_addresses(settings),
+            own_addresses=own_addresses(settings),
             skip_http=settings.skip_http_verification,
             caa_identities=settings.acme_caa_identities,
             grace=timedelta(seconds=settings.acme_name_grace),
@@ -195,7 +193,7 @@ def daemon_policy(settings: Settings, cert_dir: Path | None = None) -> DaemonPol
             hostname=settings.mailcow_hostname,
             db_wait=float(settings.acme_db_wait),
             check_webroot=not (settings.skip_http_verification or settings.acme_dns_challenge),
-            own=own_addresses(settings),
+            own_addresses=own_addresses(settings),
         ),
         ari=True,
         banner={

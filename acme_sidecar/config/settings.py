@@ -19,6 +19,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
@@ -247,6 +248,20 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
             raise ValueError("must be an http:// or https:// URL")
         return text
 
+    @field_validator("directory_url")
+    @classmethod
+    def _https_directory(cls, value: str, info: ValidationInfo) -> str:
+        if (
+            value.lower().startswith("http://")
+            and not info.data.get("acme_allow_http_ca")
+            and not info.data.get("le_staging")  # LE staging wins: the value is not used
+        ):
+            raise ValueError(
+                "the ACME directory must be an https:// URL (over plain http anyone on the path "
+                "can change what the CA sends), or set ACME_ALLOW_HTTP_CA=y for a test CA"
+            )
+        return value
+
     @field_validator("acme_account_email")
     @classmethod
     def _email(cls, value: str) -> str:
@@ -385,9 +400,10 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         return tuple(dict.fromkeys(own))
 
 
-HIDDEN = frozenset(
-    {"dbpass", "redispass", "acme_eab_hmac_key"}
-)  # never echoed; URLs echoed with password masked
+# secrets: never echoed in an error; a webhook URL (a token in its path or query) is shown as
+# scheme and host only; other URLs with their password and query masked
+HIDDEN = frozenset({"dbpass", "redispass", "acme_eab_hmac_key"})
+ORIGIN_ONLY = frozenset({"acme_notify_webhook"})
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -398,4 +414,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(describe_errors(exc, values, hidden=HIDDEN)) from None
+        raise ConfigError(
+            describe_errors(exc, values, hidden=HIDDEN, origin_only=ORIGIN_ONLY)
+        ) from None

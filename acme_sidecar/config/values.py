@@ -1,5 +1,6 @@
 """Parsers of setting values (pure): durations, flags, lists, host:port, e-mail, masked URLs,
-and whether an e-mail address is at a reserved domain (one a CA refuses as a contact).
+whether an e-mail address is at a reserved domain (one a CA refuses as a contact), and
+``scrub``, which takes secrets out of a text before it is logged.
 
 Shared by the settings classes and by the adapters that take a value from them.
 """
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from pydantic import ValidationError
 
@@ -120,22 +122,59 @@ def parse_host_port(text: str) -> tuple[str, int] | None:
 
 def mask_url(text: str) -> str:
     """``text`` with the password of a ``scheme://user:password@host`` URL shown as ``***``
-    (a user name alone, often a token, is masked too); anything else is returned unchanged."""
+    (a user name alone, often a token, is masked too) and its query, which often holds a
+    token, as ``?***``; anything else is returned unchanged."""
     scheme, sep, rest = text.partition("://")
     if not sep:
         return text
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    rest, question, _ = rest.partition("?")
+    query = "?***" if question else ""
+    end = min((i for i in (rest.find(c) for c in "/#") if i >= 0), default=len(rest))
     userinfo, at, hostport = rest[:end].rpartition("@")
     if not at:
-        return text
+        return f"{scheme}://{rest}{query}"
     user, colon, _ = userinfo.partition(":")
     masked = f"{user}:***" if colon else "***"
-    return f"{scheme}://{masked}@{hostport}{rest[end:]}"
+    return f"{scheme}://{masked}@{hostport}{rest[end:]}{query}"
 
 
-def describe_errors(exc: ValidationError, values: Mapping[str, str], *, hidden: Set[str]) -> str:
+def url_origin(text: str) -> str:
+    """Only the scheme and host (with port) of a URL, the rest as ``/***``: for a URL whose
+    path holds a token (Slack, Teams, Discord, ntfy webhooks); ``***`` when it is no URL."""
+    scheme, sep, rest = text.strip().partition("://")
+    host = re.split(r"[/?#\s]", rest, maxsplit=1)[0].rpartition("@")[2]
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,15}", scheme) or not host:
+        return "***"
+    return f"{scheme}://{host}" + ("/***" if len(rest) > len(host) or "@" in rest else "")
+
+
+def scrub(text: str, secrets: Iterable[str], *, shortest: int = 4) -> str:
+    """``text`` with every secret replaced by ``***``: as written, without surrounding
+    whitespace, URL-quoted and escaped (as ``repr`` shows it). Values shorter than
+    ``shortest`` characters, or only digits (ports, TTLs), are left alone."""
+    forms: set[str] = set()
+    for secret in secrets:
+        for value in (secret, secret.strip()):
+            if len(value) < shortest or value.isdigit():
+                continue
+            quoted = {quote(value), quote(value, safe=""), quote_plus(value, safe="/")}
+            forms |= {value, quote_plus(value), repr(value)[1:-1], *quoted}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
+
+
+def describe_errors(
+    exc: ValidationError,
+    values: Mapping[str, str],
+    *,
+    hidden: Set[str],
+    origin_only: Set[str] = frozenset(),
+) -> str:
     """One message for every invalid setting: the variable, its value (``hidden`` ones as
-    ``***``, URLs with their password masked) and what would be valid."""
+    ``***``, ``origin_only`` ones as scheme and host only, other URLs with their password and
+    query masked) and what would be valid. pydantic's own text (``input_value``) is never
+    used: only the message of each error."""
     lines = []
     for err in exc.errors():
         loc = str(err["loc"][0]) if err["loc"] else ""
@@ -145,6 +184,12 @@ def describe_errors(exc: ValidationError, values: Mapping[str, str], *, hidden: 
         elif err["type"] == "missing":
             lines.append(f"{loc.upper()} is not set: it is required")
         else:
-            shown = "***" if loc in hidden else mask_url(str(values.get(loc, "")))
+            value = str(values.get(loc, ""))
+            if loc in hidden:
+                shown = "***"
+            elif loc in origin_only:
+                shown = url_origin(value)
+            else:
+                shown = mask_url(value)
             lines.append(f"{loc.upper()}={shown!r} is not valid: {message}")
     return "; ".join(lines)

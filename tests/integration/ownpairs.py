@@ -82,3 +82,41 @@ class OwnCA:
         return OwnPair(
             leaf.public_bytes(PEM), self.cert.public_bytes(PEM), _key_pem(key), leaf.serial_number
         )
+
+
+ECDSA_SPKI_OID = bytes.fromhex("06072a8648ce3d0201")  # id-ecPublicKey, DER
+UNKNOWN_SPKI_OID = bytes.fromhex("06072a8648ce3d0209")  # 1.2.840.10045.2.9: no such algorithm
+BAD_SAN = b"\x30\x03\x87\x01\x00"  # GeneralNames { iPAddress: 0 bytes }
+
+
+def damaged(kind: str, names: list[str], *, days_left: float = 60) -> OwnPair:
+    """A pair that loads as PEM but cannot be read whole: ``bad_san`` (its subjectAltName
+    holds a 0-byte IP address: ``ValueError`` when the extensions are read) or
+    ``unknown_spki`` (its key algorithm is an unknown OID: ``UnsupportedAlgorithm`` from
+    ``public_key()``). Issued by a fresh ``OwnCA``; the chain holds the leaf and the CA."""
+    ca = OwnCA()
+    key = ec.generate_private_key(ec.SECP256R1())
+    end = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days_left)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca.name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(end - datetime.timedelta(days=90))
+        .not_valid_after(end)
+    )
+    if kind == "bad_san":
+        san = x509.UnrecognizedExtension(x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME, BAD_SAN)
+        leaf = builder.add_extension(san, False).sign(ca.key, hashes.SHA256())
+        pem = leaf.public_bytes(PEM)
+    elif kind == "unknown_spki":
+        names_ext = x509.SubjectAlternativeName([x509.DNSName(n) for n in names])
+        leaf = builder.add_extension(names_ext, False).sign(ca.key, hashes.SHA256())
+        der = leaf.public_bytes(serialization.Encoding.DER)
+        assert der.count(ECDSA_SPKI_OID) == 1  # the leaf's key; the signature is ecdsa-with-...
+        edited = x509.load_der_x509_certificate(der.replace(ECDSA_SPKI_OID, UNKNOWN_SPKI_OID))
+        pem = edited.public_bytes(PEM)
+    else:
+        raise ValueError(f"unknown damage {kind!r}")
+    return OwnPair(pem, ca.cert.public_bytes(PEM), _key_pem(key), leaf.serial_number)

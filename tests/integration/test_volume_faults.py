@@ -16,7 +16,7 @@ import pytest
 
 from acme_sidecar.adapters.volume import CertStore, load_chain, load_key
 from acme_sidecar.core.errors import StoreError
-from acme_sidecar.core.state import State
+from acme_sidecar.core.ledger import State
 from tests.unit.test_store import SPEC, make_cert, make_key
 
 Operation = Callable[[CertStore], object]

@@ -3,7 +3,8 @@
 Its option ``mode`` says what it does: ``ok`` (writes ``created``/``deleted`` lines into the
 file ``log``), ``hang`` (writes its pid, argv and environment values into ``log``, then blocks for
 ever), ``denied``
-(answers like an API refusing the token: HTTP 401).
+(answers like an API refusing the token: HTTP 401), ``refusing`` (an error whose text holds
+its ``auth_token``, as written and URL-quoted).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -23,7 +25,8 @@ class Provider:
     def __init__(self, config: Any) -> None:
         name = config.resolve("lexicon:provider_name")
         self.mode = config.resolve(f"lexicon:{name}:mode")
-        self.log = Path(config.resolve(f"lexicon:{name}:log"))
+        self.log = Path(config.resolve(f"lexicon:{name}:log") or "/dev/null")
+        self.token = str(config.resolve(f"lexicon:{name}:auth_token"))
 
     def _write(self, line: str) -> None:
         with self.log.open("a") as file:
@@ -33,6 +36,10 @@ class Provider:
         if self.mode == "hang":
             self._write(f"{os.getpid()} {' '.join(sys.argv)} {' '.join(os.environ.values())}")
             threading.Event().wait()
+        if self.mode == "refusing":
+            raise Exception(  # noqa: TRY002 - lexicon raises plain Exception
+                f"bad token {self.token!r} at https://api.example/?key={quote(self.token)}"
+            )
         if self.mode == "denied":
             response = requests.Response()
             response.status_code, response.reason = 401, "Unauthorized"

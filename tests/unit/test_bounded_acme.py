@@ -64,12 +64,14 @@ def account_pem() -> bytes:
 
 def network() -> AcmeNetwork:
     key = ec.generate_private_key(ec.SECP256R1())
-    return AcmeNetwork(JWKEC(key=key), alg=ES256, deadline=DEADLINE)
+    return AcmeNetwork(JWKEC(key=key), alg=ES256, deadline=DEADLINE, allow_http=True)
 
 
 def connect(url: str) -> CaUnreachable:
     """The error of connecting a session (directory, then account) to ``url``."""
-    session = Session(url, account_pem(), requests_network(True, deadline=DEADLINE))
+    session = Session(
+        url, account_pem(), requests_network(True, deadline=DEADLINE, allow_http=True)
+    )
     with pytest.raises(CaUnreachable) as info:
         session.connect()
     return info.value
@@ -131,7 +133,7 @@ def test_a_hung_ca_backs_the_order_off(tmp_path: Path) -> None:
             directory_url=server.url + "/dir",
             account_pem=account_pem(),
             webroot=tmp_path,
-            network_factory=requests_network(True, deadline=DEADLINE),
+            network_factory=requests_network(True, deadline=DEADLINE, allow_http=True),
         )
         spec = CertSpec("mail.example.org", ("mail.example.org",))
         [result] = issuer.issue_all([spec], account_pem())

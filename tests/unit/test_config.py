@@ -136,7 +136,8 @@ def test_a_refused_url_is_echoed_with_its_password_masked(var: str) -> None:
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("https://user:pw@host/p?q=1", "https://user:***@host/p?q=1"),
+        ("https://user:pw@host/p?q=1", "https://user:***@host/p?***"),
+        ("https://host/p?token=s3cret#f", "https://host/p?***"),
         ("https://token@host:8443/p", "https://***@host:8443/p"),
         ("https://user:p@ss@host/", "https://user:***@host/"),
         ("https://host/p@q", "https://host/p@q"),
@@ -145,7 +146,7 @@ def test_a_refused_url_is_echoed_with_its_password_masked(var: str) -> None:
     ],
 )
 def test_mask_url(url: str, shown: str) -> None:
-    """Only the userinfo is masked; an @ in the path is not userinfo."""
+    """The userinfo and the query are masked; an @ in the path is not userinfo."""
     assert mask_url(url) == shown
 
 

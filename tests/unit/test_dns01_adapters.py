@@ -24,9 +24,8 @@ from acme_sidecar.adapters.dns01.zones import (
     LookupFailed,
     Propagation,
     Record,
-    follow_cnames,
+    cname_chain,
     missing,
-    record_for,
 )
 from acme_sidecar.core.errors import NamesRejected
 
@@ -125,22 +124,23 @@ class FakeLookups:
         return set(self.records.get(("*", name), set()))
 
 
-def test_cname_chain_is_followed_and_loops_refused() -> None:
-    """acme-dns style delegation: the record goes where the chain ends; a loop is an error."""
+def test_cname_chain_is_read_in_order_and_loops_refused() -> None:
+    """acme-dns style delegation: the chain is every name in order (the record would go at
+    its end); no CNAME is a chain of one; a loop is an error."""
     lookups = FakeLookups(
         cnames={
-            "_acme-challenge.mail.example.org": "x1.acme.net",
+            "_acme-challenge.mail.example.org": "X1.acme.net.",
             "x1.acme.net": "x2.acme.net",
         }
     )
-    record = record_for("_acme-challenge.mail.example.org", lookups)
-    assert record == Record("x2.acme.net", "acme.net", delegated=True)
-    assert record_for("_acme-challenge.www.example.org", lookups) == Record(
-        "_acme-challenge.www.example.org", "example.org"
+    chain = cname_chain("_acme-challenge.mail.example.org", lookups)
+    assert chain == ("_acme-challenge.mail.example.org", "x1.acme.net", "x2.acme.net")
+    assert cname_chain("_acme-challenge.www.example.org", lookups) == (
+        "_acme-challenge.www.example.org",
     )
     loop = FakeLookups(cnames={"a.example.org": "b.example.org", "b.example.org": "a.example.org"})
     with pytest.raises(LookupFailed, match="CNAME loop"):
-        follow_cnames("a.example.org", loop)
+        cname_chain("a.example.org", loop)
 
 
 def test_missing_names_the_server_and_the_gap() -> None:

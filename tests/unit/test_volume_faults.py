@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from acme_sidecar.adapters.volume import CertStore, VolumeBusy, load_chain, load_key
 from acme_sidecar.core.errors import StoreError
-from acme_sidecar.core.state import State
+from acme_sidecar.core.ledger import State
 from tests.unit.test_store import SPEC, make_cert, make_key
 
 REAL_WRITE = os.write

@@ -20,7 +20,13 @@ import structlog
 from acme import client, errors, messages
 from josepy.json_util import field
 
-from acme_sidecar.adapters.acme.session import JSON_CAP, USER_AGENT, utcnow
+from acme_sidecar.adapters.acme.session import (
+    JSON_CAP,
+    USER_AGENT,
+    http_allowed,
+    scheme_ok,
+    utcnow,
+)
 from acme_sidecar.adapters.acme.translate import problem, retry_after
 from acme_sidecar.adapters.bounded import OutOfBounds, send, watched_session
 from acme_sidecar.core.ari import Answer
@@ -77,7 +83,9 @@ class RenewalInfo:
             except (requests.RequestException, ValueError, AttributeError) as exc:
                 self._problem = f"cannot read the ACME directory: {type(exc).__name__}"
                 return ""
-            if not isinstance(found, str) or not found.startswith("https://"):
+            if not isinstance(found, str) or not scheme_ok(
+                found, allow_http=http_allowed(self._directory_url)
+            ):
                 self._problem = NO_ARI
                 return ""
             self._base = found.rstrip("/")

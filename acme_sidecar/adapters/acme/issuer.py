@@ -26,6 +26,7 @@ from acme_sidecar.adapters.acme.session import (
     JSON_CAP,
     NetworkFactory,
     Session,
+    http_allowed,
     requests_network,
     utcnow,
 )
@@ -78,7 +79,9 @@ class AcmeIssuer:
         profile: str = "",
         eab: tuple[str, str] | None = None,
     ) -> None:
-        network = network_factory or requests_network(str(ca_bundle) if ca_bundle else True, clock)
+        network = network_factory or requests_network(
+            str(ca_bundle) if ca_bundle else True, clock, allow_http=http_allowed(directory_url)
+        )
         self._session = Session(
             directory_url, account_pem, network, email, profile=profile, eab=eab
         )

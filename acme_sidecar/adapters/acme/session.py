@@ -15,7 +15,10 @@ contact at a reserved domain (``me@example.com``, mailcow's default) is not sent
 registered without one. The directory's ``meta`` is checked first: the profile asked for must
 be one it lists, and External Account Binding (EAB: key identifier and HMAC key, never logged)
 is sent when configured and required when it says
-``externalAccountRequired``. May touch: the CA over HTTPS.
+``externalAccountRequired``. Only https is spoken with a CA whose directory is https: an
+endpoint the directory lists, or any other URL (order, authorization, certificate), in plain
+http is refused as a downgrade (``refuse_downgrade``); an http directory (a test CA, allowed by
+``ACME_ALLOW_HTTP_CA=y``) allows http. May touch: the CA over HTTPS.
 """
 
 from __future__ import annotations
@@ -55,6 +58,30 @@ PEM_CHAIN = "application/pem-certificate-chain"
 Clock = Callable[[], datetime]
 
 
+def http_allowed(directory_url: str) -> bool:
+    """Whether the CA may be reached over plain http: only when its directory is http (a test
+    CA, which the settings allow only with ``ACME_ALLOW_HTTP_CA=y``)."""
+    return directory_url.lower().startswith("http://")
+
+
+def scheme_ok(url: str, *, allow_http: bool) -> bool:
+    """Whether ``url`` is https, or http where http is allowed."""
+    scheme = url.partition("://")[0].lower()
+    return scheme == "https" or (allow_http and scheme == "http")
+
+
+def refuse_downgrade(url: str, *, allow_http: bool, what: str = "") -> None:
+    """Raise ``CaUnreachable`` when ``url`` is not https and http is not allowed."""
+    if scheme_ok(url, allow_http=allow_http):
+        return
+    shown = url.split("?", 1)[0][:200]
+    raise CaUnreachable(
+        f"the CA sent {what or 'a URL'} that is not https ({shown}) although its directory "
+        "is https: refused as a downgrade (plain http can be changed on the way)",
+        code="insecure",
+    )
+
+
 def utcnow() -> datetime:
     """The current time, aware UTC."""
     return datetime.now(UTC)
@@ -80,6 +107,7 @@ class AcmeNetwork(client.ClientNetwork):
         deadline: float = DEADLINE,
         clock: Clock = utcnow,
         bad_nonce_retries: int = BAD_NONCE_RETRIES,
+        allow_http: bool = False,
     ) -> None:
         super().__init__(
             key,
@@ -93,6 +121,7 @@ class AcmeNetwork(client.ClientNetwork):
         self._deadline = deadline
         self._clock = clock
         self._bad_nonce_retries = max(0, bad_nonce_retries)
+        self._allow_http = allow_http  # an http directory (a test CA); else https only
 
     def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
         """One request, ended within the deadline, its body (within the cap) read."""
@@ -126,6 +155,7 @@ class AcmeNetwork(client.ClientNetwork):
         self, url: str, content_type: str = client.ClientNetwork.JSON_CONTENT_TYPE, **kwargs: Any
     ) -> requests.Response:
         """GET ``url``; a problem answer raises a typed error."""
+        refuse_downgrade(url, allow_http=self._allow_http)
         return self._checked(self._send_request("GET", url, **kwargs), content_type)
 
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
@@ -141,6 +171,11 @@ class AcmeNetwork(client.ClientNetwork):
             f"the CA rejected {self._bad_nonce_retries + 1} nonces in a row (badNonce)",
             code="badNonce",
         )
+
+    def head(self, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        """HEAD ``url`` (a new nonce)."""
+        refuse_downgrade(url, allow_http=self._allow_http)
+        return super().head(url, *args, **kwargs)
 
     def _get_nonce(self, url: str, new_nonce_url: str | None) -> str:
         if not self._nonces:
@@ -159,6 +194,7 @@ class AcmeNetwork(client.ClientNetwork):
         **kwargs: Any,
     ) -> requests.Response:
         new_nonce_url = kwargs.pop("new_nonce_url", None)
+        refuse_downgrade(url, allow_http=self._allow_http)
         data = self._wrap_in_jws(obj, self._get_nonce(url, new_nonce_url), url)
         kwargs.setdefault("headers", {"Content-Type": content_type})
         response = self._send_request("POST", url, data=data, **kwargs)
@@ -181,9 +217,11 @@ def requests_network(
     *,
     bad_nonce_retries: int = BAD_NONCE_RETRIES,
     deadline: float = DEADLINE,
+    allow_http: bool = False,
 ) -> NetworkFactory:
     """The default network factory: real HTTPS with ``verify`` (True or a CA bundle path),
-    each request ended within ``deadline`` seconds."""
+    each request ended within ``deadline`` seconds; ``allow_http`` for a test CA whose
+    directory is http."""
 
     def build(
         key: JWK, alg: JWASignature, account: messages.RegistrationResource | None
@@ -196,6 +234,7 @@ def requests_network(
             clock=clock,
             bad_nonce_retries=bad_nonce_retries,
             deadline=deadline,
+            allow_http=allow_http,
         )
 
     return build
@@ -258,6 +297,9 @@ class Session:
     def _register(self) -> tuple[messages.Directory, messages.RegistrationResource]:
         net = self._network(self.key, self._alg, None)
         directory = client.ClientV2.get_directory(self._url, net)
+        for name, url in directory.to_partial_json().items():
+            if name != "meta" and isinstance(url, str):
+                refuse_downgrade(url, allow_http=http_allowed(self._url), what=name)
         meta = directory.meta
         wrong_profile = profile_problem(self._profile, meta.profiles if meta else None)
         if wrong_profile:

@@ -28,6 +28,7 @@ from lexicon._private.discovery import load_provider_module
 
 from acme_sidecar.adapters.dns01.base import DnsUpdateError
 from acme_sidecar.config.dns01 import LexiconConf
+from acme_sidecar.config.values import scrub
 
 API_DEADLINE = 60.0  # seconds one call of a provider API may take in all
 _CALL = "acme_sidecar.adapters.dns01.lexicon_call"
@@ -47,6 +48,7 @@ class LexiconProvider:
             load_provider_module(conf.provider)  # an ImportError here is a setup problem
             module = f"{_PROVIDERS}.{conf.provider}"
         self._module = module
+        self._secrets = tuple(conf.options.values())  # taken out of every error text
 
     @property
     def label(self) -> str:
@@ -85,8 +87,8 @@ class LexiconProvider:
             raise DnsUpdateError(
                 f"{self.label}: the provider call ended without an answer", transient=True
             ) from None
-        if not ok:
-            raise DnsUpdateError(str(message), transient=bool(transient))
+        if not ok:  # the child scrubbed it already; once more, in case
+            raise DnsUpdateError(scrub(str(message), self._secrets), transient=bool(transient))
 
     def _run(self, request: bytes, zone: str, what: str) -> bytes:
         """The child's output; killed (with anything it started) at the deadline."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +24,7 @@ import requests
 
 from acme_sidecar.adapters.bounded import MiB, OutOfBounds, Watchdog, read_capped
 from acme_sidecar.adapters.dns01.base import DnsUpdateError
+from acme_sidecar.config.values import scrub
 
 ANSWER_CAP = 8 * MiB  # bytes of one provider answer (a zone of 10,000 records is ~2 MiB)
 
@@ -37,9 +38,20 @@ _CREDENTIAL = {
 }
 
 
-def _quiet(exc: BaseException) -> str:
-    """An exception as one short line, for a log line (lexicon's messages hold no secret)."""
-    return f"{type(exc).__name__}: {str(exc)[:200]}"
+# requests' own refusals of what it was asked to send: their text echoes the header or URL,
+# which holds the credential (a token with a space or a line break, as written in the file)
+_REFUSED_INPUT = (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL)
+
+
+def _quiet(exc: BaseException, secrets: Iterable[str]) -> str:
+    """An exception as one short line for a log line: every configured value (all may be
+    secrets) taken out, in any form; for requests' refusals of its input, only the type."""
+    if isinstance(exc, _REFUSED_INPUT):
+        return (
+            f"{type(exc).__name__} (a value in the DNS-01 file cannot be sent over HTTP: "
+            "a space at its start or end, a line break, or another character it may not hold)"
+        )
+    return scrub(f"{type(exc).__name__}: {str(exc)[:300]}", secrets)[:300]
 
 
 def _capping(watchdog: Watchdog) -> None:
@@ -79,6 +91,7 @@ def _provider(request: Mapping[str, Any]) -> Any:
 def run(request: Mapping[str, Any]) -> None:
     """The request's action on a fresh provider; every failure as one ``DnsUpdateError``."""
     label, zone, what = request["label"], request["zone"], request["what"]
+    secrets = [str(v) for v in request["options"].values()]
     pairs = [(str(n), str(v)) for n, v in request["pairs"]]
     try:
         provider = _provider(request)
@@ -94,12 +107,14 @@ def run(request: Mapping[str, Any]) -> None:
     except requests.HTTPError as exc:
         raise _http_error(exc, request) from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise DnsUpdateError(f"{label} cannot be reached: {_quiet(exc)}", transient=True) from exc
+        raise DnsUpdateError(
+            f"{label} cannot be reached: {_quiet(exc, secrets)}", transient=True
+        ) from exc
     except OutOfBounds as exc:
         raise DnsUpdateError(f"{label} at {exc}", transient=True) from exc
     except Exception as exc:  # lexicon raises plain Exception for its own refusals
         raise DnsUpdateError(
-            f"{label} could not {what} the TXT record in {zone}: {_quiet(exc)}"
+            f"{label} could not {what} the TXT record in {zone}: {_quiet(exc, secrets)}"
         ) from exc
 
 
@@ -129,7 +144,9 @@ def main() -> int:
     except DnsUpdateError as exc:
         outcome = {"ok": False, "message": str(exc), "transient": exc.transient}
     except Exception as exc:  # noqa: BLE001  # reported to the parent, which logs it
-        outcome = {"ok": False, "message": f"{request['label']}: {_quiet(exc)}", "transient": False}
+        secrets = [str(v) for v in request["options"].values()]
+        message = f"{request['label']}: {_quiet(exc, secrets)}"
+        outcome = {"ok": False, "message": message, "transient": False}
     else:
         outcome = {"ok": True}
     finally:
