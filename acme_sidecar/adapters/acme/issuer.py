@@ -22,6 +22,7 @@ import structlog
 from acme_sidecar.adapters.acme.challenges import ChallengeResponder, Http01Webroot
 from acme_sidecar.adapters.acme.orders import OrderFlow
 from acme_sidecar.adapters.acme.session import (
+    JSON_CAP,
     NetworkFactory,
     Session,
     http_allowed,
@@ -29,6 +30,7 @@ from acme_sidecar.adapters.acme.session import (
     utcnow,
 )
 from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, ca_problem, kind_of, translate
+from acme_sidecar.adapters.bounded import OutOfBounds, send, watched_session
 from acme_sidecar.adapters.volume import PrivateKey, load_key
 from acme_sidecar.core.errors import CaUnreachable, SidecarError
 from acme_sidecar.core.model import CertSpec, FailureKind, Issued, IssueFailure
@@ -153,6 +155,7 @@ class AcmeIssuer:
         return self._flow.issue_one(spec, key)[0]
 
 
+CAA_DEADLINE = 15.0  # seconds for the directory request of ``caa_identities``, all of it
 KNOWN_CA_IDENTITIES = {
     "acme-v02.api.letsencrypt.org": "letsencrypt.org",
     "acme-staging-v02.api.letsencrypt.org": "letsencrypt.org",
@@ -164,12 +167,18 @@ def caa_identities(directory_url: str, ca_bundle: Path | None) -> tuple[str, ...
     host = directory_url.split("/")[2].split(":")[0] if "//" in directory_url else ""
     fallback = (KNOWN_CA_IDENTITIES[host],) if host in KNOWN_CA_IDENTITIES else ()
     try:
-        response = requests.get(
-            directory_url, timeout=15, verify=str(ca_bundle) if ca_bundle else True
-        )
+        with watched_session() as session:
+            response = send(
+                session,
+                "GET",
+                directory_url,
+                deadline=CAA_DEADLINE,
+                cap=JSON_CAP,
+                verify=str(ca_bundle) if ca_bundle else True,
+            )
         meta = response.json().get("meta", {})
         found = meta.get("caaIdentities") or []
-    except (requests.RequestException, ValueError, AttributeError) as exc:
+    except (requests.RequestException, OutOfBounds, ValueError, AttributeError) as exc:
         log.warning("ca.unreachable", directory=directory_url, error=str(exc)[:200])
         return fallback
     identities = tuple(str(i).lower() for i in found if isinstance(i, str) and i)

@@ -1,15 +1,20 @@
 """The ACME session: the network object, the directory, the account and the per-thread client.
 
-``AcmeNetwork`` is the ``acme`` library's ``ClientNetwork`` with three changes: a problem
+``AcmeNetwork`` is the ``acme`` library's ``ClientNetwork`` with four changes: a problem
 answer becomes a typed error at once (with the answer's HTTP status and ``Retry-After``), the
-fresh nonce of an error answer is kept, and ``badNonce`` is retried up to ``BAD_NONCE_RETRIES``
-times instead of once (RFC 8555 §6.5). It is built by a ``NetworkFactory`` so tests can
-answer with constructed ACME JSON. ``Session`` fetches the directory and registers (or finds)
-the account once, hands every worker thread its own ``ClientV2``, and registers again when the
-CA forgot the account. A contact at a reserved domain (``me@example.com``, mailcow's default) is
-not sent: the account is registered without one. The directory's ``meta`` is checked first: the
-profile asked for must be one it lists, and External Account Binding (EAB: key identifier and
-HMAC key, never logged) is sent when configured and required when it says
+fresh nonce of an error answer is kept, ``badNonce`` is retried up to ``BAD_NONCE_RETRIES``
+times instead of once (RFC 8555 §6.5), and every request is bounded (``adapters.bounded``): it
+ends within ``DEADLINE`` seconds in all (connect, TLS, headers and body) and reads at most
+``JSON_CAP`` bytes of a JSON answer or ``CHAIN_CAP`` of a certificate chain. Either bound
+exceeded is ``CaUnreachable`` naming the URL, so the order backs off like any CA fault. It is
+built by a ``NetworkFactory`` so tests can answer with constructed ACME JSON.
+
+``Session`` fetches the directory and registers (or finds) the account once, hands every
+worker thread its own ``ClientV2``, and registers again when the CA forgot the account. A
+contact at a reserved domain (``me@example.com``, mailcow's default) is not sent: the account is
+registered without one. The directory's ``meta`` is checked first: the profile asked for must
+be one it lists, and External Account Binding (EAB: key identifier and HMAC key, never logged)
+is sent when configured and required when it says
 ``externalAccountRequired``. Only https is spoken with a CA whose directory is https: an
 endpoint the directory lists, or any other URL (order, authorization, certificate), in plain
 http is refused as a downgrade (``refuse_downgrade``); an http directory (a test CA, allowed by
@@ -19,8 +24,9 @@ http is refused as a downgrade (``refuse_downgrade``); an http directory (a test
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +41,7 @@ from josepy.jwk import JWK, JWKEC
 from acme_sidecar import __version__
 from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, bad_answer, problem, retry_after
 from acme_sidecar.adapters.acme.translate import translate as translate_error
+from acme_sidecar.adapters.bounded import OutOfBounds, send, watch_session
 from acme_sidecar.core.errors import CaUnreachable, IssueError, RateLimited
 from acme_sidecar.core.profiles import profile_problem
 from acme_sidecar.core.values import reserved_contact
@@ -43,7 +50,10 @@ log = structlog.get_logger(__name__)
 
 USER_AGENT = f"acme-sidecar/{__version__} (+acme-python)"
 BAD_NONCE_RETRIES = 10  # after the first attempt; each retry uses the nonce of the error answer
-NETWORK_TIMEOUT = 30
+DEADLINE = 30.0  # seconds for one request to the CA, all of it: connect, TLS, headers, body
+JSON_CAP = 1024 * 1024  # bytes of a JSON answer (an order of 100 names is about 20 KiB)
+CHAIN_CAP = 4 * 1024 * 1024  # bytes of a certificate chain (a chain is a few KiB)
+PEM_CHAIN = "application/pem-certificate-chain"
 
 Clock = Callable[[], datetime]
 
@@ -77,8 +87,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def answer_cap(headers: Mapping[str, str]) -> int:
+    """The body cap of an ACME answer by its Content-Type: a certificate chain or JSON."""
+    kind = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    return CHAIN_CAP if kind == PEM_CHAIN else JSON_CAP
+
+
 class AcmeNetwork(client.ClientNetwork):
-    """``ClientNetwork`` raising typed errors and retrying ``badNonce`` with fresh nonces."""
+    """``ClientNetwork`` raising typed errors, retrying ``badNonce`` with fresh nonces, and
+    bounding every request in time and size."""
 
     def __init__(
         self,
@@ -87,7 +104,7 @@ class AcmeNetwork(client.ClientNetwork):
         alg: JWASignature = RS256,
         account: messages.RegistrationResource | None = None,
         verify: bool | str = True,
-        timeout: int = NETWORK_TIMEOUT,
+        deadline: float = DEADLINE,
         clock: Clock = utcnow,
         bad_nonce_retries: int = BAD_NONCE_RETRIES,
         allow_http: bool = False,
@@ -98,11 +115,30 @@ class AcmeNetwork(client.ClientNetwork):
             alg=alg,
             verify_ssl=verify,  # type: ignore[arg-type]  # requests accepts a CA bundle path
             user_agent=USER_AGENT,
-            timeout=timeout,
+            timeout=math.ceil(deadline),  # unused: _send_request bounds each request itself
         )
+        watch_session(self.session)
+        self._deadline = deadline
         self._clock = clock
         self._bad_nonce_retries = max(0, bad_nonce_retries)
         self._allow_http = allow_http  # an http directory (a test CA); else https only
+
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        """One request, ended within the deadline, its body (within the cap) read."""
+        if args:
+            raise TypeError("AcmeNetwork requests take keyword arguments only")
+        kwargs["verify"] = self.verify_ssl
+        headers = kwargs.setdefault("headers", {})
+        headers.setdefault("User-Agent", self.user_agent)
+        try:
+            response = send(
+                self.session, method, url, deadline=self._deadline, cap=answer_cap, **kwargs
+            )
+        except OutOfBounds as exc:
+            raise CaUnreachable(f"the CA at {url}: {exc}") from exc
+        if "Accept" not in headers:
+            response.encoding = "utf-8"  # as the library does: .text is UTF-8, not guessed
+        return response
 
     def _checked(self, response: requests.Response, content_type: str | None) -> requests.Response:
         try:
@@ -180,10 +216,12 @@ def requests_network(
     clock: Clock = utcnow,
     *,
     bad_nonce_retries: int = BAD_NONCE_RETRIES,
+    deadline: float = DEADLINE,
     allow_http: bool = False,
 ) -> NetworkFactory:
-    """The default network factory: real HTTPS with ``verify`` (True or a CA bundle path);
-    ``allow_http`` for a test CA whose directory is http."""
+    """The default network factory: real HTTPS with ``verify`` (True or a CA bundle path),
+    each request ended within ``deadline`` seconds; ``allow_http`` for a test CA whose
+    directory is http."""
 
     def build(
         key: JWK, alg: JWASignature, account: messages.RegistrationResource | None
@@ -195,6 +233,7 @@ def requests_network(
             verify=verify,
             clock=clock,
             bad_nonce_retries=bad_nonce_retries,
+            deadline=deadline,
             allow_http=allow_http,
         )
 
