@@ -19,7 +19,8 @@ from pathlib import Path
 import structlog
 
 from acme_sidecar import __version__
-from acme_sidecar.adapters.acme import AcmeIssuer, Issuer, caa_identities
+from acme_sidecar.adapters import ownpair
+from acme_sidecar.adapters.acme import AcmeIssuer, caa_identities
 from acme_sidecar.adapters.acme.ari import RenewalInfo
 from acme_sidecar.adapters.acme.challenges import ChallengeResponder
 from acme_sidecar.adapters.dns import DnsResolver
@@ -28,24 +29,30 @@ from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
 from acme_sidecar.adapters.mariadb import MariaDBSource
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import cycle_policy, daemon_policy, own_policy
-from acme_sidecar.config.settings import Settings, load_settings, mask_url
-from acme_sidecar.core.errors import ConfigError
+from acme_sidecar.config.settings import Settings, load_settings
+from acme_sidecar.core.errors import ConfigError, StoreError
+from acme_sidecar.core.ledger import State
+from acme_sidecar.core.ports import Issuer
 from acme_sidecar.core.report import Outcome
 from acme_sidecar.core.settle import force_seen
+from acme_sidecar.core.values import mask_url
 from acme_sidecar.ops.hooks import HealthFile, Hook, expiry_lines, health_problems, read_health
 from acme_sidecar.ops.log import configure
-from acme_sidecar.shell.cycle import Deps, guarded_cycle, pacing_of, plan_wake, summarize
+from acme_sidecar.ops.terminal import Printable
+from acme_sidecar.shell.cycle import Deps, guarded_cycle, look, pacing_of, plan_wake, summarize
 from acme_sidecar.shell.daemon import Daemon, after_cycle
-from acme_sidecar.shell.gather import decide
 from acme_sidecar.shell.importer import import_pair
 from acme_sidecar.shell.status import collect, render
 from acme_sidecar.shell.watch import watch_cycle
 
 log = structlog.get_logger("acme_sidecar")
 
+HTTP_CA = "ACME_ALLOW_HTTP_CA=y: the CA is reached over plain http (for a test CA only)"
 
-def build_deps(settings: Settings, stop: threading.Event) -> Deps:
-    """Wire the real adapters from the settings."""
+
+def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = False) -> Deps:
+    """Wire the real adapters from the settings; ``read_only`` (``check``): the volume is only
+    read, a damaged file is reported and left where it is."""
     s = settings
     router = None
     responders: Callable[[], ChallengeResponder] | None = None
@@ -53,7 +60,10 @@ def build_deps(settings: Settings, stop: threading.Event) -> Deps:
         from acme_sidecar.adapters.dns01 import setup as dns01
 
         router = dns01.build_router(
-            s.acme_dns_provider, s.acme_dns_config_file, s.acme_dns_auth_port
+            s.acme_dns_provider,
+            s.acme_dns_config_file,
+            s.acme_dns_auth_port,
+            s.acme_dns_alias_zones,
         )
         dns01_router = router
 
@@ -100,7 +110,7 @@ def build_deps(settings: Settings, stop: threading.Event) -> Deps:
             port=s.db_port,
         ),
         resolver=DnsResolver(s.acme_dns_resolvers),
-        store=CertStore(s.acme_cert_dir, backup_keep=s.acme_backup_keep),
+        store=CertStore(s.acme_cert_dir, backup_keep=s.acme_backup_keep, set_aside=not read_only),
         issuer=issuer,
         http_check=lambda: WebrootSelfCheck(s.acme_webroot, s.acme_http_verify_port),
         public_ips=public_ips,
@@ -157,17 +167,26 @@ def build_hooks(settings: Settings, *, daemon: bool = False) -> list[Hook]:
 def _health(settings: Settings) -> int:
     health = read_health(settings.acme_health_file)
     now = datetime.now(UTC)
-    problems = health_problems(
-        health, now, failing_for=timedelta(seconds=settings.acme_health_fail_after)
-    )
-    if problems:
-        print("unhealthy: " + "; ".join(problems))
+    out = Printable(sys.stdout)
+    try:
+        problems = health_problems(
+            health, now, failing_for=timedelta(seconds=settings.acme_health_fail_after)
+        )
+        warnings = "".join(f"; warning: {w}" for w in expiry_lines(health, now))
+    except (ValueError, TypeError, OverflowError) as exc:  # hand-edited, or an older version's
+        print(
+            f"unhealthy: the health file {settings.acme_health_file} is damaged "
+            f"({type(exc).__name__}: {str(exc)[:200]}); the next cycle rewrites it",
+            file=out,
+        )
         return 1
-    warnings = "".join(f"; warning: {w}" for w in expiry_lines(health, now))
+    if problems:
+        print("unhealthy: " + "; ".join(problems), file=out)
+        return 1
     if settings.skip_lets_encrypt:
-        print(f"healthy: SKIP_LETS_ENCRYPT=y{warnings}")
+        print(f"healthy: SKIP_LETS_ENCRYPT=y{warnings}", file=out)
         return 0
-    print(f"healthy: last cycle {health.get('last_cycle') or 'not yet run'}{warnings}")
+    print(f"healthy: last cycle {health.get('last_cycle') or 'not yet run'}{warnings}", file=out)
     return 0
 
 
@@ -212,20 +231,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             reason="LE_STAGING=y wins over DIRECTORY_URL",
             ignored=mask_url(settings.directory_url),
         )
+    if settings.directory.startswith("http://"):
+        log.warning("config.http_ca", directory=mask_url(settings.directory), reason=HTTP_CA)
     if args.command == "status":
         return _status(settings, as_json=args.json)
     if args.command == "health":
         return _health(settings)
-    if args.command == "import":
-        store = CertStore(settings.acme_cert_dir, backup_keep=settings.acme_backup_keep)
-        return import_pair(own_policy(settings), store, args.cert, args.key, args.chain)
-    from acme_sidecar.adapters.acmesh import adopt
-
-    adopt(settings.acme_cert_dir, settings.directory)  # mailcow's DNS-01 (acme.sh) keys
+    if args.command == "import":  # writes the top-level pair only: nothing else is moved
+        store = CertStore(
+            settings.acme_cert_dir, backup_keep=settings.acme_backup_keep, set_aside=False
+        )
+        out = Printable(sys.stdout)
+        return import_pair(own_policy(settings), store, args.cert, args.key, args.chain, out=out)
     stop = threading.Event()
+    if args.command == "check":  # a dry run: no takeover, nothing written
+        return _check(settings, build_deps(settings, stop, read_only=True))
     deps = build_deps(settings, stop)
-    if args.command == "check":
-        return _check(settings, deps)
+    from acme_sidecar.shell.takeover import take_over_once
+
+    take_over_once(deps.store, settings.directory, deps.clock())  # mailcow's acme.sh keys
     if args.command == "once":
         hooks = build_hooks(settings)  # before the cycle: it taps the log for the mailcow UI
         if settings.skip_lets_encrypt:
@@ -249,9 +273,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(settings: Settings, deps: Deps) -> int:
-    state = force_seen(deps.store.load_state(), deps.store.force_requested(), deps.clock())
-    report = decide(cycle_policy(settings), deps, state, fresh=True)
-    out = sys.stdout
+    """The dry run: every name with its verdict, then the plan. Reads the volume (a damaged
+    file is reported, not moved) and writes nothing; what it prints is escaped (CAA values
+    and the like are text others control)."""
+    out = Printable(sys.stdout)
+    try:
+        ledger, damage = deps.store.read_state()
+    except (StoreError, OSError) as exc:
+        ledger, damage = State(), str(exc)
+    if damage:
+        print(f"warning: {deps.store.state_path} is unreadable ({damage}); checked without it",
+              file=out)  # fmt: skip
+    state = force_seen(ledger, deps.store.force_requested(), deps.clock())
+    report = look(cycle_policy(settings), deps, state, fresh=True)
+    for file, error in sorted(_unreadable(deps.store).items()):
+        print(f"unreadable: {file}: {error} (the daemon sets it aside)", file=out)
     if report.outcome is Outcome.SOURCE_DOWN:
         print("cannot read the domain database; see the log above", file=out)
         return 1
@@ -273,11 +309,26 @@ def _check(settings: Settings, deps: Deps) -> int:
     return 0
 
 
+def _unreadable(store: CertStore) -> dict[str, str]:
+    """The certificate files ``store.load`` found unreadable, and the top-level pair's."""
+    found = {f: e for f, e in store.unreadable().items() if f != str(store.state_path)}
+    try:
+        pair = ownpair.read_top(store)
+    except (StoreError, OSError) as exc:
+        return found | {str(store.root / "cert.pem"): str(exc)}
+    facts = ownpair.inspect_pair(*pair) if pair else None
+    if facts is not None and facts.unreadable:
+        file, why = ownpair.unreadable_file(store, facts)
+        found[str(file)] = why
+    return found
+
+
 def _status(settings: Settings, *, as_json: bool) -> int:
-    store = CertStore(settings.acme_cert_dir)
+    store = CertStore(settings.acme_cert_dir, set_aside=False)  # reads only
     now = datetime.now(UTC)
     policy = own_policy(settings)
     pacing = pacing_of(daemon_policy(settings))
     days = settings.acme_notify_expiry_days
-    render(collect(store, now, own=policy, days=days, pacing=pacing), as_json=as_json)
+    data = collect(store, now, own=policy, days=days, pacing=pacing)
+    render(data, Printable(sys.stdout), as_json=as_json)
     return 0

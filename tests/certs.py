@@ -128,13 +128,15 @@ def leaf(
     usages: Sequence[x509.ObjectIdentifier] | None = None,
     ips: Sequence[str] = (),
     key_id: bytes | None = None,
+    extra: Sequence[x509.ExtensionType] = (),
 ) -> x509.Certificate:
     """A certificate for ``names`` (SANs; the subject is ``CN=names[0]`` unless given).
 
     ``key`` (else a new ``key_type`` key); signed by ``issuer`` (else by its own key, issuer =
     subject); valid from ``not_before`` (five minutes ago) to ``not_after`` (``days`` later);
     ``usages`` the extended key usages (None: no extension); ``ips`` more SANs;
-    ``key_id`` the authority key identifier (else the issuer's, when there is an issuer).
+    ``key_id`` the authority key identifier (else the issuer's, when there is an issuer);
+    ``extra`` more extensions, as they are (a damaged one included).
     """
     key = key or new_key(key_type)
     subject = subject if subject is not None else name(names[0] if names else None)
@@ -159,6 +161,8 @@ def leaf(
     elif issuer is not None:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
         builder = builder.add_extension(aki, critical=False)
+    for extension in extra:
+        builder = builder.add_extension(extension, critical=False)
     return builder.sign(issuer.key if issuer else key, hashes.SHA256())
 
 

@@ -7,22 +7,27 @@ per certificate ``<domain>_ecc/`` (ECDSA; ``<domain>/`` for RSA) holding ``<doma
 ``<domain>.cer``, ``fullchain.cer`` and ``ca.cer``; mailcow installs the certificate and its
 key as the volume's ``cert.pem``/``key.pem``.
 
-``adopt`` runs at start, before any key is made. mailcow's own loop always creates
-``acme/key.pem`` (RSA) and ``acme/account.pem``, so their presence proves nothing: when the
-served certificate (``cert.pem``, top-level or in a certificate directory) is on a key under
-``acme-sh/`` and not on ``acme/key.pem``, the existing ``acme/key.pem`` and ``acme/account.pem``
-are moved to ``backups/acme/<UTC timestamp>/`` and acme.sh's keys are adopted: its certificate
-key becomes ``acme/key.pem`` (TLSA 3 1 1 pins stay right) and its account key for the
-configured CA becomes ``acme/account.pem`` (a CAA ``accounturi`` stays right). When
-``acme/key.pem`` is missing, the served certificate's key (also the top-level ``key.pem``) is
-adopted the same way. Nothing in ``acme-sh/`` is changed. May touch: ``acme-sh/`` and the
-volume's ``cert.pem``/``key.pem`` files (read), ``acme/account.pem`` and ``acme/key.pem``
-(created; replaced only as said), ``backups/acme/``.
+``adopt`` runs once per volume (``shell/takeover.py`` records it in the ledger), at start,
+before any key is made. mailcow's own loop always creates ``acme/key.pem`` (RSA) and
+``acme/account.pem``, so their presence proves nothing: when the served certificate
+(``cert.pem``, top-level or in a certificate directory) is on a key under ``acme-sh/`` and not
+on ``acme/key.pem``, the existing ``acme/key.pem`` and ``acme/account.pem`` are moved to
+``backups/acme/<UTC timestamp>/`` and acme.sh's keys are adopted: its certificate key becomes
+``acme/key.pem`` (TLSA 3 1 1 pins stay right) and its account key for the configured CA
+becomes ``acme/account.pem`` (a CAA ``accounturi`` stays right). Keys are moved only on a volume
+acme-sidecar never used (``used_before``): once it has, ``acme/`` holds its own keys, in use
+(after an ``ACME_KEY_TYPE`` change the old certificates on acme.sh's key are still served for a
+while), and only a missing key is adopted. When ``acme/key.pem`` is missing, the served
+certificate's key (also the top-level ``key.pem``) is adopted the same way. Nothing in
+``acme-sh/`` is changed. May touch: ``acme-sh/`` and the volume's ``cert.pem``/``key.pem``
+files (read), ``acme/account.pem`` and ``acme/key.pem`` (created; replaced only as said),
+``backups/acme/``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import structlog
@@ -32,6 +37,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from acme_sidecar.adapters import backups, files
 from acme_sidecar.adapters.files import PrivateKey, load_key, read_bytes
 from acme_sidecar.adapters.keys import tlsa_311, to_pem
+from acme_sidecar.adapters.pem import PARSE_ERRORS
 from acme_sidecar.core.errors import StoreError
 
 log = structlog.get_logger(__name__)
@@ -59,6 +65,9 @@ def _spki(key: PrivateKey | x509.Certificate) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+_SKIPPED: tuple[type[Exception], ...] = (OSError, StoreError, *PARSE_ERRORS)
+
+
 def _served(root: Path) -> set[str]:
     """The SPKI hashes of the certificates the volume serves: ``cert.pem`` at the top and in
     each certificate directory (mailcow writes both), where readable."""
@@ -73,7 +82,7 @@ def _served(root: Path) -> set[str]:
         try:
             if path.is_file() and not path.is_symlink():
                 found.add(_spki(x509.load_pem_x509_certificates(read_bytes(path))[0]))
-        except (OSError, ValueError, StoreError):
+        except _SKIPPED:  # unreadable: it serves no key we know
             continue
     return found
 
@@ -100,19 +109,34 @@ def _install(path: Path, key: PrivateKey, root: Path, source: Path, event: str) 
     )
 
 
-def adopt(root: Path, directory_url: str) -> None:
-    """Adopt acme.sh's account key and the served certificate's key where ours are missing;
-    never raises (a volume it cannot read is left to the cycle, which says why)."""
+def used_before(root: Path) -> str | None:
+    """What shows that acme-sidecar has used this volume (its keys may be in use), or None:
+    ``acme/state.json`` (also one kept aside as damaged) or ``backups/acme/``, which only
+    acme-sidecar writes (mailcow's loop writes neither)."""
+    acme = root / "acme"
+    found = [acme / "state.json", root / "backups" / "acme"]
+    if acme.is_dir() and not acme.is_symlink():
+        found += sorted(acme.glob("state.json.damaged-*"))
+    return next((str(p.relative_to(root)) for p in found if os.path.lexists(p)), None)
+
+
+def adopt(root: Path, directory_url: str, *, replace_keys: bool = True) -> bool:
+    """Adopt acme.sh's account key and the served certificate's key where ours are missing,
+    or (``replace_keys``: a volume acme-sidecar never used) where ours are mailcow's, never
+    served. Never raises: False when it failed (a volume it cannot read is left to the
+    cycle, which says why)."""
     home = root / HOME
     if not home.is_dir() or home.is_symlink():
-        return
+        return True
     try:
-        _adopt(root, home, directory_url)
+        _adopt(root, home, directory_url, replace_keys)
     except (OSError, StoreError) as exc:
         log.warning("takeover.failed", home=str(home), error=str(exc)[:300])
+        return False
+    return True
 
 
-def _adopt(root: Path, home: Path, directory_url: str) -> None:
+def _adopt(root: Path, home: Path, directory_url: str, replace_keys: bool) -> None:
     account = root / "acme" / "account.pem"
     domain_key = root / "acme" / "key.pem"
     served = _served(root)
@@ -122,6 +146,14 @@ def _adopt(root: Path, home: Path, directory_url: str) -> None:
         ours = _key(domain_key)
         if match is None or (ours is not None and _spki(ours) in served):
             return  # nothing of acme.sh is served, or ours is: taken over already or never
+        if not replace_keys:
+            log.info(
+                "takeover.kept",
+                path=str(domain_key.relative_to(root)),
+                reason="acme-sidecar has used this volume: acme/key.pem and acme/account.pem "
+                "are its own, in use, and stay",
+            )
+            return
         _back_up(root, (domain_key, account))  # mailcow's own RSA key, never served
     if not account.exists():
         _adopt_account(root, home, directory_url, account)

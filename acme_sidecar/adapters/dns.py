@@ -10,8 +10,8 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
-from acme_sidecar.config.values import parse_resolver
 from acme_sidecar.core.validate import Caa, CaaLookup, Lookup
+from acme_sidecar.core.values import parse_resolver
 
 _NO_ANSWER = (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer)
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
-from acme_sidecar.core.consumers import Act, Action, Kind, kind_of
+from acme_sidecar.core.consumers import Act, ConsumerKind, Reaction, kind_of
 from acme_sidecar.core.errors import ServiceError
 
 log = structlog.get_logger(__name__)
@@ -30,13 +30,16 @@ SNI_MAP = f"hash:{POSTFIX_CONF}/sni.map"
 
 Command = tuple[str, ...]
 # the reload command of each consumer kind, run inside its container
-RELOAD_COMMANDS: Mapping[Kind, Command] = {
-    Kind.POSTFIX: ("postfix", "-c", POSTFIX_CONF, "reload"),
-    Kind.DOVECOT: ("doveadm", "reload"),
-    Kind.NGINX: ("nginx", "-s", "reload"),
+RELOAD_COMMANDS: Mapping[ConsumerKind, Command] = {
+    ConsumerKind.POSTFIX: ("postfix", "-c", POSTFIX_CONF, "reload"),
+    ConsumerKind.DOVECOT: ("doveadm", "reload"),
+    ConsumerKind.NGINX: ("nginx", "-s", "reload"),
 }
 # Postfix's sni.map holds copies of the certificates (postmap -F): rebuilt, then reloaded
-REBUILD_COMMANDS: tuple[Command, ...] = (("postmap", "-F", SNI_MAP), RELOAD_COMMANDS[Kind.POSTFIX])
+REBUILD_COMMANDS: tuple[Command, ...] = (
+    ("postmap", "-F", SNI_MAP),
+    RELOAD_COMMANDS[ConsumerKind.POSTFIX],
+)
 DONE = {Act.RELOAD: "reloaded", Act.REBUILD: "rebuilt", Act.RESTART: "restarted"}
 FALLBACK = {Act.RELOAD: "reload did not work", Act.REBUILD: "map rebuild or reload did not work"}
 
@@ -44,7 +47,7 @@ FALLBACK = {Act.RELOAD: "reload did not work", Act.REBUILD: "map rebuild or relo
 def commands_for(service: str, act: Act) -> tuple[Command, ...]:
     """The in-container commands of ``act`` for ``service``; empty means restart it."""
     kind = kind_of(service)
-    if act is Act.REBUILD and kind is Kind.POSTFIX:
+    if act is Act.REBUILD and kind is ConsumerKind.POSTFIX:
         return REBUILD_COMMANDS
     reload = RELOAD_COMMANDS.get(kind)
     if act in (Act.RELOAD, Act.REBUILD) and reload is not None:
@@ -62,7 +65,7 @@ def log_not_found(service: str, project: str) -> None:
     )
 
 
-def log_done(service: str, container: str, action: Action, command: str) -> None:
+def log_done(service: str, container: str, action: Reaction, command: str) -> None:
     """The one line for a reload or rebuild that worked."""
     log.info(
         "service.reloaded",
@@ -74,7 +77,7 @@ def log_done(service: str, container: str, action: Action, command: str) -> None
     )
 
 
-def log_restarted(service: str, container: str, action: Action) -> None:
+def log_restarted(service: str, container: str, action: Reaction) -> None:
     """The one line for a restart: the one asked for, or the fallback of a failed reload."""
     asked = action.act is Act.RESTART
     log.info(
@@ -84,17 +87,6 @@ def log_restarted(service: str, container: str, action: Action) -> None:
         action=Act.RESTART.value,
         reason=action.reason if asked else FALLBACK.get(action.act, action.reason),
     )
-
-
-class Services(Protocol):
-    """The consumers of the certificate volume."""
-
-    services: tuple[str, ...]
-    can_rebuild_map: bool  # commands can be run in the containers (Postfix's postmap)
-
-    def apply(self, actions: Mapping[str, Action]) -> dict[str, str]:
-        """Do each service's action once; return ``{service: "reloaded"|"rebuilt"|...}``.
-        Services not in ``actions`` (or with ``Act.NONE``) are not touched."""
 
 
 def _docker_from_env() -> Any:
@@ -130,7 +122,7 @@ class DockerServices:
             and c.labels.get(SERVICE_LABEL) == service
         ]
 
-    def apply(self, actions: Mapping[str, Action]) -> dict[str, str]:
+    def apply(self, actions: Mapping[str, Reaction]) -> dict[str, str]:
         """Do each service's action (a failed reload or rebuild restarts instead)."""
         import docker.errors
         import requests
@@ -166,7 +158,7 @@ class DockerServices:
             raise ServiceError("could not reload or restart " + ", ".join(failed))
         return done
 
-    def _apply_one(self, container: Any, service: str, action: Action) -> str:
+    def _apply_one(self, container: Any, service: str, action: Reaction) -> str:
         commands = commands_for(service, action.act)
         for command in commands:
             result = container.exec_run(list(command))

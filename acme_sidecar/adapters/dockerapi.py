@@ -10,6 +10,8 @@ as ``adapters/docker.py`` does; a failed reload falls back to a restart. There i
 other commands, so Postfix's ``sni.map`` cannot be rebuilt here (``can_rebuild_map`` is false:
 ``core.consumers`` restarts Postfix instead). ``choose_services``
 picks this adapter or the Docker socket's for ``ACME_DOCKER_API`` (called by the CLI's wiring).
+Every call ends within ``DEADLINE`` seconds in all and reads at most ``CAP`` bytes
+(``adapters.bounded``); redirects are not followed and no proxy from the environment is used.
 May touch: the dockerapi over HTTP(S), and name resolution for the ``auto`` choice.
 """
 
@@ -25,23 +27,25 @@ import requests
 import structlog
 from urllib3.exceptions import InsecureRequestWarning
 
+from acme_sidecar.adapters.bounded import OutOfBounds, send, watched_session
 from acme_sidecar.adapters.docker import (
     PROJECT_LABEL,
     SERVICE_LABEL,
     DockerServices,
-    Services,
     log_done,
     log_not_found,
     log_restarted,
 )
-from acme_sidecar.core.consumers import Act, Action
+from acme_sidecar.core.consumers import Act, Reaction
 from acme_sidecar.core.errors import ServiceError
+from acme_sidecar.core.ports import Services
 
 log = structlog.get_logger(__name__)
 
 # the reload task of each consumer, found by a word in its compose service name
 RELOAD_TASKS: tuple[str, ...] = ("postfix", "dovecot", "nginx")
-TIMEOUT = (5.0, 30.0)  # connect, read (seconds), for every call
+DEADLINE = 60.0  # seconds for one call, all of it (a restart waits for the container to stop)
+CAP = 4 * 1024 * 1024  # bytes of an answer (the listing of mailcow's containers is ~0.5 MiB)
 Resolve = Callable[[str, int], object]
 
 
@@ -93,13 +97,14 @@ class DockerapiServices:
         services: Sequence[str],
         *,
         url: str,
-        session_factory: Callable[[], requests.Session] = requests.Session,
+        session_factory: Callable[[], requests.Session] | None = None,
     ) -> None:
         # compose lower-cases project names when it sets the label
         self.project = project.lower()
         self.services = tuple(services)
         self.url = url.rstrip("/")
-        self._session_factory = session_factory
+        # the dockerapi is on the mailcow network: an admin's HTTP(S)_PROXY is not for it
+        self._session_factory = session_factory or (lambda: watched_session(trust_env=False))
 
     def _call(self, session: requests.Session, method: str, path: str, **kw: Any) -> Any:
         """One call; its JSON answer. Every failure of the transport is a ``ServiceError``."""
@@ -110,10 +115,12 @@ class DockerapiServices:
             # acme-mailcow does). Being on the mailcow network is its only permission.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", InsecureRequestWarning)
-                response = session.request(method, url, timeout=TIMEOUT, verify=False, **kw)
+                response = send(
+                    session, method, url, deadline=DEADLINE, cap=CAP, verify=False, **kw
+                )
             response.raise_for_status()
             return response.json()
-        except (requests.RequestException, ValueError) as exc:
+        except (requests.RequestException, OutOfBounds, ValueError) as exc:
             raise ServiceError(f"mailcow dockerapi at {url}: {exc}") from exc
 
     def _command(self, session: requests.Session, path: str, body: Any = None) -> str | None:
@@ -147,7 +154,7 @@ class DockerapiServices:
                 found.append((str(cid), str(doc.get("Name", cid)).lstrip("/")))
         return found
 
-    def apply(self, actions: Mapping[str, Action]) -> dict[str, str]:
+    def apply(self, actions: Mapping[str, Reaction]) -> dict[str, str]:
         """Do each service's action (a failed reload restarts instead)."""
         todo = {s: a for s, a in actions.items() if a.act is not Act.NONE}
         if not todo:
@@ -171,10 +178,10 @@ class DockerapiServices:
         return done
 
     def _apply_one(
-        self, session: requests.Session, cid: str, name: str, service: str, action: Action
+        self, session: requests.Session, cid: str, name: str, service: str, action: Reaction
     ) -> str:
         if action.act is Act.REBUILD:  # not chosen for this way; restarting is what works
-            action = Action(Act.RESTART, action.reason + "; dockerapi cannot run postmap")
+            action = Reaction(Act.RESTART, action.reason + "; dockerapi cannot run postmap")
         task = reload_task(service)
         if action.act is Act.RELOAD and task is not None:
             body = {"cmd": "reload", "task": task}

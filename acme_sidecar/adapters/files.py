@@ -5,7 +5,7 @@ May touch only the paths it is given. Nothing is ever opened through a symbolic 
 every byte is written, fsyncs, reads the file back and checks it before anything is renamed, so
 the file it replaces is never opened for writing. Every ``OSError`` becomes one ``StoreError``
 that names the path and says plainly what happened; a failed write removes its ``.new`` file.
-The PEM parsers here are the checks a certificate or key passes before it is renamed into place.
+The PEM parsers (the checks a file passes before it is renamed into place) live in ``pem``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtensionOID
 
+from acme_sidecar.adapters.pem import PrivateKey as PrivateKey
+from acme_sidecar.adapters.pem import cert_sans as cert_sans
+from acme_sidecar.adapters.pem import key_matches as key_matches
+from acme_sidecar.adapters.pem import load_chain as load_chain
+from acme_sidecar.adapters.pem import load_key as load_key
 from acme_sidecar.core.errors import StoreError
 
 log = structlog.get_logger(__name__)
@@ -34,7 +35,6 @@ Check = Callable[[bytes], object]
 Staged = tuple[Path, bytes, int, Check | None]
 """A file for ``swap_in``: its final path, contents, mode and check."""
 UNCHANGED = "the old files are unchanged"
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 _PLAIN = {
     errno.ENOSPC: "the certificate volume is full",
@@ -46,54 +46,6 @@ _PLAIN = {
     errno.ELOOP: "it is a symbolic link",
 }
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
-
-
-# --- what a PEM file must hold -----------------------------------------------------------
-
-
-def load_chain(data: bytes) -> list[x509.Certificate]:
-    """Parse a PEM chain, leaf first; raise ``StoreError`` when it holds no certificate."""
-    try:
-        certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise StoreError(f"not a PEM certificate chain: {exc}") from exc
-    return certs
-
-
-def load_key(data: bytes, *, check: bool = False) -> PrivateKey:
-    """Parse a PEM private key (RSA or EC); raise ``StoreError`` otherwise.
-
-    The RSA consistency check costs about half a second for a 4096-bit key, so it runs only
-    with ``check`` (for a key about to sign); comparing public keys does not need it.
-    """
-    try:
-        key = serialization.load_pem_private_key(
-            data, password=None, unsafe_skip_rsa_key_validation=not check
-        )
-    except (ValueError, TypeError) as exc:
-        raise StoreError("not a PEM private key") from exc
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise StoreError(f"unsupported key type {type(key).__name__}")
-    return key
-
-
-def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
-    """Whether ``cert`` was issued for ``key``."""
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
-    return cert.public_key().public_bytes(enc, fmt) == key.public_key().public_bytes(enc, fmt)
-
-
-def cert_sans(cert: x509.Certificate) -> tuple[str, ...]:
-    """The DNS names of ``cert``'s subjectAltName extension."""
-    try:
-        ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
-    except x509.ExtensionNotFound:
-        return ()
-    value = ext.value
-    if not isinstance(value, x509.SubjectAlternativeName):
-        return ()
-    return tuple(value.get_values_for_type(x509.DNSName))
 
 
 # --- primitives ---------------------------------------------------------------------------

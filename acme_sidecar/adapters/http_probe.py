@@ -1,10 +1,9 @@
 """HTTP adapters: public IP detection, the webroot self-check, and ``fetch``, one bounded request.
 
-Every request here has an overall deadline and a body cap. A per-read timeout alone cannot bound
-a request: a server that sends one byte every two seconds never trips it, in the status line, the
-headers or the body. So ``fetch`` arms a watchdog that shuts the request's sockets down when the
-deadline passes (whatever phase it is in), and reads the body in chunks, never more than the cap.
-The webhook of ``ops.notify`` uses ``fetch`` too.
+Every request here has an overall deadline and a body cap: ``fetch`` arms a watchdog of
+``adapters.bounded`` that shuts the request's sockets down when the deadline passes (whatever
+phase it is in; one deadline for all redirects), and reads the body in chunks, never more than
+the cap. The webhook of ``ops.notify`` uses ``fetch`` too.
 
 May touch: the network (HTTP to the detection URL, to this server's addresses, to the webhook)
 and the webroot (one token file while the self-check runs).
@@ -12,14 +11,10 @@ and the webroot (one token file while the self-check runs).
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import secrets
-import socket
-import threading
 import time
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -28,12 +23,9 @@ from urllib.parse import urljoin
 
 import requests
 import structlog
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from acme_sidecar.config.values import mask_url
+from acme_sidecar.adapters.bounded import OutOfBounds, read_capped, watched_session, watching
+from acme_sidecar.core.values import mask_url
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +33,6 @@ SELF_CHECK_DEADLINE = 10.0  # seconds per name and address
 SELF_CHECK_CAP = 4096  # the token is 32 characters
 DETECT_DEADLINE = 10.0
 DETECT_CAP = 256  # an address is at most 45 characters
-_CHUNK = 1024
 
 
 class FetchFailed(Exception):
@@ -57,93 +48,6 @@ class Fetched:
     body: bytes = b""
 
 
-Monotonic = Callable[[], float]
-"""``clock()``: seconds on a clock that never goes back (``time.monotonic``; a test's fake)."""
-
-
-class _Watchdog:
-    """Shuts every socket it watches down once ``seconds`` have passed; ``left`` reads ``clock``."""
-
-    def __init__(self, seconds: float, clock: Monotonic = time.monotonic) -> None:
-        self.clock = clock
-        self.end = clock() + seconds
-        self.fired = False
-        self._socks: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def left(self) -> float:
-        return self.end - self.clock()
-
-    def watch(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._socks.append(sock)
-            if self.fired:
-                _shutdown(sock)
-
-    def _fire(self) -> None:
-        with self._lock:
-            self.fired = True
-            for sock in self._socks:
-                _shutdown(sock)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def _shutdown(sock: socket.socket) -> None:
-    # socket.socket's own shutdown: an SSLSocket's would drop its TLS state under the reader
-    with contextlib.suppress(OSError):  # already closed
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-_WATCHDOG: ContextVar[_Watchdog | None] = ContextVar("acme_sidecar_http_watchdog", default=None)
-
-
-def _register(sock: socket.socket) -> socket.socket:
-    watchdog = _WATCHDOG.get()
-    if watchdog is not None:
-        watchdog.watch(sock)
-    return sock
-
-
-class _WatchedConnection(HTTPConnection):
-    def _new_conn(self) -> socket.socket:
-        return _register(super()._new_conn())
-
-
-class _WatchedTlsConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        return _register(super()._new_conn())
-
-
-class _WatchedPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedConnection
-
-
-class _WatchedTlsPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedTlsConnection
-
-
-_POOLS: dict[str, type[HTTPConnectionPool]] = {"http": _WatchedPool, "https": _WatchedTlsPool}
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """requests' adapter, with connections whose sockets the current watchdog can shut."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if isinstance(manager, urllib3.PoolManager):
-            manager.pool_classes_by_scheme = _POOLS
-        return manager
-
-
 def fetch(
     method: str,
     url: str,
@@ -154,7 +58,7 @@ def fetch(
     json: Any = None,
     max_redirects: int = 0,
     trust_env: bool = True,
-    clock: Monotonic = time.monotonic,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Fetched:
     """One request that ends within ``deadline`` seconds and reads at most ``cap`` body bytes.
 
@@ -162,15 +66,9 @@ def fetch(
     than ``cap`` (``cap=0``: the body is not read at all). Only GET follows redirects. The time
     left is read from ``clock``; the watchdog that cuts a stalled read off runs on real time.
     """
-    watchdog = _Watchdog(deadline, clock)
-    token = _WATCHDOG.set(watchdog)
-    session = requests.Session()
-    session.trust_env = trust_env
-    adapter = _WatchedAdapter(max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
+    session = watched_session(trust_env=trust_env)
     sent = {"Accept-Encoding": "identity", **(headers or {})}
-    try:
+    with watching(deadline, clock) as watchdog, session:
         for _ in range(max_redirects + 1):
             left = watchdog.left()
             if left <= 0:
@@ -196,37 +94,14 @@ def fetch(
                 if method == "GET" and response.is_redirect and location:
                     url = urljoin(url, location)
                     continue
-                body = _read(response, cap, watchdog, deadline)
+                try:
+                    body = read_capped(response, cap, watchdog)
+                except (OutOfBounds, requests.ConnectionError) as exc:
+                    raise FetchFailed(str(exc)) from exc
                 return Fetched(response.status_code, str(response.reason or ""), body)
-        if watchdog.fired or watchdog.left() <= 0:
-            raise FetchFailed(f"no complete answer within {deadline:g}s")
+        if watchdog.over:
+            raise FetchFailed(str(watchdog.late()))
         raise FetchFailed(f"more than {max_redirects} redirects")
-    finally:
-        _WATCHDOG.reset(token)
-        watchdog.cancel()
-        session.close()
-
-
-def _read(response: requests.Response, cap: int, watchdog: _Watchdog, deadline: float) -> bytes:
-    """At most ``cap`` bytes of the body, in chunks; closing the response drops the rest."""
-    if cap <= 0:
-        return b""
-    body = bytearray()
-    while len(body) <= cap:
-        try:
-            chunk = response.raw.read(min(_CHUNK, cap + 1 - len(body)), decode_content=False)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            if watchdog.fired:
-                break
-            raise FetchFailed(f"the answer broke off ({type(exc).__name__})") from exc
-        if watchdog.fired or watchdog.left() <= 0:
-            break
-        if not chunk:
-            return bytes(body)
-        body += chunk
-    if watchdog.fired or watchdog.left() <= 0:
-        raise FetchFailed(f"no complete answer within {deadline:g}s")
-    raise FetchFailed(f"the answer is longer than {cap} bytes")
 
 
 def detect_public_ip(

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import structlog
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from acme_sidecar.adapters import backups, files
-from acme_sidecar.adapters.files import PrivateKey, load_key, read_bytes
+from acme_sidecar.adapters.files import read_bytes
+from acme_sidecar.adapters.pem import PrivateKey, load_key
+from acme_sidecar.adapters.pem import client_auth as client_auth
+from acme_sidecar.adapters.pem import kind_of as kind_of
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.profiles import KEY_TYPES, NEW_KEY_TYPE
 
@@ -57,19 +59,6 @@ def _public(key: PrivateKey | PublicKey) -> PublicKey:
     return key.public_key() if isinstance(key, _PRIVATE) else key
 
 
-def kind_of(key: object) -> str:
-    """The key type of a private or public key (``rsa4096``, ``ec256``...); "" for another
-    kind (an RSA size or a curve not in ``KEY_TYPES``, Ed25519...)."""
-    public = key.public_key() if isinstance(key, _PRIVATE) else key
-    if isinstance(public, rsa.RSAPublicKey):
-        kind = f"rsa{public.key_size}"
-    elif isinstance(public, ec.EllipticCurvePublicKey):
-        kind = {"secp256r1": "ec256", "secp384r1": "ec384"}.get(public.curve.name, "")
-    else:
-        return ""
-    return kind if kind in KEY_TYPES else ""
-
-
 def tlsa_311(key: PrivateKey | PublicKey) -> str:
     """The TLSA ``3 1 1`` data of a key: SHA-256 of its SubjectPublicKeyInfo, in hex."""
     public = _public(key)
@@ -77,16 +66,6 @@ def tlsa_311(key: PrivateKey | PublicKey) -> str:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(der).hexdigest()
-
-
-def client_auth(cert: x509.Certificate) -> bool:
-    """Whether ``cert`` may be used for TLS client authentication: its extended key usage
-    lists clientAuth (or it has no extended key usage at all, which allows any use)."""
-    try:
-        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return True
-    return x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH in usage
 
 
 # --- the key files ---------------------------------------------------------------------------

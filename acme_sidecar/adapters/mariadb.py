@@ -7,7 +7,6 @@ failures are retried a bounded number of times with jitter, then raised as ``Sou
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
 import pymysql
 import structlog
@@ -33,13 +32,6 @@ ALIAS_MTA_STS_SQL = (
     "ON ad.target_domain = m.domain WHERE ad.active = 1 AND m.active = 1 "
     "ORDER BY ad.alias_domain"
 )
-
-
-class DomainSource(Protocol):
-    """Where the mail domains come from."""
-
-    def read(self) -> DomainRows:
-        """Return the active, non-backup-MX domains and the MTA-STS facts."""
 
 
 def _log_retry(state: RetryCallState) -> None:

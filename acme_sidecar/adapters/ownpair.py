@@ -13,16 +13,13 @@ import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import NameOID
-
 from acme_sidecar.adapters import backups, files
-from acme_sidecar.adapters.files import cert_sans, key_matches, load_chain, load_key, read_bytes
+from acme_sidecar.adapters.files import read_bytes
+from acme_sidecar.adapters.pem import key_matches, key_spki, load_chain, load_key, read_cert
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.model import StoredCert
-from acme_sidecar.core.own import OWN_MARK, Link, Ownership, PairFacts, classify
+from acme_sidecar.core.own import OWN_MARK, Ownership, PairFacts, classify
 
 Pair = tuple[bytes, bytes]  # cert.pem (full chain), key.pem
 BACKUP_NAME = "default"
@@ -36,62 +33,52 @@ def fingerprint(cert: bytes, key: bytes) -> str:
     return digest.hexdigest()
 
 
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _org(name: x509.Name) -> str:
-    values = name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    return str(values[0].value) if values else ""
-
-
 def inspect_pair(cert: bytes, key: bytes) -> PairFacts:
-    """The facts of a pair; ``unreadable`` says why when either file does not parse."""
+    """The facts of a pair, every one read inside the guard of ``pem``: ``unreadable`` says
+    which file does not parse and why (a malformed extension, an unknown key type...)."""
     fp = fingerprint(cert, key)
     try:
-        chain = load_chain(cert)
+        leaf = read_cert(cert, links=True)
     except StoreError as exc:
         return PairFacts(fp, unreadable=f"cert.pem: {exc}")
     try:
-        private = load_key(key)
+        private = key_spki(key)
     except StoreError as exc:
         return PairFacts(fp, unreadable=f"key.pem: {exc}")
-    leaf = chain[0]
-    links = tuple(
-        Link(
-            c.subject.rfc4514_string(),
-            c.issuer.rfc4514_string(),
-            _signed_by(c, chain[i + 1]) if i + 1 < len(chain) else None,
-        )
-        for i, c in enumerate(chain)
-    )
     return PairFacts(
         fingerprint=fp,
-        chain=links,
-        issuer_org=_org(leaf.issuer),
-        names=cert_sans(leaf),
-        not_before=leaf.not_valid_before_utc,
-        not_after=leaf.not_valid_after_utc,
-        serial=leaf.serial_number,
-        key_matches=key_matches(leaf, private),
-        self_signed=leaf.issuer == leaf.subject and _signed_by(leaf, leaf),
+        chain=leaf.links,
+        issuer_org=leaf.issuer_org,
+        names=leaf.names,
+        not_before=leaf.not_before,
+        not_after=leaf.not_after,
+        serial=leaf.serial,
+        key_matches=leaf.spki == private,
+        self_signed=leaf.self_signed,
     )
 
 
-def _read_pair(directory: Path) -> Pair | None:
+def unreadable_file(store: CertStore, facts: PairFacts) -> tuple[Path, str]:
+    """Which file of an unreadable top-level pair does not parse, and why."""
+    name, _, why = facts.unreadable.partition(": ")
+    if name not in ("cert.pem", "key.pem"):
+        return store.root / "cert.pem", facts.unreadable
+    return store.root / name, why
+
+
+def _read_pair(directory: Path, *, private: bool = True) -> Pair | None:
+    """The pair in ``directory``; ``private``: a key.pem readable by others is made 0600."""
     try:
-        return read_bytes(directory / "cert.pem"), read_bytes(directory / "key.pem", private=True)
+        key = read_bytes(directory / "key.pem", private=private)
+        return read_bytes(directory / "cert.pem"), key
     except FileNotFoundError:
         return None
 
 
 def read_top(store: CertStore) -> Pair | None:
-    """The top-level pair, or None when either file is missing (a link raises ``StoreError``)."""
-    return _read_pair(store.root)
+    """The top-level pair, or None when either file is missing (a link raises ``StoreError``).
+    A store that sets nothing aside (``status``, ``check``) changes no file mode either."""
+    return _read_pair(store.root, private=store.set_aside)
 
 
 def own_dir(store: CertStore) -> Path:
@@ -132,6 +119,21 @@ def backup_top(store: CertStore) -> Path | None:
     return target
 
 
+def keep_unreadable_top(store: CertStore) -> Path | None:
+    """Copy an unreadable top-level pair to ``backups/default/unreadable-<UTC timestamp>/``
+    (never pruned) and return it; the newest such copy when it already holds the same bytes.
+    None when there is no pair."""
+    pair = read_top(store)
+    if pair is None:
+        return None
+    latest = backups.latest_aside(store.root, BACKUP_NAME)
+    if latest is not None and _read_pair(latest) == pair:
+        return latest
+    target = backups.stamp_dir(store.root, BACKUP_NAME, backups.UNREADABLE)
+    files.copy_dir(store.root, ("cert.pem", "key.pem"), target, parents=3)
+    return target
+
+
 def install_top(store: CertStore, cert: bytes, key: bytes, *, backup: bool = True) -> Path | None:
     """Back up the top-level pair (unless ``backup`` is False: the caller did), then swap in
     ``cert``/``key`` atomically (key first; a crash between the renames is finished by
@@ -159,9 +161,10 @@ def ownership(
     key_is_ours = False
     if facts.chain and store.domain_key_path.is_file():
         try:
-            top_key = load_key(read_bytes(store.root / "key.pem", private=True))
-            ours = load_key(read_bytes(store.domain_key_path, private=True))
-            key_is_ours = _public(top_key) == _public(ours)
+            mode = store.set_aside  # status and check change no file mode
+            top_key = key_spki(read_bytes(store.root / "key.pem", private=mode))
+            ours = key_spki(read_bytes(store.domain_key_path, private=mode))
+            key_is_ours = top_key == ours
         except (StoreError, OSError):
             key_is_ours = False
     managed = {} if key_is_ours or facts.unreadable else managed_certs()
@@ -175,14 +178,6 @@ def ownership(
         key_is_ours=key_is_ours,
         managed_issuers={c.issuer for c in managed.values()},
         ca_organizations=ca_organizations,
-    )
-
-
-def _public(key: files.PrivateKey) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 

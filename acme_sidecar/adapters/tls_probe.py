@@ -19,24 +19,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import structlog
 from cryptography import x509
 
+from acme_sidecar.core.consumers import Endpoint
+
 log = structlog.get_logger(__name__)
-
-Kind = Literal["smtp", "imap", "https"]
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One TLS listener of one service."""
-
-    service: str
-    kind: Kind
-    host: str
-    port: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,19 +7,24 @@ fsyncs the directory. A crash between renames is finished on the next start by `
 a reader never keeps a mismatched pair; a full or read-only volume leaves the old files as they
 were. What is replaced is copied to ``backups/<name>/<UTC timestamp>/`` first. A symbolic link
 where a certificate directory or one of the volume's files belongs is refused, never followed.
-``lock`` keeps two daemons on one volume from ordering at once.
+``lock`` keeps two daemons on one volume from ordering at once. Every file is parsed inside the
+guard of ``pem``: a certificate directory whose files do not parse is one ``store.unreadable``
+line and is moved whole to ``backups/<name>/unreadable-<UTC timestamp>/`` (its certificate is
+then missing: ordered anew); a damaged ``acme/state.json`` is kept aside as
+``state.json.damaged-<UTC timestamp>``. With ``set_aside=False`` (``status``, ``check``,
+``import``) both are only reported, nothing is moved.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import structlog
 
-from acme_sidecar.adapters import backups, files, keys
+from acme_sidecar.adapters import backups, certdir, files, keys, recovery, statefile
 from acme_sidecar.adapters.files import PrivateKey as PrivateKey
 from acme_sidecar.adapters.files import atomic_write as atomic_write
 from acme_sidecar.adapters.files import cert_sans as cert_sans
@@ -27,39 +32,21 @@ from acme_sidecar.adapters.files import check_not_link, ensure_dir, is_regular, 
 from acme_sidecar.adapters.files import key_matches as key_matches
 from acme_sidecar.adapters.files import load_chain as load_chain
 from acme_sidecar.adapters.files import load_key as load_key
-from acme_sidecar.core.ari import cert_id
+from acme_sidecar.adapters.pem import Unreadable
 from acme_sidecar.core.errors import StoreError
+from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import CertSpec, StoredCert
 from acme_sidecar.core.names import normalize_hostname
 from acme_sidecar.core.profiles import NEW_KEY_TYPE
-from acme_sidecar.core.state import State
 
 log = structlog.get_logger(__name__)
 
-PAIR = ("key.pem", "cert.pem")
-CERT_FILES = ("domains", "cert.pem", "key.pem")
+CERT_FILES = certdir.CERT_FILES
 RESERVED = {"acme", "backups"}
 
 
 class VolumeBusy(StoreError):
     """Another acme-sidecar holds the volume's lock (``acme/lock``)."""
-
-
-def _pair_ok(cert_path: Path, key_path: Path) -> bool:
-    try:
-        return key_matches(load_chain(read_bytes(cert_path))[0], load_key(read_bytes(key_path)))
-    except (StoreError, OSError):
-        return False
-
-
-def _domains_ok(domains_path: Path, cert_path: Path) -> bool:
-    """Whether a staged ``domains`` file is whole: the names of the certificate in place."""
-    try:
-        names = read_bytes(domains_path).decode("utf-8").split()
-        sans = cert_sans(load_chain(read_bytes(cert_path))[0])
-    except (StoreError, OSError, ValueError):
-        return False
-    return bool(names) and {n.lower() for n in names} == {n.lower() for n in sans}
 
 
 def _holds(path: Path, data: bytes, *, private: bool = False) -> bool:
@@ -70,21 +57,16 @@ def _holds(path: Path, data: bytes, *, private: bool = False) -> bool:
         return False
 
 
-def _identity(directory: Path) -> tuple[int, ...]:
-    """Inode, size and modification time (ns) of a directory's three files."""
-    out: list[int] = []
-    for name in CERT_FILES:
-        st = os.lstat(directory / name)
-        out += [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-    return tuple(out)
-
-
 class CertStore:
     """The certificate volume."""
 
-    def __init__(self, root: Path, *, backup_keep: int = 10) -> None:
+    def __init__(self, root: Path, *, backup_keep: int = 10, set_aside: bool = True) -> None:
         self.root = root
         self.backup_keep = backup_keep
+        # the daemon moves unreadable files aside; status, check and import only report them
+        self.set_aside = set_aside
+        # what was found unreadable (file → what is wrong), each logged once
+        self._unreadable: dict[str, str] = {}
         # what ``load`` read last, per directory, with the identity of its three files: a file
         # replaced (a new inode), rewritten or touched is read again; the rest is not parsed
         # again (a quiet cycle of 1,000 certificates loads them several times)
@@ -151,46 +133,14 @@ class CertStore:
     # --- recovery -------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Finish (or roll back) a swap that a crash interrupted, in every certificate dir.
-
-        A staged pair that is whole and matches is renamed into place; a torn one (empty,
-        unparseable, not matching) is discarded, so is a ``domains.new`` that does not list the
-        names of the certificate in place. Leftover ``acme/*.new`` files are removed.
-        """
+        """Finish (or roll back) a swap that a crash interrupted, in every certificate dir
+        and at the top (``recovery``); leftover ``acme/*.new`` files are removed."""
         try:
-            if self.acme_dir.is_dir() and not self.acme_dir.is_symlink():
-                for name in ("account.pem", "key.pem", "state.json"):
-                    files.discard(self.acme_dir / f"{name}.new")
-                files.fsync_dir(self.acme_dir)
+            recovery.recover_acme(self.acme_dir)
             for directory in [self.root, *self._dirs()]:
-                self._recover_dir(directory)
+                recovery.recover_dir(directory)
         except OSError as exc:
             raise files.volume_error(exc, "recovering", self.root, "it runs again") from exc
-
-    def _recover_dir(self, directory: Path) -> None:
-        key_new, cert_new, domains_new = (directory / f"{n}.new" for n in (*PAIR, "domains"))
-        staged = [p for p in (key_new, cert_new, domains_new) if os.path.lexists(p)]
-        if not staged:
-            return
-        if any((directory / f).is_symlink() for f in CERT_FILES):  # refused: never renamed over
-            for leftover in staged:
-                files.discard(leftover)
-            return
-        if cert_new in staged:
-            key_file = key_new if is_regular(key_new) else directory / "key.pem"
-            if _pair_ok(cert_new, key_file):
-                if key_file == key_new:
-                    key_new.replace(directory / "key.pem")
-                cert_new.replace(directory / "cert.pem")
-                log.warning("store.recovered", directory=str(directory), action="completed")
-            else:
-                log.warning("store.recovered", directory=str(directory), action="discarded")
-        if domains_new in staged and _domains_ok(domains_new, directory / "cert.pem"):
-            domains_new.replace(directory / "domains")
-            log.warning("store.recovered", directory=str(directory), file="domains")
-        for leftover in (key_new, cert_new, domains_new):
-            files.discard(leftover)
-        files.fsync_dir(directory)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -227,7 +177,8 @@ class CertStore:
         return [d.name for d in self._dirs() if all(is_regular(d / f) for f in CERT_FILES)]
 
     def load(self) -> dict[str, StoredCert]:
-        """Every certificate directory (one holding domains, cert.pem and key.pem)."""
+        """Every certificate directory (one holding domains, cert.pem and key.pem) that parses;
+        one that does not is set aside (see the module docstring) and left out."""
         refusals = self._refusals()
         for name, reason in refusals.items():
             log.warning("store.symlink_refused", path=str(self.root / name), reason=reason)
@@ -242,13 +193,50 @@ class CertStore:
                 continue
             try:
                 found[directory.name] = self._read(directory)
-            except (StoreError, OSError, UnicodeDecodeError) as exc:
-                log.warning("store.unreadable", certificate=directory.name, error=str(exc))
+            except Unreadable as exc:
+                self._damaged(directory, exc)
+            except (StoreError, OSError) as exc:  # cannot be read now: left as it is
+                self._report(str(directory), str(exc), certificate=directory.name)
         self._seen = {n: v for n, v in self._seen.items() if n in found}
         return found
 
+    def unreadable(self) -> dict[str, str]:
+        """The files found unreadable so far (path → what is wrong): the certificate files
+        ``load`` set aside (or, with ``set_aside=False``, left out) and a damaged state.json."""
+        return dict(self._unreadable)
+
+    def _report(self, file: str, error: str, **fields: str | None) -> bool:
+        """Log ``store.unreadable`` once per file and error; True when it was logged."""
+        if self._unreadable.get(file) == error:
+            return False
+        self._unreadable[file] = error
+        log.warning("store.unreadable", file=file, error=error, **fields)
+        return True
+
+    def _damaged(self, directory: Path, exc: Unreadable) -> None:
+        """One ``store.unreadable`` line; the directory moved whole to ``backups/``."""
+        file = str(exc.file or directory)
+        if not self.set_aside:
+            self._report(file, str(exc), certificate=directory.name,
+                         action="left in place: this command writes nothing")  # fmt: skip
+            return
+        try:
+            kept = backups.archive(self.root, directory.name, backups.UNREADABLE)
+        except (StoreError, OSError) as err:
+            self._report(file, str(exc), certificate=directory.name,
+                         action=f"left out; it could not be set aside: {err}")  # fmt: skip
+            return
+        self._unreadable.pop(file, None)
+        self._report(
+            file,
+            str(exc),
+            certificate=directory.name,
+            kept=str(kept.relative_to(self.root)),
+            action="its directory was set aside whole; the certificate is ordered anew",
+        )
+
     def _read(self, directory: Path) -> StoredCert:
-        identity = _identity(directory)
+        identity = certdir.identity(directory)
         seen = self._seen.get(directory.name)
         if seen is not None and seen[0] == identity:
             return seen[1]
@@ -257,22 +245,7 @@ class CertStore:
         return stored
 
     def _parse(self, directory: Path) -> StoredCert:
-        domains = tuple(read_bytes(directory / "domains").decode("utf-8").split())
-        leaf = load_chain(read_bytes(directory / "cert.pem"))[0]
-        key = load_key(read_bytes(directory / "key.pem"))
-        return StoredCert(
-            name=directory.name,
-            domains=domains,
-            not_before=leaf.not_valid_before_utc,
-            not_after=leaf.not_valid_after_utc,
-            serial=leaf.serial_number,
-            issuer=leaf.issuer.rfc4514_string(),
-            key_matches=key_matches(leaf, key),
-            sans=cert_sans(leaf),
-            cert_id=cert_id(leaf),
-            key_type=keys.kind_of(leaf.public_key()),
-            client_auth=keys.client_auth(leaf),
-        )
+        return certdir.parse(directory)
 
     def holds_chain(self, name: str, fullchain: bytes) -> bool:
         """Whether certificate ``name`` already holds exactly ``fullchain`` (links refused)."""
@@ -336,22 +309,27 @@ class CertStore:
             staged.append((directory / "domains", domains, 0o644, None))
         files.swap_in(directory, staged, torn="the next start finishes or rolls back the swap")
 
-    def set_default(self, name: str, before: Callable[[], None] | None = None) -> bool:
-        """Make ``<name>/cert.pem`` and ``key.pem`` the top-level pair; True when it changed.
-
-        ``before`` runs just before the swap (the cycle records the deploy it now owes)."""
+    def is_default(self, name: str) -> bool:
+        """Whether the top-level pair already holds ``<name>/cert.pem`` and ``key.pem`` (also
+        True when ``name`` has no certificate yet: there is nothing to make the default)."""
         src = self.root / name
+        if not (src / "cert.pem").is_file():
+            return True
         reason = self._refusal(src)
         if reason:
             raise files.refuse_link(src, reason)
         cert, key = read_bytes(src / "cert.pem"), read_bytes(src / "key.pem")
-        if _holds(self.root / "cert.pem", cert) and _holds(
+        return _holds(self.root / "cert.pem", cert) and _holds(
             self.root / "key.pem", key, private=True
-        ):
+        )
+
+    def set_default(self, name: str) -> bool:
+        """Make ``<name>/cert.pem`` and ``key.pem`` the top-level pair; True when it changed.
+        The cycle records the deploy it owes first (``is_default`` says whether it will)."""
+        if self.is_default(name):
             return False
-        if before is not None:
-            before()
-        self._swap(self.root, cert, key, None)
+        src = self.root / name
+        self._swap(self.root, read_bytes(src / "cert.pem"), read_bytes(src / "key.pem"), None)
         return True
 
     def backup(self, name: str) -> Path:
@@ -382,35 +360,33 @@ class CertStore:
 
     # --- state ----------------------------------------------------------------------------
 
-    def load_state(self) -> State:
-        """The remembered state; missing gives an empty state, damaged is kept aside first."""
+    def read_state(self) -> tuple[State, str]:
+        """The ledger in ``acme/state.json`` and "", or an empty one and why the file cannot be
+        read; nothing is moved (``status`` and ``check``). Missing: an empty ledger."""
         check_not_link(self.acme_dir, "the acme directory")
-        try:
-            text = read_bytes(self.state_path).decode("utf-8")
-            return State.from_json(text)
-        except FileNotFoundError:
-            return State()
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            return self._keep_damaged(exc)
+        return statefile.read(self.state_path)
 
-    def _keep_damaged(self, exc: Exception) -> State:
-        path, stamp = self.state_path, backups.utc_stamp()
-        kept, n = path.with_name(f"{path.name}.damaged-{stamp}"), 1
-        while os.path.lexists(kept):
-            n += 1
-            kept = path.with_name(f"{path.name}.damaged-{stamp}.{n}")
-        files.keep_aside(path, kept)
-        log.warning("state.damaged", path=str(path), kept=str(kept), error=str(exc)[:200])
-        return State()
+    def load_state(self) -> State:
+        """The remembered state; missing gives an empty state. A damaged file is kept aside
+        first (one ``state.damaged`` line), so the new ledger never overwrites it; with
+        ``set_aside=False`` it is only reported."""
+        state, damage = self.read_state()
+        path = str(self.state_path)
+        if damage and self.set_aside:
+            kept = statefile.keep_aside(self.state_path)
+            self._unreadable[path] = damage
+            log.warning("state.damaged", path=path, kept=str(kept), error=damage,
+                        action="kept aside; a new ledger is started")  # fmt: skip
+        elif damage and self._unreadable.get(path) != damage:
+            self._unreadable[path] = damage
+            log.warning("state.damaged", path=path, error=damage,
+                        action="left in place: this command writes nothing")  # fmt: skip
+        return state
 
     def save_state(self, state: State) -> None:
         """Write the state atomically, only when it changed (a quiet cycle writes nothing)."""
-        data = state.to_json().encode()
         check_not_link(self.acme_dir, "the acme directory")
-        with contextlib.suppress(FileNotFoundError):
-            if read_bytes(self.state_path) == data:
-                return
-        atomic_write(self.state_path, data, 0o600)
+        statefile.save(self.state_path, state)
 
     # --- force_renew ----------------------------------------------------------------------
 

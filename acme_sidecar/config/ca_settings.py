@@ -1,5 +1,6 @@
-"""The settings of what is asked of the CA: profile, key type and reuse, External Account
-Binding (EAB).
+"""The settings of the CA and what is asked of it: the directory (``DIRECTORY_URL``,
+``LE_STAGING``; https unless ``ACME_ALLOW_HTTP_CA=y``, a test CA), profile, key type and reuse,
+External Account Binding (EAB).
 
 A base class of ``Settings``: the same environment, validated the same way. The EAB HMAC key is
 a secret: never echoed in an error (``settings.HIDDEN``) nor logged.
@@ -12,11 +13,14 @@ import binascii
 import re
 from typing import Annotated, Any
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from acme_sidecar.config.values import yes_no
 from acme_sidecar.core.profiles import KEY_TYPES
+
+LE_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+LE_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
 
 def eab_key_bytes(text: str) -> bytes:
@@ -34,7 +38,8 @@ def eab_key_bytes(text: str) -> bytes:
 
 
 class CaSettings(BaseSettings):
-    """ACME_PROFILE, ACME_KEY_TYPE, ACME_KEY_REUSE, ACME_EAB_KID and ACME_EAB_HMAC_KEY."""
+    """ACME_PROFILE, ACME_KEY_TYPE, ACME_KEY_REUSE, ACME_EAB_KID, ACME_EAB_HMAC_KEY and
+    ACME_ALLOW_HTTP_CA."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
@@ -43,6 +48,35 @@ class CaSettings(BaseSettings):
     acme_key_reuse: Annotated[bool, NoDecode] = True
     acme_eab_kid: str = ""
     acme_eab_hmac_key: SecretStr = SecretStr("")
+    # an http:// DIRECTORY_URL is refused unless this is y (a test CA such as Pebble in plain
+    # http); checked in ``Settings`` (this field is validated before DIRECTORY_URL)
+    acme_allow_http_ca: Annotated[bool, NoDecode] = False
+    le_staging: Annotated[bool, NoDecode] = False  # a mailcow flag: see settings.MAILCOW_FLAGS
+    directory_url: str = ""
+
+    @field_validator("directory_url")
+    @classmethod
+    def _directory_url(cls, value: str, info: ValidationInfo) -> str:
+        text = value.strip()
+        if text and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+            raise ValueError("must be an http:// or https:// URL")
+        if (
+            text.lower().startswith("http://")
+            and not info.data.get("acme_allow_http_ca")
+            and not info.data.get("le_staging")  # LE staging wins: the value is not used
+        ):
+            raise ValueError(
+                "the ACME directory must be an https:// URL (over plain http anyone on the path "
+                "can change what the CA sends), or set ACME_ALLOW_HTTP_CA=y for a test CA"
+            )
+        return text
+
+    @property
+    def directory(self) -> str:
+        """The ACME directory URL: LE staging wins over DIRECTORY_URL, then LE production."""
+        if self.le_staging:
+            return LE_STAGING
+        return self.directory_url or LE_PRODUCTION
 
     @field_validator("acme_profile")
     @classmethod
@@ -75,6 +109,16 @@ class CaSettings(BaseSettings):
             raise ValueError(
                 "use y (one key across renewals: TLSA 3 1 1 stays valid) or n (a fresh key "
                 "for every certificate)"
+            ) from None
+
+    @field_validator("acme_allow_http_ca", mode="before")
+    @classmethod
+    def _allow_http(cls, value: Any) -> bool:
+        try:
+            return bool(yes_no(value))
+        except ValueError:
+            raise ValueError(
+                "use y (a test CA: DIRECTORY_URL may be http://) or n (the default: https only)"
             ) from None
 
     @field_validator("acme_eab_kid")

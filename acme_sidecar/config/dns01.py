@@ -133,6 +133,11 @@ def parse_file(text: str, default_plugin: str) -> Dns01File:
             problems.append(f"line {number}: not KEY=VALUE nor [zone NAME]")
             continue
         key, value = match.group(1), _unquote(match.group(2))
+        if value != value.strip():  # PDNS_Token=" abc": no credential has them (review N8)
+            problems.append(
+                f"line {number}: the value of {key} starts or ends with spaces; they are removed"
+            )
+            value = value.strip()
         current = sections[-1]
         if key == "ACME_DNS_PROVIDER":
             sections[-1] = Section(current.zone, value, current.values)
@@ -144,6 +149,23 @@ def parse_file(text: str, default_plugin: str) -> Dns01File:
             problems.append(f"[zone {section.zone}] appears twice; the last one is used")
         zones[section.zone] = section
     return Dns01File(sections[0], tuple(zones.values()), tuple(problems))
+
+
+def parse_zone_list(text: str) -> tuple[str, ...]:
+    """``ACME_DNS_ALIAS_ZONES``: zone names separated by commas or spaces (empty: none);
+    raises ``ValueError`` naming the first entry that is not a zone name."""
+    zones: list[str] = []
+    for raw in re.split(r"[,\s]+", text.strip()):
+        if not raw:
+            continue
+        zone = normalize_hostname(raw)
+        if zone is None:
+            raise ValueError(
+                f"{raw!r} is not a zone name: give zone names of two labels or more, such as "
+                "acme.example.org, separated by commas or spaces (no wildcards, no IP addresses)"
+            )
+        zones.append(zone)
+    return tuple(dict.fromkeys(zones))
 
 
 def _ttl(section: Section, name: str) -> int | str:

@@ -1,5 +1,6 @@
 """The DNS-01 settings: mailcow's ``ACME_DNS_PROVIDER`` and ``ACME_DNS_CONFIG_FILE``, plus the
-propagation wait and the port the zones' authoritative servers answer on.
+propagation wait, the port the zones' authoritative servers answer on, and the zones a CNAME at
+``_acme-challenge.<name>`` may lead to beyond the file's sections (``ACME_DNS_ALIAS_ZONES``).
 
 A base class of ``Settings``: the same environment, validated the same way. The file itself is
 read at start by ``adapters.dns01.setup`` (a bad file is logged, never an exit: DNS-01 names
@@ -14,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from acme_sidecar.config.dns01 import DEFAULT_FILE
+from acme_sidecar.config.dns01 import DEFAULT_FILE, parse_zone_list
 from acme_sidecar.config.values import parse_duration
 
 PLACEHOLDER = "dns_xxx"  # mailcow's default for ACME_DNS_PROVIDER (no provider chosen)
@@ -22,7 +23,7 @@ PLACEHOLDER = "dns_xxx"  # mailcow's default for ACME_DNS_PROVIDER (no provider 
 
 class Dns01Settings(BaseSettings):
     """``ACME_DNS_PROVIDER``, ``ACME_DNS_CONFIG_FILE``, ``ACME_DNS_PROPAGATION_TIMEOUT``,
-    ``ACME_DNS_AUTH_PORT``."""
+    ``ACME_DNS_AUTH_PORT``, ``ACME_DNS_ALIAS_ZONES``."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
@@ -30,6 +31,7 @@ class Dns01Settings(BaseSettings):
     acme_dns_config_file: Path = DEFAULT_FILE
     acme_dns_propagation_timeout: Annotated[int, NoDecode] = 300
     acme_dns_auth_port: int = 53
+    acme_dns_alias_zones: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("acme_dns_provider")
     @classmethod
@@ -52,3 +54,10 @@ class Dns01Settings(BaseSettings):
         if not 1 <= value <= 65535:
             raise ValueError("must be a port number from 1 to 65535")
         return value
+
+    @field_validator("acme_dns_alias_zones", mode="before")
+    @classmethod
+    def _alias_zones(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        return parse_zone_list(str(value))

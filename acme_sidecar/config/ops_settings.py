@@ -15,7 +15,8 @@ from typing import Annotated, Any
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from acme_sidecar.config.values import comma_list, is_email, parse_host_port
+from acme_sidecar.config.values import comma_list
+from acme_sidecar.core.values import is_email, parse_host_port
 
 
 class OpsSettings(BaseSettings):

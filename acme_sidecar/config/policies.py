@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from acme_sidecar.adapters.tls_probe import Endpoint, Kind
-from acme_sidecar.config.settings import LE_PRODUCTION, LE_STAGING, Settings
+from acme_sidecar.config.ca_settings import LE_PRODUCTION, LE_STAGING
+from acme_sidecar.config.settings import Settings
 from acme_sidecar.core.budget import Limits
+from acme_sidecar.core.consumers import Endpoint, ProbeKind
 from acme_sidecar.core.discover import NameRules
 from acme_sidecar.core.plan import Shape
 from acme_sidecar.core.profiles import max_names
@@ -25,7 +26,7 @@ class ValidationPolicy:
     skip_ip_check: bool = False
     snat4: bool = False
     snat6: bool = False
-    own: tuple[str, ...] = ()  # this server's configured addresses (PUBLIC_IPV*, SNAT*)
+    own_addresses: tuple[str, ...] = ()  # this server's (PUBLIC_IPV*, SNAT*)
     skip_http: bool = False
     caa_identities: tuple[str, ...] = ()  # configured; else the CA's directory is asked
     grace: timedelta = timedelta(days=7)
@@ -49,8 +50,7 @@ class OwnPolicy:
     hostname: str = ""
     skip_lets_encrypt: bool = False  # SKIP_LETS_ENCRYPT=y: every top-level pair is own
     ca_organizations: tuple[str, ...] = ()  # issuer O= values of the configured CA
-    settle: float = 2.0  # a changed pair must stay the same this long (an admin's cp)
-    watch_interval: float = 60.0  # ACME_WATCH_INTERVAL: how often the daemon looks at it
+    hold_still: float = 2.0  # a changed pair must stay the same this long (an admin's cp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,7 @@ class StartPolicy:
     db_wait: float = 600.0
     webroot_wait: float = 120.0
     check_webroot: bool = True
-    own: tuple[str, ...] = ()  # this server's own addresses the self-check may go to
+    own_addresses: tuple[str, ...] = ()  # this server's, where the self-check may go
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,7 @@ class DaemonPolicy:
 def endpoints(settings: Settings) -> tuple[Endpoint, ...]:
     """The TLS endpoints to check, each tied to the restart service it belongs to."""
     out: list[Endpoint] = []
-    specs: list[tuple[Kind, str, str]] = [
+    specs: list[tuple[ProbeKind, str, str]] = [
         ("smtp", settings.acme_verify_smtp, "postfix"),
         ("imap", settings.acme_verify_imap, "dovecot"),
         ("https", settings.verify_https, "nginx"),
@@ -137,7 +137,6 @@ def own_policy(settings: Settings) -> OwnPolicy:
         hostname=settings.mailcow_hostname,
         skip_lets_encrypt=settings.skip_lets_encrypt,
         ca_organizations=("Let's Encrypt", "(STAGING) Let's Encrypt") if le else (),
-        watch_interval=float(max(settings.acme_watch_interval, 1)),
     )
 
 
@@ -161,7 +160,7 @@ def cycle_policy(settings: Settings) -> CyclePolicy:
             skip_ip_check=settings.skip_ip_check,
             snat4=settings.snat4,
             snat6=settings.snat6,
-            own=own_addresses(settings),
+            own_addresses=own_addresses(settings),
             skip_http=settings.skip_http_verification,
             caa_identities=settings.acme_caa_identities,
             grace=timedelta(seconds=settings.acme_name_grace),
@@ -195,7 +194,7 @@ def daemon_policy(settings: Settings, cert_dir: Path | None = None) -> DaemonPol
             hostname=settings.mailcow_hostname,
             db_wait=float(settings.acme_db_wait),
             check_webroot=not (settings.skip_http_verification or settings.acme_dns_challenge),
-            own=own_addresses(settings),
+            own_addresses=own_addresses(settings),
         ),
         ari=True,
         banner={

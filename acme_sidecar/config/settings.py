@@ -29,23 +29,13 @@ from acme_sidecar.config.ari_settings import AriSettings
 from acme_sidecar.config.ca_settings import CaSettings
 from acme_sidecar.config.dns01_settings import Dns01Settings
 from acme_sidecar.config.ops_settings import OpsSettings
-from acme_sidecar.config.values import (
-    comma_list,
-    describe_errors,
-    is_email,
-    mailcow_flag,
-    mask_url,
-    parse_duration,
-    parse_resolver,
-)
+from acme_sidecar.config.values import comma_list, describe_errors, mailcow_flag, parse_duration
 from acme_sidecar.config.verify_settings import VerifySettings
 from acme_sidecar.core.errors import ConfigError
 from acme_sidecar.core.names import normalize_hostname, normalize_prefix
+from acme_sidecar.core.values import is_email, parse_resolver
 
-__all__ = ["LE_PRODUCTION", "LE_STAGING", "Settings", "load_settings", "mask_url"]
-
-LE_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
-LE_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+__all__ = ["Settings", "load_settings"]
 
 
 YesNo = Annotated[bool, NoDecode]
@@ -77,8 +67,6 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     skip_ip_check: YesNo = False
     skip_http_verification: YesNo = False
     only_mailcow_hostname: YesNo = False
-    le_staging: YesNo = False
-    directory_url: str = ""
     snat_to_source: str = "n"
     snat6_to_source: str = "n"
     acme_account_email: str = ""
@@ -239,7 +227,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
             raise ValueError(f"must be an IPv{want} address")
         return str(addr)
 
-    @field_validator("directory_url", "acme_ipv4_detect_url", "acme_ipv6_detect_url")
+    @field_validator("acme_ipv4_detect_url", "acme_ipv6_detect_url")
     @classmethod
     def _url(cls, value: str) -> str:
         text = value.strip()
@@ -365,13 +353,6 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         return self.snat6_to_source.strip() != "n"
 
     @property
-    def directory(self) -> str:
-        """The ACME directory URL: LE staging wins over DIRECTORY_URL, then LE production."""
-        if self.le_staging:
-            return LE_STAGING
-        return self.directory_url or LE_PRODUCTION
-
-    @property
     def static_sans(self) -> tuple[str, ...]:
         """``ADDITIONAL_SAN`` entries that are names, not ``prefix.*`` entries."""
         return tuple(e for e in self.additional_san if not e.endswith(".*"))
@@ -385,9 +366,10 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         return tuple(dict.fromkeys(own))
 
 
-HIDDEN = frozenset(
-    {"dbpass", "redispass", "acme_eab_hmac_key"}
-)  # never echoed; URLs echoed with password masked
+# secrets: never echoed in an error; a webhook URL (a token in its path or query) is shown as
+# scheme and host only; other URLs with their password and query masked
+HIDDEN = frozenset({"dbpass", "redispass", "acme_eab_hmac_key"})
+ORIGIN_ONLY = frozenset({"acme_notify_webhook"})
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -398,4 +380,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(describe_errors(exc, values, hidden=HIDDEN)) from None
+        raise ConfigError(
+            describe_errors(exc, values, hidden=HIDDEN, origin_only=ORIGIN_ONLY)
+        ) from None

@@ -1,26 +1,22 @@
-"""Parsers of setting values (pure): durations, flags, lists, host:port, e-mail, masked URLs,
-and whether an e-mail address is at a reserved domain (one a CA refuses as a contact).
-
-Shared by the settings classes and by the adapters that take a value from them.
+"""Parsers of setting values (pure): durations, flags, lists, and the messages of invalid
+settings. Parsers of values that are not settings (addresses, e-mail, masked URLs, ``scrub``)
+are in ``core/values.py``.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Mapping, Set
 from typing import Any
 
 from pydantic import ValidationError
 
-from acme_sidecar.core.names import normalize_hostname
+from acme_sidecar.core.values import (
+    mask_url,
+    url_origin,
+)
 
 _YES = {"y", "yes"}
 _NO = {"n", "no", ""}
-# RFC 2606 and RFC 6761: names no one can receive mail at; a CA refuses them as a contact
-_RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
-_RESERVED_TLDS = ("example", "test", "invalid", "localhost")
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([^@\s]+)$")
 
 
 def parse_duration(value: Any) -> int:
@@ -64,78 +60,17 @@ def comma_list(value: Any) -> tuple[str, ...]:
     return tuple(item.strip() for item in str(value).split(",") if item.strip())
 
 
-def parse_resolver(item: str) -> tuple[str, int]:
-    """Parse ``ip`` or ``ip:port`` (``[v6]:port`` for IPv6 with a port) of ACME_DNS_RESOLVERS."""
-    host, port = item, 53
-    if item.startswith("["):
-        host, _, rest = item[1:].partition("]")
-        if rest:
-            port = int(rest.removeprefix(":")) if rest.removeprefix(":").isdigit() else -1
-    elif item.count(":") == 1:
-        host, _, text = item.partition(":")
-        port = int(text) if text.isdigit() else -1
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{item!r} is not an IP address or ip:port") from None
-    if not 1 <= port <= 65535:
-        raise ValueError(f"{item!r} has no valid port (1-65535)")
-    return host, port
-
-
-def is_email(text: str) -> bool:
-    """Whether ``text`` looks like an e-mail address with a valid domain."""
-    match = _EMAIL.match(text)
-    return match is not None and normalize_hostname(match.group(1)) is not None
-
-
-def reserved_contact(email: str) -> bool:
-    """Whether ``email`` is at a reserved domain (RFC 2606/6761): ``example.com``,
-    ``example.net``, ``example.org`` and their subdomains, or under ``.example``, ``.test``,
-    ``.invalid`` or ``.localhost``. A CA refuses such a contact (``invalidContact``)."""
-    domain = email.rpartition("@")[2].strip().rstrip(".").lower()
-    if not domain:
-        return False
-    labels = domain.split(".")
-    if labels[-1] in _RESERVED_TLDS:
-        return True
-    return any(domain == d or domain.endswith("." + d) for d in _RESERVED_DOMAINS)
-
-
-def parse_host_port(text: str) -> tuple[str, int] | None:
-    """``host:port`` (``[v6]:port`` for IPv6) as a pair, or None when it is not one."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            return None
-    elif not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9])?", host):
-        return None
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return None
-    return host, int(port)
-
-
-def mask_url(text: str) -> str:
-    """``text`` with the password of a ``scheme://user:password@host`` URL shown as ``***``
-    (a user name alone, often a token, is masked too); anything else is returned unchanged."""
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        return text
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    userinfo, at, hostport = rest[:end].rpartition("@")
-    if not at:
-        return text
-    user, colon, _ = userinfo.partition(":")
-    masked = f"{user}:***" if colon else "***"
-    return f"{scheme}://{masked}@{hostport}{rest[end:]}"
-
-
-def describe_errors(exc: ValidationError, values: Mapping[str, str], *, hidden: Set[str]) -> str:
+def describe_errors(
+    exc: ValidationError,
+    values: Mapping[str, str],
+    *,
+    hidden: Set[str],
+    origin_only: Set[str] = frozenset(),
+) -> str:
     """One message for every invalid setting: the variable, its value (``hidden`` ones as
-    ``***``, URLs with their password masked) and what would be valid."""
+    ``***``, ``origin_only`` ones as scheme and host only, other URLs with their password and
+    query masked) and what would be valid. pydantic's own text (``input_value``) is never
+    used: only the message of each error."""
     lines = []
     for err in exc.errors():
         loc = str(err["loc"][0]) if err["loc"] else ""
@@ -145,6 +80,12 @@ def describe_errors(exc: ValidationError, values: Mapping[str, str], *, hidden: 
         elif err["type"] == "missing":
             lines.append(f"{loc.upper()} is not set: it is required")
         else:
-            shown = "***" if loc in hidden else mask_url(str(values.get(loc, "")))
+            value = str(values.get(loc, ""))
+            if loc in hidden:
+                shown = "***"
+            elif loc in origin_only:
+                shown = url_origin(value)
+            else:
+                shown = mask_url(value)
             lines.append(f"{loc.upper()}={shown!r} is not valid: {message}")
     return "; ".join(lines)

@@ -4,7 +4,8 @@ Pure: the CertID of a certificate (§4.1), the parsing of a ``renewalInfo`` answ
 time drawn inside its suggested window (§4.2) and kept per certificate (``AriRecord``, tied to
 the CertID it is for), when to ask again (``ACME_ARI_INTERVAL``, the CA's ``Retry-After``), and
 the renewal time of a stored certificate: the CA's when it has one, else the lifetime rule
-(``plan.renewal_time``). No I/O: the ACME adapter fetches, the cycle settles the answers here.
+(``lifetime_time``). No I/O: the ACME adapter fetches, the cycle folds the answers in here
+(``fold_answer``).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def _next_poll(now: datetime, interval: timedelta, retry_after: datetime | None)
     return now + min(interval, asked)
 
 
-def settle(
+def fold_answer(
     old: AriRecord | None,
     cid: str,
     answer: Answer,

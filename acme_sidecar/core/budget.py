@@ -54,6 +54,29 @@ class Hold:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class HoldRules:
+    """What holds an order back, as data for the planner: the ledger (back-offs, the CA's
+    Retry-After, chains waiting to be stored, the counts the limits apply to), the CA's limits,
+    and the certificate directories the volume refused (symbolic links)."""
+
+    state: State
+    limits: Limits = Limits()
+    refused: frozenset[str] = frozenset()
+    retry_interval: timedelta = timedelta(minutes=5)  # how long a refused directory waits
+
+
+def hold(spec: CertSpec, rules: HoldRules, now: datetime, planned_orders: int = 0) -> Hold | None:
+    """Why ``spec`` may not be ordered now (``None``: it may), all rules in one place."""
+    if spec.name in rules.refused:
+        return Hold(now + rules.retry_interval, "its directory is a symbolic link (refused)")
+    ledger = rules.state.cert(spec.name)
+    if ledger.unstored:  # issued already: store it (on its retry schedule), never re-order
+        until = max(ledger.next_attempt or now, now)
+        return Hold(until, "issued already; waiting to be stored in the volume")
+    return hold_for(spec, rules.state, now, limits=rules.limits, planned_orders=planned_orders)
+
+
 def registered_domain(name: str) -> str:
     """The registered domain a CA counts against: the last two labels.
 

@@ -11,8 +11,9 @@ mailcow's consumers read the volume differently (reference note on mailcow's doc
 - All three build their SNI configuration at start: a directory or name added or removed
   needs a restart.
 
-``decide`` turns what changed into one action per consumer kind; ``plan`` maps the compose
-services onto kinds (by a word in the service name) and leaves out the ones with nothing to do.
+``reactions_by_kind`` turns what changed into one reaction per consumer kind; ``reactions``
+maps the compose services onto kinds (by a word in the service name) and leaves out the ones
+with nothing to do.
 """
 
 from __future__ import annotations
@@ -20,9 +21,22 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
+
+ProbeKind = Literal["smtp", "imap", "https"]  # how a TLS endpoint is spoken to when verified
 
 
-class Kind(Enum):
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One TLS listener of one consumer, verified after a deploy."""
+
+    service: str
+    kind: ProbeKind
+    host: str
+    port: int
+
+
+class ConsumerKind(Enum):
     """What a compose service is, found by a word in its name."""
 
     POSTFIX = "postfix"
@@ -55,20 +69,23 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
-class Action:
+class Reaction:
     """One consumer's action and the reason logged with it."""
 
     act: Act
     reason: str
 
 
-NOTHING = Action(Act.NONE, "nothing it serves changed")
+NOTHING = Reaction(Act.NONE, "nothing it serves changed")
 LAYOUT = "a certificate directory or name was added or removed; {what} at start"
 
 
-def kind_of(service: str) -> Kind:
+def kind_of(service: str) -> ConsumerKind:
     """The consumer kind of a compose service: the first kind whose word is in its name."""
-    return next((k for k in Kind if k is not Kind.OTHER and k.value in service), Kind.OTHER)
+    return next(
+        (k for k in ConsumerKind if k is not ConsumerKind.OTHER and k.value in service),
+        ConsumerKind.OTHER,
+    )
 
 
 def _listed(dirs: Collection[str]) -> str:
@@ -76,46 +93,48 @@ def _listed(dirs: Collection[str]) -> str:
     return ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
 
 
-def _postfix(change: Change, can_rebuild_map: bool) -> Action:
+def _postfix(change: Change, can_rebuild_map: bool) -> Reaction:
     if change.layout:
-        return Action(Act.RESTART, LAYOUT.format(what="sni.map is built"))
+        return Reaction(Act.RESTART, LAYOUT.format(what="sni.map is built"))
     if change.dirs:
         held = f"certificate contents changed ({_listed(change.dirs)}); sni.map holds copies"
         if can_rebuild_map:
-            return Action(Act.REBUILD, held + " (postmap -F)")
-        return Action(Act.RESTART, held + " and mailcow's dockerapi cannot run postmap")
+            return Reaction(Act.REBUILD, held + " (postmap -F)")
+        return Reaction(Act.RESTART, held + " and mailcow's dockerapi cannot run postmap")
     if change.default:
-        return Action(Act.RELOAD, "the default certificate changed")
+        return Reaction(Act.RELOAD, "the default certificate changed")
     return NOTHING
 
 
-def _rereads(change: Change, what: str) -> Action:
+def _rereads(change: Change, what: str) -> Reaction:
     if change.layout:
-        return Action(Act.RESTART, LAYOUT.format(what=what))
+        return Reaction(Act.RESTART, LAYOUT.format(what=what))
     if change.dirs or change.default:
-        return Action(Act.RELOAD, "certificate contents changed")
+        return Reaction(Act.RELOAD, "certificate contents changed")
     return NOTHING
 
 
-def decide(change: Change, *, can_rebuild_map: bool) -> dict[Kind, Action]:
+def reactions_by_kind(change: Change, *, can_rebuild_map: bool) -> dict[ConsumerKind, Reaction]:
     """One action per consumer kind for ``change``. ``can_rebuild_map``: commands can be run
     in the containers (the Docker socket), so Postfix's ``sni.map`` can be rebuilt in place."""
-    other = Action(Act.RESTART, "no known reload for this service") if change.any else NOTHING
+    other = Reaction(Act.RESTART, "no known reload for this service") if change.any else NOTHING
     return {
-        Kind.POSTFIX: _postfix(change, can_rebuild_map),
-        Kind.DOVECOT: _rereads(change, "its SNI configuration is built"),
-        Kind.NGINX: _rereads(change, "its server blocks are rendered"),
-        Kind.OTHER: other,
+        ConsumerKind.POSTFIX: _postfix(change, can_rebuild_map),
+        ConsumerKind.DOVECOT: _rereads(change, "its SNI configuration is built"),
+        ConsumerKind.NGINX: _rereads(change, "its server blocks are rendered"),
+        ConsumerKind.OTHER: other,
     }
 
 
-def plan(services: Iterable[str], change: Change, *, can_rebuild_map: bool) -> dict[str, Action]:
+def reactions(
+    services: Iterable[str], change: Change, *, can_rebuild_map: bool
+) -> dict[str, Reaction]:
     """The action of every service that has something to do (``Act.NONE`` left out)."""
-    table = decide(change, can_rebuild_map=can_rebuild_map)
+    table = reactions_by_kind(change, can_rebuild_map=can_rebuild_map)
     chosen = {s: table[kind_of(s)] for s in services}
     return {s: a for s, a in chosen.items() if a.act is not Act.NONE}
 
 
-def restart_all(services: Iterable[str], reason: str) -> Mapping[str, Action]:
+def restart_all(services: Iterable[str], reason: str) -> Mapping[str, Reaction]:
     """A restart of each of ``services`` with one reason (the fallback after a stale check)."""
-    return {s: Action(Act.RESTART, reason) for s in services}
+    return {s: Reaction(Act.RESTART, reason) for s in services}

@@ -1,19 +1,16 @@
 """Discover: which names the certificates should cover (DESIGN.md §2.2).
 
-``candidate_groups`` is pure: settings and database rows in, name groups out. Every value from the
-database is checked as a hostname here; a bad one is logged and never reaches a path or an order.
+Pure: settings and database rows in, name groups out (``candidate_groups``). Every value from
+the database is checked as a hostname here (``clean_rows``); a bad one is kept in
+``DomainRows.refused`` for the shell to log and never reaches a path or an order. No logging.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import structlog
-
 from acme_sidecar.core.model import DomainRows, NameGroup
 from acme_sidecar.core.names import normalize_hostname
-
-log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,19 +25,15 @@ class NameRules:
 
 
 def clean_rows(domains: list[str], mta_sts: list[str], alias_mta_sts: list[str]) -> DomainRows:
-    """Normalise raw database values; skip (and log) every value that is not a hostname."""
+    """Normalise raw database values; every value that is not a hostname goes to ``refused``."""
+    refused: list[tuple[str, str]] = []
 
     def clean(values: list[str], table: str) -> list[str]:
         out: list[str] = []
         for raw in values:
             name = normalize_hostname(str(raw))
             if name is None:
-                log.warning(
-                    "domain.skipped",
-                    table=table,
-                    value=str(raw)[:80],
-                    reason="not a valid host name after IDNA encoding",
-                )
+                refused.append((table, str(raw)[:80]))
             elif name not in out:
                 out.append(name)
         return out
@@ -49,7 +42,15 @@ def clean_rows(domains: list[str], mta_sts: list[str], alias_mta_sts: list[str])
         domains=tuple(clean(domains, "domain")),
         mta_sts_domains=frozenset(clean(mta_sts, "mta_sts")),
         alias_mta_sts=tuple(clean(alias_mta_sts, "alias_domain")),
+        refused=tuple(refused),
     )
+
+
+def omitted_names(rules: NameRules, rows: DomainRows) -> tuple[str, ...]:
+    """The ``mta-sts.`` names not covered because the domain has no active MTA-STS."""
+    if rules.only_hostname or not rules.autodiscover or "mta-sts" not in rules.prefixes:
+        return ()
+    return tuple(f"mta-sts.{d}" for d in rows.domains if d not in rows.mta_sts_domains)
 
 
 def candidate_groups(rules: NameRules, rows: DomainRows) -> tuple[NameGroup, ...]:
@@ -75,9 +76,7 @@ def candidate_groups(rules: NameRules, rows: DomainRows) -> tuple[NameGroup, ...
             if prefix == "mta-sts" and (
                 not rules.autodiscover or domain not in rows.mta_sts_domains
             ):
-                if rules.autodiscover:
-                    log.info("name.omitted", name=f"mta-sts.{domain}", reason="MTA-STS not active")
-                continue
+                continue  # see omitted_names
             name = normalize_hostname(f"{prefix}.{domain}")
             if name is None or name in seen:
                 continue

@@ -1,9 +1,6 @@
-"""DNS-01 rules that need no I/O: wildcard coverage, the challenge record's name, and which
-configured zone (a section of ``ACME_DNS_CONFIG_FILE``) answers for a name.
-
-Coverage is decided label by label (RFC 6125 §6.4.3 as the CA applies it): ``*.example.org``
-covers ``mail.example.org`` but neither ``example.org`` nor ``a.mail.example.org``, and never
-``mail.badexample.org``.
+"""DNS-01 rules that need no I/O: the challenge record's name, which configured zone (a section
+of ``ACME_DNS_CONFIG_FILE``) answers for a name, and whether a CNAME at
+``_acme-challenge.<name>`` may be followed (``delegation``). (Wildcard coverage: ``core.names``.)
 """
 
 from __future__ import annotations
@@ -12,37 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 CHALLENGE_LABEL = "_acme-challenge"
-
-
-def covers(wildcard: str, name: str) -> bool:
-    """Whether ``wildcard`` (``*.example.org``) covers ``name``: exactly one label in place
-    of the ``*``, the rest equal label by label."""
-    if not wildcard.startswith("*.") or name.startswith("*."):
-        return False
-    base = wildcard[2:].split(".")
-    labels = name.split(".")
-    return len(labels) == len(base) + 1 and labels[1:] == base
-
-
-def drop_covered(names: Sequence[str]) -> tuple[tuple[str, ...], dict[str, str]]:
-    """``names`` without those a wildcard among them covers (the CA refuses an order that
-    lists both), and for each dropped name the wildcard that covers it."""
-    wildcards = [n for n in names if n.startswith("*.")]
-    dropped: dict[str, str] = {}
-    kept: list[str] = []
-    for name in names:
-        by = next((w for w in wildcards if covers(w, name)), None)
-        if by is None:
-            kept.append(name)
-        else:
-            dropped[name] = by
-    return tuple(kept), dropped
-
-
-def holds(names: Iterable[str], name: str) -> bool:
-    """Whether a certificate of ``names`` is valid for ``name`` (listed, or by a wildcard)."""
-    listed = tuple(names)
-    return name in listed or any(covers(w, name) for w in listed)
+ALIAS_SETTING = "ACME_DNS_ALIAS_ZONES"
 
 
 def challenge_name(name: str) -> str:
@@ -63,16 +30,67 @@ def closest_zone(name: str, zones: Iterable[str]) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Delegation:
+    """Whether the TXT record may be written at ``target``, the end of the CNAME chain from
+    ``_acme-challenge.<name>`` (``target`` is the challenge name itself when there is no
+    CNAME), and why (a refusal says what would allow it)."""
+
+    allowed: bool
+    target: str
+    reason: str
+
+
+def delegation(chain: Sequence[str], sections: Iterable[str], aliases: Iterable[str]) -> Delegation:
+    """The CNAME rule: ``chain`` is the challenge name, then each CNAME target in order. The
+    record is written only where the chain ends, and only when that name is in a zone with a
+    ``[zone …]`` section (``sections``) or in a zone ``ACME_DNS_ALIAS_ZONES`` lists
+    (``aliases``).
+
+    The DNS of a name belongs to whoever owns the name (a tenant, in a shared mailcow), and the
+    default provider's credentials can often write far more zones than the names' own. So a
+    CNAME into a zone the default provider writes is refused unless the admin listed it, and
+    so is one that stays inside the name's own zone: "the same zone" would be decided by DNS
+    the tenant controls, and in a zone several tenants share (a hoster's zone where each
+    customer edits one label) it would aim the admin's credentials at another tenant's names
+    or the zone's DKIM selectors. The intermediate names of a longer chain are only read,
+    never written: only the end counts.
+    """
+    start, target = chain[0], chain[-1]
+    if len(chain) < 2:
+        return Delegation(True, target, "no CNAME")
+    section = closest_zone(target, sections)
+    if section is not None:
+        return Delegation(True, target, f"{target} is in [zone {section}] of the DNS-01 file")
+    listed = closest_zone(target, aliases)
+    if listed is not None:
+        return Delegation(True, target, f"{target} is in {listed} of {ALIAS_SETTING}")
+    return Delegation(
+        False,
+        target,
+        f"{start} is a CNAME to {target}, which is in no zone with a [zone …] section of the "
+        f"DNS-01 file nor in a zone of {ALIAS_SETTING}; no TXT record is written there. If "
+        f"this CNAME is meant (acme-dns style delegation), add a [zone …] section for its "
+        f"zone or list the zone in {ALIAS_SETTING}; otherwise remove the CNAME",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Routes:
     """Which names DNS-01 can answer: per-zone sections and the default provider.
 
     ``zones`` maps a configured zone to ``None`` (usable) or why its section is unusable;
     ``default`` is ``None`` when the default provider (``ACME_DNS_PROVIDER`` with the file's
-    top lines) is usable, else why it is not.
+    top lines) is usable, else why it is not; ``aliases`` are the zones of
+    ``ACME_DNS_ALIAS_ZONES`` (a CNAME may lead there, see ``delegation``).
     """
 
     zones: tuple[tuple[str, str | None], ...] = ()
     default: str | None = "no DNS-01 provider is configured"
+    aliases: tuple[str, ...] = ()
+
+    def delegation(self, chain: Sequence[str]) -> Delegation:
+        """``delegation`` with this configuration's sections and alias zones."""
+        return delegation(chain, (zone for zone, _ in self.zones), self.aliases)
 
     def refusal(self, name: str) -> str | None:
         """Why DNS-01 cannot answer for ``name`` with this configuration, or ``None``."""

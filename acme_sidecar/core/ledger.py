@@ -6,7 +6,8 @@ certificate (``CertLedger``): orders placed and certificates issued with their t
 in a row and the next attempt, an order in flight, an issued chain not yet stored, and the CA's
 renewal window for the stored certificate (``ari``, an optional key). For the
 volume: since when ``force_renew`` is being honoured, a deploy still owed to the services, and
-the own top-level pair last accepted or refused (``OwnPair``, by fingerprint).
+the own top-level pair last accepted or refused (``OwnPair``, by fingerprint), and when the
+takeover of mailcow's acme.sh keys was decided (``takeover_at``: it runs once per volume).
 
 Pure values and their JSON form; the volume adapter reads and writes the file. Version 1 files
 (before the ledger) are migrated; times without a zone are read as UTC.
@@ -89,6 +90,7 @@ class State:
     force_since: datetime | None = None
     deploy: Deploy | None = None
     own: OwnPair | None = None
+    takeover_at: datetime | None = None  # the acme.sh takeover ran (once per volume) at
 
     def cert(self, name: str) -> CertLedger:
         """The ledger of certificate ``name`` (empty when it has none)."""
@@ -96,8 +98,10 @@ class State:
 
     def to_json(self) -> str:
         """Serialise (ISO 8601 times, sorted keys: an unchanged state gives the same bytes)."""
+        takeover = {} if self.takeover_at is None else {"takeover_at": _opt(self.takeover_at)}
         return json.dumps(
-            {
+            takeover
+            | {
                 "version": VERSION,
                 "failing_since": {k: v.isoformat() for k, v in self.failing_since.items()},
                 "rejected": {
@@ -166,12 +170,21 @@ class State:
                 default=deploy.get("default") is True,
             ),
             own=None if not own else OwnPair(str(own.get("good", "")), str(own.get("refused", ""))),
+            takeover_at=_opt_time(data.get("takeover_at")),  # absent before the marker existed
         )
 
 
+_YEARS = range(1970, 3000)
+"""The years a time in the ledger may fall in: one near the ends of what ``datetime`` holds
+(9999) would overflow the arithmetic of later cycles (``since + grace``)."""
+
+
 def _time(value: Any) -> datetime:
-    """An ISO 8601 time; one without a zone (hand-edited, older tools) is taken as UTC."""
+    """An ISO 8601 time; one without a zone (hand-edited, older tools) is taken as UTC.
+    ``ValueError`` for a year outside ``_YEARS``: the ledger is damaged."""
     parsed = datetime.fromisoformat(str(value))
+    if parsed.year not in _YEARS:
+        raise ValueError(f"the time {value} is out of range")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

@@ -14,6 +14,7 @@ class DomainRows:
     domains: tuple[str, ...]
     mta_sts_domains: frozenset[str] = frozenset()
     alias_mta_sts: tuple[str, ...] = ()
+    refused: tuple[tuple[str, str], ...] = ()  # (table, raw value): not a host name, not used
 
 
 @dataclass(frozen=True, slots=True)

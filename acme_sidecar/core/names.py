@@ -1,9 +1,16 @@
-"""Hostname rules: IDNA encoding, lower case, and the checks that keep a bad value out of paths
-and orders. Pure functions, no I/O."""
+"""Hostname rules: IDNA encoding, lower case, the checks that keep a bad value out of paths
+and orders, and wildcard coverage. Pure functions, no I/O.
+
+Coverage is decided label by label, case-insensitively (RFC 6125 §6.4.3 as the CA applies it):
+``*.example.org`` covers ``mail.example.org`` but neither ``example.org`` nor
+``a.mail.example.org``, and never ``mail.badexample.org``. ``covers`` is the one rule; ``holds``
+(is a certificate of these names valid for that name) and ``drop_covered`` build on it.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 
 import idna
 
@@ -60,3 +67,39 @@ def normalize_prefix(value: str) -> str | None:
 def is_wildcard(name: str) -> bool:
     """Whether ``name`` is a wildcard name (``*.example.org``)."""
     return name.startswith("*.")
+
+
+def _plain(name: str) -> str:
+    return name.lower().rstrip(".")
+
+
+def covers(wildcard: str, name: str) -> bool:
+    """Whether ``wildcard`` (``*.example.org``) covers ``name``: exactly one label in place
+    of the ``*``, the rest equal label by label."""
+    wildcard, name = _plain(wildcard), _plain(name)
+    if not wildcard.startswith("*.") or name.startswith("*."):
+        return False
+    base = wildcard[2:].split(".")
+    labels = name.split(".")
+    return len(labels) == len(base) + 1 and labels[1:] == base
+
+
+def drop_covered(names: Sequence[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``names`` without those a wildcard among them covers (the CA refuses an order that
+    lists both), and for each dropped name the wildcard that covers it."""
+    wildcards = [n for n in names if n.startswith("*.")]
+    dropped: dict[str, str] = {}
+    kept: list[str] = []
+    for name in names:
+        by = next((w for w in wildcards if covers(w, name)), None)
+        if by is None:
+            kept.append(name)
+        else:
+            dropped[name] = by
+    return tuple(kept), dropped
+
+
+def holds(names: Iterable[str], name: str) -> bool:
+    """Whether a certificate of ``names`` is valid for ``name`` (listed, or by a wildcard)."""
+    listed = tuple(_plain(n) for n in names)
+    return _plain(name) in listed or any(covers(w, name) for w in listed)

@@ -15,9 +15,11 @@ Pure rules over facts the volume adapter read (``adapters/ownpair.py`` parses th
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+
+from acme_sidecar.core.names import holds
 
 OWN_MARK = "(default)"
 """The top-level pair in a deploy owed (``Deploy.certs``) and among the certificates hooks see;
@@ -96,17 +98,6 @@ def classify(
     )
 
 
-def covers(names: Sequence[str], hostname: str) -> bool:
-    """Whether ``names`` cover ``hostname`` (exactly, or by a wildcard for one label)."""
-    host = hostname.lower().rstrip(".")
-    for name in (n.lower().rstrip(".") for n in names):
-        if name == host:
-            return True
-        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
-            return True
-    return False
-
-
 def pair_problems(facts: PairFacts, hostname: str, now: datetime) -> list[str]:
     """Why this pair must not be served (empty: it is good)."""
     if facts.unreadable:
@@ -127,7 +118,7 @@ def pair_problems(facts: PairFacts, hostname: str, now: datetime) -> list[str]:
             f"the chain is incomplete: cert.pem holds only the certificate, not its issuer "
             f"({facts.issuer}); append the intermediate certificate(s)"
         )
-    if not covers(facts.names, hostname):
+    if not holds(facts.names, hostname):
         shown = " ".join(facts.names) or "none"
         out.append(f"its names ({shown}) do not cover MAILCOW_HOSTNAME {hostname}")
     if facts.not_after is not None and facts.not_after <= now:

@@ -8,14 +8,14 @@ replaces (``CertPlan.replaces``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from acme_sidecar.core.ari import AriRecord, lifetime_time, renew_time
-from acme_sidecar.core.budget import Hold
-from acme_sidecar.core.dns01 import drop_covered, holds
+from acme_sidecar.core.ari import AriRecord, renew_time
+from acme_sidecar.core.budget import Hold, HoldRules, hold
 from acme_sidecar.core.model import Action, CertPlan, CertSpec, NameGroup, Plan, StoredCert, Verdict
+from acme_sidecar.core.names import drop_covered, holds
 from acme_sidecar.core.profiles import profile_change
 
 
@@ -28,11 +28,6 @@ class Shape:
     max_names: int = 100  # already lowered to the profile's limit (core.profiles.max_names)
     profile: str = ""  # ACME_PROFILE; "" = the CA's default
     key_type: str = ""  # the certificate key's type (rsa2048 ... ec384); "" = not checked
-
-
-def renewal_time(not_before: datetime, not_after: datetime) -> datetime:
-    """Renew with ⅓ of the lifetime left, or ½ when the lifetime is under 10 days."""
-    return lifetime_time(not_before, not_after)
 
 
 def _chunks(first: str | None, rest: Sequence[str], size: int) -> list[tuple[str, ...]]:
@@ -142,7 +137,7 @@ def make_plan(
     force: bool,
     now: datetime,
     force_done: Collection[str] = (),
-    hold: Callable[[CertSpec, int], Hold | None] = lambda spec, planned: None,
+    hold_rules: HoldRules | None = None,
     own_default: str | None = None,
     ari: Mapping[str, AriRecord] | None = None,
     profiles: Mapping[str, str] | None = None,
@@ -154,9 +149,9 @@ def make_plan(
     holding the hostname is archived (consumers would serve it for the hostname by SNI).
 
     ``force`` (the admin's ``force_renew``) renews every certificate not in ``force_done``
-    (those re-issued since the flag appeared). ``hold(spec, planned)`` says why a certificate
-    that needs an order must wait (back-off, the CA's Retry-After, the rate-limit budget);
-    ``planned`` is the number of orders already planned before it in this plan. ``ari`` holds
+    (those re-issued since the flag appeared). ``hold_rules`` say why a certificate that needs an
+    order must wait (``budget.hold``: back-off, the CA's Retry-After, the rate-limit budget, a
+    refused directory), counting the orders already planned before it in this plan. ``ari`` holds
     the CA's renewal windows by certificate (used when they are for the stored certificate).
 
     ``profiles`` names the profile each stored certificate was ordered with (the ledger's; a
@@ -184,7 +179,10 @@ def make_plan(
             shape,
             (profiles or {}).get(spec.name, ""),
         )
-        cert = _decide(spec, fresh, None if fresh.action is Action.KEEP else hold(spec, planned))
+        waits = None
+        if fresh.action is not Action.KEEP and hold_rules is not None:
+            waits = hold(spec, hold_rules, now, planned)
+        cert = _decide(spec, fresh, waits)
         planned += cert.action in (Action.ISSUE, Action.RENEW)
         certs_list.append(cert)
     certs = tuple(certs_list)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
 
+from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import Action, DomainRows, NameGroup, Plan, StoredCert, Verdict
-from acme_sidecar.core.state import State
 
 
 class Outcome(enum.Enum):
@@ -34,7 +33,6 @@ class Report:
     failed: int = 0
     archived: int = 0
     applied: tuple[str, ...] = ()
-    next_due: datetime | None = None
     crashed: bool = False  # ended by an unexpected exception (see shell.cycle.guarded_cycle)
 
     @property

@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 
 from acme_sidecar.core.consumers import Change
 from acme_sidecar.core.ledger import CertLedger, Deploy, State
+from acme_sidecar.core.memory import record_issued, record_rejections
 from acme_sidecar.core.model import FailureKind, Issued, IssueFailure
-from acme_sidecar.core.state import record_issued, record_rejections
 
 WEEK = timedelta(days=7)
 KEEP_PLACED = timedelta(hours=3)

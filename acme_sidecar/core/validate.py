@@ -1,25 +1,24 @@
-"""Validate: may a name be ordered? (DESIGN.md §2.3)
+"""Validate: may a name be ordered? (DESIGN.md §2.3) Pure: answers in, a verdict out.
 
-The decision per name is made here from the answers of two small adapters: a ``Resolver``
-(DNS lookups) and an ``HttpCheck`` (the self-check through the webroot). Lookups for all names
-run concurrently. A missing record is a verdict, not an exception. The self-check connects only to
-public addresses and this server's own (``self_check_refusal``).
+``verdict(name, answers, policy)`` decides from the DNS answers and self-check results known so
+far; when it needs one more it returns that ``Need`` instead (the next CAA node, AAAA before A,
+the self-check of the address it picked). The shell (``shell.lookups``) fetches each need
+from the ``Resolver`` and ``HttpCheck`` ports (``core.ports``) and asks again, so the lookups
+are the same ones, in the same order, as a decision that did them itself, and every rule is
+testable from answers alone. A missing record is a verdict, not an exception. The self-check
+connects only to public addresses and this server's own (``self_check_refusal``). No I/O, no
+logging.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
-
-import structlog
+from typing import TypeAlias
 
 from acme_sidecar.core.dns01 import Routes, challenge_name
 from acme_sidecar.core.model import Verdict
-
-log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,28 +46,45 @@ class CaaLookup:
     error: str | None = None
 
 
-class Resolver(Protocol):
-    """Looks up A, AAAA and CAA records."""
+@dataclass(frozen=True, slots=True)
+class Need:
+    """One answer a verdict waits for: a DNS lookup (``kind`` ``A``, ``AAAA``, ``CNAME`` or
+    ``CAA`` of ``target``) or the self-check of ``name`` through ``target`` (``kind`` ``HTTP``)."""
 
-    def lookup(self, name: str, rdtype: str) -> Lookup:
-        """Return the addresses of ``name`` for ``rdtype`` (``A`` or ``AAAA``)."""
-
-    def lookup_caa(self, name: str) -> CaaLookup:
-        """Return the CAA records at exactly ``name`` (no climbing)."""
+    kind: str
+    target: str
+    name: str = ""
 
 
-class HttpCheck(Protocol):
-    """Fetches the self-check token of ``name`` from ``address``."""
+SelfCheck: TypeAlias = str | None  # None: the token came back; else the reason it did not
+Answer: TypeAlias = Lookup | CaaLookup | SelfCheck
+Answers: TypeAlias = Mapping[Need, Answer]
 
-    def check(self, name: str, address: str) -> str | None:
-        """Return ``None`` when the token came back, else the reason it did not."""
+
+class _Unknown(Exception):
+    def __init__(self, need: Need) -> None:
+        self.need = need
+
+
+def _asker(answers: Answers) -> Callable[[Need], Answer]:
+    def ask(need: Need) -> Answer:
+        if need not in answers:
+            raise _Unknown(need)
+        return answers[need]
+
+    return ask
+
+
+def _dns(ask: Callable[[Need], Answer], rdtype: str, name: str) -> Lookup:
+    answer = ask(Need(rdtype, name))
+    return answer if isinstance(answer, Lookup) else Lookup(error="no answer")
 
 
 @dataclass(frozen=True, slots=True)
 class IpPolicy:
     """What the DNS answers are compared with.
 
-    ``own`` lists this server's further addresses (SNAT_TO_SOURCE, SNAT6_TO_SOURCE, and
+    ``own_addresses`` lists this server's further addresses (SNAT_TO_SOURCE, SNAT6_TO_SOURCE, and
     PUBLIC_IPV4/6 when the comparison is skipped): with ``ipv4`` and ``ipv6`` they are the only
     non-public addresses the self-check may connect to (see ``self_check_refusal``).
     """
@@ -80,7 +96,7 @@ class IpPolicy:
     snat6: bool = False
     skip_http: bool = False
     ca_identities: tuple[str, ...] = ()
-    own: tuple[str, ...] = ()
+    own_addresses: tuple[str, ...] = ()
     dns01: Routes | None = None  # ACME_DNS_CHALLENGE=y: no IP or HTTP check, CAA still applies
 
 
@@ -89,10 +105,12 @@ WILDCARD_NEEDS_DNS01 = (
     "provider (ACME_DNS_PROVIDER, ACME_DNS_CONFIG_FILE), or list the names instead"
 )
 
+MAX_CNAMES = 8  # the CNAME chain from _acme-challenge.<name> is followed this far
+
 KNOWN_CAA_TAGS = {"issue", "issuewild", "iodef", "contactemail", "contactphone", "issuemail"}
 
 
-def caa_check(name: str, resolver: Resolver, identities: tuple[str, ...]) -> str | None:
+def _caa(name: str, ask: Callable[[Need], Answer], identities: tuple[str, ...]) -> str | None:
     """RFC 8659: find the relevant CAA set by climbing from ``name`` towards the root; return
     ``None`` when the CA (one of ``identities``) may issue, else the reason it may not."""
     if not identities:
@@ -101,7 +119,8 @@ def caa_check(name: str, resolver: Resolver, identities: tuple[str, ...]) -> str
     labels = name.removeprefix("*.").split(".")
     for i in range(len(labels) - 1):
         node = ".".join(labels[i:])
-        found = resolver.lookup_caa(node)
+        answer = ask(Need("CAA", node))
+        found = answer if isinstance(answer, CaaLookup) else CaaLookup(error="no answer")
         if found.error:
             return f"CAA lookup for {node} failed: {found.error}"
         if not found.records:
@@ -150,7 +169,7 @@ def self_check_refusal(address: str, policy: IpPolicy) -> str | None:
     kind = _non_public_kind(addr)
     if kind is None:
         return None
-    own = (policy.ipv4, policy.ipv6, *policy.own)
+    own = (policy.ipv4, policy.ipv6, *policy.own_addresses)
     if any(mine and _same(address, mine) for mine in own):
         return None
     return (
@@ -165,7 +184,7 @@ def _family(
     answer: Lookup,
     policy: IpPolicy,
     bypass: bool,
-    http: HttpCheck | None,
+    ask: Callable[[Need], Answer],
 ) -> tuple[bool, str]:
     """Check one address family; return (ok, reason)."""
     shown = ", ".join(answer.addresses)
@@ -181,43 +200,56 @@ def _family(
             return False, f"DNS {rdtype} returned {shown}, expected {expected or 'an address'}"
         address = match
         why = f"{rdtype} {address} matches this server"
-    if http is not None:
+    if not policy.skip_http:
         refusal = self_check_refusal(address, policy)
         if refusal is not None:
             return False, f"{why}, but {name} resolves to {refusal}"
-        failure = http.check(name, address)
+        failure = ask(Need("HTTP", address, name))
         if failure is not None:
             return False, f"{why}, but the HTTP self-check failed: {failure}"
         why += "; HTTP self-check passed"
     return True, why
 
 
-def validate_name(
-    name: str, resolver: Resolver, policy: IpPolicy, http: HttpCheck | None
-) -> Verdict:
+def verdict(name: str, answers: Answers, policy: IpPolicy) -> Verdict | Need:
+    """The verdict on ``name`` from ``answers``, or the one answer it still needs."""
+    try:
+        return _verdict(name, _asker(answers), policy)
+    except _Unknown as unknown:
+        return unknown.need
+
+
+def caa_verdict(name: str, answers: Answers, identities: tuple[str, ...]) -> str | Need | None:
+    """The CAA part alone: ``None`` (the CA may issue), the reason it may not, or a ``Need``."""
+    try:
+        return _caa(name, _asker(answers), identities)
+    except _Unknown as unknown:
+        return unknown.need
+
+
+def _verdict(name: str, ask: Callable[[Need], Answer], policy: IpPolicy) -> Verdict:
     """AAAA first; when it is missing or does not match (or its self-check fails), try A."""
     if policy.dns01 is None and name.startswith("*."):
         return Verdict(name, False, WILDCARD_NEEDS_DNS01)
-    http = None if policy.skip_http else http
-    caa = caa_check(name, resolver, policy.ca_identities)
+    caa = _caa(name, ask, policy.ca_identities)
     if caa is not None:
         return Verdict(name, False, caa)
     if policy.dns01 is not None:
-        return _dns01_verdict(name, resolver, policy.dns01)
+        return _dns01_verdict(name, ask, policy.dns01)
     reasons: list[str] = []
-    aaaa = resolver.lookup(name, "AAAA")
+    aaaa = _dns(ask, "AAAA", name)
     if aaaa.error:
         reasons.append(f"AAAA lookup failed: {aaaa.error}")
     elif aaaa.addresses:
-        ok, why = _family(name, "AAAA", aaaa, policy, policy.skip_ip_check or policy.snat6, http)
+        ok, why = _family(name, "AAAA", aaaa, policy, policy.skip_ip_check or policy.snat6, ask)
         if ok:
             return Verdict(name, True, why)
         reasons.append(why)
-    a = resolver.lookup(name, "A")
+    a = _dns(ask, "A", name)
     if a.error:
         reasons.append(f"A lookup failed: {a.error}")
     elif a.addresses:
-        ok, why = _family(name, "A", a, policy, policy.skip_ip_check or policy.snat4, http)
+        ok, why = _family(name, "A", a, policy, policy.skip_ip_check or policy.snat4, ask)
         if ok:
             return Verdict(name, True, why)
         reasons.append(why)
@@ -226,39 +258,29 @@ def validate_name(
     return Verdict(name, False, "; ".join(reasons))
 
 
-def _dns01_verdict(name: str, resolver: Resolver, routes: Routes) -> Verdict:
-    """DNS-01: the name is answered when a configured provider writes its challenge record
-    (its own zone's, or, when ``_acme-challenge`` is a CNAME, the target's)."""
-    refusal = routes.refusal(name)
-    via = ""
-    if refusal is not None:
-        target = resolver.lookup(challenge_name(name), "CNAME")
-        if target.addresses:
-            delegated = target.addresses[0].rstrip(".")
-            if routes.refusal(delegated) is None:
-                refusal, via = None, f" through the CNAME to {delegated}"
+def _dns01_verdict(name: str, ask: Callable[[Need], Answer], routes: Routes) -> Verdict:
+    """DNS-01: the name is answered when a configured provider may write its challenge record:
+    at ``_acme-challenge.<name>`` in its own zone, or at the end of the CNAME chain from there
+    when ``Routes.delegation`` allows that target (a ``[zone …]`` section or an alias zone)."""
+    chain = [challenge_name(name)]
+    for _ in range(MAX_CNAMES):
+        hop = _dns(ask, "CNAME", chain[-1])
+        if hop.error:
+            return Verdict(name, False, f"DNS-01: CNAME lookup of {chain[-1]} failed: {hop.error}")
+        if not hop.addresses:
+            break
+        target = hop.addresses[0].rstrip(".").lower()
+        if target in chain:
+            return Verdict(name, False, f"DNS-01: CNAME loop: {' -> '.join([*chain, target])}")
+        chain.append(target)
+    else:
+        return Verdict(name, False, f"DNS-01: more than {MAX_CNAMES} CNAMEs from {chain[0]}")
+    rule = routes.delegation(chain)
+    if not rule.allowed:
+        return Verdict(name, False, f"DNS-01: {rule.reason}")
+    delegated = len(chain) > 1
+    refusal = routes.refusal(rule.target if delegated else name)
     if refusal is not None:
         return Verdict(name, False, f"DNS-01 cannot answer for it: {refusal}")
+    via = f" through the CNAME to {rule.target}" if delegated else ""
     return Verdict(name, True, f"DNS-01{via}; IP and HTTP checks do not apply; CAA allows")
-
-
-def validate_names(
-    names: Iterable[str],
-    resolver: Resolver,
-    policy: IpPolicy,
-    http: HttpCheck | None,
-    *,
-    workers: int = 32,
-) -> dict[str, Verdict]:
-    """Validate every name concurrently; log one line per name."""
-    unique = list(dict.fromkeys(names))
-    if not unique:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(workers, len(unique))) as pool:
-        verdicts = list(pool.map(lambda n: validate_name(n, resolver, policy, http), unique))
-    for v in verdicts:
-        if v.ok:
-            log.info("name.accepted", name=v.name, reason=v.reason)
-        else:
-            log.warning("name.skipped", name=v.name, reason=v.reason)
-    return {v.name: v for v in verdicts}

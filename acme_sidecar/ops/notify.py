@@ -32,10 +32,10 @@ from acme_sidecar import __version__
 from acme_sidecar.adapters.http_probe import FetchFailed, fetch
 from acme_sidecar.adapters.volume import atomic_write
 from acme_sidecar.config.settings import Settings
-from acme_sidecar.config.values import parse_host_port
+from acme_sidecar.core.ari import renew_time
 from acme_sidecar.core.expiry import expiry_warning
-from acme_sidecar.core.plan import renewal_time
 from acme_sidecar.core.report import Outcome
+from acme_sidecar.core.values import parse_host_port
 from acme_sidecar.ops.hooks import CycleEvent
 
 log = structlog.get_logger(__name__)
@@ -97,7 +97,9 @@ def problems(event: CycleEvent, *, expiry_days: int) -> list[Notice]:
                     "not_after": cert.not_after.isoformat(),
                     "days_left": round(warning.days_left, 1),
                     "level": warning.level,
-                    "renew_at": renewal_time(cert.not_before, cert.not_after).isoformat(),
+                    "renew_at": renew_time(  # the one rule: the CA's window, else lifetime
+                        cert.cert_id, cert.not_before, cert.not_after, report.state.cert(name).ari
+                    ).at.isoformat(),
                 },
             )
         )

@@ -2,41 +2,33 @@
 
 For each stored certificate whose window is due (``core.ari.poll_due``: never fetched for this
 certificate, or its next fetch has come; not when it is expired or due for renewal anyway) the
-adapter is asked, bounded by ``BUDGET`` seconds per cycle; the answers are settled by
-``core.ari.settle`` and saved with the ledger. A new window logs ``ari.window`` (with the CA's
-``explanationURL``), a window already over ``ari.renew_now``; an answer not used is one
+adapter is asked, bounded by ``BUDGET`` seconds per cycle; each answer is folded into the
+ledger the caller saves (``core.ari.fold_answer``). A new window logs ``ari.window`` (with the
+CA's ``explanationURL``), a window already over ``ari.renew_now``; an answer not used is one
 ``ari.unused`` line per problem, naming the certificates, and the lifetime rule applies.
-May touch: the CA (through ``deps.windows``) and the ledger.
+May touch: the CA (through ``windows``).
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Protocol
 
 import structlog
 
 from acme_sidecar.adapters.acme.ari import NO_ARI
-from acme_sidecar.core.ari import AriRecord, poll_due, settle
+from acme_sidecar.core.ari import AriRecord, fold_answer, poll_due
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import StoredCert
-from acme_sidecar.shell.gather import Deps
+from acme_sidecar.core.ports import WindowSource
 
 log = structlog.get_logger(__name__)
 
 BUDGET = 60.0  # seconds of fetching per cycle; the rest is fetched in the next one
-
-
-class Ledger(Protocol):
-    """The cycle's ledger (``shell.cycle.Book``)."""
-
-    state: State
-
-    def update(self, state: State) -> None:
-        """Take ``state`` and save it."""
 
 
 def _fmt(when: datetime | None) -> str | None:
@@ -62,40 +54,34 @@ def _log_window(name: str, old: AriRecord | None, new: AriRecord, now: datetime)
 
 
 def refresh_windows(
-    deps: Deps,
-    book: Ledger,
-    stored: dict[str, StoredCert],
+    windows: Callable[[], WindowSource],
+    stop: threading.Event,
+    state: State,
+    stored: Mapping[str, StoredCert],
     interval: timedelta,
     now: datetime,
-) -> int:
-    """Fetch the windows due now; return how many were fetched."""
-    if deps.windows is None:
-        return 0
+) -> State:
+    """Fetch the windows due now; return ``state`` with their answers folded in."""
     due = [
         (name, cert)
         for name, cert in sorted(stored.items())
         if (
-            at := poll_due(
-                cert.cert_id, cert.not_before, cert.not_after, book.state.cert(name).ari, now
-            )
+            at := poll_due(cert.cert_id, cert.not_before, cert.not_after, state.cert(name).ari, now)
         )
         is not None
         and at <= now
     ]
     if not due:
-        return 0
-    source = deps.windows()
+        return state
+    source = windows()
     deadline = time.monotonic() + BUDGET
     problems: dict[str, list[str]] = {}
-    state = book.state
-    fetched = 0
     for name, cert in due:
-        if deps.stop.is_set() or time.monotonic() > deadline:
+        if stop.is_set() or time.monotonic() > deadline:
             break
         answer = source.fetch(cert.cert_id)
-        fetched += 1
         old = state.cert(name).ari
-        new = settle(
+        new = fold_answer(
             old,
             cert.cert_id,
             answer,
@@ -117,5 +103,4 @@ def refresh_windows(
             problem=problem,
             action="the lifetime rule applies unless an earlier window is known",
         )
-    book.update(state)
-    return fetched
+    return state

@@ -31,11 +31,14 @@ COMPONENTS = {
 
 class Book:
     """The ledger of this run: every change is saved at once; a failed save is logged once
-    and retried with the next change (the state stays in memory meanwhile)."""
+    and retried with the next change (the state stays in memory meanwhile). ``loaded``: the
+    ledger was read (or handed over by the daemon); until then nothing is saved, so a cycle
+    that ends before reading it never writes an empty ledger over the volume's."""
 
-    def __init__(self, store: CertStore, state: State) -> None:
+    def __init__(self, store: CertStore, state: State, *, loaded: bool = True) -> None:
         self.store = store
         self.state = state
+        self.loaded = loaded
         self._unsaved = False
 
     def update(self, state: State) -> None:
@@ -51,6 +54,8 @@ class Book:
 
     def save(self) -> None:
         """Write the ledger to ``acme/state.json`` (only when it changed)."""
+        if not self.loaded:
+            return
         try:
             self.store.save_state(self.state)
         except (StoreError, OSError) as exc:

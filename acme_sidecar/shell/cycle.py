@@ -1,59 +1,53 @@
-"""One cycle: finish what is owed, gather and decide, act; one summary line.
+"""One cycle, in five stages: finish what is owed, gather, decide, act, settle.
 
-Order of steps: (1) chains issued but not stored are stored, the top-level pair is looked at
-(``shell.own``: an own pair is stepped aside for, checked when it changed), a deploy still owed
-is finished, the CA's renewal windows due are fetched (``shell.ari``); (2) ``gather.decide``
-plans; (3) orders are placed, each result settled into the ledger and saved at once, each
-certificate stored as it arrives; the default pair is updated; stale certificates archived
-(only when nothing failed); the services reloaded or restarted and verified; ``force_renew``
-cleared once every certificate was re-issued under it; the new certificates' windows fetched.
+``cycle`` is the whole of it, read top to bottom (the README's "How one cycle works" follows
+it line by line):
 
-``guarded_cycle`` is the boundary: whatever an adapter raises ends the cycle with one error
-line naming the component, the ledger saved, and the daemon's next try from the ladder.
+1. ``finish_owed``: chains issued but not stored are stored, the admin's top-level pair is taken
+   in or refused when it changed (``shell.own``), a deploy still owed is finished.
+2. ``gather`` (``shell.gather``): the database rows, the volume's certificates read once, the
+   CA's renewal windows due (``shell.ari``), the names validated that need it.
+3. ``decide`` (``core.decide``, pure): the plan. When it would order a certificate with a name
+   whose verdict was reused, that name is checked afresh and the plan made again.
+4. ``act`` (``shell.act``): orders, certificates stored, the default pair, the archive, the
+   services reloaded or restarted and verified.
+5. ``settle``: ``force_renew`` cleared once every certificate was re-issued under it, the ledger
+   tidied.
+
+The ledger is saved at the end of every stage, and inside ``act`` before every write it owes
+(``shell.boundary.Book``). ``guarded_cycle`` is the boundary: whatever an adapter raises ends
+the cycle with one error line naming the component, the ledger saved, and the daemon's next try
+from the ladder.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 
 import structlog
 
-from acme_sidecar.adapters.volume import CertStore, VolumeBusy, key_matches, load_chain, load_key
+from acme_sidecar.adapters.volume import CertStore, VolumeBusy
 from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
+from acme_sidecar.core.decide import Decision, DecisionPolicy, Facts, decide
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import State
-from acme_sidecar.core.model import Action, CertPlan, CertSpec, Issued
+from acme_sidecar.core.model import Action, CertPlan, StoredCert
 from acme_sidecar.core.report import Outcome, Report
-from acme_sidecar.core.settle import (
-    RetryPolicy,
-    begin_orders,
-    deploy_begin,
-    deploy_checks,
-    deploy_finished,
-    deploy_wrote,
-    deploy_wrote_default,
-    force_complete,
-    force_done,
-    force_seen,
-    interrupted,
-    settle_result,
-    settle_store_failed,
-    settle_stored,
-    sni_map,
-    tidy,
-)
+from acme_sidecar.core.settle import force_complete, force_done, force_seen, interrupted, tidy
 from acme_sidecar.core.wake import Pacing, Wake, next_wake
-from acme_sidecar.shell.ari import refresh_windows
+from acme_sidecar.shell.act import Acted, act, finish_deploy, store_unstored
 from acme_sidecar.shell.boundary import Book, crashed
-from acme_sidecar.shell.deploy import deploy
-from acme_sidecar.shell.gather import Deps, decide
-from acme_sidecar.shell.own import check_own, own_written
+from acme_sidecar.shell.gather import Deps, gather, recheck
+from acme_sidecar.shell.own import check_own
 
 __all__ = [
     "Deps",
+    "cycle",
     "guarded_cycle",
+    "look",
     "next_sleep",
     "pacing_of",
     "plan_wake",
@@ -66,7 +60,7 @@ log = structlog.get_logger(__name__)
 
 def guarded_cycle(policy: CyclePolicy, deps: Deps, state: State | None = None) -> Report:
     """``run_cycle`` behind the boundary: never raises (but for KeyboardInterrupt/SystemExit)."""
-    book = Book(deps.store, state if state is not None else State())
+    book = Book(deps.store, state or State(), loaded=state is not None)
     try:
         return run_cycle(policy, deps, state, book=book)
     except Exception as exc:  # noqa: BLE001 - the cycle boundary: log, save, retry later
@@ -76,7 +70,8 @@ def guarded_cycle(policy: CyclePolicy, deps: Deps, state: State | None = None) -
 def run_cycle(
     policy: CyclePolicy, deps: Deps, state: State | None = None, *, book: Book | None = None
 ) -> Report:
-    """One full cycle. ``state`` is the ledger the daemon carries; ``None`` reads the volume's."""
+    """One full cycle under the volume's lock. ``state`` is the ledger the daemon carries;
+    ``None`` reads the volume's."""
     store = deps.store
     try:
         store.prepare()
@@ -85,8 +80,8 @@ def run_cycle(
                 state = store.load_state()
             if book is None:
                 book = Book(store, state)
-            book.state = state
-            return _act(policy, deps, book, store)
+            book.state, book.loaded = state, True
+            return cycle(policy, deps, book)
     except VolumeBusy as exc:
         log.warning("store.busy", component="certificate volume", error=str(exc))
     except StoreError as exc:
@@ -95,206 +90,161 @@ def run_cycle(
     return Report(Outcome.FAILED, failed=1, state=kept, crashed=True)
 
 
-def _owe(book: Book, store: CertStore, now: datetime) -> None:
-    """Record the deploy owed before the first write of a cycle (with the SNI map before)."""
-    if book.state.deploy is None:
-        domains = {n: c.domains for n, c in store.load().items()}
-        book.update(deploy_begin(book.state, store.names(), now, sni_map(domains)))
-
-
-def _owe_default(book: Book, store: CertStore, now: datetime) -> None:
-    """Record, before the top-level pair is swapped, that the deploy owes its reload."""
-    _owe(book, store, now)
-    book.update(deploy_wrote_default(book.state))
-
-
-def _store_one(
-    book: Book,
-    store: CertStore,
-    spec: CertSpec,
-    chain: bytes,
-    key_pem: bytes,
-    now: datetime,
-    retry: RetryPolicy,
-) -> int | None:
-    """Store an issued chain, owing its deploy first; return its serial (None: not stored)."""
-    _owe(book, store, now)
-    book.update(deploy_wrote(book.state, spec.name))
-    try:
-        store.write_cert(spec, chain, key_pem)
-    except (StoreError, OSError) as exc:
-        log.error("cert.store_failed", certificate=spec.name, error=str(exc)[:300])
-        book.update(settle_store_failed(book.state, spec.name, str(exc), now, retry))
-        return None
-    book.note(settle_stored(book.state, spec.name))
-    leaf = load_chain(chain)[0]
-    log.info(
-        "cert.stored",
-        certificate=spec.name,
-        names=" ".join(spec.domains),
-        serial=f"{leaf.serial_number:x}",
-        not_after=leaf.not_valid_after_utc.isoformat(),
-    )
-    return int(leaf.serial_number)
-
-
-def _store_unstored(
-    book: Book, store: CertStore, key_pem: bytes, now: datetime, retry: RetryPolicy
-) -> tuple[int, int]:
-    """Chains issued in an earlier cycle that could not be stored: store them, never re-order.
-    Return how many were stored and how many still could not be."""
-    stored = failed = 0
-    for name, ledger in sorted(book.state.certs.items()):
-        if not ledger.unstored:
-            continue
-        spec = CertSpec(name, ledger.unstored_names or (name,))
-        chain = ledger.unstored.encode()
-        try:
-            leaf = load_chain(chain)[0]
-        except StoreError:
-            leaf = None
-        if leaf is None or leaf.not_valid_after_utc <= now:
-            log.warning("cert.unstored_dropped", certificate=name, reason="unusable or expired")
-            book.update(settle_stored(book.state, name))
-            continue
-        if not key_matches(leaf, load_key(key_pem)):  # a fresh key (ACME_KEY_REUSE=n), gone
-            log.warning("cert.unstored_dropped", certificate=name, reason="its key was not kept")
-            book.update(settle_stored(book.state, name))
-            continue
-        if store.holds_chain(name, chain):  # stored just before a kill
-            book.update(settle_stored(book.state, name))
-            continue
-        log.info("cert.unstored_retry", certificate=name, reason="issued earlier, not yet stored")
-        ok = _store_one(book, store, spec, chain, key_pem, now, retry) is not None
-        stored, failed = stored + ok, failed + (not ok)
-    return stored, failed
-
-
-def finish_deploy(policy: CyclePolicy, deps: Deps, book: Book) -> tuple[tuple[str, ...], int]:
-    """Apply and verify the deploy the ledger owes; clear it only when it fully succeeded."""
-    owed = book.state.deploy
-    if owed is None:
-        return (), 0
-    certs = deps.store.load()
-    change, checks = deploy_checks(owed, {n: c.domains for n, c in certs.items()})
-    written = {name: certs[directory].serial for name, directory in checks.items()}
-    written |= own_written(policy.own, deps.store, owed, certs)
-    if owed.attempts:
-        log.info("deploy.resumed", certificates=",".join(owed.certs) or None, since=str(owed.since))
-    actions, errors = deploy(policy.deploy, deps.services, written, change=change, stop=deps.stop)
-    book.update(deploy_finished(book.state, ok=errors == 0))
-    return actions, errors
-
-
-def _act(policy: CyclePolicy, deps: Deps, book: Book, store: CertStore) -> Report:
+def cycle(policy: CyclePolicy, deps: Deps, book: Book) -> Report:
+    """The five stages of one cycle (see the module docstring)."""
     now = deps.clock()
+    key = _new_volume_key(deps.store, policy)  # made while the facts are gathered
+    owed, own = finish_owed(policy, deps, book, now)
+
+    facts = gather(policy, deps, book.state, now, own=own)
+    if facts is None:  # the database is down: keep everything as it is
+        return Report(Outcome.SOURCE_DOWN, state=book.state, failed=owed.failed,
+                      applied=owed.applied)  # fmt: skip
+    book.update(facts.state)
+
+    decision = decide(facts, decision_policy(policy), now)
+    if decision.recheck:
+        facts = recheck(policy, deps, facts, list(decision.recheck))
+        decision = decide(facts, decision_policy(policy), now)
+    book.update(decision.state)
+    tell(decision)
+    if key is not None:
+        key.result()
+    if decision.nothing_valid:
+        return _report(Outcome.NOTHING_VALID, facts, decision, book, owed, facts.stored)
+
+    done, after = act(policy, deps, book, decision, facts.stored,
+                      clean=owed.failed == 0, now=now)  # fmt: skip
+    done = owed + done
+
+    book.update(settle(book.state, decision, done, deps, now=deps.clock()))
+    outcome = Outcome.OK if done.failed == 0 else Outcome.FAILED
+    return _report(outcome, facts, decision, book, done, after)
+
+
+def finish_owed(
+    policy: CyclePolicy, deps: Deps, book: Book, now: datetime
+) -> tuple[Acted, str | None]:
+    """Stage 1: what an earlier cycle (or the admin) left owed. Returns what was done and why
+    the top-level pair is the admin's own certificate (None: it is not)."""
+    store = deps.store
     book.update(
         force_seen(interrupted(book.state, now, policy.retry), store.force_requested(), now)
     )
-    # a new volume needs a key (an RSA one takes seconds of CPU, outside the GIL): make it
-    # while the database is read and the names are validated
-    key_job = None
-    if not store.domain_key_path.exists():
-        key_job = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keygen")
-        key_future = key_job.submit(store.domain_key, policy.shape.key_type)
-    issued = failed = archived = 0
-    applied: tuple[str, ...] = ()
+    done = Acted()
     if any(c.unstored for c in book.state.certs.values()):
-        done, not_done = _store_unstored(book, store, store.domain_key(), now, policy.retry)
-        issued, failed = issued + done, failed + not_done
+        done = done + store_unstored(book, store, now, policy.retry)
     own = check_own(policy.own, store, book, now, deps.stop)
-    failed += own.refused
+    done = done + Acted(failed=int(own.refused))
     if book.state.deploy is not None:
-        applied, errors = finish_deploy(policy, deps, book)
-        failed += errors
-    if deps.windows is not None:
-        refresh_windows(deps, book, store.load(), policy.ari_interval, now)
-    refused = frozenset(store.refused())
-    decided = decide(policy, deps, book.state, refused=refused, own=own.reason if own.own else None)
-    if key_job is not None:
-        key_job.shutdown(wait=True)
-        key_future.result()
-    book.update(decided.state)
-    if decided.outcome is Outcome.SOURCE_DOWN or decided.plan is None:
-        return replace(decided, state=book.state, applied=applied, failed=failed)
-    plan = decided.plan
-    if decided.outcome is Outcome.NOTHING_VALID:
+        done = done + finish_deploy(policy, deps, book)
+    return done, (own.reason if own.own else None)
+
+
+def decision_policy(policy: CyclePolicy) -> DecisionPolicy:
+    """What ``core.decide`` reads of the cycle's policy."""
+    return DecisionPolicy(
+        shape=policy.shape,
+        limits=policy.limits,
+        retry_interval=policy.retry.interval,
+        grace=policy.validation.grace,
+        revalidate_after=policy.validation.revalidate_after,
+    )
+
+
+def tell(decision: Decision) -> None:
+    """Log the decision: its notes, the names a wildcard covers, one line per certificate."""
+    plan = decision.plan
+    for note in plan.notes:
+        log.warning("plan.note", note=note)
+    covered: dict[str, list[str]] = {}
+    for name, certificate in decision.covered:
+        covered.setdefault(certificate, []).append(name)
+    for cert in plan.certs:
+        for name in covered.get(cert.spec.name, ()):
+            log.info("name.covered", name=name, certificate=cert.spec.name)
+        log.info(
+            f"cert.{cert.action.value}",
+            certificate=cert.spec.name,
+            names=" ".join(cert.spec.domains),
+            reason=cert.reason,
+        )
+    if decision.nothing_valid:
         log.warning(
             "cycle.nothing_valid",
             reason="no certificate can be ordered; keeping the current certificates",
             hint="see the name.skipped lines; SKIP_LETS_ENCRYPT=y turns the sidecar off",
         )
-        return replace(decided, state=book.state, applied=applied, failed=failed)
-    if plan.to_order and not deps.stop.is_set():
-        names = [c.spec.name for c in plan.to_order]
-        keys = store.order_keys(policy.shape.key_type, names, reuse=policy.key_reuse)
-        book.update(begin_orders(book.state, names, now))
-        results = deps.issuer(store.account_key()).issue_all(
-            [c.spec for c in plan.to_order],
-            keys,
-            replaces={c.spec.name: c.replaces for c in plan.to_order if c.replaces},
-        )
-        for result in results:
-            settled = settle_result(book.state, result, deps.clock(), policy.retry)
-            if not isinstance(result, Issued):
-                book.update(settled)
-                failed += 1
-                continue
-            book.note(settled)  # saved with the deploy owed, before the first file is written
-            key_pem = keys if isinstance(keys, bytes) else keys[result.spec.name]
-            serial = _store_one(
-                book, store, result.spec, result.fullchain_pem, key_pem, now, policy.retry
-            )
-            if serial is None:
-                failed += 1
-                continue
-            issued += 1
-            failed += 1 if result.dropped else 0  # a wanted name is missing
-    default = plan.default_name
-    if (
-        default
-        and (store.root / default / "cert.pem").is_file()
-        and store.set_default(default, before=lambda: _owe_default(book, store, now))
-    ):
-        log.info("cert.default", certificate=default, files="cert.pem key.pem")
-    if failed == 0 and plan.archive:
-        _owe(book, store, now)
-        for name in plan.archive:
-            target = store.archive(name)
-            log.info("cert.archived", certificate=name, to=str(target.relative_to(store.root)))
-            archived += 1
-    issue_failed = failed
-    if book.state.deploy is not None:
-        more, errors = finish_deploy(policy, deps, book)
-        applied += more
-        failed += errors
-    _settle_force(book, store, plan.certs, issue_failed)
-    after = store.load() if issued or archived else decided.stored  # as the cycle leaves it
-    if deps.windows is not None and issued:  # the new ones' windows: no wake-up just for them
-        refresh_windows(deps, book, after, policy.ari_interval, deps.clock())
-    book.update(tidy(book.state, deps.clock(), {c.spec.name for c in plan.certs}))
-    return replace(
-        decided,
-        outcome=Outcome.OK if failed == 0 else Outcome.FAILED,
-        state=book.state,
-        issued=issued,
-        failed=failed,
-        archived=archived,
-        applied=applied,
-        stored=after,
+
+
+def settle(state: State, decision: Decision, done: Acted, deps: Deps, *, now: datetime) -> State:
+    """Stage 5: clear ``force_renew`` once every certificate was re-issued under it; tidy."""
+    certs = decision.plan.certs
+    state = _settle_force(state, deps.store, certs, done.order_failed)
+    return tidy(state, now, {c.spec.name for c in certs})
+
+
+def look(policy: CyclePolicy, deps: Deps, state: State, *, fresh: bool = True) -> Report:
+    """What a cycle would do now, without acting: gather (every name validated afresh when
+    ``fresh``) and decide; nothing is ordered and nothing written (``acme-sidecar check``)."""
+    now = deps.clock()
+    facts = gather(policy, deps, state, now, fresh=fresh)
+    if facts is None:
+        return Report(Outcome.SOURCE_DOWN, state=state)
+    decision = decide(facts, decision_policy(policy), now)
+    if decision.recheck:
+        facts = recheck(policy, deps, facts, list(decision.recheck))
+        decision = decide(facts, decision_policy(policy), now)
+    tell(decision)
+    outcome = Outcome.NOTHING_VALID if decision.nothing_valid else Outcome.OK
+    return _report(outcome, facts, decision, None, Acted(), facts.stored)
+
+
+def _report(
+    outcome: Outcome,
+    facts: Facts,
+    decision: Decision,
+    book: Book | None,
+    done: Acted,
+    stored: Mapping[str, StoredCert],
+) -> Report:
+    return Report(
+        outcome,
+        decision.plan,
+        decision.verdicts,
+        facts.groups,
+        facts.rows,
+        dict(stored),
+        book.state if book is not None else decision.state,
+        issued=done.issued,
+        failed=done.failed,
+        archived=done.archived,
+        applied=done.applied,
     )
 
 
-def _settle_force(book: Book, store: CertStore, certs: tuple[CertPlan, ...], failed: int) -> None:
-    if book.state.force_since is None:
-        return
+def _new_volume_key(store: CertStore, policy: CyclePolicy) -> Future[bytes] | None:
+    """A new volume needs a key (an RSA one takes seconds of CPU, outside the GIL): start
+    making it in a thread so it is ready when the first order needs it."""
+    if store.domain_key_path.exists():
+        return None
+    job = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keygen")
+    future = job.submit(store.domain_key, policy.shape.key_type)
+    job.shutdown(wait=False)
+    return future
+
+
+def _settle_force(
+    state: State, store: CertStore, certs: tuple[CertPlan, ...], failed: int
+) -> State:
+    if state.force_since is None:
+        return state
     wanted = [c.spec.name for c in certs]
-    if force_complete(book.state, wanted):
+    if force_complete(state, wanted):
         store.clear_force()
-        book.update(replace(book.state, force_since=None))
         log.info("force_renew.cleared", reason="every certificate was re-issued")
-        return
-    done = force_done(book.state)
+        return replace(state, force_since=None)
+    done = force_done(state)
     log.warning(
         "force_renew.kept",
         reason="not every certificate was re-issued yet; the others are not ordered again",
@@ -302,6 +252,7 @@ def _settle_force(book: Book, store: CertStore, certs: tuple[CertPlan, ...], fai
         pending=",".join(n for n in wanted if n not in done) or None,
         failed=failed or None,
     )
+    return state
 
 
 def pacing_of(policy: DaemonPolicy) -> Pacing:

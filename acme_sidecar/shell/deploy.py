@@ -1,6 +1,6 @@
 """Deploy: after the volume changed, reload or restart the consumers and check what they serve.
 
-Each service gets the action ``core.consumers.plan`` chooses from what changed and the way to
+Each service gets the action ``core.consumers.reactions`` chooses from what changed and the way to
 the containers (reload, Postfix's map rebuild, restart; a service with nothing to do is not
 touched). Then each service's TLS endpoint is asked, with SNI, for every certificate written
 in this cycle; a service still serving an old serial after a reload is restarted once, and a
@@ -17,11 +17,11 @@ from collections.abc import Mapping
 
 import structlog
 
-from acme_sidecar.adapters.docker import Services
-from acme_sidecar.adapters.tls_probe import Endpoint, Mismatch, check_served, unresolved
+from acme_sidecar.adapters.tls_probe import Mismatch, check_served, unresolved
 from acme_sidecar.config.policies import DeployPolicy
-from acme_sidecar.core.consumers import Change, plan, restart_all
+from acme_sidecar.core.consumers import Change, Endpoint, reactions, restart_all
 from acme_sidecar.core.errors import ServiceError
+from acme_sidecar.core.ports import Services
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +80,7 @@ def deploy(
     """
     if services is None:
         return (), 0
-    actions_of = plan(services.services, change, can_rebuild_map=services.can_rebuild_map)
+    actions_of = reactions(services.services, change, can_rebuild_map=services.can_rebuild_map)
     if not actions_of:
         return (), 0
     try:

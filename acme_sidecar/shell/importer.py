@@ -15,7 +15,6 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
 
 import structlog
 
@@ -24,6 +23,7 @@ from acme_sidecar.adapters.volume import CertStore, VolumeBusy
 from acme_sidecar.config.policies import OwnPolicy
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.own import pair_problems
+from acme_sidecar.ops.terminal import Out
 from acme_sidecar.shell.own import ownership_of
 
 log = structlog.get_logger(__name__)
@@ -52,7 +52,7 @@ def import_pair(
     key: Path,
     chain: Path | None = None,
     *,
-    out: TextIO = sys.stdout,
+    out: Out = sys.stdout,
     lock_wait: float = LOCK_WAIT,
 ) -> int:
     """Check and install; 0 when installed, 1 when refused or the volume could not take it."""

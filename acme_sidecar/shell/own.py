@@ -16,28 +16,20 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Protocol
 
 import structlog
 
 from acme_sidecar.adapters import ownpair
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import OwnPolicy
+from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import Deploy, OwnPair, State
 from acme_sidecar.core.model import StoredCert
 from acme_sidecar.core.own import OWN_MARK, Ownership, PairFacts, pair_problems
 from acme_sidecar.core.settle import deploy_begin, deploy_wrote, deploy_wrote_default, sni_map
+from acme_sidecar.shell.boundary import Book
 
 log = structlog.get_logger(__name__)
-
-
-class Ledger(Protocol):
-    """The cycle's ledger (``shell.boundary.Book``): read ``state``, save with ``update``."""
-
-    state: State
-
-    def update(self, state: State) -> None:
-        """Take ``state`` and save it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +63,7 @@ def ownership_of(policy: OwnPolicy, store: CertStore, facts: PairFacts) -> Owner
 def check_own(
     policy: OwnPolicy,
     store: CertStore,
-    book: Ledger,
+    book: Book,
     now: datetime,
     stop: threading.Event,
     *,
@@ -84,15 +76,17 @@ def check_own(
     facts = ownpair.inspect_pair(*pair)
     who = _ownership(policy, store, facts, book.state)
     view = OwnView(who.own, who.reason, facts)
+    seen = book.state.own or OwnPair()
+    if facts.unreadable and not (who.own and facts.fingerprint in (seen.good, seen.refused)):
+        _unreadable(store, facts, who.own)
     if not who.own:
         return view
-    seen = book.state.own or OwnPair()
     if facts.fingerprint in (seen.good, seen.refused):
         if not quiet:
             _log_kept(facts, who.reason, policy)
         return replace(view, refused=facts.fingerprint == seen.refused)
-    if policy.settle > 0:
-        if stop.wait(policy.settle):
+    if policy.hold_still > 0:
+        if stop.wait(policy.hold_still):
             return view
         again = ownpair.read_top(store)
         if again is None or ownpair.fingerprint(*again) != facts.fingerprint:
@@ -123,6 +117,31 @@ def check_own(
     return view
 
 
+def _unreadable(store: CertStore, facts: PairFacts, own: bool) -> None:
+    """One ``store.unreadable`` line for a top-level pair that does not parse. An own pair is
+    refused as such (``_refuse``: backed up, the last good one put back); any other is copied
+    to ``backups/default/unreadable-<time>/`` and replaced by the hostname's certificate."""
+    path, why = ownpair.unreadable_file(store, facts)
+    file = str(path)
+    if own:
+        log.warning("store.unreadable", file=file, error=why,
+                    action="refused as an own pair (see own.refused)")  # fmt: skip
+        return
+    try:
+        kept = ownpair.keep_unreadable_top(store)
+    except (StoreError, OSError) as exc:
+        log.warning("store.unreadable", file=file, error=why,
+                    action=f"it could not be set aside ({exc}); it is left as it is")  # fmt: skip
+        return
+    log.warning(
+        "store.unreadable",
+        file=file,
+        error=why,
+        kept=str(kept.relative_to(store.root)) if kept else None,
+        action="a copy is set aside; the pair is replaced by the certificate for the hostname",
+    )
+
+
 def _log_kept(facts: PairFacts, reason: str, policy: OwnPolicy) -> None:
     log.info(
         "own.kept",
@@ -136,7 +155,7 @@ def _log_kept(facts: PairFacts, reason: str, policy: OwnPolicy) -> None:
     )
 
 
-def _refuse(store: CertStore, book: Ledger, facts: PairFacts, problems: list[str]) -> None:
+def _refuse(store: CertStore, book: Book, facts: PairFacts, problems: list[str]) -> None:
     saved = ownpair.backup_top(store)
     good = ownpair.read_own_copy(store)
     if good is not None and ownpair.fingerprint(*good) != facts.fingerprint:

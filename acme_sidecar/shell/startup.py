@@ -81,7 +81,7 @@ def _database(deps: Deps) -> Probe:
 
 def _webroot(policy: StartPolicy, deps: Deps) -> Probe:
     """The self-check of the hostname through its own addresses (as the first cycle does)."""
-    allowed = IpPolicy(ipv4=None, ipv6=None, own=policy.own)
+    allowed = IpPolicy(ipv4=None, ipv6=None, own_addresses=policy.own_addresses)
 
     def probe() -> str | None:
         addresses = [

@@ -1,6 +1,7 @@
 """``acme-sidecar status``: the certificates in the volume and what the ledger holds for them.
 
-Read-only: a damaged ``acme/state.json`` is reported, never moved (the daemon does that).
+Read-only: a damaged ``acme/state.json`` or certificate file is reported, never moved (the
+daemon does that), and nothing in the volume is written (``CertStore(set_aside=False)``).
 For each certificate: names, issuer, expiry, renewal time, and when an order is held back
 (its back-off after failures, the CA's Retry-After, or the rate-limit budget), until when and
 why; the CA's renewal window (ARI) with the time drawn in it, or the lifetime rule, and what the
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any
 
 from acme_sidecar.adapters import ownpair
 from acme_sidecar.adapters.volume import CertStore
@@ -32,19 +33,20 @@ from acme_sidecar.core.own import OWN_MARK
 from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.core.settle import force_done
 from acme_sidecar.core.wake import Pacing, candidates
+from acme_sidecar.ops.terminal import Out
 
 
 def _ledger(store: CertStore) -> tuple[State, str | None]:
     try:
-        return State.from_json(store.state_path.read_text("utf-8")), None
-    except FileNotFoundError:
-        return State(), None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        return State(), f"{store.state_path} is unreadable ({type(exc).__name__}: {exc})"
+        state, damage = store.read_state()
+    except (StoreError, OSError) as exc:
+        return State(), f"{store.state_path} cannot be read ({exc})"
+    return state, f"{store.state_path} is unreadable ({damage})" if damage else None
 
 
 def _top(store: CertStore, own: OwnPolicy, stored: dict[str, StoredCert]) -> dict[str, Any]:
-    """Whose the top-level pair is (``own``, ``own_reason``); empty when there is none."""
+    """Whose the top-level pair is (``own``, ``own_reason``; ``unreadable`` when it does not
+    parse: the file and why); empty when there is none."""
     try:
         pair = ownpair.read_top(store)
     except (StoreError, OSError):
@@ -52,10 +54,14 @@ def _top(store: CertStore, own: OwnPolicy, stored: dict[str, StoredCert]) -> dic
     if pair is None:
         return {}
     facts = ownpair.inspect_pair(*pair)
+    bad = {}
+    if facts.unreadable:
+        file, why = ownpair.unreadable_file(store, facts)
+        bad = {"unreadable": {"file": str(file), "error": why}}
     if own.skip_lets_encrypt:
-        return {"own": True, "own_reason": "SKIP_LETS_ENCRYPT=y"}
+        return {"own": True, "own_reason": "SKIP_LETS_ENCRYPT=y"} | bad
     who = ownpair.ownership(store, facts, lambda: stored, own.ca_organizations)
-    return {"own": who.own, "own_reason": who.reason}
+    return {"own": who.own, "own_reason": who.reason} | bad
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -155,9 +161,20 @@ def collect(
         "force_renew_since": state.force_since.isoformat() if state.force_since else None,
         "top_level": top or None,
         "refused_links": store.refused(),
+        "unreadable": _unreadable(store, top),
         "problem": problem,
         "next_wake": wake,
     }
+
+
+def _unreadable(store: CertStore, top: dict[str, Any]) -> list[dict[str, str]]:
+    """The files that do not parse: certificate files, and the top-level pair's."""
+    found = [
+        {"file": file, "error": error}
+        for file, error in sorted(store.unreadable().items())
+        if file != str(store.state_path)  # shown as the problem
+    ]
+    return found + ([top["unreadable"]] if "unreadable" in top else [])
 
 
 def _client_auth(allowed: bool) -> str:
@@ -169,14 +186,15 @@ def _client_auth(allowed: bool) -> str:
     )
 
 
-def render(data: dict[str, Any], out: TextIO = sys.stdout, *, as_json: bool = False) -> None:
+def render(data: dict[str, Any], out: Out = sys.stdout, *, as_json: bool = False) -> None:
     """Print ``data`` as a readable list, or as JSON."""
     if as_json:
-        json.dump(data, out, indent=2)
-        print(file=out)
+        print(json.dumps(data, indent=2), file=out)
         return
     if data["problem"]:
         print(f"warning: {data['problem']}", file=out)
+    for bad in data.get("unreadable") or ():
+        print(f"unreadable: {bad['file']}: {bad['error']} (the daemon sets it aside)", file=out)
     if not data["certificates"]:
         print("no certificates yet", file=out)
     for row in data["certificates"]:

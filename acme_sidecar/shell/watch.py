@@ -14,8 +14,8 @@ from acme_sidecar.config.policies import CyclePolicy
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.report import Outcome, Report
+from acme_sidecar.shell.act import finish_deploy
 from acme_sidecar.shell.boundary import Book, crashed
-from acme_sidecar.shell.cycle import finish_deploy
 from acme_sidecar.shell.gather import Deps
 from acme_sidecar.shell.own import check_own
 
@@ -41,8 +41,8 @@ def watch_cycle(
             view = check_own(policy.own, store, book, deps.clock(), deps.stop, quiet=quiet)
             failed += view.refused
             if book.state.deploy is not None:
-                applied, errors = finish_deploy(policy, deps, book)
-                failed += errors
+                done = finish_deploy(policy, deps, book)
+                applied, failed = done.applied, failed + done.failed
     except VolumeBusy as exc:
         log.warning("store.busy", component="certificate volume", error=str(exc))
     except StoreError as exc:

@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography import x509
 
-from acme_sidecar.core.plan import renewal_time
+from acme_sidecar.core.ari import lifetime_time as renewal_time
 from tests.integration.sidecar import Daemon
 from tests.world.tlsprobe import served_certificate
 

@@ -6,7 +6,11 @@ import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.certs import CA, SERVER_AUTH, cert_pem, key_pem, leaf, new_key, now
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from acme_sidecar.adapters.files import PrivateKey
+from tests.certs import CA, SERVER_AUTH, cert_pem, key_pem, leaf, name, new_key, now
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,18 @@ class OwnCA:
             not_after=start + datetime.timedelta(days=4050),
         )
 
+    @property
+    def name(self) -> x509.Name:
+        return self.ca.name
+
+    @property
+    def key(self) -> PrivateKey:
+        return self.ca.key
+
+    @property
+    def cert(self) -> x509.Certificate:
+        return self.ca.cert
+
     def issue(self, names: list[str], *, days_left: float = 60, lifetime: float = 90) -> OwnPair:
         """A pair for ``names`` that expires in ``days_left`` days, ``lifetime`` days long."""
         key = new_key()
@@ -54,3 +70,40 @@ class OwnCA:
             usages=SERVER_AUTH,
         )
         return OwnPair(cert_pem(cert), self.ca.pem, key_pem(key), cert.serial_number)
+
+
+ECDSA_SPKI_OID = bytes.fromhex("06072a8648ce3d0201")  # id-ecPublicKey, DER
+UNKNOWN_SPKI_OID = bytes.fromhex("06072a8648ce3d0209")  # 1.2.840.10045.2.9: no such algorithm
+BAD_SAN = b"\x30\x03\x87\x01\x00"  # GeneralNames { iPAddress: 0 bytes }
+
+
+def damaged(kind: str, names: list[str], *, days_left: float = 60) -> OwnPair:
+    """A pair that loads as PEM but cannot be read whole: ``bad_san`` (its subjectAltName
+    holds a 0-byte IP address: ``ValueError`` when the extensions are read) or
+    ``unknown_spki`` (its key algorithm is an unknown OID: ``UnsupportedAlgorithm`` from
+    ``public_key()``). Issued by a fresh ``OwnCA``; the chain holds the leaf and the CA."""
+    ca = OwnCA().ca
+    key = new_key()
+    end = now() + datetime.timedelta(days=days_left)
+    start = end - datetime.timedelta(days=90)
+    if kind == "bad_san":
+        san = x509.UnrecognizedExtension(x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME, BAD_SAN)
+        cert = leaf(
+            [],
+            key=key,
+            issuer=ca,
+            subject=name(names[0]),
+            extra=[san],
+            not_before=start,
+            not_after=end,
+        )
+        pem = cert_pem(cert)
+    elif kind == "unknown_spki":
+        cert = leaf(names, key=key, issuer=ca, not_before=start, not_after=end)
+        der = cert.public_bytes(serialization.Encoding.DER)
+        assert der.count(ECDSA_SPKI_OID) == 1  # the leaf's key; the signature is ecdsa-with-...
+        edited = x509.load_der_x509_certificate(der.replace(ECDSA_SPKI_OID, UNKNOWN_SPKI_OID))
+        pem = cert_pem(edited)
+    else:
+        raise ValueError(f"unknown damage {kind!r}")
+    return OwnPair(pem, ca.pem, key_pem(key), cert.serial_number)

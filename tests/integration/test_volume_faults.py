@@ -14,8 +14,8 @@ import pytest
 
 from acme_sidecar.adapters.volume import CertStore, load_chain, load_key
 from acme_sidecar.core.errors import StoreError
+from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import CertSpec
-from acme_sidecar.core.state import State
 from tests.certs import make_cert, make_key
 from tests.integration.fullfs import fill
 

@@ -20,12 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from acme_sidecar.adapters.docker import DONE
 from acme_sidecar.adapters.volume import CertStore, load_key
 from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
-from acme_sidecar.core.consumers import Act, Action
+from acme_sidecar.core.consumers import Act, Reaction
 from acme_sidecar.core.discover import NameRules
 from acme_sidecar.core.model import CertSpec, DomainRows, FailureKind, Issued, IssueFailure
 from acme_sidecar.core.plan import Shape
+from acme_sidecar.core.ports import HttpCheck
 from acme_sidecar.core.settle import RetryPolicy
-from acme_sidecar.core.validate import CaaLookup, HttpCheck, Lookup
+from acme_sidecar.core.validate import CaaLookup, Lookup
 from acme_sidecar.shell.gather import Deps
 from tests.certs import CA, cert_pem, leaf
 
@@ -151,7 +152,7 @@ class FakeServices:
     calls: list[dict[str, Act]] = field(default_factory=list)
     error: BaseException | None = None
 
-    def apply(self, actions: Mapping[str, Action]) -> dict[str, str]:
+    def apply(self, actions: Mapping[str, Reaction]) -> dict[str, str]:
         if self.error is not None:
             raise self.error
         todo: dict[str, Act] = {s: a.act for s, a in actions.items() if a.act is not Act.NONE}

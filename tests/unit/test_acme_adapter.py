@@ -3,7 +3,8 @@
 ``FakeCA`` answers the requests ``AcmeNetwork`` would send with constructed ACME JSON (RFC 8555
 shapes, no signature checks), so every fault the real CA cannot be made to produce on demand
 (badNonce streaks, 5xx, rateLimited, authorizations still processing, a 10-year Retry-After,
-garbage) is exercised through the real client code, parsing and translation included.
+garbage) is exercised through the real client code, parsing and translation included. The
+certificate it sends is real (``fake_chain.Signer``, for the order's CSR), or ``answer``'s.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import threading
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from acme import messages
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import JWASignature
@@ -32,6 +35,7 @@ from acme_sidecar.adapters.acme.issuer import CA_DOWN_AFTER
 from acme_sidecar.adapters.acme.session import BAD_NONCE_RETRIES
 from acme_sidecar.core.errors import NamesRejected
 from acme_sidecar.core.model import CertSpec, FailureKind, Issued, IssueFailure
+from tests.unit.fake_chain import Dishonest, Signer
 
 CA = "https://ca.test"
 PREFIX = "urn:ietf:params:acme:error:"
@@ -85,6 +89,9 @@ class FakeCA:
     order_expires: str | None = None  # the orders' "expires" (RFC 3339)
     order_profiles: list[str] = field(default_factory=list)
     account_payloads: list[dict[str, Any]] = field(default_factory=list)
+    signer: Signer = field(default_factory=Signer)  # signs the leaf for the order's CSR
+    answer: Dishonest | None = None  # a dishonest certificate instead of ``Signer.chain``
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     _authzs: dict[str, Authz] = field(default_factory=dict)
     _orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -136,9 +143,13 @@ class FakeCA:
             return 200, self._order_json(ident), self.order_headers
         if kind == "finalize":
             self._orders[ident]["finalized"] = True
+            der = (payload or {})["csr"]
+            self._orders[ident]["csr"] = base64.urlsafe_b64decode(_pad(der))
             return 200, self._order_json(ident), {}
         if kind == "cert":
-            return 200, b"-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n", {}
+            csr = x509.load_der_x509_csr(self._orders[ident]["csr"])
+            answer = self.answer or (lambda signer, csr, now: signer.chain(csr, now))
+            return 200, answer(self.signer, csr, self.clock()), {}
         return problem(404, "malformed", f"no route {path}")
 
     def _new_order(self, payload: Any) -> Reply:

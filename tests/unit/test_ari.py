@@ -15,14 +15,14 @@ from acme_sidecar.core.ari import (
     Window,
     cert_id,
     choose,
+    fold_answer,
     parse_window,
     poll_due,
     renew_time,
-    settle,
 )
-from acme_sidecar.core.budget import Hold
+from acme_sidecar.core.budget import HoldRules
 from acme_sidecar.core.ledger import CertLedger, State
-from acme_sidecar.core.model import Action, CertSpec, NameGroup, StoredCert, Verdict
+from acme_sidecar.core.model import Action, NameGroup, StoredCert, Verdict
 from acme_sidecar.core.plan import Shape, make_plan
 from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.core.wake import Pacing, next_wake
@@ -147,7 +147,7 @@ def test_ari_time_inside_the_window(life: timedelta, window: tuple[timedelta, ti
     cert = stored_cert(life, timedelta(0))
     start, end = (cert.not_before + w for w in window)
     for rand in (0.0, 0.3, 0.99):
-        record = settle(
+        record = fold_answer(
             None,
             CID,
             answer(start, end),
@@ -165,7 +165,9 @@ def settled(
     old: AriRecord | None, got: Answer, now: datetime = NOW, rand: float = 0.5
 ) -> AriRecord:
     nb, na = LIFE
-    return settle(old, CID, got, not_before=nb, not_after=na, now=now, interval=6 * HOUR, rand=rand)
+    return fold_answer(
+        old, CID, got, not_before=nb, not_after=na, now=now, interval=6 * HOUR, rand=rand
+    )
 
 
 @pytest.mark.parametrize(
@@ -253,10 +255,9 @@ def test_planner_renews_at_the_ari_time_with_replaces() -> None:
 def test_a_due_renewal_after_failures_waits() -> None:
     """Due by ARI but held (back-off after failures, the CA's Retry-After): no order yet."""
 
-    def hold(spec: CertSpec, planned: int) -> Hold | None:
-        return Hold(at(2), "3 failures in a row")
-
-    plan = plan_with(settled(None, answer(at(-2), at(-1))), hold=hold)
+    waiting = CertLedger(next_attempt=at(2), failures=3, last_error="3 failures in a row")
+    rules = HoldRules(State(certs={HOST: waiting}))
+    plan = plan_with(settled(None, answer(at(-2), at(-1))), hold_rules=rules)
     assert plan.certs[0].action is Action.WAIT and not plan.to_order
     assert plan.certs[0].renew_at == at(2)
 

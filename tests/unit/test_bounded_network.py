@@ -25,7 +25,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from acme_sidecar.adapters.http_probe import FetchFailed, WebrootSelfCheck, detect_public_ip, fetch
-from acme_sidecar.adapters.tls_probe import Endpoint, check_served, served_serial
+from acme_sidecar.adapters.tls_probe import check_served, served_serial
+from acme_sidecar.core.consumers import Endpoint
 from acme_sidecar.ops.notify import Notice, WebhookChannel
 from tests.unit.timing import LIMIT, TestClock, in_thread, wait_until, within_limit
 
@@ -182,23 +183,25 @@ def test_self_check_ends_at_its_deadline(
 
 
 def test_fetch_reads_its_deadline_from_the_clock() -> None:
-    """A body sent in 1 KiB pieces, each 0.5 s apart on the test clock (a short real pause):
-    the request ends once the clock passes its 1.5 s deadline (the cap of 8 KiB is not
-    reached), long before the real-time watchdog would fire."""
+    """A body sent in 16 KiB pieces (the reader's chunk), each 0.5 s apart on the test clock (a
+    short real pause): the request ends once the clock passes its 1.5 s deadline (the cap of
+    256 KiB is not reached), long before the real-time watchdog would fire."""
     clock = TestClock()
 
     def slow_pieces(server: Server, conn: socket.socket) -> None:
         request_of(conn)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n")
         while not server.stop.wait(0.02):
             clock.advance(STEP)
-            conn.sendall(b"x" * 1024)
+            conn.sendall(b"x" * 16 * 1024)
 
     ended: list[float] = []
 
     def get(port: int) -> None:
         try:
-            fetch("GET", f"http://127.0.0.1:{port}/", deadline=DEADLINE, cap=8192, clock=clock)
+            fetch(
+                "GET", f"http://127.0.0.1:{port}/", deadline=DEADLINE, cap=256 * 1024, clock=clock
+            )
         finally:
             ended.append(clock.elapsed)
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from acme_sidecar.config.ca_settings import LE_PRODUCTION, LE_STAGING
 from acme_sidecar.config.settings import (
-    LE_PRODUCTION,
-    LE_STAGING,
     MAILCOW_FLAGS,
     load_settings,
-    mask_url,
 )
-from acme_sidecar.config.values import reserved_contact
 from acme_sidecar.core.errors import ConfigError
+from acme_sidecar.core.values import mask_url, reserved_contact
 
 BASE = {"MAILCOW_HOSTNAME": "mail.example.org"}
 
@@ -136,7 +134,8 @@ def test_a_refused_url_is_echoed_with_its_password_masked(var: str) -> None:
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("https://user:pw@host/p?q=1", "https://user:***@host/p?q=1"),
+        ("https://user:pw@host/p?q=1", "https://user:***@host/p?***"),
+        ("https://host/p?token=s3cret#f", "https://host/p?***"),
         ("https://token@host:8443/p", "https://***@host:8443/p"),
         ("https://user:p@ss@host/", "https://user:***@host/"),
         ("https://host/p@q", "https://host/p@q"),
@@ -145,7 +144,7 @@ def test_a_refused_url_is_echoed_with_its_password_masked(var: str) -> None:
     ],
 )
 def test_mask_url(url: str, shown: str) -> None:
-    """Only the userinfo is masked; an @ in the path is not userinfo."""
+    """The userinfo and the query are masked; an @ in the path is not userinfo."""
     assert mask_url(url) == shown
 
 

@@ -9,7 +9,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from acme_sidecar.adapters.docker import DockerServices
-from acme_sidecar.core.consumers import Act, Action, Change, Kind, decide, kind_of, plan
+from acme_sidecar.core.consumers import (
+    Act,
+    Change,
+    ConsumerKind,
+    Reaction,
+    kind_of,
+    reactions,
+    reactions_by_kind,
+)
 
 N, L, R, B, S = Act.NONE, Act.RELOAD, Act.REBUILD, Act.RESTART, "one.test"
 SERVICES = ("postfix-mailcow", "dovecot-mailcow", "nginx-mailcow", "sogo-mailcow")
@@ -43,8 +51,8 @@ def test_the_table(
     """Every combination of what changed and the way to the containers gets the action the
     consumer needs, each with a reason."""
     change = Change(default=default, dirs=frozenset({S} if sni else set()), layout=layout)
-    table = decide(change, can_rebuild_map=socket)
-    kinds = (Kind.POSTFIX, Kind.DOVECOT, Kind.NGINX, Kind.OTHER)
+    table = reactions_by_kind(change, can_rebuild_map=socket)
+    kinds = (ConsumerKind.POSTFIX, ConsumerKind.DOVECOT, ConsumerKind.NGINX, ConsumerKind.OTHER)
     assert tuple(table[k].act for k in kinds) == expected
     assert all(table[k].reason for k in kinds)
 
@@ -52,36 +60,39 @@ def test_the_table(
 def test_reasons_say_why() -> None:
     """The reasons name what the consumer builds at start and why dockerapi restarts."""
     sni = Change(dirs=frozenset({"b.test", "a.test", "c.test", "d.test"}))
-    socket = decide(sni, can_rebuild_map=True)[Kind.POSTFIX].reason
+    socket = reactions_by_kind(sni, can_rebuild_map=True)[ConsumerKind.POSTFIX].reason
     assert "a.test, b.test, c.test and 1 more" in socket and "postmap -F" in socket
-    assert "dockerapi cannot run postmap" in decide(sni, can_rebuild_map=False)[Kind.POSTFIX].reason
-    layout = decide(Change(layout=True), can_rebuild_map=True)
-    assert "sni.map is built at start" in layout[Kind.POSTFIX].reason
-    assert "SNI configuration is built at start" in layout[Kind.DOVECOT].reason
-    default = decide(Change(default=True), can_rebuild_map=False)
-    assert default[Kind.POSTFIX] == Action(Act.RELOAD, "the default certificate changed")
+    assert (
+        "dockerapi cannot run postmap"
+        in reactions_by_kind(sni, can_rebuild_map=False)[ConsumerKind.POSTFIX].reason
+    )
+    layout = reactions_by_kind(Change(layout=True), can_rebuild_map=True)
+    assert "sni.map is built at start" in layout[ConsumerKind.POSTFIX].reason
+    assert "SNI configuration is built at start" in layout[ConsumerKind.DOVECOT].reason
+    default = reactions_by_kind(Change(default=True), can_rebuild_map=False)
+    assert default[ConsumerKind.POSTFIX] == Reaction(Act.RELOAD, "the default certificate changed")
 
 
 @pytest.mark.parametrize(
     ("service", "kind"),
     [
-        ("postfix-mailcow", Kind.POSTFIX),
-        ("dovecot-mailcow", Kind.DOVECOT),
-        ("nginx-mailcow", Kind.NGINX),
-        ("mypostfix", Kind.POSTFIX),
-        ("sogo-mailcow", Kind.OTHER),
-        ("", Kind.OTHER),
+        ("postfix-mailcow", ConsumerKind.POSTFIX),
+        ("dovecot-mailcow", ConsumerKind.DOVECOT),
+        ("nginx-mailcow", ConsumerKind.NGINX),
+        ("mypostfix", ConsumerKind.POSTFIX),
+        ("sogo-mailcow", ConsumerKind.OTHER),
+        ("", ConsumerKind.OTHER),
     ],
 )
-def test_kind_by_a_word_in_the_service_name(service: str, kind: Kind) -> None:
+def test_kind_by_a_word_in_the_service_name(service: str, kind: ConsumerKind) -> None:
     """Services are matched to kinds by a word in their compose service name."""
     assert kind_of(service) is kind
 
 
 def test_plan_leaves_untouched_services_out() -> None:
     """Services with nothing to do are not in the plan; the rest get their kind's action."""
-    assert plan(SERVICES, Change(), can_rebuild_map=True) == {}
-    chosen = plan(SERVICES, Change(dirs=frozenset({S})), can_rebuild_map=True)
+    assert reactions(SERVICES, Change(), can_rebuild_map=True) == {}
+    chosen = reactions(SERVICES, Change(dirs=frozenset({S})), can_rebuild_map=True)
     acts = {s: a.act for s, a in chosen.items()}
     assert acts == {
         "postfix-mailcow": R,
@@ -142,7 +153,7 @@ def test_socket_rebuilds_postfix_map_then_reloads() -> None:
     services = DockerServices(
         "acmetest", SERVICES, client_factory=lambda: FakeClient([postfix, nginx])
     )
-    actions = plan(services.services, Change(dirs=frozenset({S})), can_rebuild_map=True)
+    actions = reactions(services.services, Change(dirs=frozenset({S})), can_rebuild_map=True)
     with capture_logs() as logs:
         done = services.apply({s: actions[s] for s in ("postfix-mailcow", "nginx-mailcow")})
     assert done == {"postfix-mailcow": "rebuilt", "nginx-mailcow": "reloaded"}
@@ -166,7 +177,7 @@ def test_failed_rebuild_falls_back_to_restart() -> None:
         "acmetest", ["postfix-mailcow"], client_factory=lambda: FakeClient([postfix])
     )
     with capture_logs() as logs:
-        done = services.apply({"postfix-mailcow": Action(Act.REBUILD, "sni.map holds copies")})
+        done = services.apply({"postfix-mailcow": Reaction(Act.REBUILD, "sni.map holds copies")})
     assert done == {"postfix-mailcow": "restarted"}
     assert postfix.log == ["postmap -F hash:/opt/postfix/conf/sni.map", "restart"]
     assert [e["event"] for e in logs] == ["service.reload_failed", "service.restarted"]
@@ -180,4 +191,4 @@ def test_none_touches_nothing() -> None:
         raise AssertionError("connected")
 
     services = DockerServices("acmetest", SERVICES, client_factory=refuse)
-    assert services.apply({"nginx-mailcow": Action(Act.NONE, "nothing changed")}) == {}
+    assert services.apply({"nginx-mailcow": Reaction(Act.NONE, "nothing changed")}) == {}

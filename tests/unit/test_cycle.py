@@ -15,10 +15,9 @@ import pytest
 import requests
 from structlog.testing import capture_logs
 
-from acme_sidecar.adapters.tls_probe import Endpoint
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import DeployPolicy
-from acme_sidecar.core.consumers import Act
+from acme_sidecar.core.consumers import Act, Endpoint
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import FailureKind, StoredCert
 from acme_sidecar.core.report import Outcome
@@ -248,3 +247,23 @@ def test_stop_ends_verification_and_the_deploy_stays_owed(tmp_path: Path) -> Non
     assert time.monotonic() - started < 10
     assert report.state.deploy is not None and len(report.state.deploy.certs) == 4
     assert State.from_json((w.root / "acme" / "state.json").read_text()).deploy is not None
+
+
+def test_a_cycle_that_crashes_before_reading_the_ledger_never_writes_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error before the ledger is read (state=None: a restart) ends the cycle
+    with one crash line, and the volume's state.json is left byte-identical (no empty ledger
+    is saved over it)."""
+    w = World(tmp_path / "ssl")
+    assert guarded_cycle(cycle_policy(), w.deps()).outcome is Outcome.OK
+    state_file = w.store.root / "acme" / "state.json"
+    before = state_file.read_bytes()
+    assert b'"certs"' in before  # a real ledger with certificates in it
+
+    def broken() -> None:
+        raise RuntimeError("volume went away")
+
+    monkeypatch.setattr(w.store, "prepare", broken)
+    report = guarded_cycle(cycle_policy(), w.deps())
+    assert report.crashed and state_file.read_bytes() == before

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwk import JWKEC
 
 from acme_sidecar.adapters.acmesh import ca_dir
-from acme_sidecar.adapters.dns01 import lexicon_api
 from acme_sidecar.adapters.dns01.base import DnsUpdateError
 from acme_sidecar.adapters.dns01.nsupdate import TsigKey, load_key, parse_key_file
 from acme_sidecar.adapters.dns01.responder import Dns01Responder, Dns01Router, Target
@@ -25,11 +24,9 @@ from acme_sidecar.adapters.dns01.zones import (
     LookupFailed,
     Propagation,
     Record,
-    follow_cnames,
+    cname_chain,
     missing,
-    record_for,
 )
-from acme_sidecar.config.dns01 import LexiconConf
 from acme_sidecar.core.errors import NamesRejected
 
 SECRET = "c2VjcmV0LXNlY3JldC1zZWNyZXQ="
@@ -127,22 +124,23 @@ class FakeLookups:
         return set(self.records.get(("*", name), set()))
 
 
-def test_cname_chain_is_followed_and_loops_refused() -> None:
-    """acme-dns style delegation: the record goes where the chain ends; a loop is an error."""
+def test_cname_chain_is_read_in_order_and_loops_refused() -> None:
+    """acme-dns style delegation: the chain is every name in order (the record would go at
+    its end); no CNAME is a chain of one; a loop is an error."""
     lookups = FakeLookups(
         cnames={
-            "_acme-challenge.mail.example.org": "x1.acme.net",
+            "_acme-challenge.mail.example.org": "X1.acme.net.",
             "x1.acme.net": "x2.acme.net",
         }
     )
-    record = record_for("_acme-challenge.mail.example.org", lookups)
-    assert record == Record("x2.acme.net", "acme.net", delegated=True)
-    assert record_for("_acme-challenge.www.example.org", lookups) == Record(
-        "_acme-challenge.www.example.org", "example.org"
+    chain = cname_chain("_acme-challenge.mail.example.org", lookups)
+    assert chain == ("_acme-challenge.mail.example.org", "x1.acme.net", "x2.acme.net")
+    assert cname_chain("_acme-challenge.www.example.org", lookups) == (
+        "_acme-challenge.www.example.org",
     )
     loop = FakeLookups(cnames={"a.example.org": "b.example.org", "b.example.org": "a.example.org"})
     with pytest.raises(LookupFailed, match="CNAME loop"):
-        follow_cnames("a.example.org", loop)
+        cname_chain("a.example.org", loop)
 
 
 def test_missing_names_the_server_and_the_gap() -> None:
@@ -375,71 +373,3 @@ def test_a_delegated_record_is_written_by_its_own_zone_s_host() -> None:
 def test_acme_sh_ca_dir_as_its_initpath_cuts_it(url: str, expected: str) -> None:
     """acme.sh's CA_DIR: the host without its port, then the directory's path."""
     assert ca_dir(Path("/v/acme-sh"), url) == Path("/v/acme-sh") / expected
-
-
-def test_a_hung_provider_api_is_given_up_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """lexicon's HTTP calls have no timeout: a provider API that never answers is one
-    transient failure after API_DEADLINE, not an order held for ever."""
-    release = threading.Event()
-
-    class Hangs:
-        def __init__(self, config: object) -> None:
-            pass
-
-        def authenticate(self) -> None:
-            release.wait(30)
-
-        def cleanup(self) -> None:
-            pass
-
-    monkeypatch.setattr(lexicon_api, "API_DEADLINE", 0.3)
-    conf = LexiconConf(plugin="dns_pdns", provider="powerdns", options={}, ttl=60)
-    provider = lexicon_api.LexiconProvider(conf)
-    provider._class = Hangs
-    started = time.monotonic()
-    with pytest.raises(DnsUpdateError) as info:
-        provider.add_txt("pdns-zone.test", {"_acme-challenge.pdns-zone.test": ("x",)})
-    release.set()
-    assert time.monotonic() - started < 2
-    assert info.value.transient
-    assert "did not answer within" in str(info.value)
-
-
-def test_a_removal_waits_for_a_call_given_up_at_its_deadline(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Review #7: the hung create is given up at the deadline but then writes its record;
-    the removal that follows runs after it ended, so the record does not stay behind."""
-    release = threading.Event()
-    log: list[str] = []
-
-    class Late:
-        def __init__(self, config: object) -> None:
-            pass
-
-        def authenticate(self) -> None:
-            pass
-
-        def create_record(self, rtype: str, name: str, content: str) -> bool:
-            release.wait(30)
-            time.sleep(0.2)
-            log.append("created")
-            return True
-
-        def delete_record(self, ident: object, rtype: str, name: str, content: str) -> bool:
-            log.append("deleted")
-            return True
-
-        def cleanup(self) -> None:
-            pass
-
-    monkeypatch.setattr(lexicon_api, "API_DEADLINE", 0.2)
-    conf = LexiconConf(plugin="dns_pdns", provider="powerdns", options={}, ttl=60)
-    provider = lexicon_api.LexiconProvider(conf)
-    provider._class = Late
-    records = {"_acme-challenge.pdns-zone.test": ("x",)}
-    with pytest.raises(DnsUpdateError):
-        provider.add_txt("pdns-zone.test", records)
-    release.set()  # the API answers at last, after the deadline
-    provider.remove_txt("pdns-zone.test", records)
-    assert log == ["created", "deleted"]

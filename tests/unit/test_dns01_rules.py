@@ -20,10 +20,12 @@ from acme_sidecar.config.dns01 import (
     read_file,
 )
 from acme_sidecar.config.settings import load_settings
-from acme_sidecar.core.dns01 import Routes, challenge_name, covers, drop_covered, holds
+from acme_sidecar.core.dns01 import Routes, challenge_name
 from acme_sidecar.core.model import NameGroup, Verdict
+from acme_sidecar.core.names import covers, drop_covered, holds
 from acme_sidecar.core.plan import Shape, make_plan, wanted_specs
-from acme_sidecar.core.validate import Caa, CaaLookup, IpPolicy, Lookup, validate_name
+from acme_sidecar.core.validate import Caa, CaaLookup, IpPolicy, Lookup
+from acme_sidecar.shell.lookups import validate_name
 from tests.unit.fakes import FakeHttp, FakeResolver
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
@@ -268,3 +270,21 @@ def test_secrets_never_appear_in_a_repr() -> None:
     )
     assert "s3cr3t" not in repr(parsed) and "s3cr3t" not in repr(parsed.default)
     assert "s3cr3t" not in repr(provider_conf(parsed.default))
+
+
+def test_dns01_refuses_a_cname_into_a_zone_without_a_section_at_validation() -> None:
+    """A tenant's CNAME into a zone the default provider writes (no section, not an alias
+    zone) fails validation: the name is skipped before any order, with the rule's reason."""
+
+    class Tenant(CnameResolver):
+        def lookup(self, name: str, rdtype: str) -> Lookup:
+            if rdtype == "CNAME" and name == "_acme-challenge.autodiscover.tenant.test":
+                return Lookup(("sel1._domainkey.admin.test.",))
+            return super().lookup(name, rdtype)
+
+    routes = Routes(zones=(("delegated.test", None),), default=None)
+    policy = IpPolicy(ipv4=None, ipv6=None, dns01=routes)
+    refused = validate_name("autodiscover.tenant.test", Tenant(), policy, None)
+    assert not refused.ok and "ACME_DNS_ALIAS_ZONES" in refused.reason
+    allowed = IpPolicy(None, None, dns01=Routes(routes.zones, None, aliases=("admin.test",)))
+    assert validate_name("autodiscover.tenant.test", Tenant(), allowed, None).ok

@@ -15,15 +15,15 @@ from structlog.testing import capture_logs
 from acme_sidecar.adapters.docker import DockerServices
 from acme_sidecar.adapters.dockerapi import DockerapiServices, choose_services
 from acme_sidecar.config.settings import load_settings
-from acme_sidecar.core.consumers import Act, Action, restart_all
+from acme_sidecar.core.consumers import Act, Reaction, restart_all
 from acme_sidecar.core.errors import ConfigError, ServiceError
 from tests.world.proc import free_port
 
 SERVICES = ("postfix-mailcow", "dovecot-mailcow", "nginx-mailcow", "sogo-mailcow")
-RELOAD = Action(Act.RELOAD, "certificate contents changed")
+RELOAD = Reaction(Act.RELOAD, "certificate contents changed")
 
 
-def _restart(*services: str) -> dict[str, Action]:
+def _restart(*services: str) -> dict[str, Reaction]:
     return dict(restart_all(services, "a certificate directory was added"))
 
 
@@ -135,9 +135,9 @@ def test_actions_per_service(fake: FakeDockerapi) -> None:
     api = DockerapiServices("acmetest", SERVICES, url=fake.url)
     assert api.can_rebuild_map is False
     actions = {
-        "postfix-mailcow": Action(Act.REBUILD, "sni.map holds copies"),
+        "postfix-mailcow": Reaction(Act.REBUILD, "sni.map holds copies"),
         "dovecot-mailcow": RELOAD,
-        "nginx-mailcow": Action(Act.NONE, "nothing it serves changed"),
+        "nginx-mailcow": Reaction(Act.NONE, "nothing it serves changed"),
     }
     with capture_logs() as logs:
         done = api.apply(actions)

@@ -15,7 +15,8 @@ from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.policies import OwnPolicy
 from acme_sidecar.core.expiry import EXPIRED, URGENT, WARNING, expiry_warning, thresholds
 from acme_sidecar.core.model import NameGroup, Verdict
-from acme_sidecar.core.own import Link, PairFacts, classify, covers, pair_problems
+from acme_sidecar.core.names import holds as covers
+from acme_sidecar.core.own import Link, PairFacts, classify, pair_problems
 from acme_sidecar.core.plan import Shape, make_plan
 from acme_sidecar.shell.importer import import_pair
 from tests.integration.ownpairs import OwnCA

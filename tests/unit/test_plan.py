@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from acme_sidecar.core.budget import Hold
-from acme_sidecar.core.model import Action, CertSpec, NameGroup, StoredCert, Verdict
-from acme_sidecar.core.plan import Shape, make_plan, renewal_time, wanted_specs
+from acme_sidecar.core.ari import lifetime_time as renewal_time
+from acme_sidecar.core.budget import HoldRules
+from acme_sidecar.core.ledger import CertLedger, State
+from acme_sidecar.core.model import Action, NameGroup, StoredCert, Verdict
+from acme_sidecar.core.plan import Shape, make_plan, wanted_specs
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 HOST = "mail.example.org"
@@ -167,10 +169,9 @@ def test_hold_turns_an_order_into_wait() -> None:
     """A certificate on hold (back-off, Retry-After, budget) is not ordered before its time."""
     later = NOW + timedelta(hours=2)
 
-    def hold(spec: CertSpec, planned: int) -> Hold | None:
-        return Hold(later, "the CA asked to wait") if spec.name == HOST else None
-
-    plan = make_plan(GROUPS, all_ok(), {}, shape=Shape(), force=False, now=NOW, hold=hold)
+    waiting = CertLedger(next_attempt=later, failures=1, last_error="the CA asked to wait")
+    holds = HoldRules(State(certs={HOST: waiting}))
+    plan = make_plan(GROUPS, all_ok(), {}, shape=Shape(), force=False, now=NOW, hold_rules=holds)
     assert plan.certs[0].action is Action.WAIT and plan.to_order == ()
     assert plan.certs[0].renew_at == later and "the CA asked to wait" in plan.certs[0].reason
     plan = make_plan(GROUPS, all_ok(), {}, shape=Shape(), force=False, now=later)

@@ -10,6 +10,7 @@ import pytest
 from acme_sidecar.core.budget import Limits, hold_for, registered_domain
 from acme_sidecar.core.consumers import Change
 from acme_sidecar.core.ledger import CertLedger, Deploy, Rejection, State
+from acme_sidecar.core.memory import record_rejections
 from acme_sidecar.core.model import CertSpec, FailureKind, Issued, IssueFailure
 from acme_sidecar.core.settle import (
     RetryPolicy,
@@ -31,7 +32,6 @@ from acme_sidecar.core.settle import (
     sni_map,
     tidy,
 )
-from acme_sidecar.core.state import record_rejections
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 SPEC = CertSpec("mail.a.test", ("mail.a.test", "autoconfig.a.test"))

@@ -108,7 +108,7 @@ class Deps:
 def test_waits_for_the_database_then_the_webroot() -> None:
     check = Check(["404 Not Found", None])
     deps = Deps(Source(fails=2), check)
-    policy = StartPolicy(hostname="mail.example.org", own=("127.0.0.1",))
+    policy = StartPolicy(hostname="mail.example.org", own_addresses=("127.0.0.1",))
     with structlog.testing.capture_logs() as logs:
         wait_until_ready(policy, deps)  # type: ignore[arg-type]
     assert [(e["event"], e["component"]) for e in logs] == [

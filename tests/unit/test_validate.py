@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 
 from acme_sidecar.core.validate import (
+    Answer,
     Caa,
     CaaLookup,
     IpPolicy,
     Lookup,
-    caa_check,
+    Need,
     self_check_refusal,
-    validate_name,
-    validate_names,
+    verdict,
 )
+from acme_sidecar.shell.lookups import caa_check, validate_name, validate_names
 
 
 class FakeResolver:
@@ -173,7 +174,7 @@ def test_caa_denial_makes_the_verdict() -> None:
     assert not v.ok and "CAA" in v.reason and http.calls == []
 
 
-OWN = IpPolicy("192.0.2.1", "2001:db8::1", skip_ip_check=True, own=("10.9.9.9",))
+OWN = IpPolicy("192.0.2.1", "2001:db8::1", skip_ip_check=True, own_addresses=("10.9.9.9",))
 
 
 @pytest.mark.parametrize(
@@ -248,7 +249,7 @@ def test_snat_source_is_this_servers_own() -> None:
     """A private answer equal to an address in ``own`` (SNAT_TO_SOURCE) is checked."""
     r = FakeResolver({(N, "A"): Lookup(("10.0.0.5",))})
     http = FakeHttp()
-    policy = IpPolicy("192.0.2.1", None, snat4=True, own=("10.0.0.5",))
+    policy = IpPolicy("192.0.2.1", None, snat4=True, own_addresses=("10.0.0.5",))
     assert validate_name(N, r, policy, http).ok and http.calls == [(N, "10.0.0.5")]
 
 
@@ -257,3 +258,28 @@ def test_skip_http_needs_no_address_rule() -> None:
     r = FakeResolver({(N, "A"): Lookup(("10.0.0.5",))})
     policy = IpPolicy(None, None, skip_ip_check=True, skip_http=True)
     assert validate_name(N, r, policy, FakeHttp()).ok
+
+
+def test_the_verdict_asks_for_one_answer_at_a_time_aaaa_first() -> None:
+    """The pure verdict names the next answer it needs: AAAA, then its self-check, then done."""
+    policy = IpPolicy(ipv4="192.0.2.1", ipv6="2001:db8::1")
+    answers: dict[Need, Answer] = {}
+    assert verdict(N, {}, policy) == Need("AAAA", N)
+    answers[Need("AAAA", N)] = Lookup(("2001:db8::1",))
+    assert verdict(N, answers, policy) == Need("HTTP", "2001:db8::1", N)
+    answers[Need("HTTP", "2001:db8::1", N)] = None
+    done = verdict(N, answers, policy)
+    assert not isinstance(done, Need) and done.ok and "AAAA 2001:db8::1" in done.reason
+
+
+def test_a_failed_self_check_on_aaaa_falls_back_to_a_from_answers_alone() -> None:
+    """Answers only, no adapter: AAAA's self-check failed, A matches and its check passes."""
+    policy = IpPolicy(ipv4="192.0.2.1", ipv6="2001:db8::1")
+    answers: dict[Need, Answer] = {
+        Need("AAAA", N): Lookup(("2001:db8::1",)),
+        Need("HTTP", "2001:db8::1", N): "connection refused",
+        Need("A", N): Lookup(("192.0.2.1",)),
+        Need("HTTP", "192.0.2.1", N): None,
+    }
+    done = verdict(N, answers, policy)
+    assert not isinstance(done, Need) and done.ok and done.reason.startswith("A 192.0.2.1")

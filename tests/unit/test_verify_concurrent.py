@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from acme_sidecar.adapters.tls_probe import Endpoint, Mismatch, check_served, unresolved
+from acme_sidecar.adapters.tls_probe import Mismatch, check_served, unresolved
 from acme_sidecar.config.policies import DeployPolicy
-from acme_sidecar.core.consumers import Change
+from acme_sidecar.core.consumers import Change, Endpoint
 from acme_sidecar.shell.deploy import deploy
 from tests.unit.fakes import FakeServices
 from tests.unit.timing import LIMIT, TestClock, drive, in_thread, wait_until, within_limit

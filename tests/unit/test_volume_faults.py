@@ -17,8 +17,8 @@ from structlog.testing import capture_logs
 
 from acme_sidecar.adapters.volume import CertStore, VolumeBusy, load_chain, load_key
 from acme_sidecar.core.errors import StoreError
+from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import CertSpec
-from acme_sidecar.core.state import State
 from tests.certs import make_cert, make_key
 
 SPEC = CertSpec("mail.example.org", ("mail.example.org", "autoconfig.a.test"))

@@ -4,7 +4,8 @@ all requests with HTTP 500 and an ``application/problem+json`` ``serverInternal`
 The proxy keeps the client's ``Host`` header, so Pebble builds every URL it hands out
 (directory, orders, authorizations) with the proxy's address and the client stays behind the
 proxy for the whole flow. ``fail_rate`` (0.0 to 1.0) can be changed while it runs; the choice
-of which requests fail is seeded, so a run is repeatable.
+of which requests fail is seeded, so a run is repeatable. ``rewrite_chain``, when set, replaces
+every certificate chain Pebble sends (``application/pem-certificate-chain``) by what it returns.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import random
 import ssl
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -39,6 +41,8 @@ class FaultProxy:
         self.forwarded = 0
         self.failed = 0
         self.seen: list[tuple[str, str]] = []
+        self.rewrite_chain: Callable[[bytes], bytes] | None = None
+        self.rewritten = 0
         self._upstream = (self.host, upstream_port)
         self._upstream_tls = ssl.create_default_context(cafile=str(upstream_ca))
         self._random = random.Random(7)  # noqa: S311  # which requests fail, not a secret
@@ -89,6 +93,16 @@ class FaultProxy:
         finally:
             conn.close()
 
+    def _rewritten(self, headers: list[tuple[str, str]], data: bytes) -> bytes:
+        """``data``, or what ``rewrite_chain`` makes of it when it is a certificate chain."""
+        kind = next((v for k, v in headers if k.lower() == "content-type"), "")
+        rewrite = self.rewrite_chain
+        if rewrite is None or not kind.startswith("application/pem-certificate-chain"):
+            return data
+        with self._lock:
+            self.rewritten += 1
+        return rewrite(data)
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
@@ -118,7 +132,7 @@ class FaultProxy:
                     self._reply(502, [("Content-Type", "text/plain")], f"upstream: {exc}".encode())
                     return
                 kept = [(k, v) for k, v in upstream_headers if k.lower() not in _HOP_BY_HOP]
-                self._reply(status, kept, data)
+                self._reply(status, kept, proxy._rewritten(kept, data))
 
             def _reply(
                 self, status: int, headers: list[tuple[str, str]], body: bytes | object

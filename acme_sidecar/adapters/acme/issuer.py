@@ -15,15 +15,22 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
 import requests
 import structlog
 
 from acme_sidecar.adapters.acme.challenges import ChallengeResponder, Http01Webroot
 from acme_sidecar.adapters.acme.orders import OrderFlow
-from acme_sidecar.adapters.acme.session import NetworkFactory, Session, requests_network, utcnow
+from acme_sidecar.adapters.acme.session import (
+    JSON_CAP,
+    NetworkFactory,
+    Session,
+    http_allowed,
+    requests_network,
+    utcnow,
+)
 from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, ca_problem, kind_of, translate
+from acme_sidecar.adapters.bounded import OutOfBounds, send, watched_session
 from acme_sidecar.adapters.volume import PrivateKey, load_key
 from acme_sidecar.core.errors import CaUnreachable, SidecarError
 from acme_sidecar.core.model import CertSpec, FailureKind, Issued, IssueFailure
@@ -32,22 +39,6 @@ log = structlog.get_logger(__name__)
 
 CA_DOWN_AFTER = 3  # orders in a row that could not reach the CA: give up the rest
 _START_ERRORS: tuple[type[Exception], ...] = (SidecarError, *LIBRARY_ERRORS)
-
-
-class Issuer(Protocol):
-    """Obtains certificates for a batch of specs."""
-
-    def issue_all(
-        self,
-        specs: Sequence[CertSpec],
-        key_pem: bytes | Mapping[str, bytes],
-        *,
-        replaces: Mapping[str, str] | None = None,
-    ) -> Iterator[Issued | IssueFailure]:
-        """Order every spec (in parallel) with ``key_pem`` (one key for all, or one per
-        certificate name); yield one result per spec as each completes; never raises for a
-        failed order. ``replaces`` maps a spec's name to the ARI CertID of the certificate its
-        order replaces."""
 
 
 class AcmeIssuer:
@@ -71,7 +62,9 @@ class AcmeIssuer:
         profile: str = "",
         eab: tuple[str, str] | None = None,
     ) -> None:
-        network = network_factory or requests_network(str(ca_bundle) if ca_bundle else True, clock)
+        network = network_factory or requests_network(
+            str(ca_bundle) if ca_bundle else True, clock, allow_http=http_allowed(directory_url)
+        )
         self._session = Session(
             directory_url, account_pem, network, email, profile=profile, eab=eab
         )
@@ -162,6 +155,7 @@ class AcmeIssuer:
         return self._flow.issue_one(spec, key)[0]
 
 
+CAA_DEADLINE = 15.0  # seconds for the directory request of ``caa_identities``, all of it
 KNOWN_CA_IDENTITIES = {
     "acme-v02.api.letsencrypt.org": "letsencrypt.org",
     "acme-staging-v02.api.letsencrypt.org": "letsencrypt.org",
@@ -173,12 +167,18 @@ def caa_identities(directory_url: str, ca_bundle: Path | None) -> tuple[str, ...
     host = directory_url.split("/")[2].split(":")[0] if "//" in directory_url else ""
     fallback = (KNOWN_CA_IDENTITIES[host],) if host in KNOWN_CA_IDENTITIES else ()
     try:
-        response = requests.get(
-            directory_url, timeout=15, verify=str(ca_bundle) if ca_bundle else True
-        )
+        with watched_session() as session:
+            response = send(
+                session,
+                "GET",
+                directory_url,
+                deadline=CAA_DEADLINE,
+                cap=JSON_CAP,
+                verify=str(ca_bundle) if ca_bundle else True,
+            )
         meta = response.json().get("meta", {})
         found = meta.get("caaIdentities") or []
-    except (requests.RequestException, ValueError, AttributeError) as exc:
+    except (requests.RequestException, OutOfBounds, ValueError, AttributeError) as exc:
         log.warning("ca.unreachable", directory=directory_url, error=str(exc)[:200])
         return fallback
     identities = tuple(str(i).lower() for i in found if isinstance(i, str) and i)

@@ -1,23 +1,32 @@
 """The ACME session: the network object, the directory, the account and the per-thread client.
 
-``AcmeNetwork`` is the ``acme`` library's ``ClientNetwork`` with three changes: a problem
+``AcmeNetwork`` is the ``acme`` library's ``ClientNetwork`` with four changes: a problem
 answer becomes a typed error at once (with the answer's HTTP status and ``Retry-After``), the
-fresh nonce of an error answer is kept, and ``badNonce`` is retried up to ``BAD_NONCE_RETRIES``
-times instead of once (RFC 8555 §6.5). It is built by a ``NetworkFactory`` so tests can
-answer with constructed ACME JSON. ``Session`` fetches the directory and registers (or finds)
-the account once, hands every worker thread its own ``ClientV2``, and registers again when the
-CA forgot the account. A contact at a reserved domain (``me@example.com``, mailcow's default) is
-not sent: the account is registered without one. The directory's ``meta`` is checked first: the
-profile asked for must be one it lists, and External Account Binding (EAB: key identifier and
-HMAC key, never logged) is sent when configured and required when it says
-``externalAccountRequired``. May touch: the CA over HTTPS.
+fresh nonce of an error answer is kept, ``badNonce`` is retried up to ``BAD_NONCE_RETRIES``
+times instead of once (RFC 8555 §6.5), and every request is bounded (``adapters.bounded``): it
+ends within ``DEADLINE`` seconds in all (connect, TLS, headers and body) and reads at most
+``JSON_CAP`` bytes of a JSON answer or ``CHAIN_CAP`` of a certificate chain. Either bound
+exceeded is ``CaUnreachable`` naming the URL, so the order backs off like any CA fault. It is
+built by a ``NetworkFactory`` so tests can answer with constructed ACME JSON.
+
+``Session`` fetches the directory and registers (or finds) the account once, hands every
+worker thread its own ``ClientV2``, and registers again when the CA forgot the account. A
+contact at a reserved domain (``me@example.com``, mailcow's default) is not sent: the account is
+registered without one. The directory's ``meta`` is checked first: the profile asked for must
+be one it lists, and External Account Binding (EAB: key identifier and HMAC key, never logged)
+is sent when configured and required when it says
+``externalAccountRequired``. Only https is spoken with a CA whose directory is https: an
+endpoint the directory lists, or any other URL (order, authorization, certificate), in plain
+http is refused as a downgrade (``refuse_downgrade``); an http directory (a test CA, allowed by
+``ACME_ALLOW_HTTP_CA=y``) allows http. May touch: the CA over HTTPS.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,17 +41,45 @@ from josepy.jwk import JWK, JWKEC
 from acme_sidecar import __version__
 from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, bad_answer, problem, retry_after
 from acme_sidecar.adapters.acme.translate import translate as translate_error
-from acme_sidecar.config.values import reserved_contact
+from acme_sidecar.adapters.bounded import OutOfBounds, send, watch_session
 from acme_sidecar.core.errors import CaUnreachable, IssueError, RateLimited
 from acme_sidecar.core.profiles import profile_problem
+from acme_sidecar.core.values import reserved_contact
 
 log = structlog.get_logger(__name__)
 
 USER_AGENT = f"acme-sidecar/{__version__} (+acme-python)"
 BAD_NONCE_RETRIES = 10  # after the first attempt; each retry uses the nonce of the error answer
-NETWORK_TIMEOUT = 30
+DEADLINE = 30.0  # seconds for one request to the CA, all of it: connect, TLS, headers, body
+JSON_CAP = 1024 * 1024  # bytes of a JSON answer (an order of 100 names is about 20 KiB)
+CHAIN_CAP = 4 * 1024 * 1024  # bytes of a certificate chain (a chain is a few KiB)
+PEM_CHAIN = "application/pem-certificate-chain"
 
 Clock = Callable[[], datetime]
+
+
+def http_allowed(directory_url: str) -> bool:
+    """Whether the CA may be reached over plain http: only when its directory is http (a test
+    CA, which the settings allow only with ``ACME_ALLOW_HTTP_CA=y``)."""
+    return directory_url.lower().startswith("http://")
+
+
+def scheme_ok(url: str, *, allow_http: bool) -> bool:
+    """Whether ``url`` is https, or http where http is allowed."""
+    scheme = url.partition("://")[0].lower()
+    return scheme == "https" or (allow_http and scheme == "http")
+
+
+def refuse_downgrade(url: str, *, allow_http: bool, what: str = "") -> None:
+    """Raise ``CaUnreachable`` when ``url`` is not https and http is not allowed."""
+    if scheme_ok(url, allow_http=allow_http):
+        return
+    shown = url.split("?", 1)[0][:200]
+    raise CaUnreachable(
+        f"the CA sent {what or 'a URL'} that is not https ({shown}) although its directory "
+        "is https: refused as a downgrade (plain http can be changed on the way)",
+        code="insecure",
+    )
 
 
 def utcnow() -> datetime:
@@ -50,8 +87,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def answer_cap(headers: Mapping[str, str]) -> int:
+    """The body cap of an ACME answer by its Content-Type: a certificate chain or JSON."""
+    kind = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    return CHAIN_CAP if kind == PEM_CHAIN else JSON_CAP
+
+
 class AcmeNetwork(client.ClientNetwork):
-    """``ClientNetwork`` raising typed errors and retrying ``badNonce`` with fresh nonces."""
+    """``ClientNetwork`` raising typed errors, retrying ``badNonce`` with fresh nonces, and
+    bounding every request in time and size."""
 
     def __init__(
         self,
@@ -60,9 +104,10 @@ class AcmeNetwork(client.ClientNetwork):
         alg: JWASignature = RS256,
         account: messages.RegistrationResource | None = None,
         verify: bool | str = True,
-        timeout: int = NETWORK_TIMEOUT,
+        deadline: float = DEADLINE,
         clock: Clock = utcnow,
         bad_nonce_retries: int = BAD_NONCE_RETRIES,
+        allow_http: bool = False,
     ) -> None:
         super().__init__(
             key,
@@ -70,10 +115,30 @@ class AcmeNetwork(client.ClientNetwork):
             alg=alg,
             verify_ssl=verify,  # type: ignore[arg-type]  # requests accepts a CA bundle path
             user_agent=USER_AGENT,
-            timeout=timeout,
+            timeout=math.ceil(deadline),  # unused: _send_request bounds each request itself
         )
+        watch_session(self.session)
+        self._deadline = deadline
         self._clock = clock
         self._bad_nonce_retries = max(0, bad_nonce_retries)
+        self._allow_http = allow_http  # an http directory (a test CA); else https only
+
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        """One request, ended within the deadline, its body (within the cap) read."""
+        if args:
+            raise TypeError("AcmeNetwork requests take keyword arguments only")
+        kwargs["verify"] = self.verify_ssl
+        headers = kwargs.setdefault("headers", {})
+        headers.setdefault("User-Agent", self.user_agent)
+        try:
+            response = send(
+                self.session, method, url, deadline=self._deadline, cap=answer_cap, **kwargs
+            )
+        except OutOfBounds as exc:
+            raise CaUnreachable(f"the CA at {url}: {exc}") from exc
+        if "Accept" not in headers:
+            response.encoding = "utf-8"  # as the library does: .text is UTF-8, not guessed
+        return response
 
     def _checked(self, response: requests.Response, content_type: str | None) -> requests.Response:
         try:
@@ -90,6 +155,7 @@ class AcmeNetwork(client.ClientNetwork):
         self, url: str, content_type: str = client.ClientNetwork.JSON_CONTENT_TYPE, **kwargs: Any
     ) -> requests.Response:
         """GET ``url``; a problem answer raises a typed error."""
+        refuse_downgrade(url, allow_http=self._allow_http)
         return self._checked(self._send_request("GET", url, **kwargs), content_type)
 
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
@@ -105,6 +171,11 @@ class AcmeNetwork(client.ClientNetwork):
             f"the CA rejected {self._bad_nonce_retries + 1} nonces in a row (badNonce)",
             code="badNonce",
         )
+
+    def head(self, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        """HEAD ``url`` (a new nonce)."""
+        refuse_downgrade(url, allow_http=self._allow_http)
+        return super().head(url, *args, **kwargs)
 
     def _get_nonce(self, url: str, new_nonce_url: str | None) -> str:
         if not self._nonces:
@@ -123,6 +194,7 @@ class AcmeNetwork(client.ClientNetwork):
         **kwargs: Any,
     ) -> requests.Response:
         new_nonce_url = kwargs.pop("new_nonce_url", None)
+        refuse_downgrade(url, allow_http=self._allow_http)
         data = self._wrap_in_jws(obj, self._get_nonce(url, new_nonce_url), url)
         kwargs.setdefault("headers", {"Content-Type": content_type})
         response = self._send_request("POST", url, data=data, **kwargs)
@@ -140,9 +212,16 @@ NetworkFactory = Callable[[JWK, JWASignature, messages.RegistrationResource | No
 
 
 def requests_network(
-    verify: bool | str, clock: Clock = utcnow, *, bad_nonce_retries: int = BAD_NONCE_RETRIES
+    verify: bool | str,
+    clock: Clock = utcnow,
+    *,
+    bad_nonce_retries: int = BAD_NONCE_RETRIES,
+    deadline: float = DEADLINE,
+    allow_http: bool = False,
 ) -> NetworkFactory:
-    """The default network factory: real HTTPS with ``verify`` (True or a CA bundle path)."""
+    """The default network factory: real HTTPS with ``verify`` (True or a CA bundle path),
+    each request ended within ``deadline`` seconds; ``allow_http`` for a test CA whose
+    directory is http."""
 
     def build(
         key: JWK, alg: JWASignature, account: messages.RegistrationResource | None
@@ -154,6 +233,8 @@ def requests_network(
             verify=verify,
             clock=clock,
             bad_nonce_retries=bad_nonce_retries,
+            deadline=deadline,
+            allow_http=allow_http,
         )
 
     return build
@@ -216,6 +297,9 @@ class Session:
     def _register(self) -> tuple[messages.Directory, messages.RegistrationResource]:
         net = self._network(self.key, self._alg, None)
         directory = client.ClientV2.get_directory(self._url, net)
+        for name, url in directory.to_partial_json().items():
+            if name != "meta" and isinstance(url, str):
+                refuse_downgrade(url, allow_http=http_allowed(self._url), what=name)
         meta = directory.meta
         wrong_profile = profile_problem(self._profile, meta.profiles if meta else None)
         if wrong_profile:

@@ -2,8 +2,11 @@
 for propagation, then let the order answer; remove them afterwards (after a failure too).
 
 ``Dns01Router`` holds the configured DNS hosts (the default and one per ``[zone ...]``
-section) and picks one for a record; ``Dns01Responder`` serves one order. May touch: the DNS
-providers (through ``DnsProvider``) and DNS (through ``ZoneLookups``).
+section) and picks one for a record; ``Dns01Responder`` serves one order. A CNAME at
+``_acme-challenge.<name>`` is followed only where ``core.dns01.delegation`` allows (a zone
+with a section, or one of ``ACME_DNS_ALIAS_ZONES``); else nothing is written for the name and
+it fails (``dns01.cname_refused``). May touch: the DNS providers (through ``DnsProvider``) and
+DNS (through ``ZoneLookups``).
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from acme_sidecar.adapters.dns01.zones import (
     Propagation,
     Record,
     ZoneLookups,
-    record_for,
+    cname_chain,
 )
-from acme_sidecar.core.dns01 import Routes, challenge_name, closest_zone
+from acme_sidecar.core.dns01 import ALIAS_SETTING, Routes, challenge_name, closest_zone
 from acme_sidecar.core.errors import NamesRejected
 
 log = structlog.get_logger(__name__)
@@ -44,18 +47,23 @@ class Target:
 
 
 class Dns01Router:
-    """The default DNS host and one per configured zone."""
+    """The default DNS host and one per configured zone; ``aliases``: the zones of
+    ``ACME_DNS_ALIAS_ZONES``."""
 
-    def __init__(self, default: Target, zones: Mapping[str, Target]) -> None:
+    def __init__(
+        self, default: Target, zones: Mapping[str, Target], aliases: tuple[str, ...] = ()
+    ) -> None:
         self._default = default
         self._zones = dict(zones)
+        self._routes = Routes(
+            zones=tuple((z, t.problem) for z, t in self._zones.items()),
+            default=default.problem,
+            aliases=aliases,
+        )
 
     def routes(self) -> Routes:
-        """Which names can be answered (for validation, before any order)."""
-        return Routes(
-            zones=tuple((z, t.problem) for z, t in self._zones.items()),
-            default=self._default.problem,
-        )
+        """Which names can be answered and where a CNAME may lead (for validation too)."""
+        return self._routes
 
     def target(self, record_name: str) -> tuple[str, Target]:
         """The section (``""``: the default) whose host writes ``record_name``."""
@@ -169,11 +177,28 @@ class Dns01Responder:
 
     def _locate(self, name: str) -> tuple[DnsProvider, Record]:
         challenge = challenge_name(name)
-        section, target = self._router.target(challenge)
-        record = record_for(challenge, self._lookups, target.zone)
-        if record.delegated:  # the CNAME's target is written by the host of its own zone
-            section, target = self._router.target(record.name)
-            record = Record(record.name, target.zone or record.zone, True)
+        chain = cname_chain(challenge, self._lookups)
+        rule = self._router.routes().delegation(chain)
+        if not rule.allowed:
+            log.warning(
+                "dns01.cname_refused",
+                name=name,
+                cname=challenge,
+                target=rule.target,
+                chain=" -> ".join(chain),
+                reason=rule.reason,
+            )
+            raise _Unrouted(
+                f"the CNAME {challenge} -> {rule.target} is not followed into a zone without a "
+                f"[zone …] section nor in {ALIAS_SETTING} (dns01.cname_refused)"
+            )
+        # the record goes where the chain ends, written by the host of that name's zone
+        section, target = self._router.target(rule.target)
+        record = Record(
+            rule.target,
+            target.zone or self._lookups.zone_for(rule.target),
+            delegated=len(chain) > 1,
+        )
         if target.provider is None:
             where = f"[zone {section}]" if section else "the default provider"
             why = f"no usable DNS-01 provider for {record.name}: {where}: {target.problem}"

@@ -58,13 +58,18 @@ def _target(section: Section, auth_port: int) -> Target:
     return Target(provider, None, auth_port)
 
 
-def build_router(plugin: str, path: Path, auth_port: int) -> Dns01Router:
-    """The DNS hosts of ``ACME_DNS_PROVIDER`` and ``ACME_DNS_CONFIG_FILE``; logs what it found
-    and every problem (once)."""
+def build_router(
+    plugin: str, path: Path, auth_port: int, aliases: tuple[str, ...] = ()
+) -> Dns01Router:
+    """The DNS hosts of ``ACME_DNS_PROVIDER`` and ``ACME_DNS_CONFIG_FILE``, with the zones of
+    ``ACME_DNS_ALIAS_ZONES`` a CNAME may lead to; logs what it found and every problem
+    (once)."""
+    if aliases:
+        log.info("dns01.alias_zones", zones=" ".join(aliases))
     text, refused = read_file(path)
     if refused:
         log.error("dns01.config_refused", file=str(path), reason=refused)
-        return Dns01Router(Target(None, refused), {})
+        return Dns01Router(Target(None, refused), {}, aliases)
     if text is None:
         log.warning(
             "dns01.config_missing",
@@ -90,7 +95,7 @@ def build_router(plugin: str, path: Path, auth_port: int) -> Dns01Router:
         _log_target("", default, default_target)
     for section in parsed.zones:
         _log_target(section.zone, section, zones[section.zone])
-    return Dns01Router(default_target, zones)
+    return Dns01Router(default_target, zones, aliases)
 
 
 def _log_target(zone: str, section: Section, target: Target) -> None:

@@ -1,7 +1,8 @@
 """Where a DNS-01 record lives and whether every authoritative server has it.
 
-``record_for`` follows the ``_acme-challenge`` CNAME chain (acme-dns style delegation) and
-finds the zone of the final name by SOA. ``Propagation`` asks every authoritative server of
+``cname_chain`` reads the ``_acme-challenge`` CNAME chain (acme-dns style delegation; whether
+its end may be written is ``core.dns01.delegation``'s to say); ``zone_for`` finds a name's zone
+by SOA. ``Propagation`` asks every authoritative server of
 that zone directly (NS, then their addresses, on ``ACME_DNS_AUTH_PORT``) until each answers
 every TXT value; a server counts when any of its addresses (IPv4 or IPv6) does.
 ``DnsZoneLookups`` is the dnspython side; the logic takes any ``ZoneLookups`` (tests pass
@@ -26,7 +27,7 @@ import dns.rdatatype
 import dns.resolver
 
 from acme_sidecar.adapters.dns import make_resolver
-from acme_sidecar.config.values import parse_resolver
+from acme_sidecar.core.values import parse_resolver
 
 MAX_CNAMES = 8
 TIMEOUT_SETTING = "ACME_DNS_PROPAGATION_TIMEOUT"
@@ -54,14 +55,15 @@ class ZoneLookups(Protocol):
         seconds when given); raises ``LookupFailed``."""
 
 
-def follow_cnames(start: str, lookups: ZoneLookups) -> str:
-    """The name the TXT record must be put at: ``start`` or the end of its CNAME chain."""
+def cname_chain(start: str, lookups: ZoneLookups) -> tuple[str, ...]:
+    """``start``, then each CNAME target in order (``(start,)``: no CNAME); the TXT record
+    would go at the last name."""
     seen = [start]
     name = start
     for _ in range(MAX_CNAMES):
         target = lookups.cname(name)
         if target is None:
-            return name
+            return tuple(seen)
         target = target.rstrip(".").lower()
         if target in seen:
             raise LookupFailed(f"CNAME loop at {name}: {' -> '.join([*seen, target])}")
@@ -77,12 +79,6 @@ class Record:
     name: str
     zone: str
     delegated: bool = False  # ``name`` was reached through a CNAME
-
-
-def record_for(challenge: str, lookups: ZoneLookups, zone: str = "") -> Record:
-    """The record for ``challenge`` (``_acme-challenge.<name>``); ``zone`` given: use it."""
-    name = follow_cnames(challenge, lookups)
-    return Record(name, zone or lookups.zone_for(name), name != challenge)
 
 
 def missing(

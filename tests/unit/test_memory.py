@@ -1,11 +1,12 @@
-"""Grace against churn and the memory of CA rejections (pure rules of acme_sidecar.core.state)."""
+"""Grace against churn and the memory of CA rejections (pure rules of acme_sidecar.core.memory)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from acme_sidecar.core.ledger import State
+from acme_sidecar.core.memory import apply_memory, record_issued, record_rejections
 from acme_sidecar.core.model import StoredCert, Verdict
-from acme_sidecar.core.state import State, apply_memory, record_issued, record_rejections
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 GRACE = timedelta(days=7)
@@ -76,7 +77,7 @@ def test_issued_forgets_rejection_and_round_trips() -> None:
 def test_recent_verdicts_reused_only_for_settled_certificates() -> None:
     """Recently validated names in a certificate that is not due need no fresh check; a due
     certificate, force_renew, an old verdict or revalidation off mean a fresh check."""
-    from acme_sidecar.core.state import reusable_verdicts
+    from acme_sidecar.core.memory import reusable_verdicts
 
     fresh = cert(NAME)
     state = State(validated={NAME: NOW - timedelta(hours=1)})

@@ -1,5 +1,6 @@
-"""The pure rules that use what the sidecar remembers (``core.ledger``): grace for failing
-names, the per-name back-off for names the CA rejected, and reuse of recent verdicts.
+"""Name memory: the pure rules that use what the ledger (``core.ledger``) remembers about
+names: grace for failing names, the per-name back-off for names the CA rejected, and reuse of
+recent verdicts.
 """
 
 from __future__ import annotations
@@ -8,11 +9,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from acme_sidecar.core.ari import renew_time
 from acme_sidecar.core.ledger import Rejection, State
 from acme_sidecar.core.model import StoredCert, Verdict
-from acme_sidecar.core.plan import renewal_time
 
-__all__ = ["Rejection", "State", "apply_memory", "record_rejections", "record_validated"]
+__all__ = [
+    "apply_memory",
+    "record_issued",
+    "record_rejections",
+    "record_validated",
+    "reusable_verdicts",
+]
 
 REJECT_BACKOFF_FIRST = timedelta(hours=1)
 REJECT_BACKOFF_MAX = timedelta(days=1)
@@ -102,8 +109,9 @@ def reusable_verdicts(
     if force or revalidate_after <= timedelta(0):
         return {}
     settled: set[str] = set()
-    for cert in stored.values():
-        due = renewal_time(cert.not_before, cert.not_after)
+    for stored_name, cert in stored.items():
+        ari = state.cert(stored_name).ari
+        due = renew_time(cert.cert_id, cert.not_before, cert.not_after, ari).at
         if cert.key_matches and cert.not_after > now and now < due:
             settled.update(cert.domains)
     out: dict[str, Verdict] = {}
