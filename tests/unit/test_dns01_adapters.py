@@ -192,7 +192,7 @@ def test_the_propagation_wait_ends_at_its_deadline() -> None:
     )
     started = time.monotonic()
     left = wait.wait([(Record("r.example.org", "example.org"), {"v"})])
-    assert time.monotonic() - started < 0.6
+    assert time.monotonic() - started < 2.0  # a full round of queries would take 3 s or more
     assert "ns0.example.org (port 53): 192.0.2.1: no answer (Timeout)" in left["r.example.org"]
     assert "not asked (ACME_DNS_PROPAGATION_TIMEOUT reached)" in left["r.example.org"]
 
