@@ -19,7 +19,6 @@ from pathlib import Path
 import structlog
 
 from acme_sidecar import __version__
-from acme_sidecar.adapters import ownpair
 from acme_sidecar.adapters.acme import AcmeIssuer, caa_identities
 from acme_sidecar.adapters.acme.ari import RenewalInfo
 from acme_sidecar.adapters.acme.challenges import ChallengeResponder
@@ -27,7 +26,7 @@ from acme_sidecar.adapters.dns import DnsResolver
 from acme_sidecar.adapters.dockerapi import choose_services
 from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
 from acme_sidecar.adapters.mariadb import MariaDBSource
-from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.adapters.volume import CertStore, toppair
 from acme_sidecar.config.policies import cycle_policy, daemon_policy, own_policy
 from acme_sidecar.config.settings import Settings, load_settings
 from acme_sidecar.core.errors import ConfigError, StoreError
@@ -313,12 +312,12 @@ def _unreadable(store: CertStore) -> dict[str, str]:
     """The certificate files ``store.load`` found unreadable, and the top-level pair's."""
     found = {f: e for f, e in store.unreadable().items() if f != str(store.state_path)}
     try:
-        pair = ownpair.read_top(store)
+        pair = toppair.read_top(store)
     except (StoreError, OSError) as exc:
         return found | {str(store.root / "cert.pem"): str(exc)}
-    facts = ownpair.inspect_pair(*pair) if pair else None
+    facts = toppair.inspect_pair(*pair) if pair else None
     if facts is not None and facts.unreadable:
-        file, why = ownpair.unreadable_file(store, facts)
+        file, why = toppair.unreadable_file(store, facts)
         found[str(file)] = why
     return found
 

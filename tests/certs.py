@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from acme_sidecar.adapters import keys
-from acme_sidecar.adapters.files import PrivateKey
+from acme_sidecar.adapters.volume import keys
+from acme_sidecar.adapters.volume.pem import PrivateKey
 
 SERVER_AUTH = (ExtendedKeyUsageOID.SERVER_AUTH,)
 

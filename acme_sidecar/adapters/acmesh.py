@@ -34,10 +34,10 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from acme_sidecar.adapters import backups, files
-from acme_sidecar.adapters.files import PrivateKey, load_key, read_bytes
-from acme_sidecar.adapters.keys import tlsa_311, to_pem
-from acme_sidecar.adapters.pem import PARSE_ERRORS
+from acme_sidecar.adapters.volume import backups, files
+from acme_sidecar.adapters.volume.files import read_bytes
+from acme_sidecar.adapters.volume.keys import tlsa_311, to_pem
+from acme_sidecar.adapters.volume.pem import PARSE_ERRORS, PrivateKey, load_key
 from acme_sidecar.core.errors import StoreError
 
 log = structlog.get_logger(__name__)

@@ -1,6 +1,6 @@
 """Own certificates: whose is the top-level pair, and is a pair good enough to be served.
 
-Pure rules over facts the volume adapter read (``adapters/ownpair.py`` parses the PEM files):
+Pure rules over facts the volume adapter read (``adapters/toppair.py`` parses the PEM files):
 
 - ``classify``: the top-level ``cert.pem``/``key.pem`` is *ours* (the sidecar may replace it)
   when it is a copy of one of our certificate directories, when its key is the volume's reused

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import structlog
 
-from acme_sidecar.adapters.volume import atomic_write
+from acme_sidecar.adapters.volume.files import atomic_write
 from acme_sidecar.core.expiry import URGENT, WARNING, expiry_warning
 from acme_sidecar.core.model import StoredCert
 from acme_sidecar.core.report import Outcome, Report

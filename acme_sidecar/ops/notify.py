@@ -30,7 +30,7 @@ import structlog
 
 from acme_sidecar import __version__
 from acme_sidecar.adapters.http_probe import FetchFailed, fetch
-from acme_sidecar.adapters.volume import atomic_write
+from acme_sidecar.adapters.volume.files import atomic_write
 from acme_sidecar.config.settings import Settings
 from acme_sidecar.core.ari import renew_time
 from acme_sidecar.core.expiry import expiry_warning

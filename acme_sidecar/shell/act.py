@@ -15,7 +15,8 @@ from datetime import datetime
 
 import structlog
 
-from acme_sidecar.adapters.volume import CertStore, key_matches, load_chain, load_key
+from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.adapters.volume.pem import key_matches, load_chain, load_key
 from acme_sidecar.config.policies import CyclePolicy
 from acme_sidecar.core.decide import Decision
 from acme_sidecar.core.errors import StoreError

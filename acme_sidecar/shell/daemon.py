@@ -23,7 +23,7 @@ from types import FrameType
 
 import structlog
 
-from acme_sidecar.adapters import ownpair
+from acme_sidecar.adapters.volume import toppair
 from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.report import Outcome, Report
@@ -42,7 +42,7 @@ def after_cycle(report: Report, deps: Deps, hooks: Sequence[Hook], *, quiet: boo
     if not hooks:
         return
     try:
-        certificates = ownpair.with_top(deps.store, deps.store.load())
+        certificates = toppair.with_top(deps.store, deps.store.load())
     except Exception as exc:  # noqa: BLE001 - hooks must never stop the daemon
         log.error("hook.failed", hook="volume", error_type=type(exc).__name__, error=str(exc))
         certificates = {}
@@ -82,10 +82,10 @@ class Daemon:
 
     def _top_fingerprint(self) -> str:
         try:
-            pair = ownpair.read_top(self.deps.store)
+            pair = toppair.read_top(self.deps.store)
         except Exception:  # noqa: BLE001 - a link or an unreadable file: the cycle says so
             return "unreadable"
-        return ownpair.fingerprint(*pair) if pair else ""
+        return toppair.fingerprint(*pair) if pair else ""
 
     def install_signals(self) -> None:
         """SIGTERM/SIGINT stop the loop; SIGHUP starts a cycle now.

@@ -6,7 +6,7 @@ now); a good pair is installed as the top-level pair under the volume's lock (wa
 ``LOCK_WAIT`` seconds for a running cycle), the old pair backed up to ``backups/default/``.
 The running daemon then sees the change at its next look (``ACME_WATCH_INTERVAL``) and deploys
 it. Prints one line: what was installed, or why not. May touch: the files given (read) and
-the volume (``adapters/ownpair``).
+the volume (``adapters/volume/toppair``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from acme_sidecar.adapters import ownpair
-from acme_sidecar.adapters.volume import CertStore, VolumeBusy
+from acme_sidecar.adapters.volume import CertStore, VolumeBusy, toppair
 from acme_sidecar.config.policies import OwnPolicy
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.own import pair_problems
@@ -68,7 +67,7 @@ def import_pair(
     except OSError as exc:
         return fail(f"cannot read {exc.filename or ''} ({exc.strerror or exc})".replace(" ()", ""))
     full = _joined(cert_pem, chain_pem)
-    facts = ownpair.inspect_pair(full, key_pem)
+    facts = toppair.inspect_pair(full, key_pem)
     problems = pair_problems(facts, policy.hostname, datetime.now(UTC))
     if problems:
         return fail("; ".join(problems))
@@ -77,7 +76,7 @@ def import_pair(
         try:
             store.prepare()
             with store.lock():
-                saved = ownpair.install_top(store, full, key_pem)
+                saved = toppair.install_top(store, full, key_pem)
                 who = ownership_of(policy, store, facts)
             break
         except VolumeBusy:

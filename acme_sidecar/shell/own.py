@@ -7,7 +7,7 @@ judges the pair: a good one is copied to ``acme/own/`` and a deploy is owed for 
 finishes it: reload, verification); a bad one is backed up to ``backups/default/``, the last
 good own pair is put back atomically, and one ``own.refused`` line says why. ``watch_cycle`` is
 the cycle of ``SKIP_LETS_ENCRYPT=y``: the owed deploy and this check, nothing else.
-May touch: the volume (through ``adapters/ownpair``) and, through the deploy, the services.
+May touch: the volume (through ``adapters/volume/toppair``) and, through the deploy, the services.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from datetime import datetime
 
 import structlog
 
-from acme_sidecar.adapters import ownpair
-from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.adapters.volume import CertStore, toppair
 from acme_sidecar.config.policies import OwnPolicy
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import Deploy, OwnPair, State
@@ -57,7 +56,7 @@ def _ownership(policy: OwnPolicy, store: CertStore, facts: PairFacts, state: Sta
 
 def ownership_of(policy: OwnPolicy, store: CertStore, facts: PairFacts) -> Ownership:
     """Classify ``facts`` (the top-level pair) against the volume."""
-    return ownpair.ownership(store, facts, store.load, policy.ca_organizations)
+    return toppair.ownership(store, facts, store.load, policy.ca_organizations)
 
 
 def check_own(
@@ -70,10 +69,10 @@ def check_own(
     quiet: bool = False,
 ) -> OwnView:
     """Classify the top-level pair; check, accept or refuse it when it changed (see above)."""
-    pair = ownpair.read_top(store)
+    pair = toppair.read_top(store)
     if pair is None:
         return OwnView()
-    facts = ownpair.inspect_pair(*pair)
+    facts = toppair.inspect_pair(*pair)
     who = _ownership(policy, store, facts, book.state)
     view = OwnView(who.own, who.reason, facts)
     seen = book.state.own or OwnPair()
@@ -88,8 +87,8 @@ def check_own(
     if policy.hold_still > 0:
         if stop.wait(policy.hold_still):
             return view
-        again = ownpair.read_top(store)
-        if again is None or ownpair.fingerprint(*again) != facts.fingerprint:
+        again = toppair.read_top(store)
+        if again is None or toppair.fingerprint(*again) != facts.fingerprint:
             log.info("own.changing", reason="the top-level pair is still being written",
                      action="checked again at the next look")  # fmt: skip
             return view
@@ -97,7 +96,7 @@ def check_own(
     if problems:
         _refuse(store, book, facts, problems)
         return replace(view, refused=True)
-    ownpair.save_own_copy(store, *pair)
+    toppair.save_own_copy(store, *pair)
     state = book.state
     if state.deploy is None:
         domains = {n: c.domains for n, c in store.load().items()}
@@ -121,14 +120,14 @@ def _unreadable(store: CertStore, facts: PairFacts, own: bool) -> None:
     """One ``store.unreadable`` line for a top-level pair that does not parse. An own pair is
     refused as such (``_refuse``: backed up, the last good one put back); any other is copied
     to ``backups/default/unreadable-<time>/`` and replaced by the hostname's certificate."""
-    path, why = ownpair.unreadable_file(store, facts)
+    path, why = toppair.unreadable_file(store, facts)
     file = str(path)
     if own:
         log.warning("store.unreadable", file=file, error=why,
                     action="refused as an own pair (see own.refused)")  # fmt: skip
         return
     try:
-        kept = ownpair.keep_unreadable_top(store)
+        kept = toppair.keep_unreadable_top(store)
     except (StoreError, OSError) as exc:
         log.warning("store.unreadable", file=file, error=why,
                     action=f"it could not be set aside ({exc}); it is left as it is")  # fmt: skip
@@ -156,11 +155,11 @@ def _log_kept(facts: PairFacts, reason: str, policy: OwnPolicy) -> None:
 
 
 def _refuse(store: CertStore, book: Book, facts: PairFacts, problems: list[str]) -> None:
-    saved = ownpair.backup_top(store)
-    good = ownpair.read_own_copy(store)
-    if good is not None and ownpair.fingerprint(*good) != facts.fingerprint:
-        ownpair.install_top(store, *good, backup=False)
-        kept = ownpair.inspect_pair(*good)
+    saved = toppair.backup_top(store)
+    good = toppair.read_own_copy(store)
+    if good is not None and toppair.fingerprint(*good) != facts.fingerprint:
+        toppair.install_top(store, *good, backup=False)
+        kept = toppair.inspect_pair(*good)
         action = (
             f"the last good pair ({kept.subject}, serial {kept.serial:x}) was put back and "
             "stays served"
@@ -187,10 +186,10 @@ def own_written(
     a certificate directory also holds it (its consumers then answer with that one)."""
     if OWN_MARK not in owed.certs or not policy.hostname:
         return {}
-    pair = ownpair.read_top(store)
+    pair = toppair.read_top(store)
     if pair is None:
         return {}
-    facts = ownpair.inspect_pair(*pair)
+    facts = toppair.inspect_pair(*pair)
     shadow = sorted(n for n, c in certs.items() if policy.hostname in c.domains)
     if shadow:
         log.warning(

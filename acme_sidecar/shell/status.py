@@ -20,8 +20,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from acme_sidecar.adapters import ownpair
-from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.adapters.volume import CertStore, toppair
 from acme_sidecar.config.policies import OwnPolicy
 from acme_sidecar.core.ari import AriRecord, renew_time
 from acme_sidecar.core.budget import hold_for
@@ -48,19 +47,19 @@ def _top(store: CertStore, own: OwnPolicy, stored: dict[str, StoredCert]) -> dic
     """Whose the top-level pair is (``own``, ``own_reason``; ``unreadable`` when it does not
     parse: the file and why); empty when there is none."""
     try:
-        pair = ownpair.read_top(store)
+        pair = toppair.read_top(store)
     except (StoreError, OSError):
         return {}
     if pair is None:
         return {}
-    facts = ownpair.inspect_pair(*pair)
+    facts = toppair.inspect_pair(*pair)
     bad = {}
     if facts.unreadable:
-        file, why = ownpair.unreadable_file(store, facts)
+        file, why = toppair.unreadable_file(store, facts)
         bad = {"unreadable": {"file": str(file), "error": why}}
     if own.skip_lets_encrypt:
         return {"own": True, "own_reason": "SKIP_LETS_ENCRYPT=y"} | bad
-    who = ownpair.ownership(store, facts, lambda: stored, own.ca_organizations)
+    who = toppair.ownership(store, facts, lambda: stored, own.ca_organizations)
     return {"own": who.own, "own_reason": who.reason} | bad
 
 
@@ -104,7 +103,7 @@ def collect(
     """Everything ``status`` shows, as plain data (the ``--json`` form)."""
     state, problem = _ledger(store)
     managed = store.load()
-    stored = ownpair.with_top(store, managed)
+    stored = toppair.with_top(store, managed)
     top = _top(store, own or OwnPolicy(), managed)
     rows = []
     names = sorted(set(stored) | {n for n, c in state.certs.items() if c.failures})

@@ -9,7 +9,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from acme_sidecar.adapters.files import PrivateKey
+from acme_sidecar.adapters.volume.pem import PrivateKey
 from tests.certs import CA, SERVER_AUTH, cert_pem, key_pem, leaf, name, new_key, now
 
 

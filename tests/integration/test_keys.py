@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from acme_sidecar.adapters import keys
-from acme_sidecar.adapters.volume import load_key
+from acme_sidecar.adapters.volume import keys, pem
+from acme_sidecar.adapters.volume.pem import load_key
 from acme_sidecar.core.profiles import KEY_TYPES
 from tests.integration.sidecar import HOST, Run, base_env, leaf, seed, sidecar
 from tests.integration.stack import KINDS, Stack
@@ -102,7 +102,7 @@ def _served_kind(stack: Stack, kind: str) -> tuple[int, str, str]:
     cert = served_certificate(kind, stack.ports[service], HOST)
     public = cert.public_key()
     assert isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
-    return cert.serial_number, keys.kind_of(public), keys.tlsa_311(public)
+    return cert.serial_number, pem.kind_of(public), keys.tlsa_311(public)
 
 
 def _served(world: World, stack: Stack, run: Run) -> set[tuple[int, str, str]]:
@@ -115,7 +115,7 @@ def _served(world: World, stack: Stack, run: Run) -> set[tuple[int, str, str]]:
 
 def _stored(volume: Path) -> tuple[int, str, str]:
     cert = leaf(volume / HOST / "cert.pem")
-    return cert.serial_number, keys.kind_of(cert.public_key()), keys.tlsa_311(cert.public_key())
+    return cert.serial_number, pem.kind_of(cert.public_key()), keys.tlsa_311(cert.public_key())
 
 
 def test_each_key_type_is_issued_and_served(
@@ -193,7 +193,7 @@ def test_adopted_rsa4096_volume_keeps_rsa4096(
     row = next(r for r in json.loads(status.stdout)["certificates"] if r["name"] == HOST)
     cert = leaf(stack.volume / HOST / "cert.pem")
     assert row["key_type"] == "rsa4096"
-    assert row["client_auth"] is keys.client_auth(cert)  # what Pebble's EKU says
+    assert row["client_auth"] is pem.client_auth(cert)  # what Pebble's EKU says
     shown = sidecar(stack.env, "status").stdout
     assert "key:       rsa4096" in shown and "clientAuth: " in shown
     totals(

@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 
-from acme_sidecar.adapters.volume import key_matches, load_chain, load_key
+from acme_sidecar.adapters.volume.pem import key_matches, load_chain, load_key
 from tests.integration.fullfs import fill
 from tests.integration.sidecar import Daemon, base_env, cert_dirs, seed
 from tests.integration.stack import KINDS, Stack

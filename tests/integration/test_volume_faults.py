@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from acme_sidecar.adapters.volume import CertStore, load_chain, load_key
+from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.adapters.volume.pem import load_chain, load_key
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import CertSpec

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from acme_sidecar.adapters.docker import DONE
-from acme_sidecar.adapters.volume import CertStore, load_key
+from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.adapters.volume.pem import load_key
 from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
 from acme_sidecar.core.consumers import Act, Reaction
 from acme_sidecar.core.discover import NameRules

@@ -13,15 +13,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from structlog.testing import capture_logs
 
-from acme_sidecar.adapters import keys
-from acme_sidecar.adapters.volume import CertStore, load_chain, load_key
+from acme_sidecar.adapters.volume import CertStore, keys, pem
+from acme_sidecar.adapters.volume.pem import load_chain, load_key
 from acme_sidecar.shell.cycle import guarded_cycle
 from acme_sidecar.shell.status import collect, render
 from tests.unit.fakes import World, cycle_policy
 
 
-def _kind(pem: bytes) -> str:
-    return keys.kind_of(load_key(pem))
+def _kind(data: bytes) -> str:
+    return pem.kind_of(load_key(data))
 
 
 def test_a_new_volume_gets_ec256(tmp_path: Path) -> None:

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from acme_sidecar.adapters import files
-from acme_sidecar.adapters.ownpair import inspect_pair
-from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.adapters.volume import CertStore, files
+from acme_sidecar.adapters.volume.toppair import inspect_pair
 from acme_sidecar.config.policies import OwnPolicy
 from acme_sidecar.core.expiry import EXPIRED, URGENT, WARNING, expiry_warning, thresholds
 from acme_sidecar.core.model import NameGroup, Verdict

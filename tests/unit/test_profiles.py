@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from acme_sidecar.adapters import keys
+from acme_sidecar.adapters.volume import keys, pem
 from acme_sidecar.config.policies import cycle_policy
 from acme_sidecar.config.settings import load_settings
 from acme_sidecar.core.errors import ConfigError
@@ -281,7 +281,7 @@ def test_eab_is_sent_at_registration(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", KEY_TYPES)
 def test_each_key_type_is_made_and_recognised(kind: str) -> None:
     key = keys.generate(kind)
-    assert keys.kind_of(key) == kind and keys.kind_of(key.public_key()) == kind
+    assert pem.kind_of(key) == kind and pem.kind_of(key.public_key()) == kind
     assert len(keys.tlsa_311(key)) == 64
 
 
@@ -292,6 +292,6 @@ def _cert(usages: list[x509.ObjectIdentifier] | None) -> x509.Certificate:
 def test_client_auth_is_read_from_the_extended_key_usage() -> None:
     """Let's Encrypt since February 2026: serverAuth only, no clientAuth."""
     server, client = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
-    assert keys.client_auth(_cert([server, client])) is True
-    assert keys.client_auth(_cert([server])) is False
-    assert keys.client_auth(_cert(None)) is True  # no EKU: any use
+    assert pem.client_auth(_cert([server, client])) is True
+    assert pem.client_auth(_cert([server])) is False
+    assert pem.client_auth(_cert(None)) is True  # no EKU: any use

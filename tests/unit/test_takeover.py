@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from acme_sidecar.adapters import acmesh, keys
-from acme_sidecar.adapters.files import load_key
-from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.adapters import acmesh
+from acme_sidecar.adapters.volume import CertStore, keys
+from acme_sidecar.adapters.volume.pem import load_key
 from acme_sidecar.core.ledger import CertLedger, State
 from acme_sidecar.core.model import CertSpec
 from acme_sidecar.shell.takeover import take_over_once
@@ -222,7 +222,7 @@ def test_an_unwritable_volume_is_one_line(tmp_path: Path, monkeypatch: pytest.Mo
     def read_only(path: Path) -> None:
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr("acme_sidecar.adapters.files.try_lock", read_only)
+    monkeypatch.setattr("acme_sidecar.adapters.volume.files.try_lock", read_only)
     with capture_logs() as logs:
         take_over_once(store, DIRECTORY, clock())
     assert [e["event"] for e in logs] == ["takeover.failed"]

@@ -18,9 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ed448
 from structlog.testing import capture_logs
 
 from acme_sidecar import cli
-from acme_sidecar.adapters import backups, ownpair
-from acme_sidecar.adapters.pem import Unreadable, key_spki, read_cert
-from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.adapters.volume import CertStore, backups, toppair
+from acme_sidecar.adapters.volume.pem import Unreadable, key_spki, read_cert
 from acme_sidecar.config.policies import OwnPolicy
 from acme_sidecar.config.settings import load_settings
 from acme_sidecar.core.ledger import State
@@ -73,9 +72,9 @@ def test_read_cert_names_what_is_wrong(kind: str, words: str) -> None:
     pair = damaged(kind, [HOST])
     with pytest.raises(Unreadable, match=r"^" + words.replace("(", r"\(")):
         read_cert(pair.chain)
-    facts = ownpair.inspect_pair(pair.chain, pair.key)
+    facts = toppair.inspect_pair(pair.chain, pair.key)
     assert facts.unreadable.startswith(f"cert.pem: {words}")
-    assert ownpair.unreadable_file(CertStore(Path("/v")), facts) == (
+    assert toppair.unreadable_file(CertStore(Path("/v")), facts) == (
         Path("/v/cert.pem"),
         words_of(facts),
     )
@@ -104,8 +103,8 @@ def test_an_unsupported_key_type_is_unreadable_but_its_certificate_reads() -> No
     )
     with pytest.raises(Unreadable, match="unsupported key type"):
         key_spki(key_pem)
-    pair = ownpair.inspect_pair(good.chain, key_pem)
-    file, why = ownpair.unreadable_file(CertStore(Path("/v")), pair)
+    pair = toppair.inspect_pair(good.chain, key_pem)
+    file, why = toppair.unreadable_file(CertStore(Path("/v")), pair)
     assert file == Path("/v/key.pem") and why.startswith("unsupported key type")
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from acme_sidecar.adapters.volume import CertStore, VolumeBusy, load_chain, load_key
+from acme_sidecar.adapters.volume import CertStore, VolumeBusy
+from acme_sidecar.adapters.volume.pem import load_chain, load_key
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import CertSpec

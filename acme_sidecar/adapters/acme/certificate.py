@@ -16,7 +16,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from acme_sidecar.adapters.volume import PrivateKey
+from acme_sidecar.adapters.volume.pem import PrivateKey
 from acme_sidecar.core.issued import problems, spki
 from acme_sidecar.core.model import FailureKind, Issued, IssueFailure
 

@@ -31,7 +31,7 @@ from acme_sidecar.adapters.acme.session import (
 )
 from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, ca_problem, kind_of, translate
 from acme_sidecar.adapters.bounded import OutOfBounds, send, watched_session
-from acme_sidecar.adapters.volume import PrivateKey, load_key
+from acme_sidecar.adapters.volume.pem import PrivateKey, load_key
 from acme_sidecar.core.errors import CaUnreachable, SidecarError
 from acme_sidecar.core.model import CertSpec, FailureKind, Issued, IssueFailure
 

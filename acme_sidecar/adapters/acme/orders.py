@@ -38,7 +38,7 @@ from acme_sidecar.adapters.acme.translate import (
     retry_after,
     translate,
 )
-from acme_sidecar.adapters.volume import PrivateKey
+from acme_sidecar.adapters.volume.pem import PrivateKey
 from acme_sidecar.core.errors import AccountUnknown, IssueError, NamesRejected
 from acme_sidecar.core.model import CertSpec, FailureKind, Issued, IssueFailure
 

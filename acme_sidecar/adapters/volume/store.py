@@ -24,15 +24,19 @@ from pathlib import Path
 
 import structlog
 
-from acme_sidecar.adapters import backups, certdir, files, keys, recovery, statefile
-from acme_sidecar.adapters.files import PrivateKey as PrivateKey
-from acme_sidecar.adapters.files import atomic_write as atomic_write
-from acme_sidecar.adapters.files import cert_sans as cert_sans
-from acme_sidecar.adapters.files import check_not_link, ensure_dir, is_regular, read_bytes
-from acme_sidecar.adapters.files import key_matches as key_matches
-from acme_sidecar.adapters.files import load_chain as load_chain
-from acme_sidecar.adapters.files import load_key as load_key
-from acme_sidecar.adapters.pem import Unreadable
+from acme_sidecar.adapters.volume import backups, certdir, files, keys, ledgerfile, pem, recovery
+from acme_sidecar.adapters.volume.files import (
+    check_not_link,
+    ensure_dir,
+    is_regular,
+    read_bytes,
+)
+from acme_sidecar.adapters.volume.pem import (
+    Unreadable,
+    key_matches,
+    load_chain,
+    load_key,
+)
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import CertSpec, StoredCert
@@ -273,7 +277,7 @@ class CertStore:
         key = self.domain_key(kind)
         if reuse:
             return key
-        fresh = kind or keys.kind_of(load_key(key)) or NEW_KEY_TYPE
+        fresh = kind or pem.kind_of(load_key(key)) or NEW_KEY_TYPE
         log.info("key.fresh", certificates=len(names), key_type=fresh, reason="ACME_KEY_REUSE=n")
         return {name: keys.new_pem(fresh) for name in names}
 
@@ -364,7 +368,7 @@ class CertStore:
         """The ledger in ``acme/state.json`` and "", or an empty one and why the file cannot be
         read; nothing is moved (``status`` and ``check``). Missing: an empty ledger."""
         check_not_link(self.acme_dir, "the acme directory")
-        return statefile.read(self.state_path)
+        return ledgerfile.read(self.state_path)
 
     def load_state(self) -> State:
         """The remembered state; missing gives an empty state. A damaged file is kept aside
@@ -373,7 +377,7 @@ class CertStore:
         state, damage = self.read_state()
         path = str(self.state_path)
         if damage and self.set_aside:
-            kept = statefile.keep_aside(self.state_path)
+            kept = ledgerfile.keep_aside(self.state_path)
             self._unreadable[path] = damage
             log.warning("state.damaged", path=path, kept=str(kept), error=damage,
                         action="kept aside; a new ledger is started")  # fmt: skip
@@ -386,7 +390,7 @@ class CertStore:
     def save_state(self, state: State) -> None:
         """Write the state atomically, only when it changed (a quiet cycle writes nothing)."""
         check_not_link(self.acme_dir, "the acme directory")
-        statefile.save(self.state_path, state)
+        ledgerfile.save(self.state_path, state)
 
     # --- force_renew ----------------------------------------------------------------------
 

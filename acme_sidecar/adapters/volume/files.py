@@ -21,11 +21,6 @@ from pathlib import Path
 
 import structlog
 
-from acme_sidecar.adapters.pem import PrivateKey as PrivateKey
-from acme_sidecar.adapters.pem import cert_sans as cert_sans
-from acme_sidecar.adapters.pem import key_matches as key_matches
-from acme_sidecar.adapters.pem import load_chain as load_chain
-from acme_sidecar.adapters.pem import load_key as load_key
 from acme_sidecar.core.errors import StoreError
 
 log = structlog.get_logger(__name__)

@@ -13,8 +13,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from acme_sidecar.adapters import backups, files
-from acme_sidecar.adapters.files import atomic_write, read_bytes
+from acme_sidecar.adapters.volume import backups, files
+from acme_sidecar.adapters.volume.files import atomic_write, read_bytes
 from acme_sidecar.core.ledger import State
 
 STATE_ERRORS: tuple[type[Exception], ...] = (

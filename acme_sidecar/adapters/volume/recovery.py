@@ -15,10 +15,10 @@ from pathlib import Path
 
 import structlog
 
-from acme_sidecar.adapters import files
-from acme_sidecar.adapters.certdir import CERT_FILES
-from acme_sidecar.adapters.files import is_regular, read_bytes
-from acme_sidecar.adapters.pem import cert_sans, key_matches, load_chain, load_key
+from acme_sidecar.adapters.volume import files
+from acme_sidecar.adapters.volume.certdir import CERT_FILES
+from acme_sidecar.adapters.volume.files import is_regular, read_bytes
+from acme_sidecar.adapters.volume.pem import cert_sans, key_matches, load_chain, load_key
 from acme_sidecar.core.errors import StoreError
 
 log = structlog.get_logger(__name__)

@@ -12,8 +12,8 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from acme_sidecar.adapters import files
-from acme_sidecar.adapters.files import check_not_link, ensure_dir
+from acme_sidecar.adapters.volume import files
+from acme_sidecar.adapters.volume.files import check_not_link, ensure_dir
 
 
 def utc_stamp() -> str:

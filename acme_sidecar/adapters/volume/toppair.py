@@ -13,10 +13,9 @@ import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from acme_sidecar.adapters import backups, files
-from acme_sidecar.adapters.files import read_bytes
-from acme_sidecar.adapters.pem import key_matches, key_spki, load_chain, load_key, read_cert
-from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.adapters.volume import CertStore, backups, files
+from acme_sidecar.adapters.volume.files import read_bytes
+from acme_sidecar.adapters.volume.pem import key_matches, key_spki, load_chain, load_key, read_cert
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.model import StoredCert
 from acme_sidecar.core.own import OWN_MARK, Ownership, PairFacts, classify

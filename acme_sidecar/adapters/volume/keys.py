@@ -17,11 +17,9 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from acme_sidecar.adapters import backups, files
-from acme_sidecar.adapters.files import read_bytes
-from acme_sidecar.adapters.pem import PrivateKey, load_key
-from acme_sidecar.adapters.pem import client_auth as client_auth
-from acme_sidecar.adapters.pem import kind_of as kind_of
+from acme_sidecar.adapters.volume import backups, files
+from acme_sidecar.adapters.volume.files import read_bytes
+from acme_sidecar.adapters.volume.pem import PrivateKey, kind_of, load_key
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.profiles import KEY_TYPES, NEW_KEY_TYPE
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from acme_sidecar.adapters.files import read_bytes
-from acme_sidecar.adapters.pem import Unreadable, guard, key_spki, read_cert
+from acme_sidecar.adapters.volume.files import read_bytes
+from acme_sidecar.adapters.volume.pem import Unreadable, guard, key_spki, read_cert
 from acme_sidecar.core.model import StoredCert
 
 CERT_FILES = ("domains", "cert.pem", "key.pem")
