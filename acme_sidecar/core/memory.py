@@ -115,15 +115,17 @@ def reusable_verdicts(
         if cert.key_matches and cert.not_after > now and now < due:
             settled.update(cert.domains)
     out: dict[str, Verdict] = {}
+    reasons: dict[datetime, str] = {}  # the names of one cycle share their time: format it once
     for name in names:
         when = state.validated.get(name)
         if name in settled and when is not None and now - when < revalidate_after:
-            out[name] = Verdict(
-                name,
-                True,
-                f"validated {when:%Y-%m-%d %H:%M}Z; checked again after "
-                f"{when + revalidate_after:%Y-%m-%d %H:%M}Z or when its certificate is due",
-            )
+            reason = reasons.get(when)
+            if reason is None:
+                reason = reasons[when] = (
+                    f"validated {when:%Y-%m-%d %H:%M}Z; checked again after "
+                    f"{when + revalidate_after:%Y-%m-%d %H:%M}Z or when its certificate is due"
+                )
+            out[name] = Verdict(name, True, reason)
     return out
 
 
