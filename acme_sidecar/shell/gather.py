@@ -118,7 +118,7 @@ def gather(
         log.info("name.omitted", name=name, reason="MTA-STS not active")
     names = [n for g in groups for n in g.names]
     log.info("names.discovered", domains=len(rows.domains), names=len(names))
-    stored = deps.store.load()
+    stored, refused = deps.store.read()  # one scan of the volume
     if deps.windows is not None:  # the CA's renewal windows due for the stored certificates
         state = refresh_windows(deps.windows, deps.stop, state, stored, policy.ari_interval, now)
     v = policy.validation
@@ -140,7 +140,7 @@ def gather(
         stored=stored,
         state=state,
         reused=reused,
-        refused=frozenset(deps.store.refused()),
+        refused=frozenset(refused),
         own=own,
         key_type=deps.store.key_type(policy.shape.key_type),
     )
