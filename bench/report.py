@@ -16,7 +16,7 @@ TARGETS = {
     "full_cycle_seconds": 4.0,
     "requests_per_cert": 13.0,
     "noop_1000_seconds": 2.0,
-    "idle_rss_mb": 60.0,
+    "idle_rss_mb": 50.0,
 }
 
 
