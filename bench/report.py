@@ -17,6 +17,7 @@ TARGETS = {
     "requests_per_cert": 13.0,
     "noop_1000_seconds": 2.0,
     "idle_rss_mb": 50.0,
+    "quiet_10000_seconds": 2.0,
 }
 
 
@@ -202,6 +203,23 @@ def report(data: dict[str, Any], full: list[SidecarRun], noop: list[SidecarRun])
         f"  idle memory <= {TARGETS['idle_rss_mb']:.0f} MB: {mb(idle['rss_kb'])} "
         f"{verdict(idle['rss_kb'] / 1024, TARGETS['idle_rss_mb'])}"
     )
+    quiet = {q["domains"]: q for q in data.get("quiet", [])}
+    out.append(
+        f"  quiet cycle for 10,000 domains (in-process) <= {TARGETS['quiet_10000_seconds']:.0f} s: "
+        + (
+            f"{quiet[10000]['quiet_median_seconds']:.2f} s "
+            f"{verdict(quiet[10000]['quiet_median_seconds'], TARGETS['quiet_10000_seconds'])}"
+            if 10000 in quiet
+            else "not measured (--quiet-domains 10000)"
+        )
+    )
+    for q in quiet.values():
+        out.append(
+            f"quiet cycle in-process, {q['domains']} domains ({q['certificates']} certificates): "
+            f"{q['quiet_median_seconds']:.3f} s (median of {len(q['quiet_seconds'])}: "
+            f"{', '.join(f'{s:.3f}' for s in q['quiet_seconds'])}); first cycle (validates "
+            f"every name) {q['first_seconds']:.2f} s"
+        )
     out.append("")
     extra = "".join(f", {k}={v}" for k, v in data["sidecar"]["extra_env"].items())
     out.append(

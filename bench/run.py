@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python -m bench.run [--domains 50] [--peers certbot,lego] [--peer-domains K]
                                   [--noop-domains 1000] [--repeat 3] [--json out.json]
                                   [--set ACME_PARALLEL_ORDERS=16] [--sidecar-rev HEAD]
+                                  [--quiet-domains 1000,10000]
 
 The test world of ``tests/world`` is started once (Pebble 2.4 with ``PEBBLE_VA_NOSLEEP=1`` and
 authorization reuse off, the pebble-challtestsrv mock DNS answering 127.0.0.1 for every name,
@@ -20,6 +21,7 @@ MariaDB, nginx serving the HTTP-01 webroot, a private dockerd). Then, side by si
 3. ``--noop-domains M``: M domains issued once by acme-sidecar, then the no-op ``once`` timed.
 4. ``--peers``: one certbot (or lego) process per certificate, sequentially, as cron jobs run them,
    against the same Pebble for the same names; ``--peer-domains K`` runs only K and extrapolates.
+5. ``--quiet-domains``: the quiet cycle in-process (``bench.quiet``), after the world stopped.
 
 certbot is installed into ``.bench-venv`` (created when missing); lego is Debian's ``lego``.
 A watchdog restarts Pebble when its store deadlocks (see ``PebbleWatchdog``) and the affected
@@ -40,7 +42,9 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -52,7 +56,7 @@ from tests.world.launcher import Launcher, World
 from .clients import PeerResult, Sidecar, age_orders, prepare_source, run_peer
 from .measure import SidecarRun, output_of
 from .report import fmt_phases, mb, report
-from .world import PROJECT, PebbleLog, cert_names, say, seed
+from .world import PROJECT, REPO, PebbleLog, cert_names, say, seed
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -95,6 +99,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="VAR=VALUE",
         help="extra environment for acme-sidecar (repeatable), e.g. ACME_PARALLEL_ORDERS=16",
     )
+    parser.add_argument(
+        "--quiet-domains",
+        default="",
+        metavar="N,M",
+        help="also time the quiet cycle in-process (bench.quiet) at these domain counts, "
+        "after the world is stopped (default: skip)",
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write JSON here")
     args = parser.parse_args(argv)
     args.extra_env = {}
@@ -114,6 +125,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 THREE_HOURS = timedelta(hours=3)  # the window of the order budget
+
+
+def run_quiet(domains: str, rev: str | None) -> list[dict[str, Any]]:
+    """``python -m bench.quiet`` at ``domains`` (against ``rev`` when given): its results."""
+    with tempfile.TemporaryDirectory(prefix="bench-quiet-") as tmp:
+        out = Path(tmp) / "quiet.json"
+        cmd = [sys.executable, "-m", "bench.quiet", "--domains", domains, "--json", str(out)]
+        if rev is not None:
+            cmd += ["--rev", rev]
+        say(f"quiet cycle in-process: {' '.join(cmd[1:])}")
+        subprocess.run(cmd, cwd=REPO, check=True, stdout=sys.stderr)
+        results: list[dict[str, Any]] = json.loads(out.read_text())["results"]
+        return results
 
 
 def issue_all(sidecar: Sidecar, volume: Path, domains: int) -> tuple[list[SidecarRun], list[float]]:
@@ -287,6 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         say("stopping the test world")
         launcher.close()
+    data["quiet"] = run_quiet(args.quiet_domains, args.sidecar_rev) if args.quiet_domains else []
+    data["targets"]["quiet_10000_seconds"] = next(
+        (q["quiet_median_seconds"] for q in data["quiet"] if q["domains"] == 10000), None
+    )
     data["total_seconds"] = round(time.monotonic() - began, 1)
     data["environment"]["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     print(report(data, full, noop))
