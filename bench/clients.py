@@ -108,12 +108,18 @@ class Sidecar:
         return run
 
     def once_watched(
-        self, label: str, cert_dir: Path, timeout: float = 600, budget_ok: bool = False
+        self,
+        label: str,
+        cert_dir: Path,
+        timeout: float = 600,
+        budget_ok: bool = False,
+        failed_ok: bool = False,
     ) -> SidecarRun | None:
         """``once`` with the Pebble watchdog; ``None`` when Pebble hung and was restarted.
 
         With ``budget_ok``, a run that failed nothing but left certificates to a later cycle
-        because of the order budget (exit 1) is returned too.
+        because of the order budget (exit 1) is returned too; with ``failed_ok``, a run in
+        which certificates failed (exit 1) as well.
         """
         with PebbleWatchdog(self.world.pebble, self.pebble_log) as dog:
             run = self.once(label, cert_dir, timeout, check=False)
@@ -121,7 +127,7 @@ class Sidecar:
             self.pebble_restarts += dog.restarts
             return None
         held = budget_ok and run.budget_held > 0 and run.failed == 0
-        if run.exit.code != 0 and not held:
+        if run.exit.code != 0 and not held and not (failed_ok and run.failed > 0):
             raise RuntimeError(
                 f"acme-sidecar once ({label}) exited {run.exit.code}"
                 f"{' (timed out)' if run.exit.timed_out else ''}:\n{run.exit.tail()}"

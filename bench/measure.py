@@ -146,6 +146,13 @@ class SidecarRun:
         return int(done[-1].get("failed", 0)) if done else 0
 
     @property
+    def next_check_seconds(self) -> float:
+        """When the sidecar would have run its next cycle (``cycle.done``'s next_check_in)."""
+        done = [e for e in self.events if e.get("event") == "cycle.done"]
+        text = str(done[-1].get("next_check_in", "0s")) if done else "0s"
+        return float(text.removesuffix("s") or 0)
+
+    @property
     def budget_held(self) -> int:
         """Certificates held back by the order budget (300 orders per 3 hours, less 10 %)."""
         return sum(

@@ -150,17 +150,24 @@ def issue_all(sidecar: Sidecar, volume: Path, domains: int) -> tuple[list[Sideca
     """
     rounds: list[SidecarRun] = []
     attempts: list[float] = []
-    restarts = 0
-    while restarts < 4:
+    restarts = failures = 0
+    while restarts < 4 and failures < 4:
         began = time.monotonic()
         label = f"issue {domains} #{len(attempts) + 1}"
-        run = sidecar.once_watched(label, volume, timeout=3600, budget_ok=True)
+        run = sidecar.once_watched(label, volume, timeout=3600, budget_ok=True, failed_ok=True)
         attempts.append(time.monotonic() - began)
         if run is None:
             restarts += 1
             say("  Pebble was restarted: running once again (it orders what is still missing)")
             continue
         rounds.append(run)
+        if run.failed:  # Pebble timed out on an order: wait out the sidecar's back-off
+            failures += 1
+            wait = min(run.next_check_seconds, 150.0) + 2
+            say(f"  {run.failed} certificates failed (see the log): once again in {wait:.0f} s")
+            time.sleep(wait)
+            if not run.budget_held:
+                continue
         if not run.budget_held:
             return rounds, attempts
         aged = age_orders(volume, THREE_HOURS)
@@ -170,7 +177,7 @@ def issue_all(sidecar: Sidecar, volume: Path, domains: int) -> tuple[list[Sideca
             f"  {run.stored} certificates stored, {run.budget_held} held back by the order "
             f"budget: {aged} order times moved 3 h back, once again"
         )
-    raise RuntimeError(f"could not issue {domains} domains: Pebble kept hanging")
+    raise RuntimeError(f"could not issue {domains} domains: Pebble kept hanging or failing")
 
 
 def measure_large(
