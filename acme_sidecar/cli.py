@@ -277,12 +277,12 @@ def _check(settings: Settings, deps: Deps) -> int:
     and the like are text others control)."""
     out = Printable(sys.stdout)
     try:
-        ledger, damage = deps.store.read_state()
+        ledger, damage = deps.store.ledger.read()
     except (StoreError, OSError) as exc:
         ledger, damage = State(), str(exc)
     if damage:
-        print(f"warning: {deps.store.state_path} is unreadable ({damage}); checked without it",
-              file=out)  # fmt: skip
+        path = deps.store.layout.state_path
+        print(f"warning: {path} is unreadable ({damage}); checked without it", file=out)
     state = force_seen(ledger, deps.store.force_requested(), deps.clock())
     report = look(cycle_policy(settings), deps, state, fresh=True)
     for file, error in sorted(_unreadable(deps.store).items()):
@@ -310,7 +310,7 @@ def _check(settings: Settings, deps: Deps) -> int:
 
 def _unreadable(store: CertStore) -> dict[str, str]:
     """The certificate files ``store.load`` found unreadable, and the top-level pair's."""
-    found = {f: e for f, e in store.unreadable().items() if f != str(store.state_path)}
+    found = {f: e for f, e in store.unreadable().items() if f != str(store.layout.state_path)}
     try:
         pair = toppair.read_top(store)
     except (StoreError, OSError) as exc:

@@ -124,8 +124,10 @@ def build_volume(count: int) -> Path:
     store.prepare()
     key = ec.generate_private_key(ec.SECP256R1())
     key_pem = _pem_key(key)
-    (store.acme_dir / "key.pem").write_bytes(key_pem)
-    (store.acme_dir / "key.pem").chmod(0o600)
+    acme_dir = volume / "acme"  # the layout of every revision
+    (acme_dir / "key.pem").write_bytes(key_pem)
+    (acme_dir / "key.pem").chmod(0o600)
+    certs: Any = getattr(store, "certs", store)  # older revisions: the store itself
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme-sidecar bench CA")])
     aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
@@ -161,8 +163,8 @@ def build_volume(count: int) -> Path:
             .add_extension(aki, False)
             .sign(ca_key, hashes.SHA256())
         )
-        store.write_cert(spec, leaf.public_bytes(serialization.Encoding.PEM) + ca_pem, key_pem)
-    store.set_default(HOST)
+        certs.write_cert(spec, leaf.public_bytes(serialization.Encoding.PEM) + ca_pem, key_pem)
+    certs.set_default(HOST)
     done.write_text(now.isoformat() + "\n")
     say(f"made the volume of {count} domains in {time.monotonic() - began:.1f} s: {volume}")
     return volume
@@ -266,16 +268,27 @@ def json_log_into(sink: Sink) -> Iterator[None]:
 
 
 class Counted:
-    """Counts the reads of the volume (``CertStore.load`` or ``read``, the outermost call) and
-    the certificates parsed (``CertStore._parse``), where the revision has them."""
+    """Counts the reads of the volume (``load`` or ``read`` of the certificate directories, the
+    outermost call) and the certificates parsed, where the revision has them: ``CertDirs`` and
+    ``certdir.parse`` now, ``CertStore`` and its ``_parse`` in older revisions."""
 
     def __init__(self) -> None:
         self.counts = {"reads": 0, "parses": 0}
         self.depth = 0
+        holder: Any = CertStore
+        certdir: Any = None
+        try:
+            from acme_sidecar.adapters.volume import certdir, certdirs
+        except ImportError:
+            pass
+        else:
+            holder = certdirs.CertDirs
         for name, counter in (("load", "reads"), ("read", "reads"), ("_parse", "parses")):
-            original = getattr(CertStore, name, None)
+            original = getattr(holder, name, None)
             if original is not None:
-                setattr(CertStore, name, self._wrap(counter, original))
+                setattr(holder, name, self._wrap(counter, original))
+        if certdir is not None:
+            certdir.parse = self._wrap("parses", certdir.parse)
 
     def _wrap(self, counter: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:

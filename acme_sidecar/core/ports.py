@@ -9,16 +9,22 @@ class; tests pass fakes. No I/O here.
 - ``Issuer``: certificates over ACME (``adapters/acme/issuer.py``)
 - ``WindowSource``: the CA's renewal windows, ARI (``adapters/acme/ari.py``)
 - ``Services``: the consumers' reloads and restarts (``adapters/docker.py``, ``dockerapi.py``)
+- ``Volume``: the certificate volume, one part per job: ``CertFiles`` (the certificate
+  directories), ``KeyStore`` (the keys), ``LedgerStore`` (the ledger's file)
+  (``adapters/volume``)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Protocol
 
 from acme_sidecar.core.ari import Answer
 from acme_sidecar.core.consumers import Reaction
-from acme_sidecar.core.model import CertSpec, DomainRows, Issued, IssueFailure
+from acme_sidecar.core.ledger import State
+from acme_sidecar.core.model import CertSpec, DomainRows, Issued, IssueFailure, StoredCert
 from acme_sidecar.core.validate import CaaLookup, Lookup
 
 
@@ -78,3 +84,100 @@ class Services(Protocol):
     def apply(self, actions: Mapping[str, Reaction]) -> dict[str, str]:
         """Do each service's reaction once; return ``{service: "reloaded"|"rebuilt"|...}``.
         Services not in ``actions`` (or with ``Act.NONE``) are not touched."""
+
+
+class CertFiles(Protocol):
+    """The certificate directories of the volume."""
+
+    def read(self) -> tuple[dict[str, StoredCert], list[str]]:
+        """The certificates that parse, and the directories refused (symbolic links)."""
+
+    def load(self) -> dict[str, StoredCert]:
+        """The certificates that parse (``read``'s first part)."""
+
+    def names(self) -> list[str]:
+        """The certificate directories, without parsing them."""
+
+    def holds_chain(self, name: str, fullchain: bytes) -> bool:
+        """Whether certificate ``name`` already holds exactly ``fullchain``."""
+
+    def write_cert(self, spec: CertSpec, fullchain: bytes, key_pem: bytes) -> None:
+        """Store an issued certificate atomically (the old files backed up first)."""
+
+    def is_default(self, name: str) -> bool:
+        """Whether the top-level pair already holds certificate ``name``."""
+
+    def set_default(self, name: str) -> bool:
+        """Make certificate ``name`` the top-level pair; True when it changed."""
+
+    def archive(self, name: str) -> Path:
+        """Move certificate directory ``name`` into ``backups/``; return where."""
+
+
+class KeyStore(Protocol):
+    """The volume's account and certificate keys."""
+
+    def account_key(self) -> bytes:
+        """The ACME account key (PEM), made when there is none."""
+
+    def domain_key(self, kind: str = "") -> bytes:
+        """The certificate key (PEM) of type ``kind`` (made, or replaced on a type change)."""
+
+    def has_domain_key(self) -> bool:
+        """Whether the volume has its certificate key yet."""
+
+    def order_keys(
+        self, kind: str, names: Sequence[str], *, reuse: bool
+    ) -> bytes | dict[str, bytes]:
+        """The key for new orders: the volume's, or (not ``reuse``) a fresh one per name."""
+
+    def key_type(self, configured: str = "") -> str:
+        """The certificate key type in force."""
+
+
+class LedgerStore(Protocol):
+    """The ledger's file."""
+
+    def read(self) -> tuple[State, str]:
+        """The ledger and "", or an empty one and why the file cannot be read (not moved)."""
+
+    def load(self) -> State:
+        """The ledger; a damaged file is kept aside first."""
+
+    def save(self, state: State) -> None:
+        """Write the ledger atomically when it changed."""
+
+
+class Volume(Protocol):
+    """The certificate volume: one part per job, its lock and the admin's flag."""
+
+    @property
+    def root(self) -> Path:
+        """Where the volume is (to name paths in log lines)."""
+
+    @property
+    def certs(self) -> CertFiles:
+        """The certificate directories."""
+
+    @property
+    def keys(self) -> KeyStore:
+        """The keys."""
+
+    @property
+    def ledger(self) -> LedgerStore:
+        """The ledger's file."""
+
+    def prepare(self) -> None:
+        """Create the directories; finish a swap a crash interrupted."""
+
+    def lock(self) -> AbstractContextManager[None]:
+        """Hold the volume's lock (``VolumeBusy`` when another process holds it)."""
+
+    def unreadable(self) -> dict[str, str]:
+        """The files found unreadable so far (path → what is wrong)."""
+
+    def force_requested(self) -> bool:
+        """Whether the admin asked for a forced renewal (``force_renew``)."""
+
+    def clear_force(self) -> None:
+        """Delete ``force_renew``."""

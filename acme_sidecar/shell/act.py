@@ -15,13 +15,13 @@ from datetime import datetime
 
 import structlog
 
-from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.adapters.volume.pem import key_matches, load_chain, load_key
 from acme_sidecar.config.policies import CyclePolicy
 from acme_sidecar.core.decide import Decision
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.issued import problems, spki
 from acme_sidecar.core.model import CertSpec, Issued, StoredCert
+from acme_sidecar.core.ports import Volume
 from acme_sidecar.core.settle import (
     RetryPolicy,
     begin_orders,
@@ -64,16 +64,16 @@ class Acted:
         )
 
 
-def owe(book: Book, store: CertStore, now: datetime) -> None:
+def owe(book: Book, store: Volume, now: datetime) -> None:
     """Record the deploy owed before the first write of a cycle (with the SNI map before)."""
     if book.state.deploy is None:
-        domains = {n: c.domains for n, c in store.load().items()}
-        book.update(deploy_begin(book.state, store.names(), now, sni_map(domains)))
+        domains = {n: c.domains for n, c in store.certs.load().items()}
+        book.update(deploy_begin(book.state, store.certs.names(), now, sni_map(domains)))
 
 
 def store_one(
     book: Book,
-    store: CertStore,
+    store: Volume,
     spec: CertSpec,
     chain: bytes,
     key_pem: bytes,
@@ -84,7 +84,7 @@ def store_one(
     owe(book, store, now)
     book.update(deploy_wrote(book.state, spec.name))
     try:
-        store.write_cert(spec, chain, key_pem)
+        store.certs.write_cert(spec, chain, key_pem)
     except (StoreError, OSError) as exc:
         log.error("cert.store_failed", certificate=spec.name, error=str(exc)[:300])
         book.update(settle_store_failed(book.state, spec.name, str(exc), now, retry))
@@ -101,11 +101,11 @@ def store_one(
     return True
 
 
-def store_unstored(book: Book, store: CertStore, now: datetime, retry: RetryPolicy) -> Acted:
+def store_unstored(book: Book, store: Volume, now: datetime, retry: RetryPolicy) -> Acted:
     """Chains issued in an earlier cycle that could not be stored: store them, never re-order."""
     stored = failed = 0
     pending = [(n, c) for n, c in sorted(book.state.certs.items()) if c.unstored]
-    key_pem = store.domain_key() if pending else b""
+    key_pem = store.keys.domain_key() if pending else b""
     for name, ledger in pending:
         spec = CertSpec(name, ledger.unstored_names or (name,))
         chain = ledger.unstored.encode()
@@ -126,7 +126,7 @@ def store_unstored(book: Book, store: CertStore, now: datetime, retry: RetryPoli
             log.warning("cert.unstored_dropped", certificate=name, reason="; ".join(found))
             book.update(settle_stored(book.state, name))
             continue
-        if store.holds_chain(name, chain):  # stored just before a kill
+        if store.certs.holds_chain(name, chain):  # stored just before a kill
             book.update(settle_stored(book.state, name))
             continue
         log.info("cert.unstored_retry", certificate=name, reason="issued earlier, not yet stored")
@@ -140,7 +140,7 @@ def finish_deploy(policy: CyclePolicy, deps: Deps, book: Book) -> Acted:
     owed = book.state.deploy
     if owed is None:
         return Acted()
-    certs = deps.store.load()
+    certs = deps.store.certs.load()
     change, checks = deploy_checks(owed, {n: c.domains for n, c in certs.items()})
     written = {name: certs[directory].serial for name, directory in checks.items()}
     written |= own_written(policy.own, deps.store, owed, certs)
@@ -167,21 +167,21 @@ def act(
     cycle leaves them (``stored``: as the decision saw them)."""
     store, plan = deps.store, decision.plan
     done = _order(policy, deps, book, decision, now) if plan.to_order else Acted()
-    if plan.default_name and not store.is_default(plan.default_name):
+    if plan.default_name and not store.certs.is_default(plan.default_name):
         owe(book, store, now)
         book.update(deploy_wrote_default(book.state))
-        store.set_default(plan.default_name)
+        store.certs.set_default(plan.default_name)
         log.info("cert.default", certificate=plan.default_name, files="cert.pem key.pem")
     archived = 0
     if clean and done.failed == 0 and plan.archive:
         owe(book, store, now)
         for name in plan.archive:
-            target = store.archive(name)
+            target = store.certs.archive(name)
             log.info("cert.archived", certificate=name, to=str(target.relative_to(store.root)))
             archived += 1
     done = done + Acted(archived=archived, order_failed=done.failed)
     done = done + finish_deploy(policy, deps, book)
-    after = store.load() if done.issued or archived else dict(stored)
+    after = store.certs.load() if done.issued or archived else dict(stored)
     if deps.windows is not None and done.issued:  # the new ones' windows: no wake-up for them
         state = refresh_windows(
             deps.windows, deps.stop, book.state, after, policy.ari_interval, deps.clock()
@@ -196,9 +196,9 @@ def _order(policy: CyclePolicy, deps: Deps, book: Book, decision: Decision, now:
         return Acted()
     store, to_order = deps.store, decision.plan.to_order
     names = [c.spec.name for c in to_order]
-    keys = store.order_keys(policy.shape.key_type, names, reuse=policy.key_reuse)
+    keys = store.keys.order_keys(policy.shape.key_type, names, reuse=policy.key_reuse)
     book.update(begin_orders(book.state, names, now))
-    results = deps.issuer(store.account_key()).issue_all(
+    results = deps.issuer(store.keys.account_key()).issue_all(
         [c.spec for c in to_order],
         keys,
         replaces={c.spec.name: c.replaces for c in to_order if c.replaces},

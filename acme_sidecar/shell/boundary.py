@@ -9,9 +9,9 @@ from types import TracebackType
 
 import structlog
 
-from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import State
+from acme_sidecar.core.ports import Volume
 from acme_sidecar.core.report import Outcome, Report
 
 log = structlog.get_logger(__name__)
@@ -35,7 +35,7 @@ class Book:
     ledger was read (or handed over by the daemon); until then nothing is saved, so a cycle
     that ends before reading it never writes an empty ledger over the volume's."""
 
-    def __init__(self, store: CertStore, state: State, *, loaded: bool = True) -> None:
+    def __init__(self, store: Volume, state: State, *, loaded: bool = True) -> None:
         self.store = store
         self.state = state
         self.loaded = loaded
@@ -57,7 +57,7 @@ class Book:
         if not self.loaded:
             return
         try:
-            self.store.save_state(self.state)
+            self.store.ledger.save(self.state)
         except (StoreError, OSError) as exc:
             if not self._unsaved:
                 log.error("state.unsaved", error=str(exc)[:300], action="kept in memory")

@@ -29,12 +29,13 @@ from datetime import datetime
 
 import structlog
 
-from acme_sidecar.adapters.volume import CertStore, VolumeBusy
+from acme_sidecar.adapters.volume import VolumeBusy
 from acme_sidecar.config.policies import CyclePolicy, DaemonPolicy
 from acme_sidecar.core.decide import Decision, DecisionPolicy, Facts, decide
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import Action, CertPlan, StoredCert
+from acme_sidecar.core.ports import Volume
 from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.core.settle import force_complete, force_done, force_seen, interrupted, tidy
 from acme_sidecar.core.wake import Pacing, Wake, next_wake
@@ -77,7 +78,7 @@ def run_cycle(
         store.prepare()
         with store.lock():
             if state is None:
-                state = store.load_state()
+                state = store.ledger.load()
             if book is None:
                 book = Book(store, state)
             book.state, book.loaded = state, True
@@ -223,20 +224,18 @@ def _report(
     )
 
 
-def _new_volume_key(store: CertStore, policy: CyclePolicy) -> Future[bytes] | None:
+def _new_volume_key(store: Volume, policy: CyclePolicy) -> Future[bytes] | None:
     """A new volume needs a key (an RSA one takes seconds of CPU, outside the GIL): start
     making it in a thread so it is ready when the first order needs it."""
-    if store.domain_key_path.exists():
+    if store.keys.has_domain_key():
         return None
     job = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keygen")
-    future = job.submit(store.domain_key, policy.shape.key_type)
+    future = job.submit(store.keys.domain_key, policy.shape.key_type)
     job.shutdown(wait=False)
     return future
 
 
-def _settle_force(
-    state: State, store: CertStore, certs: tuple[CertPlan, ...], failed: int
-) -> State:
+def _settle_force(state: State, store: Volume, certs: tuple[CertPlan, ...], failed: int) -> State:
     if state.force_since is None:
         return state
     wanted = [c.spec.name for c in certs]

@@ -42,7 +42,7 @@ def after_cycle(report: Report, deps: Deps, hooks: Sequence[Hook], *, quiet: boo
     if not hooks:
         return
     try:
-        certificates = toppair.with_top(deps.store, deps.store.load())
+        certificates = toppair.with_top(deps.store, deps.store.certs.load())
     except Exception as exc:  # noqa: BLE001 - hooks must never stop the daemon
         log.error("hook.failed", hook="volume", error_type=type(exc).__name__, error=str(exc))
         certificates = {}

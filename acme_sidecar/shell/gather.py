@@ -118,7 +118,7 @@ def gather(
         log.info("name.omitted", name=name, reason="MTA-STS not active")
     names = [n for g in groups for n in g.names]
     log.info("names.discovered", domains=len(rows.domains), names=len(names))
-    stored, refused = deps.store.read()  # one scan of the volume
+    stored, refused = deps.store.certs.read()  # one scan of the volume
     if deps.windows is not None:  # the CA's renewal windows due for the stored certificates
         state = refresh_windows(deps.windows, deps.stop, state, stored, policy.ari_interval, now)
     v = policy.validation
@@ -142,7 +142,7 @@ def gather(
         reused=reused,
         refused=frozenset(refused),
         own=own,
-        key_type=deps.store.key_type(policy.shape.key_type),
+        key_type=deps.store.keys.key_type(policy.shape.key_type),
     )
     facts = recheck(policy, deps, facts, [n for n in names if n not in reused])
     if reused:

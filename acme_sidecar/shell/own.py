@@ -56,7 +56,7 @@ def _ownership(policy: OwnPolicy, store: CertStore, facts: PairFacts, state: Sta
 
 def ownership_of(policy: OwnPolicy, store: CertStore, facts: PairFacts) -> Ownership:
     """Classify ``facts`` (the top-level pair) against the volume."""
-    return toppair.ownership(store, facts, store.load, policy.ca_organizations)
+    return toppair.ownership(store, facts, store.certs.load, policy.ca_organizations)
 
 
 def check_own(
@@ -99,8 +99,8 @@ def check_own(
     toppair.save_own_copy(store, *pair)
     state = book.state
     if state.deploy is None:
-        domains = {n: c.domains for n, c in store.load().items()}
-        state = deploy_begin(state, store.names(), now, sni_map(domains))
+        domains = {n: c.domains for n, c in store.certs.load().items()}
+        state = deploy_begin(state, store.certs.names(), now, sni_map(domains))
     state = deploy_wrote_default(deploy_wrote(state, OWN_MARK))  # the consumers reload it
     book.update(replace(state, own=OwnPair(good=facts.fingerprint)))
     log.info(

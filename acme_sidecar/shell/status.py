@@ -37,10 +37,10 @@ from acme_sidecar.ops.terminal import Out
 
 def _ledger(store: CertStore) -> tuple[State, str | None]:
     try:
-        state, damage = store.read_state()
+        state, damage = store.ledger.read()
     except (StoreError, OSError) as exc:
-        return State(), f"{store.state_path} cannot be read ({exc})"
-    return state, f"{store.state_path} is unreadable ({damage})" if damage else None
+        return State(), f"{store.layout.state_path} cannot be read ({exc})"
+    return state, f"{store.layout.state_path} is unreadable ({damage})" if damage else None
 
 
 def _top(store: CertStore, own: OwnPolicy, stored: dict[str, StoredCert]) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def collect(
 ) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` form)."""
     state, problem = _ledger(store)
-    managed = store.load()
+    managed = store.certs.load()
     stored = toppair.with_top(store, managed)
     top = _top(store, own or OwnPolicy(), managed)
     rows = []
@@ -159,7 +159,7 @@ def collect(
         else {"since": owed.since.isoformat(), "certificates": list(owed.certs)},
         "force_renew_since": state.force_since.isoformat() if state.force_since else None,
         "top_level": top or None,
-        "refused_links": store.refused(),
+        "refused_links": store.certs.refused(),
         "unreadable": _unreadable(store, top),
         "problem": problem,
         "next_wake": wake,
@@ -171,7 +171,7 @@ def _unreadable(store: CertStore, top: dict[str, Any]) -> list[dict[str, str]]:
     found = [
         {"file": file, "error": error}
         for file, error in sorted(store.unreadable().items())
-        if file != str(store.state_path)  # shown as the problem
+        if file != str(store.layout.state_path)  # shown as the problem
     ]
     return found + ([top["unreadable"]] if "unreadable" in top else [])
 

@@ -40,12 +40,12 @@ def take_over_once(store: CertStore, directory_url: str, now: datetime) -> None:
         return  # nothing of acme.sh: nothing is written (SKIP_LETS_ENCRYPT=y leaves a volume as is)
     try:
         with store.lock():
-            state = store.load_state()
+            state = store.ledger.load()
             if state.takeover_at is not None:
                 return
             used = acmesh.used_before(root)  # read under the lock, before anything is written
             if acmesh.adopt(root, directory_url, replace_keys=used is None):
-                store.save_state(replace(state, takeover_at=now))
+                store.ledger.save(replace(state, takeover_at=now))
     except VolumeBusy:
         log.info("takeover.skipped", reason="another acme-sidecar holds the volume")
     except (StoreError, OSError) as exc:

@@ -37,7 +37,7 @@ def watch_cycle(
         store.prepare()
         with store.lock():
             if state is None:
-                book.state = store.load_state()
+                book.state = store.ledger.load()
             view = check_own(policy.own, store, book, deps.clock(), deps.stop, quiet=quiet)
             failed += view.refused
             if book.state.deploy is not None:

@@ -27,15 +27,15 @@ Operation = Callable[[CertStore], object]
 
 def new_cert(store: CertStore) -> None:
     key, pem = make_key()
-    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    store.certs.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
 
 
 def new_default(store: CertStore) -> None:
-    assert store.set_default(SPEC.name) is True
+    assert store.certs.set_default(SPEC.name) is True
 
 
 def new_state(store: CertStore) -> None:
-    store.save_state(State(failing_since={"a.test": datetime.now(UTC)}))
+    store.ledger.save(State(failing_since={"a.test": datetime.now(UTC)}))
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -58,7 +58,7 @@ def volume(tmp_path: Path) -> Iterator[CertStore]:
         (mount / "cert.pem").write_bytes(make_cert(key, ("snake-oil.test",)))  # mailcow's own
         (mount / "key.pem").write_bytes(pem)
         new_cert(store)
-        store.save_state(State())
+        store.ledger.save(State())
         yield store
     finally:
         subprocess.run(["umount", str(mount)], check=True)

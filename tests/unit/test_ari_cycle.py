@@ -77,8 +77,8 @@ def test_short_certificates_wake_the_daemon_on_time(tmp_path: Path) -> None:
     for _ in range(10):
         w.clock.advance(sleep)
         report, sleep, _ = run(w, report, limits=Limits.off())
-        assert all(c.not_after > w.clock() for c in w.store.load().values())
-    assert all(w.issuer.count(n) >= 6 for n in w.store.names())
+        assert all(c.not_after > w.clock() for c in w.store.certs.load().values())
+    assert all(w.issuer.count(n) >= 6 for n in w.store.certs.names())
 
 
 def test_renewed_at_the_ari_time_with_replaces_then_after_a_revocation(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_renewed_at_the_ari_time_with_replaces_then_after_a_revocation(tmp_path:
     w = World(tmp_path / "ssl")
     windows = FakeWindows(w)
     report, sleep, logs = run(w, None, windows=windows)
-    first = {n: c.cert_id for n, c in w.store.load().items()}
+    first = {n: c.cert_id for n, c in w.store.certs.load().items()}
     assert report.issued == 4
     assert sorted(windows.asked) == sorted(first.values())  # in the same cycle
     assert sum(e["event"] == "ari.window" for e in logs) == 4

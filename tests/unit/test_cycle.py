@@ -16,6 +16,7 @@ import requests
 from structlog.testing import capture_logs
 
 from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.adapters.volume.certdirs import CertDirs
 from acme_sidecar.config.policies import DeployPolicy
 from acme_sidecar.core.consumers import Act, Endpoint
 from acme_sidecar.core.ledger import State
@@ -47,7 +48,7 @@ def test_a_week_of_one_failing_certificate_under_force(tmp_path: Path, kind: Fai
     w.issuer.fail["b.test"] = kind
     policy, pacing, deps = cycle_policy(), daemon_policy(), w.deps()
     first = guarded_cycle(policy, deps)
-    healthy = [n for n in w.store.names() if not n.endswith("b.test")]
+    healthy = [n for n in w.store.certs.names() if not n.endswith("b.test")]
     assert len(healthy) == 3 and first.outcome is Outcome.FAILED
     w.clock.advance(3600)
     (w.root / "force_renew").touch()
@@ -79,15 +80,32 @@ ERRORS = {
 }
 
 
-class BrokenStore(CertStore):
-    """The real volume adapter, but reading the certificates fails with ``error``."""
+class BrokenCerts(CertDirs):
+    """The real certificate directories, but reading them fails with ``error``."""
 
     error: BaseException | None = None
 
-    def load(self) -> dict[str, StoredCert]:
+    def read(self) -> tuple[dict[str, StoredCert], list[str]]:
         if self.error is not None:
             raise self.error
-        return super().load()
+        return super().read()
+
+
+class BrokenStore(CertStore):
+    """The real volume adapter, but reading the certificates fails with ``error``."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.broken = BrokenCerts(self.layout, self.found, backup_keep=10, set_aside=True)
+        self.certs = self.broken
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.broken.error
+
+    @error.setter
+    def error(self, value: BaseException | None) -> None:
+        self.broken.error = value
 
 
 @pytest.mark.parametrize("adapter", sorted(ERRORS))
@@ -120,20 +138,20 @@ def test_store_failure_keeps_the_issued_chain(
     """A certificate issued but not stored (full volume) is stored later, never ordered again."""
     w = World(tmp_path / "ssl")
     deps = w.deps()
-    real = w.store.write_cert
+    real = w.store.certs.write_cert
 
     def full(*args: object, **kw: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(w.store, "write_cert", full)
+    monkeypatch.setattr(w.store.certs, "write_cert", full)
     first = guarded_cycle(cycle_policy(), deps)
-    assert first.outcome is Outcome.FAILED and w.store.names() == []
+    assert first.outcome is Outcome.FAILED and w.store.certs.names() == []
     orders = len(w.issuer.orders)
-    monkeypatch.setattr(w.store, "write_cert", real)
+    monkeypatch.setattr(w.store.certs, "write_cert", real)
     w.clock.advance(61)
     second = guarded_cycle(cycle_policy(), deps, first.state)
     assert second.outcome is Outcome.OK, second
-    assert len(w.issuer.orders) == orders and len(w.store.names()) == 4
+    assert len(w.issuer.orders) == orders and len(w.store.certs.names()) == 4
 
 
 def test_deploy_owed_is_finished_by_the_next_cycle(tmp_path: Path) -> None:
@@ -178,7 +196,7 @@ def test_symlinked_directory_is_held(tmp_path: Path) -> None:
     again every cycle."""
     w = World(tmp_path / "ssl")
     guarded_cycle(cycle_policy(), w.deps())
-    name = next(n for n in w.store.names() if n.endswith("a.test"))
+    name = next(n for n in w.store.certs.names() if n.endswith("a.test"))
     target = tmp_path / "elsewhere"
     (w.root / name).rename(target)
     (w.root / name).symlink_to(target)

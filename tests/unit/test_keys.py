@@ -27,9 +27,9 @@ def _kind(data: bytes) -> str:
 def test_a_new_volume_gets_ec256(tmp_path: Path) -> None:
     store = CertStore(tmp_path)
     store.prepare()
-    assert store.key_type() == "ec256"
+    assert store.keys.key_type() == "ec256"
     with capture_logs() as logs:
-        pem = store.domain_key()
+        pem = store.keys.domain_key()
     assert _kind(pem) == "ec256"
     [created] = [e for e in logs if e["event"] == "key.created"]
     assert created["key_type"] == "ec256" and created["tlsa_3_1_1"] == keys.tlsa_311(load_key(pem))
@@ -40,19 +40,19 @@ def test_an_adopted_key_keeps_its_type(tmp_path: Path) -> None:
     store = CertStore(tmp_path)
     store.prepare()
     adopted = keys.new_pem("rsa4096")
-    store.domain_key_path.write_bytes(adopted)
-    store.domain_key_path.chmod(0o600)
-    assert store.key_type() == "rsa4096"
-    assert store.domain_key() == adopted and store.domain_key("rsa4096") == adopted
+    store.layout.domain_key_path.write_bytes(adopted)
+    store.layout.domain_key_path.chmod(0o600)
+    assert store.keys.key_type() == "rsa4096"
+    assert store.keys.domain_key() == adopted and store.keys.domain_key("rsa4096") == adopted
 
 
 def test_a_changed_key_type_replaces_the_key_and_says_tlsa_must_change(tmp_path: Path) -> None:
     store = CertStore(tmp_path)
     store.prepare()
-    old = store.domain_key("rsa2048")
+    old = store.keys.domain_key("rsa2048")
     with capture_logs() as logs:
-        new = store.domain_key("ec384")
-    assert _kind(new) == "ec384" and store.domain_key_path.read_bytes() == new
+        new = store.keys.domain_key("ec384")
+    assert _kind(new) == "ec384" and store.layout.domain_key_path.read_bytes() == new
     [changed] = [e for e in logs if e["event"] == "key.type_changed"]
     assert (changed["old"], changed["new"]) == ("rsa2048", "ec384")
     assert changed["old_tlsa_3_1_1"] == keys.tlsa_311(load_key(old))
@@ -65,9 +65,9 @@ def test_a_changed_key_type_replaces_the_key_and_says_tlsa_must_change(tmp_path:
 def test_reuse_n_gives_every_certificate_its_own_fresh_key(tmp_path: Path) -> None:
     store = CertStore(tmp_path)
     store.prepare()
-    shared = store.order_keys("", ["a", "b"], reuse=True)
+    shared = store.keys.order_keys("", ["a", "b"], reuse=True)
     assert isinstance(shared, bytes) and _kind(shared) == "ec256"
-    fresh = store.order_keys("ec384", ["a", "b"], reuse=False)
+    fresh = store.keys.order_keys("ec384", ["a", "b"], reuse=False)
     assert isinstance(fresh, dict) and set(fresh) == {"a", "b"}
     assert fresh["a"] != fresh["b"] and {_kind(k) for k in fresh.values()} == {"ec384"}
 
@@ -85,7 +85,7 @@ def test_cycles_reuse_the_key_or_not_and_follow_a_type_change(tmp_path: Path) ->
     w = World(tmp_path / "ssl")  # its acme/key.pem is EC P-256
     policy, deps = cycle_policy(), w.deps()
     first = guarded_cycle(policy, deps)
-    names = sorted(w.store.names())
+    names = sorted(w.store.certs.names())
     before = {n: _spki(w.root, n) for n in names}
     assert len(set(before.values())) == 1  # one shared key
 
@@ -102,7 +102,7 @@ def test_cycles_reuse_the_key_or_not_and_follow_a_type_change(tmp_path: Path) ->
     assert {c.reason for c in changed.plan.certs} == {  # type: ignore[union-attr]
         "key type changed: its key is ec256, the key type is ec384"
     }
-    assert {w.store.load()[n].key_type for n in names} == {"ec384"}
+    assert {w.store.certs.load()[n].key_type for n in names} == {"ec384"}
     assert guarded_cycle(ec384, deps, changed.state).issued == 0  # stable afterwards
 
     (w.root / "force_renew").touch()
@@ -112,7 +112,7 @@ def test_cycles_reuse_the_key_or_not_and_follow_a_type_change(tmp_path: Path) ->
     assert report.issued == len(names)
     after = {n: _spki(w.root, n) for n in names}
     assert len(set(after.values())) == len(names)  # one key per certificate
-    assert not set(after.values()) & {keys.tlsa_311(load_key(w.store.domain_key()))}
+    assert not set(after.values()) & {keys.tlsa_311(load_key(w.store.keys.domain_key()))}
 
 
 def test_status_shows_key_type_and_client_auth(tmp_path: Path) -> None:

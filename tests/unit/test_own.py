@@ -147,7 +147,7 @@ def test_import_waits_for_the_lock_then_gives_up(tmp_path: Path) -> None:
     (tmp_path / "c.pem").write_bytes(pair.chain)
     (tmp_path / "k.pem").write_bytes(pair.key)
     policy = OwnPolicy(hostname=HOST, skip_lets_encrypt=True)
-    fd = files.try_lock(store.lock_path)
+    fd = files.try_lock(store.layout.lock_path)
     assert fd is not None
     out = io.StringIO()
     try:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from acme_sidecar.adapters.volume import CertStore
+from acme_sidecar.adapters.volume import CertStore, certdir
 from acme_sidecar.core.errors import StoreError
-from acme_sidecar.core.model import CertSpec
+from acme_sidecar.core.model import CertSpec, StoredCert
 from tests.certs import make_cert, make_key
 
 SPEC = CertSpec("mail.example.org", ("mail.example.org", "autoconfig.a.test"))
@@ -19,8 +19,8 @@ def test_write_and_load(tmp_path: Path) -> None:
     """A written certificate loads back with its names; key is 0600; domains has no newline."""
     store = CertStore(tmp_path)
     key, pem = make_key()
-    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
-    loaded = store.load()[SPEC.name]
+    store.certs.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    loaded = store.certs.load()[SPEC.name]
     assert loaded.domains == SPEC.domains and loaded.key_matches
     assert stat.S_IMODE((tmp_path / SPEC.name / "key.pem").stat().st_mode) == 0o600
     assert (tmp_path / SPEC.name / "domains").read_bytes() == b"mail.example.org autoconfig.a.test"
@@ -31,11 +31,11 @@ def test_mismatched_pair_is_refused_and_nothing_changes(tmp_path: Path) -> None:
     """A certificate that does not match its key is never written."""
     store = CertStore(tmp_path)
     key, pem = make_key()
-    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    store.certs.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
     before = (tmp_path / SPEC.name / "cert.pem").read_bytes()
     other, _ = make_key()
     with pytest.raises(StoreError):
-        store.write_cert(SPEC, make_cert(other, SPEC.domains), pem)
+        store.certs.write_cert(SPEC, make_cert(other, SPEC.domains), pem)
     assert (tmp_path / SPEC.name / "cert.pem").read_bytes() == before
 
 
@@ -44,7 +44,7 @@ def test_replacement_is_backed_up_and_pruned(tmp_path: Path) -> None:
     store = CertStore(tmp_path, backup_keep=2)
     key, pem = make_key()
     for _ in range(4):
-        store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+        store.certs.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
     backups = list((tmp_path / "backups" / SPEC.name).iterdir())
     assert len(backups) == 2
     assert all((b / "key.pem").is_file() for b in backups)
@@ -54,15 +54,15 @@ def test_recover_completes_interrupted_swap(tmp_path: Path) -> None:
     """After a crash between the key and cert renames, the new pair is completed on start."""
     store = CertStore(tmp_path)
     key, pem = make_key()
-    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    store.certs.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
     key2, pem2 = make_key()
     d = tmp_path / SPEC.name
     (d / "key.pem").write_bytes(pem2)  # the key rename happened ...
     new_cert = make_cert(key2, SPEC.domains)
     (d / "cert.pem.new").write_bytes(new_cert)  # ... the cert rename did not
-    assert not store.load()[SPEC.name].key_matches
+    assert not store.certs.load()[SPEC.name].key_matches
     store.recover()
-    assert store.load()[SPEC.name].key_matches
+    assert store.certs.load()[SPEC.name].key_matches
     assert (d / "cert.pem").read_bytes() == new_cert
 
 
@@ -70,11 +70,11 @@ def test_recover_discards_partial_staging(tmp_path: Path) -> None:
     """A half-written staged certificate is thrown away; the old pair stays."""
     store = CertStore(tmp_path)
     key, pem = make_key()
-    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    store.certs.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
     d = tmp_path / SPEC.name
     (d / "cert.pem.new").write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB")
     store.recover()
-    assert store.load()[SPEC.name].key_matches
+    assert store.certs.load()[SPEC.name].key_matches
     assert not (d / "cert.pem.new").exists()
 
 
@@ -82,11 +82,11 @@ def test_set_default_and_archive(tmp_path: Path) -> None:
     """The default pair mirrors a cert dir; archiving moves a dir under backups/."""
     store = CertStore(tmp_path)
     key, pem = make_key()
-    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
-    assert store.set_default(SPEC.name) is True
-    assert store.set_default(SPEC.name) is False
+    store.certs.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    assert store.certs.set_default(SPEC.name) is True
+    assert store.certs.set_default(SPEC.name) is False
     assert (tmp_path / "cert.pem").read_bytes() == (tmp_path / SPEC.name / "cert.pem").read_bytes()
-    target = store.archive(SPEC.name)
+    target = store.certs.archive(SPEC.name)
     assert not (tmp_path / SPEC.name).exists() and (target / "cert.pem").is_file()
 
 
@@ -98,16 +98,16 @@ def test_garbage_dirs_are_ignored(tmp_path: Path) -> None:
     for f in ("domains", "cert.pem", "key.pem"):
         (bad / f).write_text("garbage")
     (tmp_path / "not a name").mkdir()
-    assert CertStore(tmp_path).load() == {}
+    assert CertStore(tmp_path).certs.load() == {}
 
 
 def test_keys_created_once_and_private(tmp_path: Path) -> None:
     """Account and certificate keys are created once (0600) and reused."""
     store = CertStore(tmp_path)
     store.prepare()
-    first = store.account_key()
-    assert store.account_key() == first
-    assert stat.S_IMODE(store.account_key_path.stat().st_mode) == 0o600
+    first = store.keys.account_key()
+    assert store.keys.account_key() == first
+    assert stat.S_IMODE(store.layout.account_key_path.stat().st_mode) == 0o600
 
 
 def test_an_unchanged_certificate_is_not_parsed_again(
@@ -117,20 +117,20 @@ def test_an_unchanged_certificate_is_not_parsed_again(
     loads the volume several times); a renewal or an edited file is seen at once."""
     store = CertStore(tmp_path)
     key, pem = make_key()
-    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    store.certs.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
     parsed: list[str] = []
-    real = CertStore._parse
+    real = certdir.parse
 
-    def counting(self: CertStore, directory: Path) -> object:
+    def counting(directory: Path) -> StoredCert:
         parsed.append(directory.name)
-        return real(self, directory)
+        return real(directory)
 
-    monkeypatch.setattr(CertStore, "_parse", counting)
-    first = store.load()[SPEC.name]
-    assert store.load()[SPEC.name] is first and parsed == [SPEC.name]
+    monkeypatch.setattr(certdir, "parse", counting)
+    first = store.certs.load()[SPEC.name]
+    assert store.certs.load()[SPEC.name] is first and parsed == [SPEC.name]
     renewed = make_cert(key, SPEC.domains)
-    store.write_cert(SPEC, renewed, pem)
-    second = store.load()[SPEC.name]
+    store.certs.write_cert(SPEC, renewed, pem)
+    second = store.certs.load()[SPEC.name]
     assert second.serial != first.serial and parsed == [SPEC.name, SPEC.name]
     (tmp_path / SPEC.name / "domains").write_text("mail.example.org")
-    assert store.load()[SPEC.name].domains == ("mail.example.org",)
+    assert store.certs.load()[SPEC.name].domains == ("mail.example.org",)

@@ -21,7 +21,7 @@ def _volume(tmp_path: Path) -> CertStore:
     store = CertStore(tmp_path)
     store.prepare()
     key, pem = make_key()
-    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    store.certs.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
     return store
 
 
@@ -32,13 +32,13 @@ def test_read_gives_certificates_and_refused_links_from_one_scan(tmp_path: Path)
     (tmp_path / "link.example.org").symlink_to(tmp_path / SPEC.name)
     other = CertSpec("b.example.org", ("b.example.org",))
     key, pem = make_key()
-    store.write_cert(other, make_cert(key, other.domains), pem)
+    store.certs.write_cert(other, make_cert(key, other.domains), pem)
     (tmp_path / other.name / "cert.pem").unlink()
     (tmp_path / other.name / "cert.pem").symlink_to(tmp_path / SPEC.name / "cert.pem")
-    stored, refused = store.read()
-    assert list(stored) == [SPEC.name] and stored == store.load()
-    assert refused == ["b.example.org", "link.example.org"] == store.refused()
-    assert store.names() == [SPEC.name]
+    stored, refused = store.certs.read()
+    assert list(stored) == [SPEC.name] and stored == store.certs.load()
+    assert refused == ["b.example.org", "link.example.org"] == store.certs.refused()
+    assert store.certs.names() == [SPEC.name]
 
 
 def test_recovery_skips_a_directory_unchanged_since_it_was_found_clean(
@@ -64,7 +64,7 @@ def test_recovery_skips_a_directory_unchanged_since_it_was_found_clean(
     (directory / "cert.pem.new").write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB")
     store.recover()
     assert searched[-1] == SPEC.name
-    assert not (directory / "cert.pem.new").exists() and store.load()[SPEC.name].key_matches
+    assert not (directory / "cert.pem.new").exists() and store.certs.load()[SPEC.name].key_matches
 
 
 def test_a_directory_changed_within_the_last_second_is_searched_every_time(
@@ -94,7 +94,7 @@ def test_an_unchanged_ledger_is_not_serialised_again(
     """Saving the ledger last read or written costs no serialisation while its file is the
     same; a file removed or rewritten by someone else is written again."""
     store = _volume(tmp_path)
-    state = State(validated={"a.test": store.load()[SPEC.name].not_before})
+    state = State(validated={"a.test": store.certs.load()[SPEC.name].not_before})
     serialised: list[int] = []
     real = State.to_json
 
@@ -103,15 +103,15 @@ def test_an_unchanged_ledger_is_not_serialised_again(
         return real(self)
 
     monkeypatch.setattr(State, "to_json", counting)
-    store.save_state(state)
-    store.save_state(state)
-    store.save_state(State(validated=dict(state.validated)))  # equal, not the same object
+    store.ledger.save(state)
+    store.ledger.save(state)
+    store.ledger.save(State(validated=dict(state.validated)))  # equal, not the same object
     assert len(serialised) == 1
-    written = store.state_path.read_bytes()
-    store.state_path.unlink()
-    store.save_state(state)
-    assert store.state_path.read_bytes() == written
-    store.state_path.write_text("{}")
-    store.save_state(state)
-    assert store.state_path.read_bytes() == written
-    assert CertStore(tmp_path).load_state() == state
+    written = store.layout.state_path.read_bytes()
+    store.layout.state_path.unlink()
+    store.ledger.save(state)
+    assert store.layout.state_path.read_bytes() == written
+    store.layout.state_path.write_text("{}")
+    store.ledger.save(state)
+    assert store.layout.state_path.read_bytes() == written
+    assert CertStore(tmp_path).ledger.load() == state

@@ -50,7 +50,7 @@ def _volume(root: Path, clock: Clock) -> dict[str, bytes]:
 
 
 def _acme(store: CertStore) -> dict[str, bytes]:
-    return {n: (store.acme_dir / n).read_bytes() for n in ("account.pem", "key.pem")}
+    return {n: (store.layout.acme_dir / n).read_bytes() for n in ("account.pem", "key.pem")}
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -77,7 +77,7 @@ def test_first_start_takes_over_and_records_when(tmp_path: Path) -> None:
     [backup] = (tmp_path / "backups" / "acme").iterdir()
     assert (backup / "key.pem").read_bytes() == found["mailcow_cert"]
     assert (backup / "account.pem").read_bytes() == found["mailcow_account"]
-    assert store.load_state().takeover_at == clock()
+    assert store.ledger.load().takeover_at == clock()
 
 
 def test_later_start_after_key_type_change_moves_nothing(tmp_path: Path) -> None:
@@ -88,14 +88,14 @@ def test_later_start_after_key_type_change_moves_nothing(tmp_path: Path) -> None
     store = CertStore(tmp_path)
     first = clock()
     take_over_once(store, DIRECTORY, first)
-    store.domain_key("rsa2048")  # the new key; the served certificates are still on the old
+    store.keys.domain_key("rsa2048")  # the new key; the served certificates are still on the old
     before = _tree(tmp_path)
     clock.advance(timedelta(days=2).total_seconds())
     with capture_logs() as logs:
         take_over_once(store, DIRECTORY, clock())
     assert _tree(tmp_path) == before
     assert [e for e in logs if str(e["event"]).startswith("takeover.")] == []
-    assert store.load_state().takeover_at == first
+    assert store.ledger.load().takeover_at == first
 
 
 def _used_before(root: Path, evidence: str, clock: Clock) -> None:
@@ -117,8 +117,10 @@ def test_upgraded_volume_keeps_keys_in_use(tmp_path: Path, evidence: str) -> Non
     clock = Clock()
     _volume(tmp_path, clock)
     store = CertStore(tmp_path)
-    (store.acme_dir / "key.pem").write_bytes(keys.new_pem("rsa2048"))  # ACME_KEY_TYPE=rsa2048
-    (store.acme_dir / "account.pem").write_bytes(keys.new_pem("ec256"))  # the sidecar's
+    (store.layout.acme_dir / "key.pem").write_bytes(
+        keys.new_pem("rsa2048")
+    )  # ACME_KEY_TYPE=rsa2048
+    (store.layout.acme_dir / "account.pem").write_bytes(keys.new_pem("ec256"))  # the sidecar's
     _used_before(tmp_path, evidence, clock)
     before = _acme(store)
     with capture_logs() as logs:
@@ -128,7 +130,7 @@ def test_upgraded_volume_keeps_keys_in_use(tmp_path: Path, evidence: str) -> Non
     assert not [e for e in logs if e["event"] == "takeover.backed_up"]
     [kept] = [e for e in logs if e["event"] == "takeover.kept"]
     assert kept["path"] == "acme/key.pem"
-    assert store.load_state().takeover_at == clock()
+    assert store.ledger.load().takeover_at == clock()
 
 
 def test_upgraded_volume_adopts_only_a_missing_key(tmp_path: Path) -> None:
@@ -138,12 +140,12 @@ def test_upgraded_volume_adopts_only_a_missing_key(tmp_path: Path) -> None:
     found = _volume(tmp_path, clock)
     store = CertStore(tmp_path)
     _used_before(tmp_path, "state.json", clock)
-    (store.acme_dir / "key.pem").unlink()
+    (store.layout.acme_dir / "key.pem").unlink()
     take_over_once(store, DIRECTORY, clock())
-    assert keys.tlsa_311(load_key(store.domain_key_path.read_bytes())) == keys.tlsa_311(
+    assert keys.tlsa_311(load_key(store.layout.domain_key_path.read_bytes())) == keys.tlsa_311(
         load_key(found["acmesh_cert"])
     )
-    assert (store.acme_dir / "account.pem").read_bytes() == found["mailcow_account"]
+    assert (store.layout.acme_dir / "account.pem").read_bytes() == found["mailcow_account"]
     assert not (tmp_path / "backups").exists()
 
 
@@ -158,7 +160,7 @@ def test_busy_volume_is_left_alone(tmp_path: Path) -> None:
         take_over_once(store, DIRECTORY, clock())
     assert _tree(tmp_path) == before
     assert [e["event"] for e in logs] == ["takeover.skipped"]
-    assert not store.state_path.exists()
+    assert not store.layout.state_path.exists()
 
 
 def test_failed_takeover_is_not_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,7 +177,7 @@ def test_failed_takeover_is_not_recorded(tmp_path: Path, monkeypatch: pytest.Mon
     with capture_logs() as logs:
         take_over_once(store, DIRECTORY, clock())
     assert [e["event"] for e in logs] == ["takeover.failed"]
-    assert store.load_state().takeover_at is None
+    assert store.ledger.load().takeover_at is None
 
 
 def test_volume_without_acmesh_is_not_touched(tmp_path: Path) -> None:
@@ -191,7 +193,7 @@ def test_volume_without_acmesh_is_not_touched(tmp_path: Path) -> None:
     before = _tree(tmp_path)
     take_over_once(store, DIRECTORY, clock())
     assert _tree(tmp_path) == before
-    assert store.load_state().takeover_at == clock()
+    assert store.ledger.load().takeover_at == clock()
 
 
 def test_missing_volume_is_left_to_the_cycle(tmp_path: Path) -> None:
@@ -226,4 +228,4 @@ def test_an_unwritable_volume_is_one_line(tmp_path: Path, monkeypatch: pytest.Mo
     with capture_logs() as logs:
         take_over_once(store, DIRECTORY, clock())
     assert [e["event"] for e in logs] == ["takeover.failed"]
-    assert _tree(tmp_path) == before and not store.state_path.exists()
+    assert _tree(tmp_path) == before and not store.layout.state_path.exists()

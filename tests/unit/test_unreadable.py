@@ -121,8 +121,8 @@ def test_load_sets_a_damaged_directory_aside_and_keeps_the_others(
     before = _files(bad)
     store = CertStore(root)
     with capture_logs() as logs:
-        first = store.load()
-        second = store.load()
+        first = store.certs.load()
+        second = store.certs.load()
     assert sorted(first) == sorted(second) == ["good.example.org"]
     assert good.is_dir() and not bad.exists()
     (line,) = _events(logs, "store.unreadable")
@@ -144,7 +144,7 @@ def test_a_damaged_key_or_domains_file_is_named(tmp_path: Path) -> None:
     garbled = _dir(root, "b.example.org", ca.issue(["b.example.org"]))
     (garbled / "domains").write_bytes(b"\xff\xfe b.example.org")
     with capture_logs() as logs:
-        assert CertStore(root).load() == {}
+        assert CertStore(root).certs.load() == {}
     files = sorted(e["file"] for e in _events(logs, "store.unreadable"))
     assert files == [str(keyless / "key.pem"), str(garbled / "domains")]
 
@@ -158,7 +158,7 @@ def test_a_read_only_store_reports_and_moves_nothing(tmp_path: Path) -> None:
     store = CertStore(root, set_aside=False)
     with capture_logs() as logs:
         for _ in range(3):
-            assert store.load() == {}
+            assert store.certs.load() == {}
     assert _tree(root) == before
     assert len(_events(logs, "store.unreadable")) == 1
     assert list(store.unreadable()) == [str(root / "bad.example.org" / "cert.pem")]
@@ -169,11 +169,11 @@ def test_pruning_never_removes_what_was_set_aside(tmp_path: Path) -> None:
     root = tmp_path / "ssl"
     _dir(root, "x.example.org", damaged("bad_san", ["x.example.org"]))
     store = CertStore(root, backup_keep=1)
-    store.load()
+    store.certs.load()
     base = root / "backups" / "x.example.org"
     for n in range(3):
         (base / f"2026-01-0{n + 1}_00_00_00").mkdir()
-    store.prune("x.example.org")
+    store.certs.prune("x.example.org")
     names = sorted(p.name for p in base.iterdir())
     assert len(names) == 2 and names[0] == "2026-01-03_00_00_00"
     assert names[1].startswith(backups.UNREADABLE)
@@ -199,16 +199,16 @@ def test_a_damaged_state_json_is_kept_aside(tmp_path: Path, name: str) -> None:
     state.json.damaged-<time>, byte-identical, with one state.damaged line."""
     store = CertStore(tmp_path / "ssl")
     store.prepare()
-    store.state_path.write_bytes(STATES[name])
+    store.layout.state_path.write_bytes(STATES[name])
     with capture_logs() as logs:
-        state = store.load_state()
+        state = store.ledger.load()
     assert state == State()
-    assert not store.state_path.exists()
-    (kept,) = store.acme_dir.glob("state.json.damaged-*")
+    assert not store.layout.state_path.exists()
+    (kept,) = store.layout.acme_dir.glob("state.json.damaged-*")
     assert kept.read_bytes() == STATES[name]
     (line,) = _events(logs, "state.damaged")
     assert line["kept"] == str(kept) and line["error"]
-    store.save_state(State())  # the new ledger beside it
+    store.ledger.save(State())  # the new ledger beside it
     assert kept.read_bytes() == STATES[name]
 
 
@@ -217,12 +217,12 @@ def test_read_state_moves_nothing(tmp_path: Path, name: str) -> None:
     """read_state (status, check) says why state.json is unreadable and leaves it in place."""
     store = CertStore(tmp_path / "ssl", set_aside=False)
     store.prepare()
-    store.state_path.write_bytes(STATES[name])
-    state, damage = store.read_state()
+    store.layout.state_path.write_bytes(STATES[name])
+    state, damage = store.ledger.read()
     assert state == State() and damage
-    assert store.load_state() == State()
-    assert store.state_path.read_bytes() == STATES[name]
-    assert list(store.acme_dir.glob("state.json.damaged-*")) == []
+    assert store.ledger.load() == State()
+    assert store.layout.state_path.read_bytes() == STATES[name]
+    assert list(store.layout.acme_dir.glob("state.json.damaged-*")) == []
 
 
 def test_an_unreadable_top_pair_is_kept_aside_once(tmp_path: Path) -> None:
@@ -257,7 +257,7 @@ def test_status_reports_damaged_files_and_writes_nothing(tmp_path: Path) -> None
     _dir(root, "bad.example.org", damaged("unknown_spki", ["bad.example.org"]))
     damaged("bad_san", [HOST]).write(root)
     (root / "key.pem").chmod(0o644)
-    store.state_path.write_bytes(STATES["count_inf"])
+    store.layout.state_path.write_bytes(STATES["count_inf"])
     before = {p: (p.stat().st_mode, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
     data = collect(store, NOW, own=OwnPolicy(hostname=HOST))
     out = _Out()

@@ -42,7 +42,7 @@ def stored(tmp_path: Path) -> CertStore:
     store = CertStore(tmp_path)
     store.prepare()
     key, pem = make_key()
-    store.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
+    store.certs.write_cert(SPEC, make_cert(key, SPEC.domains), pem)
     return store
 
 
@@ -91,7 +91,7 @@ def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         return REAL_WRITE(fd, bytes(data)[:7])
 
     monkeypatch.setattr(os, "write", short)
-    store.write_cert(SPEC, cert, key)
+    store.certs.write_cert(SPEC, cert, key)
     assert pair_of(tmp_path / SPEC.name) == (cert, key)
     assert len(calls) > 100
 
@@ -112,7 +112,7 @@ def test_full_disk_while_staging_keeps_the_old_pair(
 
     fake_write(monkeypatch, lambda p: p.endswith(".new"), short_then_full)
     with pytest.raises(StoreError) as info:
-        store.write_cert(SPEC, *new_pair())
+        store.certs.write_cert(SPEC, *new_pair())
     message = str(info.value)
     assert "the certificate volume is full (ENOSPC) writing" in message
     assert ".pem.new" in message and "the old files are unchanged" in message
@@ -126,7 +126,7 @@ def test_failed_backup_stops_the_swap(tmp_path: Path, monkeypatch: pytest.Monkey
     before = pair_of(tmp_path / SPEC.name)
     fake_write(monkeypatch, lambda p: "/backups/" in p, no_space)
     with pytest.raises(StoreError, match="ENOSPC"):
-        store.write_cert(SPEC, *new_pair())
+        store.certs.write_cert(SPEC, *new_pair())
     assert pair_of(tmp_path / SPEC.name) == before
     assert list((tmp_path / "backups" / SPEC.name).iterdir()) == []
     assert not list(tmp_path.rglob("*.new"))
@@ -147,7 +147,7 @@ def test_a_file_read_back_wrong_is_never_renamed(
 
     monkeypatch.setattr(os, "write", write)
     with pytest.raises(StoreError, match="differ"):
-        store.write_cert(SPEC, *new_pair())
+        store.certs.write_cert(SPEC, *new_pair())
     assert pair_of(tmp_path / SPEC.name) == before
     assert not list(tmp_path.rglob("*.new"))
 
@@ -157,12 +157,12 @@ def test_save_state_on_a_full_disk_keeps_the_old_state(
 ) -> None:
     """save_state raises one StoreError naming ENOSPC and state.json stays byte-identical."""
     store = stored(tmp_path)
-    store.save_state(State())
-    before = store.state_path.read_bytes()
+    store.ledger.save(State())
+    before = store.layout.state_path.read_bytes()
     fake_write(monkeypatch, lambda p: p.endswith("state.json.new"), no_space)
     with pytest.raises(StoreError, match=r"ENOSPC\) writing .*state\.json\.new"):
-        store.save_state(State(failing_since={"a.test": datetime.now(UTC)}))
-    assert store.state_path.read_bytes() == before
+        store.ledger.save(State(failing_since={"a.test": datetime.now(UTC)}))
+    assert store.layout.state_path.read_bytes() == before
     assert not list(tmp_path.rglob("*.new"))
 
 
@@ -189,12 +189,12 @@ def test_linked_certificate_dir_is_refused(tmp_path: Path) -> None:
     store.prepare()
     (root / SPEC.name).symlink_to(outside, target_is_directory=True)
     with capture_logs() as logs:
-        assert store.load() == {}
+        assert store.certs.load() == {}
     refusals = [e for e in logs if e["event"] == "store.symlink_refused"]
     assert [e["path"] for e in refusals] == [str(root / SPEC.name)] and refusals[0]["reason"]
-    assert store.refused() == [SPEC.name] and store.names() == []
+    assert store.certs.refused() == [SPEC.name] and store.certs.names() == []
     with pytest.raises(StoreError, match="symbolic link"):
-        store.write_cert(SPEC, *new_pair())
+        store.certs.write_cert(SPEC, *new_pair())
     assert files_of(outside) == before
     assert not (root / "backups").exists()
 
@@ -207,11 +207,11 @@ def test_linked_key_is_refused_and_never_backed_up(tmp_path: Path) -> None:
     (directory / "key.pem").unlink()
     (directory / "key.pem").symlink_to(outside / "key.pem")
     before = files_of(outside)
-    assert store.load() == {} and store.refused() == [SPEC.name]
+    assert store.certs.load() == {} and store.certs.refused() == [SPEC.name]
     with pytest.raises(StoreError):
-        store.write_cert(SPEC, *new_pair())
+        store.certs.write_cert(SPEC, *new_pair())
     with pytest.raises(StoreError):
-        store.backup(SPEC.name)
+        store.certs.backup(SPEC.name)
     assert files_of(outside) == before
     secret = before["key.pem"]
     assert all(data != secret for data in files_of(store.root).values())
@@ -223,11 +223,11 @@ def test_linked_state_is_refused(tmp_path: Path) -> None:
     target.write_text(State().to_json())
     store = CertStore(tmp_path / "vol")
     store.prepare()
-    store.state_path.symlink_to(target)
+    store.layout.state_path.symlink_to(target)
     with pytest.raises(StoreError, match="symbolic link"):
-        store.load_state()
+        store.ledger.load()
     with pytest.raises(StoreError, match="symbolic link"):
-        store.save_state(State(failing_since={"a.test": datetime.now(UTC)}))
+        store.ledger.save(State(failing_since={"a.test": datetime.now(UTC)}))
     assert target.read_text() == State().to_json()
 
 
@@ -240,9 +240,9 @@ def test_linked_account_key_is_refused(tmp_path: Path, dangling: bool) -> None:
     before = files_of(tmp_path)
     store = CertStore(tmp_path / "vol")
     store.prepare()
-    store.account_key_path.symlink_to(target)
+    store.layout.account_key_path.symlink_to(target)
     with pytest.raises(StoreError, match="symbolic link"):
-        store.account_key()
+        store.keys.account_key()
     assert target.exists() is not dangling
     assert {k: v for k, v in files_of(tmp_path).items() if not k.startswith("vol")} == before
 
@@ -254,7 +254,7 @@ def test_linked_default_pair_is_refused(tmp_path: Path) -> None:
     (store.root / "cert.pem").symlink_to(outside / "cert.pem")
     before = files_of(outside)
     with pytest.raises(StoreError, match="symbolic link"):
-        store.set_default(SPEC.name)
+        store.certs.set_default(SPEC.name)
     assert files_of(outside) == before
 
 
@@ -286,9 +286,9 @@ def test_damaged_key_is_reported_and_kept(tmp_path: Path, which: str, content: b
     """A torn or empty key raises StoreError naming the file; it is never replaced."""
     store = CertStore(tmp_path)
     store.prepare()
-    path = store.account_key_path if which == "account" else store.domain_key_path
+    path = store.layout.account_key_path if which == "account" else store.layout.domain_key_path
     path.write_bytes(content)
-    get = store.account_key if which == "account" else store.domain_key
+    get = store.keys.account_key if which == "account" else store.keys.domain_key
     with pytest.raises(StoreError, match=rf"{path} is damaged"):
         get()
     assert path.read_bytes() == content
@@ -299,11 +299,11 @@ def test_damaged_state_is_kept_aside_and_reported(tmp_path: Path, content: bytes
     """A damaged state.json is moved to state.json.damaged-<UTC>, logged, and state is empty."""
     store = CertStore(tmp_path)
     store.prepare()
-    store.state_path.write_bytes(content)
+    store.layout.state_path.write_bytes(content)
     with capture_logs() as logs:
-        assert store.load_state() == State()
-    (kept,) = store.acme_dir.glob("state.json.damaged-*")
-    assert kept.read_bytes() == content and not store.state_path.exists()
+        assert store.ledger.load() == State()
+    (kept,) = store.layout.acme_dir.glob("state.json.damaged-*")
+    assert kept.read_bytes() == content and not store.layout.state_path.exists()
     (event,) = [e for e in logs if e["event"] == "state.damaged"]
     assert event["kept"] == str(kept)
 
@@ -315,7 +315,7 @@ def test_second_lock_is_busy_until_released(tmp_path: Path) -> None:
     """While one CertStore holds acme/lock another raises VolumeBusy; after release it works."""
     store = CertStore(tmp_path)
     with store.lock():
-        assert stat.S_IMODE(store.lock_path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(store.layout.lock_path.stat().st_mode) == 0o600
         busy = r"another acme-sidecar holds .*/acme/lock; this one waits"
         with pytest.raises(VolumeBusy, match=busy), CertStore(tmp_path).lock():
             pass
@@ -390,20 +390,20 @@ def test_recover_discards_a_torn_domains_file(tmp_path: Path) -> None:
 def test_recover_removes_staged_acme_files(tmp_path: Path) -> None:
     """Leftover acme/*.new files of an interrupted write are removed; the files stay."""
     store = stored(tmp_path)
-    store.save_state(State())
-    before = store.state_path.read_bytes()
-    (store.acme_dir / "state.json.new").write_bytes(b'{"fail')
+    store.ledger.save(State())
+    before = store.layout.state_path.read_bytes()
+    (store.layout.acme_dir / "state.json.new").write_bytes(b'{"fail')
     store.recover()
-    assert store.state_path.read_bytes() == before
-    assert not list(store.acme_dir.glob("*.new"))
+    assert store.layout.state_path.read_bytes() == before
+    assert not list(store.layout.acme_dir.glob("*.new"))
 
 
 def test_every_written_pem_parses(tmp_path: Path) -> None:
     """After writes, every *.pem in the volume (the five written, asserted first) parses as a
     chain or a key."""
     store = stored(tmp_path)
-    store.set_default(SPEC.name)
-    store.account_key()
+    store.certs.set_default(SPEC.name)
+    store.keys.account_key()
     pems = sorted(tmp_path.rglob("*.pem"))
     names = [str(p.relative_to(tmp_path)) for p in pems]
     assert names == sorted(
@@ -420,7 +420,7 @@ def test_every_written_pem_parses(tmp_path: Path) -> None:
 def test_default_certificate_stays_readable(tmp_path: Path) -> None:
     """set_default leaves the certificates 0644 and only the keys 0600."""
     store = stored(tmp_path)
-    assert store.set_default(SPEC.name) is True
-    assert store.set_default(SPEC.name) is False
+    assert store.certs.set_default(SPEC.name) is True
+    assert store.certs.set_default(SPEC.name) is False
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("*.pem")}
     assert modes == {"cert.pem": 0o644, "key.pem": 0o600}

@@ -27,4 +27,4 @@ def test_the_daemon_wakes_when_fresh_certificates_are_due(tmp_path: Path) -> Non
         w.clock.advance(sleep)
         report = guarded_cycle(policy, deps, report.state)
         assert report.outcome is Outcome.OK and report.issued == 4
-    assert all(w.issuer.count(n) == 11 for n in w.store.names())
+    assert all(w.issuer.count(n) == 11 for n in w.store.certs.names())

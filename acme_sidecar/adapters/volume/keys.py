@@ -3,14 +3,14 @@
 Key types are ``core.profiles.KEY_TYPES`` (``rsa2048`` ... ``ec384``). ``tlsa_311`` is the
 SHA-256 of a key's SubjectPublicKeyInfo: the data of a TLSA ``3 1 1`` record, which stays valid
 for as long as the key is kept. May touch only ``acme/account.pem``, ``acme/key.pem`` and
-``backups/acme/`` of the volume (through the primitives of ``files``); ``volume.CertStore``
-is the way in.
+``backups/acme/`` of the volume (through the primitives of ``files``); ``Keys`` is the way
+in (``CertStore.keys``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from acme_sidecar.adapters.volume import backups, files
 from acme_sidecar.adapters.volume.files import read_bytes
+from acme_sidecar.adapters.volume.layout import Layout
 from acme_sidecar.adapters.volume.pem import PrivateKey, kind_of, load_key
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.profiles import KEY_TYPES, NEW_KEY_TYPE
@@ -147,3 +148,40 @@ def stored_kind(path: Path) -> str:
         return NEW_KEY_TYPE
     except StoreError:
         return ""
+
+
+class Keys:
+    """The volume's keys in ``acme/`` (``core.ports.KeyStore``)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def account_key(self) -> bytes:
+        """The ACME account key (PEM); a new one is ECDSA P-256, an adopted RSA key is kept."""
+        return account_key(self.layout.root, self.layout.account_key_path)
+
+    def domain_key(self, kind: str = "") -> bytes:
+        """The certificate key (PEM), reused across renewals (TLSA ``3 1 1`` stays valid);
+        ``kind`` is ``ACME_KEY_TYPE`` (see ``domain_key``)."""
+        return domain_key(self.layout.root, self.layout.domain_key_path, kind)
+
+    def has_domain_key(self) -> bool:
+        """Whether the volume has its certificate key yet (a new volume has none)."""
+        return self.layout.domain_key_path.exists()
+
+    def order_keys(
+        self, kind: str, names: Sequence[str], *, reuse: bool
+    ) -> bytes | dict[str, bytes]:
+        """The key for new orders: the volume's (``reuse``, ACME_KEY_REUSE=y), else a fresh key
+        of the type in force per certificate name, kept only in its directory once stored."""
+        key = self.domain_key(kind)
+        if reuse:
+            return key
+        fresh = kind or kind_of(load_key(key)) or NEW_KEY_TYPE
+        log.info("key.fresh", certificates=len(names), key_type=fresh, reason="ACME_KEY_REUSE=n")
+        return {name: new_pem(fresh) for name in names}
+
+    def key_type(self, configured: str = "") -> str:
+        """The certificate key type in force: ``configured`` (ACME_KEY_TYPE), else the type of
+        ``acme/key.pem``, else (a new volume) ec256; "" for a key of another kind."""
+        return configured or stored_kind(self.layout.domain_key_path)

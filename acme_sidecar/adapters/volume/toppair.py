@@ -82,7 +82,7 @@ def read_top(store: CertStore) -> Pair | None:
 
 def own_dir(store: CertStore) -> Path:
     """``acme/own/``: the copy of the last good own pair."""
-    return store.acme_dir / "own"
+    return store.layout.acme_dir / "own"
 
 
 def read_own_copy(store: CertStore) -> Pair | None:
@@ -100,7 +100,7 @@ def _staged(directory: Path, cert: bytes, key: bytes) -> list[files.Staged]:
 
 def save_own_copy(store: CertStore, cert: bytes, key: bytes) -> None:
     """Keep ``cert``/``key`` as the last good own pair (atomically, key first)."""
-    files.ensure_dir(store.acme_dir, 0o700, "the acme directory")
+    files.ensure_dir(store.layout.acme_dir, 0o700, "the acme directory")
     target = own_dir(store)
     files.ensure_dir(target, 0o700, "the acme/own directory")
     if _read_pair(target) == (cert, key):
@@ -114,7 +114,7 @@ def backup_top(store: CertStore) -> Path | None:
         return None
     target = backups.stamp_dir(store.root, BACKUP_NAME)
     files.copy_dir(store.root, ("cert.pem", "key.pem"), target, parents=3)
-    store.prune(BACKUP_NAME)
+    store.certs.prune(BACKUP_NAME)
     return target
 
 
@@ -158,11 +158,11 @@ def ownership(
     """Classify the top-level pair against the volume's key and certificate directories (read
     only when the key does not already say it is ours)."""
     key_is_ours = False
-    if facts.chain and store.domain_key_path.is_file():
+    if facts.chain and store.layout.domain_key_path.is_file():
         try:
             mode = store.set_aside  # status and check change no file mode
             top_key = key_spki(read_bytes(store.root / "key.pem", private=mode))
-            ours = key_spki(read_bytes(store.domain_key_path, private=mode))
+            ours = key_spki(read_bytes(store.layout.domain_key_path, private=mode))
             key_is_ours = top_key == ours
         except (StoreError, OSError):
             key_is_ours = False
