@@ -2,12 +2,16 @@
 
 The folders show the architecture:
 
-- ``core``: pure decisions and values (names, discovery, validation rules, plan, state, settle)
-- ``adapters``: one outside system each (MariaDB, DNS, HTTP probe, ACME, volume, Docker, TLS)
-- ``shell``: one cycle as gather -> decide -> act, the daemon loop, the wiring
+- ``core``: pure decisions and values (names, discovery, validation verdicts, the decision and
+  the plan, the ledger and its settle rules, the budget), and the ports (``core/ports.py``)
+- ``adapters``: one outside system each (MariaDB, DNS, HTTP probe, ACME, the volume, Docker, TLS)
+- ``shell``: the cycle (``shell/cycle.py``: finish what is owed -> gather -> decide -> act ->
+  settle), the lookups behind validation, the daemon loop
 - ``ops``: health file, metrics, notifications, the mailcow UI, logging
 - ``config``: settings from the environment and the policies cut from them
 - ``cli``: the entry point, the only place that parses arguments and exits
+
+The words mean one thing each: ``GLOSSARY.md`` beside this file.
 
 ``__version__`` is the one version source (``pyproject.toml`` reads it).
 """
