@@ -122,6 +122,7 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
             url=s.dockerapi_url,
             project=s.compose_project_name,
             services=s.acme_restart_services,
+            docker_timeout=s.acme_docker_timeout,
         ),
         stop=stop,
         dns01=router.routes() if router is not None else None,

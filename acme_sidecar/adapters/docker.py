@@ -89,10 +89,10 @@ def log_restarted(service: str, container: str, action: Reaction) -> None:
     )
 
 
-def _docker_from_env() -> Any:
+def _docker_from_env(timeout: int = 60) -> Any:
     import docker
 
-    return docker.from_env(timeout=60, version="auto")
+    return docker.from_env(timeout=timeout, version="auto")
 
 
 class DockerServices:
@@ -105,12 +105,14 @@ class DockerServices:
         project: str,
         services: Sequence[str],
         *,
-        client_factory: Callable[[], Any] = _docker_from_env,
+        client_factory: Callable[[], Any] | None = None,
+        timeout: int = 60,
     ) -> None:
+        """``timeout``: seconds one Docker API call may take (``ACME_DOCKER_TIMEOUT``)."""
         # compose lower-cases project names when it sets the label
         self.project = project.lower()
         self.services = tuple(services)
-        self._client_factory = client_factory
+        self._client_factory = client_factory or (lambda: _docker_from_env(timeout))
 
     def _containers(self, client: Any, service: str) -> list[Any]:
         labels = [f"{PROJECT_LABEL}={self.project}", f"{SERVICE_LABEL}={service}"]

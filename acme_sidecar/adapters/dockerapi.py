@@ -60,6 +60,7 @@ def choose_services(
     project: str,
     services: Sequence[str],
     resolve: Resolve = _getaddrinfo,
+    docker_timeout: int = 60,
 ) -> Services:
     """The way to the containers for ``ACME_DOCKER_API``: ``auto`` takes the dockerapi when
     the host of ``url`` resolves, else the Docker socket (``DOCKER_HOST``). Logs the choice."""
@@ -78,7 +79,7 @@ def choose_services(
         log.info("services.api", api="dockerapi", url=url, reason=why)
         return DockerapiServices(project, services, url=url)
     log.info("services.api", api="socket", reason=why)
-    return DockerServices(project, services)
+    return DockerServices(project, services, timeout=docker_timeout)
 
 
 def reload_task(service: str) -> str | None:

@@ -83,6 +83,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     # https://dockerapi.<COMPOSE_PROJECT_NAME>_mailcow-network (see ``dockerapi_url``)
     acme_docker_api: Literal["dockerapi", "socket", "auto"] = "auto"
     acme_dockerapi_url: str = ""
+    acme_docker_timeout: Annotated[int, NoDecode] = 60  # one Docker API call over the socket
 
     @field_validator("acme_dockerapi_url")
     @classmethod
@@ -260,6 +261,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         "acme_parallel_orders",
         "acme_order_timeout",
         "acme_db_poll",
+        "acme_docker_timeout",
     )
     @classmethod
     def _positive(cls, value: int) -> int:
@@ -274,6 +276,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         "acme_revalidate_after",
         "acme_max_backoff",
         "acme_db_wait",
+        "acme_docker_timeout",
         mode="before",
     )
     @classmethod

@@ -228,3 +228,12 @@ def test_bad_https_settings(env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(BASE | env)
     assert needle in str(caught.value)
+
+
+def test_the_docker_timeout_is_a_duration_of_a_second_or_more() -> None:
+    """ACME_DOCKER_TIMEOUT takes a duration (default 60 s); 0 is refused, naming the setting."""
+    base = {"MAILCOW_HOSTNAME": "mail.example.org"}
+    assert load_settings(base).acme_docker_timeout == 60
+    assert load_settings(base | {"ACME_DOCKER_TIMEOUT": "2m"}).acme_docker_timeout == 120
+    with pytest.raises(ConfigError, match="ACME_DOCKER_TIMEOUT"):
+        load_settings(base | {"ACME_DOCKER_TIMEOUT": "0"})
