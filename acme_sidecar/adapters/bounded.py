@@ -15,7 +15,6 @@ directly. May touch: the network, through the session it is given.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import socket
 import threading
 import time
@@ -38,44 +37,6 @@ class OutOfBounds(Exception):
     and never holds the URL (the caller names the component and the URL)."""
 
 
-class _Deadlines:
-    """One thread for every watchdog of the process: it fires each at its deadline.
-
-    A thread started and joined per request cost about a millisecond of waiting for the GIL
-    each time, under eight order threads a second per 50 certificates; this one is started once,
-    when the module is imported, and sleeps until the next deadline."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Watchdog]] = []
-        self._seq = 0
-        thread = threading.Thread(target=self._run, name="bounded-deadlines", daemon=True)
-        thread.start()
-
-    def add(self, at: float, watchdog: Watchdog) -> None:
-        """Fire ``watchdog`` at ``at`` (``time.monotonic``) unless it is cancelled first."""
-        with self._cond:
-            self._seq += 1
-            heapq.heappush(self._heap, (at, self._seq, watchdog))
-            if self._heap[0][2] is watchdog:
-                self._cond.notify()
-
-    def cancel(self, watchdog: Watchdog) -> None:
-        """Forget ``watchdog``: it will not fire."""
-        with self._cond:
-            self._heap = [entry for entry in self._heap if entry[2] is not watchdog]
-            heapq.heapify(self._heap)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._heap or self._heap[0][0] > time.monotonic():
-                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._cond.wait(wait)
-                _, _, due = heapq.heappop(self._heap)
-            due.fire()
-
-
 class Watchdog:
     """Shuts every socket it watches down once ``seconds`` have passed."""
 
@@ -86,7 +47,9 @@ class Watchdog:
         self.fired = False
         self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
-        _DEADLINES.add(time.monotonic() + max(seconds, 0.0), self)
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
 
     def left(self) -> float:
         """Seconds until the deadline (negative after it)."""
@@ -108,16 +71,16 @@ class Watchdog:
             if self.fired:
                 _shutdown(sock)
 
-    def fire(self) -> None:
-        """The deadline: shut every watched socket down."""
+    def _fire(self) -> None:
         with self._lock:
             self.fired = True
             for sock in self._socks:
                 _shutdown(sock)
 
     def cancel(self) -> None:
-        """The request ended: the deadline no longer fires; forget the sockets."""
-        _DEADLINES.cancel(self)
+        """Stop the timer, wait for its thread to end, and forget the sockets."""
+        self._timer.cancel()
+        self._timer.join()
         with self._lock:
             self._socks.clear()
 
@@ -127,8 +90,6 @@ def _shutdown(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):  # already closed
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
-
-_DEADLINES = _Deadlines()
 
 _WATCHDOG: ContextVar[Watchdog | None] = ContextVar("acme_sidecar_http_watchdog", default=None)
 
