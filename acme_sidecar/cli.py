@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from acme_sidecar import __version__
-from acme_sidecar.adapters.acme import AcmeIssuer, caa_identities
-from acme_sidecar.adapters.acme.ari import RenewalInfo
-from acme_sidecar.adapters.acme.challenges import ChallengeResponder
+from acme_sidecar.adapters.acme.directory import caa_identities
+from acme_sidecar.adapters.acme.windows import RenewalInfo
 from acme_sidecar.adapters.dns import DnsResolver
 from acme_sidecar.adapters.dockerapi import choose_services
 from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
@@ -43,6 +43,9 @@ from acme_sidecar.shell.daemon import Daemon, after_cycle
 from acme_sidecar.shell.importer import import_pair
 from acme_sidecar.shell.status import collect, render
 from acme_sidecar.shell.watch import watch_cycle
+
+if TYPE_CHECKING:  # imported when an order is placed: acme, josepy and pyOpenSSL (idle memory)
+    from acme_sidecar.adapters.acme import ChallengeResponder
 
 log = structlog.get_logger("acme_sidecar")
 
@@ -76,6 +79,8 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
 
     @cache
     def issuer(account_pem: bytes) -> Issuer:
+        from acme_sidecar.adapters.acme import AcmeIssuer
+
         return AcmeIssuer(
             responders=responders,
             directory_url=s.directory,

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, field_validator
 
+from acme_sidecar.config.base import SETTINGS_CONFIG
 from acme_sidecar.config.values import parse_duration
 
 ARI_INTERVAL_MAX = 86400  # RFC 9773 §4.3.3: at least once a day
 
 
-class AriSettings(BaseSettings):
+class AriSettings(BaseModel):
     """``ACME_ARI_INTERVAL``: the longest gap between two fetches of a certificate's window."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
     acme_ari_interval: int = 6 * 3600
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import SecretStr, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, SecretStr, ValidationInfo, field_validator, model_validator
 
+from acme_sidecar.config.base import SETTINGS_CONFIG
 from acme_sidecar.config.values import yes_no
 from acme_sidecar.core.profiles import KEY_TYPES
 
@@ -37,21 +37,21 @@ def eab_key_bytes(text: str) -> bytes:
     return key
 
 
-class CaSettings(BaseSettings):
+class CaSettings(BaseModel):
     """ACME_PROFILE, ACME_KEY_TYPE, ACME_KEY_REUSE, ACME_EAB_KID, ACME_EAB_HMAC_KEY and
     ACME_ALLOW_HTTP_CA."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
     acme_profile: str = ""  # "" = the CA's default profile
     acme_key_type: str = ""  # "" = keep the volume's key type (a new volume: ec256)
-    acme_key_reuse: Annotated[bool, NoDecode] = True
+    acme_key_reuse: bool = True
     acme_eab_kid: str = ""
     acme_eab_hmac_key: SecretStr = SecretStr("")
     # an http:// DIRECTORY_URL is refused unless this is y (a test CA such as Pebble in plain
     # http); checked in ``Settings`` (this field is validated before DIRECTORY_URL)
-    acme_allow_http_ca: Annotated[bool, NoDecode] = False
-    le_staging: Annotated[bool, NoDecode] = False  # a mailcow flag: see settings.MAILCOW_FLAGS
+    acme_allow_http_ca: bool = False
+    le_staging: bool = False  # a mailcow flag: see settings.MAILCOW_FLAGS
     directory_url: str = ""
 
     @field_validator("directory_url")

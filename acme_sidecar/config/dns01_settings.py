@@ -10,28 +10,28 @@ are then left out, the daemon runs).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, field_validator
 
+from acme_sidecar.config.base import SETTINGS_CONFIG
 from acme_sidecar.config.dns01 import DEFAULT_FILE, parse_zone_list
 from acme_sidecar.config.values import parse_duration
 
 PLACEHOLDER = "dns_xxx"  # mailcow's default for ACME_DNS_PROVIDER (no provider chosen)
 
 
-class Dns01Settings(BaseSettings):
+class Dns01Settings(BaseModel):
     """``ACME_DNS_PROVIDER``, ``ACME_DNS_CONFIG_FILE``, ``ACME_DNS_PROPAGATION_TIMEOUT``,
     ``ACME_DNS_AUTH_PORT``, ``ACME_DNS_ALIAS_ZONES``."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
     acme_dns_provider: str = ""
     acme_dns_config_file: Path = DEFAULT_FILE
-    acme_dns_propagation_timeout: Annotated[int, NoDecode] = 300
+    acme_dns_propagation_timeout: int = 300
     acme_dns_auth_port: int = 53
-    acme_dns_alias_zones: Annotated[tuple[str, ...], NoDecode] = ()
+    acme_dns_alias_zones: tuple[str, ...] = ()
 
     @field_validator("acme_dns_provider")
     @classmethod

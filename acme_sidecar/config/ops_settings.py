@@ -10,23 +10,23 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, SecretStr, field_validator
 
+from acme_sidecar.config.base import SETTINGS_CONFIG
 from acme_sidecar.config.values import comma_list
 from acme_sidecar.core.values import is_email, parse_host_port
 
 
-class OpsSettings(BaseSettings):
+class OpsSettings(BaseModel):
     """Metrics, notifications and mailcow UI settings."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
-    acme_metrics_port: Annotated[int | None, NoDecode] = None
+    acme_metrics_port: int | None = None
     acme_metrics_address: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
-    acme_notify_email: Annotated[tuple[str, ...], NoDecode] = ()
+    acme_notify_email: tuple[str, ...] = ()
     acme_notify_smtp: str = "postfix:25"
     acme_notify_from: str = ""
     acme_notify_webhook: SecretStr = SecretStr("")  # its path or userinfo often holds a token
@@ -34,7 +34,7 @@ class OpsSettings(BaseSettings):
     acme_notify_state: Path | None = None
     redispass: SecretStr = SecretStr("")
     redis_slaveof_ip: str = ""
-    redis_slaveof_port: Annotated[int | None, NoDecode] = None
+    redis_slaveof_port: int | None = None
     acme_redis_host: str = ""
     acme_redis_port: int = 6379
 

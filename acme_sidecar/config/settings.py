@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     PrivateAttr,
@@ -23,9 +23,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import NoDecode, SettingsConfigDict
 
 from acme_sidecar.config.ari_settings import AriSettings
+from acme_sidecar.config.base import SETTINGS_CONFIG
 from acme_sidecar.config.ca_settings import CaSettings
 from acme_sidecar.config.dns01_settings import Dns01Settings
 from acme_sidecar.config.ops_settings import OpsSettings
@@ -37,8 +37,6 @@ from acme_sidecar.core.values import is_email, parse_resolver
 
 __all__ = ["Settings", "load_settings"]
 
-
-YesNo = Annotated[bool, NoDecode]
 
 # mailcow's own yes/no variables (mailcow.conf): read leniently, as mailcow's scripts read them
 MAILCOW_FLAGS = (
@@ -57,20 +55,20 @@ MAILCOW_FLAGS = (
 class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settings):
     """Every setting of DESIGN.md §3; field names are the environment variables, lower-cased."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
     mailcow_hostname: str
-    additional_san: Annotated[tuple[str, ...], NoDecode] = ()
-    autodiscover_san: YesNo = True
-    enable_ssl_sni: YesNo = False
-    skip_lets_encrypt: YesNo = False
-    skip_ip_check: YesNo = False
-    skip_http_verification: YesNo = False
-    only_mailcow_hostname: YesNo = False
+    additional_san: tuple[str, ...] = ()
+    autodiscover_san: bool = True
+    enable_ssl_sni: bool = False
+    skip_lets_encrypt: bool = False
+    skip_ip_check: bool = False
+    skip_http_verification: bool = False
+    only_mailcow_hostname: bool = False
     snat_to_source: str = "n"
     snat6_to_source: str = "n"
     acme_account_email: str = ""
-    acme_dns_challenge: YesNo = False
+    acme_dns_challenge: bool = False
     dbname: str = "mailcow"
     dbuser: str = "mailcow"
     dbpass: SecretStr = SecretStr("")
@@ -83,7 +81,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     # https://dockerapi.<COMPOSE_PROJECT_NAME>_mailcow-network (see ``dockerapi_url``)
     acme_docker_api: Literal["dockerapi", "socket", "auto"] = "auto"
     acme_dockerapi_url: str = ""
-    acme_docker_timeout: Annotated[int, NoDecode] = 60  # one Docker API call over the socket
+    acme_docker_timeout: int = 60  # one Docker API call over the socket
 
     @field_validator("acme_dockerapi_url")
     @classmethod
@@ -103,13 +101,13 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     acme_cert_dir: Path = Path("/var/lib/acme")
     acme_webroot: Path = Path("/var/www/acme")
     acme_ca_bundle: Path | None = None
-    acme_dns_resolvers: Annotated[tuple[str, ...], NoDecode] = ()
+    acme_dns_resolvers: tuple[str, ...] = ()
     acme_http_verify_port: int = 80
     public_ipv4: str = ""
     public_ipv6: str = ""
     acme_ipv4_detect_url: str = "http://ip4.mailcow.email"
     acme_ipv6_detect_url: str = "http://ip6.mailcow.email"
-    acme_restart_services: Annotated[tuple[str, ...], NoDecode] = (
+    acme_restart_services: tuple[str, ...] = (
         "postfix-mailcow",
         "dovecot-mailcow",
         "nginx-mailcow",
@@ -122,20 +120,20 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     acme_parallel_orders: int = 8
     acme_backup_keep: int = 10
     acme_order_timeout: int = 300
-    acme_name_grace: Annotated[int, NoDecode] = 7 * 86400
-    acme_revalidate_after: Annotated[int, NoDecode] = 12 * 3600
+    acme_name_grace: int = 7 * 86400
+    acme_revalidate_after: int = 12 * 3600
     acme_db_poll: int = 300
     # retries: systemic failures climb this ladder, then ACME_RETRY_INTERVAL; other failures
     # back off exponentially from ACME_RETRY_INTERVAL up to ACME_MAX_BACKOFF (see core/settle.py)
-    acme_retry_ladder: Annotated[tuple[int, ...], NoDecode] = (60, 120, 300, 600, 1800)
-    acme_max_backoff: Annotated[int, NoDecode] = 86400
-    acme_db_wait: Annotated[int, NoDecode] = 600
-    acme_caa_identities: Annotated[tuple[str, ...], NoDecode] = ()
+    acme_retry_ladder: tuple[int, ...] = (60, 120, 300, 600, 1800)
+    acme_max_backoff: int = 86400
+    acme_db_wait: int = 600
+    acme_caa_identities: tuple[str, ...] = ()
     acme_max_names: int = 100
     acme_rate_limits: Literal["letsencrypt", "off"] = "letsencrypt"
-    acme_health_fail_after: Annotated[int, NoDecode] = 2 * 3600
+    acme_health_fail_after: int = 2 * 3600
     acme_health_file: Path = Path("/run/acme-sidecar/health.json")
-    acme_watch_interval: Annotated[int, NoDecode] = 60  # the top-level pair is looked at
+    acme_watch_interval: int = 60  # the top-level pair is looked at
 
     # --- validators: each error message says what would be valid -------------------------
 

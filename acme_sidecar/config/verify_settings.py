@@ -8,30 +8,30 @@ the effective HTTPS endpoint; ``policies.endpoints`` reads it. Touches nothing o
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, field_validator
 
+from acme_sidecar.config.base import SETTINGS_CONFIG
 from acme_sidecar.config.values import mailcow_flag, parse_duration
 
 _NGINX = "nginx"  # mailcow's nginx-mailcow alias on the mailcow network
 _HOST_ONLY = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
 
 
-class VerifySettings(BaseSettings):
+class VerifySettings(BaseModel):
     """Where and how long the served certificates are checked after a deploy."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
     acme_verify_smtp: str = "postfix:25"
     acme_verify_imap: str = "dovecot:143"
     # unset: nginx:<HTTPS_PORT>; a host alone: host:<HTTPS_PORT>; empty: off
     acme_verify_https: str | None = None
     acme_verify_attempts: int = 5
-    acme_verify_timeout: Annotated[int, NoDecode] = 120
-    https_port: Annotated[int, NoDecode] = 443  # mailcow: nginx listens on it in its container
-    nginx_use_proxy_protocol: Annotated[bool, NoDecode] = False  # mailcow flag (lenient)
+    acme_verify_timeout: int = 120
+    https_port: int = 443  # mailcow: nginx listens on it in its container
+    nginx_use_proxy_protocol: bool = False  # mailcow flag (lenient)
 
     @field_validator("acme_verify_smtp", "acme_verify_imap", "acme_verify_https")
     @classmethod

@@ -7,7 +7,7 @@ class; tests pass fakes. No I/O here.
 - ``Resolver``: A, AAAA, CNAME and CAA lookups (dnspython, ``adapters/dns.py``)
 - ``HttpCheck``: the self-check through the webroot (``adapters/http_probe.py``)
 - ``Issuer``: certificates over ACME (``adapters/acme/issuer.py``)
-- ``WindowSource``: the CA's renewal windows, ARI (``adapters/acme/ari.py``)
+- ``WindowSource``: the CA's renewal windows, ARI (``adapters/acme/windows.py``)
 - ``Services``: the consumers' reloads and restarts (``adapters/docker.py``, ``dockerapi.py``)
 - ``Volume``: the certificate volume, one part per job: ``CertFiles`` (the certificate
   directories), ``KeyStore`` (the keys), ``LedgerStore`` (the ledger's file)

@@ -16,17 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 
-from acme_sidecar.adapters.acme.ari import RenewalInfo
-from acme_sidecar.adapters.acme.issuer import AcmeIssuer, caa_identities
-from acme_sidecar.adapters.acme.session import (
-    CHAIN_CAP,
-    JSON_CAP,
-    PEM_CHAIN,
-    AcmeNetwork,
-    Session,
-    requests_network,
-)
+from acme_sidecar.adapters.acme.directory import caa_identities
+from acme_sidecar.adapters.acme.issuer import AcmeIssuer
+from acme_sidecar.adapters.acme.session import AcmeNetwork, Session, requests_network
 from acme_sidecar.adapters.acme.translate import kind_of
+from acme_sidecar.adapters.acme.windows import RenewalInfo
+from acme_sidecar.adapters.acme.wire import CHAIN_CAP, JSON_CAP, PEM_CHAIN
 from acme_sidecar.core.errors import CaUnreachable
 from acme_sidecar.core.model import CertSpec, FailureKind, IssueFailure
 from tests.unit.loopback import (
@@ -179,7 +174,7 @@ def test_caa_identities_fall_back_on_a_bad_directory(
     monkeypatch: pytest.MonkeyPatch, respond: Respond
 ) -> None:
     """The CAA identities lookup of the directory is bounded too: the fallback is used."""
-    monkeypatch.setattr("acme_sidecar.adapters.acme.issuer.CAA_DEADLINE", DEADLINE)
+    monkeypatch.setattr("acme_sidecar.adapters.acme.directory.CAA_DEADLINE", DEADLINE)
     with Loopback(respond) as server:
         assert caa_identities(server.url + "/dir", None) == ()
         assert server.sent < HUGE

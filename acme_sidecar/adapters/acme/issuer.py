@@ -16,21 +16,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
 from pathlib import Path
 
-import requests
 import structlog
 
 from acme_sidecar.adapters.acme.challenges import ChallengeResponder, Http01Webroot
 from acme_sidecar.adapters.acme.orders import OrderFlow
-from acme_sidecar.adapters.acme.session import (
-    JSON_CAP,
-    NetworkFactory,
-    Session,
-    http_allowed,
-    requests_network,
-    utcnow,
-)
+from acme_sidecar.adapters.acme.session import NetworkFactory, Session, requests_network
 from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, ca_problem, kind_of, translate
-from acme_sidecar.adapters.bounded import OutOfBounds, send, watched_session
+from acme_sidecar.adapters.acme.wire import http_allowed, utcnow
 from acme_sidecar.adapters.volume.pem import PrivateKey, load_key
 from acme_sidecar.core.errors import CaUnreachable, SidecarError
 from acme_sidecar.core.model import CertSpec, FailureKind, Issued, IssueFailure
@@ -153,33 +145,3 @@ class AcmeIssuer:
     def issue_one(self, spec: CertSpec, key: PrivateKey) -> Issued | IssueFailure:
         """Order one certificate; drop names the CA rejects and order again."""
         return self._flow.issue_one(spec, key)[0]
-
-
-CAA_DEADLINE = 15.0  # seconds for the directory request of ``caa_identities``, all of it
-KNOWN_CA_IDENTITIES = {
-    "acme-v02.api.letsencrypt.org": "letsencrypt.org",
-    "acme-staging-v02.api.letsencrypt.org": "letsencrypt.org",
-}
-
-
-def caa_identities(directory_url: str, ca_bundle: Path | None) -> tuple[str, ...]:
-    """The CA's CAA identities: ``meta.caaIdentities`` of its directory, else a known one."""
-    host = directory_url.split("/")[2].split(":")[0] if "//" in directory_url else ""
-    fallback = (KNOWN_CA_IDENTITIES[host],) if host in KNOWN_CA_IDENTITIES else ()
-    try:
-        with watched_session() as session:
-            response = send(
-                session,
-                "GET",
-                directory_url,
-                deadline=CAA_DEADLINE,
-                cap=JSON_CAP,
-                verify=str(ca_bundle) if ca_bundle else True,
-            )
-        meta = response.json().get("meta", {})
-        found = meta.get("caaIdentities") or []
-    except (requests.RequestException, OutOfBounds, ValueError, AttributeError) as exc:
-        log.warning("ca.unreachable", directory=directory_url, error=str(exc)[:200])
-        return fallback
-    identities = tuple(str(i).lower() for i in found if isinstance(i, str) and i)
-    return identities or fallback

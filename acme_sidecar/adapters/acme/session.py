@@ -26,8 +26,8 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -38,9 +38,17 @@ from josepy.interfaces import JSONDeSerializable
 from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC
 
-from acme_sidecar import __version__
-from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, bad_answer, problem, retry_after
+from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, bad_answer, problem
 from acme_sidecar.adapters.acme.translate import translate as translate_error
+from acme_sidecar.adapters.acme.wire import (
+    DEADLINE,
+    USER_AGENT,
+    answer_cap,
+    http_allowed,
+    refuse_downgrade,
+    retry_after,
+    utcnow,
+)
 from acme_sidecar.adapters.bounded import OutOfBounds, send, watch_session
 from acme_sidecar.core.errors import CaUnreachable, IssueError, RateLimited
 from acme_sidecar.core.profiles import profile_problem
@@ -48,49 +56,9 @@ from acme_sidecar.core.values import reserved_contact
 
 log = structlog.get_logger(__name__)
 
-USER_AGENT = f"acme-sidecar/{__version__} (+acme-python)"
 BAD_NONCE_RETRIES = 10  # after the first attempt; each retry uses the nonce of the error answer
-DEADLINE = 30.0  # seconds for one request to the CA, all of it: connect, TLS, headers, body
-JSON_CAP = 1024 * 1024  # bytes of a JSON answer (an order of 100 names is about 20 KiB)
-CHAIN_CAP = 4 * 1024 * 1024  # bytes of a certificate chain (a chain is a few KiB)
-PEM_CHAIN = "application/pem-certificate-chain"
 
 Clock = Callable[[], datetime]
-
-
-def http_allowed(directory_url: str) -> bool:
-    """Whether the CA may be reached over plain http: only when its directory is http (a test
-    CA, which the settings allow only with ``ACME_ALLOW_HTTP_CA=y``)."""
-    return directory_url.lower().startswith("http://")
-
-
-def scheme_ok(url: str, *, allow_http: bool) -> bool:
-    """Whether ``url`` is https, or http where http is allowed."""
-    scheme = url.partition("://")[0].lower()
-    return scheme == "https" or (allow_http and scheme == "http")
-
-
-def refuse_downgrade(url: str, *, allow_http: bool, what: str = "") -> None:
-    """Raise ``CaUnreachable`` when ``url`` is not https and http is not allowed."""
-    if scheme_ok(url, allow_http=allow_http):
-        return
-    shown = url.split("?", 1)[0][:200]
-    raise CaUnreachable(
-        f"the CA sent {what or 'a URL'} that is not https ({shown}) although its directory "
-        "is https: refused as a downgrade (plain http can be changed on the way)",
-        code="insecure",
-    )
-
-
-def utcnow() -> datetime:
-    """The current time, aware UTC."""
-    return datetime.now(UTC)
-
-
-def answer_cap(headers: Mapping[str, str]) -> int:
-    """The body cap of an ACME answer by its Content-Type: a certificate chain or JSON."""
-    kind = headers.get("Content-Type", "").split(";")[0].strip().lower()
-    return CHAIN_CAP if kind == PEM_CHAIN else JSON_CAP
 
 
 class AcmeNetwork(client.ClientNetwork):

@@ -9,15 +9,15 @@ Pure functions; touches nothing.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 
 import josepy
 import requests
 from acme import errors, messages
 
+from acme_sidecar.adapters.acme.wire import MAX_RETRY_AFTER as MAX_RETRY_AFTER
+from acme_sidecar.adapters.acme.wire import retry_after as retry_after
 from acme_sidecar.core.errors import (
     AccountUnknown,
     CaUnreachable,
@@ -28,7 +28,6 @@ from acme_sidecar.core.errors import (
 from acme_sidecar.core.model import FailureKind
 
 ERROR_PREFIX = "urn:ietf:params:acme:error:"
-MAX_RETRY_AFTER = timedelta(days=7)
 # challenge error types that say the CA's own lookup or connection failed: the name may pass
 # on the next try, so it is not banned (RFC 8555 §6.7 and Let's Encrypt's ``timeout``)
 TRANSIENT_TYPES = frozenset({"dns", "connection", "timeout", "serverInternal"})
@@ -44,32 +43,6 @@ LIBRARY_ERRORS: tuple[type[Exception], ...] = (
     TypeError,
     OverflowError,
 )
-
-
-def retry_after(value: str | None, now: datetime) -> datetime | None:
-    """When a ``Retry-After`` value (seconds or an HTTP date) allows the next try.
-
-    Capped at ``MAX_RETRY_AFTER`` from ``now``; zero, negative, past or unparseable means None
-    (the caller falls back to its own delay).
-    """
-    text = (value or "").strip()
-    if not text:
-        return None
-    if text.isdigit():
-        seconds = int(text)
-        if seconds <= 0:
-            return None
-        return now + min(timedelta(seconds=min(seconds, 10**9)), MAX_RETRY_AFTER)
-    when: datetime | None = None
-    with contextlib.suppress(TypeError, ValueError, OverflowError, IndexError):
-        when = parsedate_to_datetime(text)
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    if when <= now:
-        return None
-    return min(when, now + MAX_RETRY_AFTER)
 
 
 def error_type(typ: str | None) -> str:
