@@ -23,7 +23,7 @@ from acme_sidecar import __version__
 from acme_sidecar.adapters.acme.directory import caa_identities
 from acme_sidecar.adapters.acme.windows import RenewalInfo
 from acme_sidecar.adapters.dns import DnsResolver
-from acme_sidecar.adapters.dockerapi import choose_services
+from acme_sidecar.adapters.docker_way import ChosenWay
 from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
 from acme_sidecar.adapters.mariadb import MariaDBSource
 from acme_sidecar.adapters.volume import CertStore, toppair
@@ -104,6 +104,14 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
         )
         return v4, v6
 
+    way = ChosenWay(
+        s.acme_docker_api,
+        urls=s.dockerapi_urls,
+        project=s.compose_project_name,
+        services=s.acme_restart_services,
+        docker_host=s.docker_host,
+        docker_timeout=s.acme_docker_timeout,
+    )
     return Deps(
         source=MariaDBSource(
             database=s.dbname,
@@ -122,13 +130,8 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
         windows=lambda: RenewalInfo(
             s.directory, str(s.acme_ca_bundle) if s.acme_ca_bundle else True
         ),
-        services=choose_services(
-            s.acme_docker_api,
-            url=s.dockerapi_url,
-            project=s.compose_project_name,
-            services=s.acme_restart_services,
-            docker_timeout=s.acme_docker_timeout,
-        ),
+        services=way,
+        services_ready=way.waiting_for,
         stop=stop,
         dns01=router.routes() if router is not None else None,
     )

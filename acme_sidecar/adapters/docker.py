@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import structlog
 
@@ -113,6 +113,9 @@ class DockerServices:
         self.project = project.lower()
         self.services = tuple(services)
         self._client_factory = client_factory or (lambda: _docker_from_env(timeout))
+
+    def way(self) -> Self:
+        return self
 
     def _containers(self, client: Any, service: str) -> list[Any]:
         labels = [f"{PROJECT_LABEL}={self.project}", f"{SERVICE_LABEL}={service}"]

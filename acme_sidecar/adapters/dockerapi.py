@@ -8,20 +8,18 @@ mailcow network it answers plain HTTPS calls (see the reference note on its cont
 "msg": ...}``; ``danger`` is a failure. Containers are matched exactly on their compose labels,
 as ``adapters/docker.py`` does; a failed reload falls back to a restart. There is no exec of
 other commands, so Postfix's ``sni.map`` cannot be rebuilt here (``can_rebuild_map`` is false:
-``core.consumers`` restarts Postfix instead). ``choose_services``
-picks this adapter or the Docker socket's for ``ACME_DOCKER_API`` (called by the CLI's wiring).
+``core.consumers`` restarts Postfix instead). ``adapters/docker_way.py`` picks this adapter or
+the Docker socket's for ``ACME_DOCKER_API``, at each deploy.
 Every call ends within ``DEADLINE`` seconds in all and reads at most ``CAP`` bytes
 (``adapters.bounded``); redirects are not followed and no proxy from the environment is used.
-May touch: the dockerapi over HTTP(S), and name resolution for the ``auto`` choice.
+May touch: the dockerapi over HTTP(S).
 """
 
 from __future__ import annotations
 
-import socket
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, Self
 
 import requests
 import structlog
@@ -31,14 +29,12 @@ from acme_sidecar.adapters.bounded import OutOfBounds, send, watched_session
 from acme_sidecar.adapters.docker import (
     PROJECT_LABEL,
     SERVICE_LABEL,
-    DockerServices,
     log_done,
     log_not_found,
     log_restarted,
 )
 from acme_sidecar.core.consumers import Act, Reaction
 from acme_sidecar.core.errors import ServiceError
-from acme_sidecar.core.ports import Services
 
 log = structlog.get_logger(__name__)
 
@@ -46,40 +42,6 @@ log = structlog.get_logger(__name__)
 RELOAD_TASKS: tuple[str, ...] = ("postfix", "dovecot", "nginx")
 DEADLINE = 60.0  # seconds for one call, all of it (a restart waits for the container to stop)
 CAP = 4 * 1024 * 1024  # bytes of an answer (the listing of mailcow's containers is ~0.5 MiB)
-Resolve = Callable[[str, int], object]
-
-
-def _getaddrinfo(host: str, port: int) -> object:
-    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-
-
-def choose_services(
-    mode: Literal["dockerapi", "socket", "auto"],
-    *,
-    url: str,
-    project: str,
-    services: Sequence[str],
-    resolve: Resolve = _getaddrinfo,
-    docker_timeout: int = 60,
-) -> Services:
-    """The way to the containers for ``ACME_DOCKER_API``: ``auto`` takes the dockerapi when
-    the host of ``url`` resolves, else the Docker socket (``DOCKER_HOST``). Logs the choice."""
-    if mode == "auto":
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        try:
-            resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
-        except (OSError, UnicodeError, ValueError) as exc:
-            mode, why = "socket", f"ACME_DOCKER_API=auto: {host} does not resolve ({exc})"
-        else:
-            mode, why = "dockerapi", f"ACME_DOCKER_API=auto: {host} resolves"
-    else:
-        why = f"ACME_DOCKER_API={mode}"
-    if mode == "dockerapi":
-        log.info("services.api", api="dockerapi", url=url, reason=why)
-        return DockerapiServices(project, services, url=url)
-    log.info("services.api", api="socket", reason=why)
-    return DockerServices(project, services, timeout=docker_timeout)
 
 
 def reload_task(service: str) -> str | None:
@@ -106,6 +68,9 @@ class DockerapiServices:
         self.url = url.rstrip("/")
         # the dockerapi is on the mailcow network: an admin's HTTP(S)_PROXY is not for it
         self._session_factory = session_factory or (lambda: watched_session(trust_env=False))
+
+    def way(self) -> Self:
+        return self
 
     def _call(self, session: requests.Session, method: str, path: str, **kw: Any) -> Any:
         """One call; its JSON answer. Every failure of the transport is a ``ServiceError``."""

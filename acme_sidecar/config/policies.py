@@ -74,6 +74,7 @@ class StartPolicy:
 
     hostname: str
     db_wait: float = 600.0
+    dockerapi_wait: float = 120.0  # ACME_DOCKERAPI_WAIT: 0 does not wait
     webroot_wait: float = 120.0
     check_webroot: bool = True
     own_addresses: tuple[str, ...] = ()  # this server's, where the self-check may go
@@ -193,6 +194,7 @@ def daemon_policy(settings: Settings, cert_dir: Path | None = None) -> DaemonPol
         start=StartPolicy(
             hostname=settings.mailcow_hostname,
             db_wait=float(settings.acme_db_wait),
+            dockerapi_wait=float(settings.acme_dockerapi_wait),
             check_webroot=not (settings.skip_http_verification or settings.acme_dns_challenge),
             own_addresses=own_addresses(settings),
         ),

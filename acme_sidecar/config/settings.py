@@ -76,12 +76,14 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     db_host: str = ""
     db_port: int = 3306
     compose_project_name: str = "mailcow-dockerized"
-    # the way to the containers: mailcow's dockerapi, the Docker socket, or auto (dockerapi when
-    # the host of ACME_DOCKERAPI_URL resolves, decided in cli.py); the URL's default is
-    # https://dockerapi.<COMPOSE_PROJECT_NAME>_mailcow-network (see ``dockerapi_url``)
+    # the way to the containers: mailcow's dockerapi, the Docker socket, or auto (chosen anew at
+    # each deploy, adapters/docker_way.py); unset, the URL is mailcow's dockerapi by its long
+    # name, then by its short one (see ``dockerapi_urls``)
     acme_docker_api: Literal["dockerapi", "socket", "auto"] = "auto"
     acme_dockerapi_url: str = ""
+    acme_dockerapi_wait: int = 120  # at start, for dockerapi's name
     acme_docker_timeout: int = 60  # one Docker API call over the socket
+    docker_host: str = ""  # read by the Docker SDK itself; here only: is there a socket?
 
     @field_validator("acme_dockerapi_url")
     @classmethod
@@ -92,10 +94,13 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         return text.rstrip("/")
 
     @property
-    def dockerapi_url(self) -> str:
-        """ACME_DOCKERAPI_URL, or mailcow's dockerapi on the project's network."""
-        default = f"https://dockerapi.{self.compose_project_name.lower()}_mailcow-network"
-        return self.acme_dockerapi_url or default
+    def dockerapi_urls(self) -> tuple[str, ...]:
+        """ACME_DOCKERAPI_URL, or mailcow's dockerapi by the name acme-mailcow uses (on the
+        project's network), then by its alias ``dockerapi`` (mailcow#6170: only that resolved)."""
+        if self.acme_dockerapi_url:
+            return (self.acme_dockerapi_url,)
+        long = f"https://dockerapi.{self.compose_project_name.lower()}_mailcow-network"
+        return (long, "https://dockerapi")
 
     tz: str = ""
     acme_cert_dir: Path = Path("/var/lib/acme")
@@ -275,6 +280,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         "acme_max_backoff",
         "acme_db_wait",
         "acme_docker_timeout",
+        "acme_dockerapi_wait",
         mode="before",
     )
     @classmethod

@@ -79,7 +79,14 @@ class Services(Protocol):
     """The consumers of the certificate volume."""
 
     services: tuple[str, ...]
-    can_rebuild_map: bool  # commands can be run in the containers (Postfix's postmap)
+
+    @property
+    def can_rebuild_map(self) -> bool:
+        """Commands can be run in the containers (Postfix's postmap)."""
+
+    def way(self) -> Services:
+        """The way to the containers for one deploy: this adapter, or the one chosen now
+        (``ACME_DOCKER_API=auto``, ``adapters/docker_way.py``)."""
 
     def apply(self, actions: Mapping[str, Reaction]) -> dict[str, str]:
         """Do each service's reaction once; return ``{service: "reloaded"|"rebuilt"|...}``.

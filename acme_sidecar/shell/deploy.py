@@ -6,7 +6,8 @@ touched). Then each service's TLS endpoint is asked, with SNI, for every certifi
 in this cycle; a service still serving an old serial after a reload is restarted once, and a
 mismatch after that is one clear error naming service and name. An endpoint whose host name
 does not resolve (another stack's service name) is one warning and is not checked; all checks
-of a deploy run concurrently under one deadline (``policy.timeout``).
+of a deploy run concurrently under one deadline (``policy.timeout``). The way to the containers
+is chosen anew for each deploy (``Services.way``: ``ACME_DOCKER_API=auto``).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def deploy(
     """
     if services is None:
         return (), 0
+    services = services.way()  # dockerapi or the socket, chosen now
     actions_of = reactions(services.services, change, can_rebuild_map=services.can_rebuild_map)
     if not actions_of:
         return (), 0

@@ -53,6 +53,7 @@ class Deps:
     public_ips: Callable[[], tuple[str | None, str | None]]
     ca_identities: Callable[[], tuple[str, ...]] = lambda: ()
     services: Services | None = None
+    services_ready: Callable[[], str | None] | None = None  # at start: why dockerapi is not yet
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     stop: threading.Event = field(default_factory=threading.Event)
     windows: Callable[[], WindowSource] | None = None  # the CA's renewal windows (ARI)

@@ -1,13 +1,16 @@
 """Quiet start: before its first cycle the daemon waits for what mailcow starts beside it.
 
-On a mailcow start or update MariaDB and nginx often come up after this container. Like
-acme-mailcow, the daemon waits for them instead of failing: the database (``ACME_DB_WAIT``,
-default 10 minutes) and then the webroot being served through the hostname (the HTTP
+On a mailcow start or update MariaDB and nginx often come up after this container, and after a
+host reboot dockerapi too. Like acme-mailcow, the daemon waits for them instead of failing: the
+database (``ACME_DB_WAIT``, default 10 minutes), then a name of mailcow's dockerapi resolving
+when deploys will go through it (``ACME_DOCKERAPI_WAIT``, default 2 minutes; acme-mailcow's
+``until ping dockerapi``), then the webroot being served through the hostname (the HTTP
 self-check's own target, up to two minutes). Each wait logs one ``start.waiting`` line
 when it begins and one ``start.ready`` (or ``start.gave_up``) line when it ends; nothing is
 reported to the mailcow UI or the watchdog while waiting. After ``ACME_DB_WAIT`` the database
-being down is a failure like any other (``db_quiet`` tells the hooks when it is not yet one).
-May touch: the database, DNS and the webroot through the adapters in ``Deps``.
+being down is a failure like any other (``db_quiet`` tells the hooks when it is not yet one);
+a dockerapi still missing after its wait only means deploys stay owed until it is there.
+May touch: the database, DNS, dockerapi's names and the webroot through the adapters in ``Deps``.
 """
 
 from __future__ import annotations
@@ -105,10 +108,13 @@ def _webroot(policy: StartPolicy, deps: Deps) -> Probe:
 
 
 def wait_until_ready(policy: StartPolicy, deps: Deps) -> None:
-    """Wait for the database, then for the webroot; never raises, never longer than the
-    policy's limits, and not at all once ``deps.stop`` is set."""
+    """Wait for the database, then for dockerapi, then for the webroot; never raises, never
+    longer than the policy's limits, and not at all once ``deps.stop`` is set."""
     try:
         wait_for("database", _database(deps), policy.db_wait, deps.stop)
+        dockerapi = deps.services_ready
+        if dockerapi is not None and policy.dockerapi_wait > 0 and not deps.stop.is_set():
+            wait_for("dockerapi", dockerapi, policy.dockerapi_wait, deps.stop)
         if policy.check_webroot and not deps.stop.is_set():
             wait_for("webroot", _webroot(policy, deps), policy.webroot_wait, deps.stop)
     except Exception as exc:  # noqa: BLE001 - waiting is a courtesy; the cycle reports faults

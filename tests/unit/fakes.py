@@ -153,6 +153,9 @@ class FakeServices:
     calls: list[dict[str, Act]] = field(default_factory=list)
     error: BaseException | None = None
 
+    def way(self) -> FakeServices:
+        return self
+
     def apply(self, actions: Mapping[str, Reaction]) -> dict[str, str]:
         if self.error is not None:
             raise self.error

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from acme_sidecar.adapters.docker import DockerServices
-from acme_sidecar.adapters.dockerapi import DockerapiServices, choose_services
+from acme_sidecar.adapters.dockerapi import DockerapiServices
 from acme_sidecar.config.settings import load_settings
 from acme_sidecar.core.consumers import Act, Reaction, restart_all
 from acme_sidecar.core.errors import ConfigError, ServiceError
@@ -219,44 +218,23 @@ def test_not_json_is_a_service_error() -> None:
             api.apply(_restart("postfix-mailcow"))
 
 
-def _fails(host: str, port: int) -> object:
-    raise socket.gaierror(-2, "Name or service not known")
-
-
-@pytest.mark.parametrize(
-    ("mode", "resolve", "expected"),
-    [
-        ("dockerapi", _fails, DockerapiServices),
-        ("socket", lambda host, port: [], DockerServices),
-        ("auto", lambda host, port: [], DockerapiServices),
-        ("auto", _fails, DockerServices),
-    ],
-)
-def test_choice_of_the_way_to_the_containers(mode: Any, resolve: Any, expected: type) -> None:
-    """ACME_DOCKER_API picks the adapter; ``auto`` takes dockerapi only when its host resolves,
-    and says why in one log line."""
-    with capture_logs() as logs:
-        chosen = choose_services(
-            mode,
-            url="https://dockerapi.x_mailcow-network",
-            project="x",
-            services=["a"],
-            resolve=resolve,
-        )
-    assert isinstance(chosen, expected)
-    assert [e["event"] for e in logs] == ["services.api"]
-    assert mode in logs[0]["reason"]
-
-
 def test_dockerapi_url_default_and_validation() -> None:
-    """The URL defaults to dockerapi on the project's network; an explicit one must be
-    http(s)."""
+    """The URLs default to dockerapi on the project's network, then its alias ``dockerapi``
+    (mailcow#6170); an explicit one is the only one and must be http(s); the start waits
+    2 minutes for dockerapi by default."""
     base = {"MAILCOW_HOSTNAME": "mail.example.org", "COMPOSE_PROJECT_NAME": "MyMail"}
     settings = load_settings(base)
     assert settings.acme_docker_api == "auto"
-    assert settings.dockerapi_url == "https://dockerapi.mymail_mailcow-network"
+    assert settings.dockerapi_urls == (
+        "https://dockerapi.mymail_mailcow-network",
+        "https://dockerapi",
+    )
+    assert settings.acme_dockerapi_wait == 120
+    assert load_settings(base | {"ACME_DOCKERAPI_WAIT": "0"}).acme_dockerapi_wait == 0
     custom = load_settings(base | {"ACME_DOCKERAPI_URL": "https://127.0.0.1:8443/"})
-    assert custom.dockerapi_url == "https://127.0.0.1:8443"
+    assert custom.dockerapi_urls == ("https://127.0.0.1:8443",)
+    with pytest.raises(ConfigError, match="ACME_DOCKERAPI_WAIT"):
+        load_settings(base | {"ACME_DOCKERAPI_WAIT": "soon"})
     with pytest.raises(ConfigError, match="ACME_DOCKERAPI_URL"):
         load_settings(base | {"ACME_DOCKERAPI_URL": "dockerapi:443"})
     with pytest.raises(ConfigError, match="ACME_DOCKER_API"):

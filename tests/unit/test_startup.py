@@ -94,10 +94,13 @@ class Check:
 
 
 class Deps:
-    def __init__(self, source: Source, check: Check) -> None:
+    def __init__(
+        self, source: Source, check: Check, services_ready: startup.Probe | None = None
+    ) -> None:
         self.source = source
         self.resolver = Resolver()
         self.stop = threading.Event()
+        self.services_ready = services_ready
         self._check = check
 
     @contextmanager
@@ -118,6 +121,44 @@ def test_waits_for_the_database_then_the_webroot() -> None:
         ("start.ready", "webroot"),
     ]
     assert check.asked[0] == ("mail.example.org", "127.0.0.1")
+
+
+def test_waits_for_dockerapi_between_the_database_and_the_webroot() -> None:
+    """dockerapi's name is waited for after the database and before the webroot, with one
+    waiting line and one ready line, as acme-mailcow's ``until ping dockerapi``."""
+    _, dockerapi = ready_after(3)
+    deps = Deps(Source(fails=1), Check([None]), services_ready=dockerapi)
+    policy = StartPolicy(hostname="mail.example.org", own_addresses=("127.0.0.1",))
+    with structlog.testing.capture_logs() as logs:
+        wait_until_ready(policy, deps)  # type: ignore[arg-type]
+    assert [(e["event"], e["component"]) for e in logs] == [
+        ("start.waiting", "database"),
+        ("start.ready", "database"),
+        ("start.waiting", "dockerapi"),
+        ("start.ready", "dockerapi"),
+    ]
+
+
+def test_dockerapi_never_there_is_one_line_each_way_and_the_start_goes_on() -> None:
+    """A dockerapi that never comes is bounded by ACME_DOCKERAPI_WAIT: one waiting line, one
+    gave-up line, and the webroot wait still follows; 0 does not wait at all."""
+    _, never = ready_after(10**9)
+    check = Check([None])
+    deps = Deps(Source(fails=0), check, services_ready=never)
+    policy = StartPolicy(
+        hostname="mail.example.org", own_addresses=("127.0.0.1",), dockerapi_wait=0.05
+    )
+    with structlog.testing.capture_logs() as logs:
+        wait_until_ready(policy, deps)  # type: ignore[arg-type]
+    assert [(e["event"], e["component"]) for e in logs] == [
+        ("start.waiting", "dockerapi"),
+        ("start.gave_up", "dockerapi"),
+    ]
+    assert check.asked == [("mail.example.org", "127.0.0.1")]
+    off = StartPolicy(hostname="mail.example.org", own_addresses=("127.0.0.1",), dockerapi_wait=0)
+    with structlog.testing.capture_logs() as logs:
+        wait_until_ready(off, deps)  # type: ignore[arg-type]
+    assert logs == []
 
 
 def test_the_webroot_probe_never_goes_to_a_foreign_private_address() -> None:

@@ -12,8 +12,10 @@ are made fully qualified by the server):
 * ``/add-caa``: ``{"host": "...", "policies": [{"tag": "issue", "value": "ca.example"}]}``
 * ``/set-txt``: ``{"host": "...", "value": "..."}``; unlike the others the TXT
   endpoints do *not* qualify the name, so a trailing dot is required (added here)
-* also ``/set-cname``, ``/clear-cname``, ``/set-servfail``, ``/clear-servfail``,
-  ``/clear-request-history`` and HTTP-01/TLS-ALPN-01 endpoints (unused here).
+* ``/set-servfail``, ``/clear-servfail``: ``{"host": "..."}``: every query of that name
+  answers SERVFAIL (a name that does not resolve) until cleared
+* also ``/set-cname``, ``/clear-cname``, ``/clear-request-history`` and HTTP-01/TLS-ALPN-01
+  endpoints (unused here).
 """
 
 from __future__ import annotations
@@ -105,6 +107,14 @@ class MockDNS:
     def clear_txt(self, host: str) -> None:
         """Remove the TXT records of ``host``."""
         self._post("clear-txt", {"host": _fqdn(host)})
+
+    def set_servfail(self, host: str) -> None:
+        """Answer SERVFAIL to every query of ``host`` (it does not resolve)."""
+        self._post("set-servfail", {"host": host})
+
+    def clear_servfail(self, host: str) -> None:
+        """Answer ``host`` normally again."""
+        self._post("clear-servfail", {"host": host})
 
     def set_default_ipv4(self, ip: str) -> None:
         """Set the A answer for names without explicit records (``""`` disables)."""
