@@ -34,6 +34,7 @@ from acme_sidecar.core.ledger import State
 from acme_sidecar.core.ports import Issuer
 from acme_sidecar.core.report import Outcome
 from acme_sidecar.core.settle import force_seen
+from acme_sidecar.core.validate import IpPolicy
 from acme_sidecar.core.values import mask_url
 from acme_sidecar.ops.hooks import HealthFile, Hook, expiry_lines, health_problems, read_health
 from acme_sidecar.ops.log import configure
@@ -112,6 +113,18 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
         docker_host=s.docker_host,
         docker_timeout=s.acme_docker_timeout,
     )
+
+    resolver = DnsResolver(s.acme_dns_resolvers)
+
+    def http_check(policy: IpPolicy) -> WebrootSelfCheck:
+        return WebrootSelfCheck(
+            s.acme_webroot,
+            s.acme_http_verify_port,
+            https_port=s.acme_https_verify_port,
+            policy=policy,
+            resolver=resolver,
+        )
+
     return Deps(
         source=MariaDBSource(
             database=s.dbname,
@@ -121,10 +134,10 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
             host=s.db_host,
             port=s.db_port,
         ),
-        resolver=DnsResolver(s.acme_dns_resolvers),
+        resolver=resolver,
         store=CertStore(s.acme_cert_dir, backup_keep=s.acme_backup_keep, set_aside=not read_only),
         issuer=issuer,
-        http_check=lambda: WebrootSelfCheck(s.acme_webroot, s.acme_http_verify_port),
+        http_check=http_check,
         public_ips=public_ips,
         ca_identities=lambda: caa_identities(s.directory, s.acme_ca_bundle),
         windows=lambda: RenewalInfo(

@@ -323,7 +323,7 @@ def measure(count: int, repeat: int, profile: Path | None) -> dict[str, Any]:
             resolver=resolver,
             store=CertStore(root),
             issuer=issuer,
-            http_check=lambda: contextlib.nullcontext(http),
+            http_check=lambda policy: contextlib.nullcontext(http),
             public_ips=lambda: (ADDRESS, None),
             ca_identities=lambda: ("letsencrypt.org",),
             services=services,  # type: ignore[arg-type]

@@ -78,6 +78,7 @@ class StartPolicy:
     webroot_wait: float = 120.0
     check_webroot: bool = True
     own_addresses: tuple[str, ...] = ()  # this server's, where the self-check may go
+    skip_ip_check: bool = False  # SKIP_IP_CHECK=y: LAN addresses too
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +198,7 @@ def daemon_policy(settings: Settings, cert_dir: Path | None = None) -> DaemonPol
             dockerapi_wait=float(settings.acme_dockerapi_wait),
             check_webroot=not (settings.skip_http_verification or settings.acme_dns_challenge),
             own_addresses=own_addresses(settings),
+            skip_ip_check=settings.skip_ip_check,
         ),
         ari=True,
         banner={

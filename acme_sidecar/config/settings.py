@@ -108,6 +108,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     acme_ca_bundle: Path | None = None
     acme_dns_resolvers: tuple[str, ...] = ()
     acme_http_verify_port: int = 80
+    acme_https_verify_port: int = 443  # where a redirect of the self-check may go over HTTPS
     public_ipv4: str = ""
     public_ipv6: str = ""
     acme_ipv4_detect_url: str = "http://ip4.mailcow.email"
@@ -249,7 +250,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
             raise ValueError("must be an e-mail address such as admin@example.org, or empty")
         return text
 
-    @field_validator("acme_http_verify_port", "db_port")
+    @field_validator("acme_http_verify_port", "acme_https_verify_port", "db_port")
     @classmethod
     def _port(cls, value: int) -> int:
         if not 1 <= value <= 65535:

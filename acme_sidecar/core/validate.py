@@ -6,14 +6,15 @@ the self-check of the address it picked). The shell (``shell.lookups``) fetches 
 from the ``Resolver`` and ``HttpCheck`` ports (``core.ports``) and asks again, so the lookups
 are the same ones, in the same order, as a decision that did them itself, and every rule is
 testable from answers alone. A missing record is a verdict, not an exception. The self-check
-connects only to public addresses and this server's own (``self_check_refusal``). No I/O, no
-logging.
+connects only to public addresses and this server's own, and to LAN addresses under
+SKIP_IP_CHECK (``self_check_refusal``); which redirects it follows is ``core.redirects``.
+No I/O, no logging.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -86,7 +87,8 @@ class IpPolicy:
 
     ``own_addresses`` lists this server's further addresses (SNAT_TO_SOURCE, SNAT6_TO_SOURCE, and
     PUBLIC_IPV4/6 when the comparison is skipped): with ``ipv4`` and ``ipv6`` they are the only
-    non-public addresses the self-check may connect to (see ``self_check_refusal``).
+    non-public addresses the self-check may connect to, but for LAN addresses under
+    ``skip_ip_check`` (see ``self_check_refusal``).
     """
 
     ipv4: str | None
@@ -158,16 +160,21 @@ def _non_public_kind(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str
     return None if addr.is_global else "non-public"  # e.g. 100.64.0.0/10 (carrier NAT)
 
 
+LAN_KINDS = ("private", "non-public")  # RFC 1918, ULA, carrier NAT: split-horizon answers
+
+
 def self_check_refusal(address: str, policy: IpPolicy) -> str | None:
-    """Whether the self-check may connect to ``address``: a public address, or one of this
-    server's own (``policy.ipv4``, ``ipv6``, ``own``). Returns None when it may, else the reason
-    it may not (DNS of a tenant's name must not point the self-check at internal services)."""
+    """Whether the self-check may connect to ``address``: a public address, one of this
+    server's own (``policy.ipv4``, ``ipv6``, ``own``), or under ``skip_ip_check`` a LAN address
+    (private or carrier NAT: a split-horizon answer, which acme-mailcow's check follows too).
+    Returns None when it may, else the reason it may not (DNS of a tenant's name must not point
+    the self-check at this host's loopback or link-local services, e.g. a cloud's metadata)."""
     try:
         addr = ipaddress.ip_address(address)
     except ValueError:
         return f"{address!r}, which is not an IP address; the self-check does not connect there"
     kind = _non_public_kind(addr)
-    if kind is None:
+    if kind is None or (policy.skip_ip_check and kind in LAN_KINDS):
         return None
     own = (policy.ipv4, policy.ipv6, *policy.own_addresses)
     if any(mine and _same(address, mine) for mine in own):
@@ -176,6 +183,15 @@ def self_check_refusal(address: str, policy: IpPolicy) -> str | None:
         f"{address}, a {kind} address that is not this server's; "
         "the self-check does not connect there"
     )
+
+
+def self_check_address(addresses: Sequence[str], policy: IpPolicy) -> str | None:
+    """The address of ``addresses`` the self-check goes to: the first public one, else the
+    first other one it may connect to (``self_check_refusal``); None when there is none."""
+    allowed = [a for a in addresses if self_check_refusal(a, policy) is None]
+    public = [a for a in allowed if _non_public_kind(ipaddress.ip_address(a)) is None]
+    chosen = public or allowed
+    return chosen[0] if chosen else None
 
 
 def _family(
@@ -189,9 +205,7 @@ def _family(
     """Check one address family; return (ok, reason)."""
     shown = ", ".join(answer.addresses)
     if bypass:
-        # the self-check goes to the first address it may connect to
-        allowed = [a for a in answer.addresses if self_check_refusal(a, policy) is None]
-        address = (allowed or answer.addresses)[0]
+        address = self_check_address(answer.addresses, policy) or answer.addresses[0]
         why = f"{rdtype} {shown} (IP comparison skipped)"
     else:
         expected = policy.ipv4 if rdtype == "A" else policy.ipv6

@@ -49,7 +49,8 @@ class Deps:
     resolver: Resolver
     store: CertStore
     issuer: Callable[[bytes], Issuer]  # account key PEM -> the ACME issuer
-    http_check: Callable[[], contextlib.AbstractContextManager[HttpCheck]]
+    # the self-check, given where its redirects may connect (the cycle's address policy)
+    http_check: Callable[[IpPolicy], contextlib.AbstractContextManager[HttpCheck]]
     public_ips: Callable[[], tuple[str | None, str | None]]
     ca_identities: Callable[[], tuple[str, ...]] = lambda: ()
     services: Services | None = None
@@ -160,7 +161,8 @@ def recheck(policy: CyclePolicy, deps: Deps, facts: Facts, names: list[str]) -> 
     if not names:
         return facts
     v = policy.validation
-    checker = _no_check() if v.skip_http or v.dns01 else deps.http_check()
+    ip_policy = _ip_policy(policy, deps)
+    checker = _no_check() if v.skip_http or v.dns01 else deps.http_check(ip_policy)
     with checker as http:
-        checked = validate_names(names, deps.resolver, _ip_policy(policy, deps), http)
+        checked = validate_names(names, deps.resolver, ip_policy, http)
     return replace(facts, checked={**facts.checked, **checked})

@@ -84,7 +84,12 @@ def _database(deps: Deps) -> Probe:
 
 def _webroot(policy: StartPolicy, deps: Deps) -> Probe:
     """The self-check of the hostname through its own addresses (as the first cycle does)."""
-    allowed = IpPolicy(ipv4=None, ipv6=None, own_addresses=policy.own_addresses)
+    allowed = IpPolicy(
+        ipv4=None,
+        ipv6=None,
+        skip_ip_check=policy.skip_ip_check,
+        own_addresses=policy.own_addresses,
+    )
 
     def probe() -> str | None:
         addresses = [
@@ -96,7 +101,7 @@ def _webroot(policy: StartPolicy, deps: Deps) -> Probe:
         if not addresses:
             return f"{policy.hostname} has no address the self-check may use"
         reasons = []
-        with deps.http_check() as check:
+        with deps.http_check(allowed) as check:
             for address in addresses:
                 why = check.check(policy.hostname, address)
                 if why is None:

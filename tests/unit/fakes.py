@@ -27,7 +27,7 @@ from acme_sidecar.core.model import CertSpec, DomainRows, FailureKind, Issued, I
 from acme_sidecar.core.plan import Shape
 from acme_sidecar.core.ports import HttpCheck
 from acme_sidecar.core.settle import RetryPolicy
-from acme_sidecar.core.validate import CaaLookup, Lookup
+from acme_sidecar.core.validate import CaaLookup, IpPolicy, Lookup
 from acme_sidecar.shell.gather import Deps
 from tests.certs import CA, cert_pem, leaf
 
@@ -195,7 +195,7 @@ class World:
         key.chmod(0o600)
 
     def deps(self) -> Deps:
-        def http() -> contextlib.AbstractContextManager[HttpCheck]:
+        def http(policy: IpPolicy) -> contextlib.AbstractContextManager[HttpCheck]:
             return contextlib.nullcontext(self.http)
 
         return Deps(

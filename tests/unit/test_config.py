@@ -101,6 +101,10 @@ def test_additional_san_split() -> None:
         (BASE | {"ACME_MAX_NAMES": "abc"}, "ACME_MAX_NAMES='abc' is not valid"),
         (BASE | {"ACME_LOG_FORMAT": "yes"}, "ACME_LOG_FORMAT='yes' is not valid"),
         (BASE | {"ACME_HTTP_VERIFY_PORT": "99999"}, "ACME_HTTP_VERIFY_PORT='99999'"),
+        (
+            BASE | {"ACME_HTTPS_VERIFY_PORT": "0"},
+            "ACME_HTTPS_VERIFY_PORT='0' is not valid: must be a",
+        ),
         (BASE | {"PUBLIC_IPV4": "::1"}, "PUBLIC_IPV4='::1' is not valid: must be an IPv4"),
         (BASE | {"ACME_DNS_RESOLVERS": "dns.google"}, "ACME_DNS_RESOLVERS='dns.google'"),
         (BASE | {"ADDITIONAL_SAN": "bad name"}, "ADDITIONAL_SAN='bad name'"),
@@ -181,6 +185,18 @@ def test_rate_limits_setting() -> None:
     assert off.limits == Limits.off()
     with pytest.raises(ConfigError, match="ACME_RATE_LIMITS"):
         load_settings(base | {"ACME_RATE_LIMITS": "zerossl"})
+
+
+def test_the_self_check_settings_reach_the_start_policy() -> None:
+    """SKIP_IP_CHECK reaches the webroot wait at start; ACME_HTTPS_VERIFY_PORT defaults to 443."""
+    from acme_sidecar.config.policies import daemon_policy
+
+    assert load_settings(BASE).acme_https_verify_port == 443
+    default, skip = (
+        daemon_policy(load_settings(BASE | e)).start for e in ({}, {"SKIP_IP_CHECK": "y"})
+    )
+    assert default is not None and not default.skip_ip_check
+    assert skip is not None and skip.skip_ip_check
 
 
 @pytest.mark.parametrize(

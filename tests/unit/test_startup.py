@@ -11,7 +11,7 @@ import pytest
 import structlog.testing
 
 from acme_sidecar.config.policies import StartPolicy
-from acme_sidecar.core.validate import Lookup
+from acme_sidecar.core.validate import IpPolicy, Lookup
 from acme_sidecar.shell import startup
 from acme_sidecar.shell.startup import DbGrace, wait_for, wait_until_ready
 
@@ -102,9 +102,11 @@ class Deps:
         self.stop = threading.Event()
         self.services_ready = services_ready
         self._check = check
+        self.policies: list[IpPolicy] = []
 
     @contextmanager
-    def http_check(self) -> Iterator[Check]:
+    def http_check(self, policy: IpPolicy) -> Iterator[Check]:
+        self.policies.append(policy)
         yield self._check
 
 
@@ -170,6 +172,23 @@ def test_the_webroot_probe_never_goes_to_a_foreign_private_address() -> None:
     assert check.asked == []
     assert "no address the self-check may use" in logs[0]["reason"]
     assert logs[-1]["event"] == "start.gave_up"
+
+
+def test_the_webroot_probe_goes_to_a_lan_address_under_skip_ip_check() -> None:
+    """SKIP_IP_CHECK=y: the hostname's split-horizon answer is checked at start too, and the
+    self-check's redirects get the same address rule."""
+
+    class Lan:
+        def lookup(self, name: str, rdtype: str) -> Lookup:
+            return Lookup(("192.168.1.10",) if rdtype == "A" else ())
+
+    check = Check([None])
+    deps = Deps(Source(fails=0), check)
+    deps.resolver = Lan()  # type: ignore[assignment]
+    policy = StartPolicy(hostname="mail.example.org", skip_ip_check=True)
+    wait_until_ready(policy, deps)  # type: ignore[arg-type]
+    assert check.asked == [("mail.example.org", "192.168.1.10")]
+    assert [p.skip_ip_check for p in deps.policies] == [True]
 
 
 def test_no_webroot_wait_when_http_verification_is_skipped() -> None:

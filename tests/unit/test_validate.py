@@ -174,7 +174,7 @@ def test_caa_denial_makes_the_verdict() -> None:
     assert not v.ok and "CAA" in v.reason and http.calls == []
 
 
-OWN = IpPolicy("192.0.2.1", "2001:db8::1", skip_ip_check=True, own_addresses=("10.9.9.9",))
+OWN = IpPolicy("192.0.2.1", "2001:db8::1", own_addresses=("10.9.9.9",))
 
 
 @pytest.mark.parametrize(
@@ -213,6 +213,33 @@ def test_self_check_address_rule(address: str, kind: str | None) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("10.1.2.3", None),
+        ("192.168.1.1", None),
+        ("fd00::1", None),
+        ("100.64.0.1", None),  # carrier NAT
+        ("::ffff:10.1.2.3", None),
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("0.0.0.0", "unspecified"),  # noqa: S104 - an address under test, not a listener
+    ],
+)
+def test_skip_ip_check_allows_lan_addresses_only(address: str, kind: str | None) -> None:
+    """Under SKIP_IP_CHECK a LAN answer (private, carrier NAT) may be checked, as acme-mailcow's
+    curl does; loopback, link-local and the other kinds still may not."""
+    reason = self_check_refusal(address, IpPolicy(None, None, skip_ip_check=True))
+    if kind is None:
+        assert reason is None
+    else:
+        assert reason is not None and reason.startswith(f"{address}, a {kind} address")
+
+
 def test_self_check_refuses_what_is_not_an_address() -> None:
     """An answer that is no IP address is never connected to."""
     assert self_check_refusal("mail.example.org", OWN) is not None
@@ -226,15 +253,28 @@ def test_loopback_that_is_this_server_is_checked() -> None:
     assert http.calls == [(N, "127.0.0.1")]
 
 
-def test_skip_ip_check_does_not_connect_to_a_private_answer() -> None:
-    """Under SKIP_IP_CHECK a tenant's name on 10.0.0.5 is refused without any connection."""
-    r = FakeResolver({(N, "A"): Lookup(("10.0.0.5",))})
+def test_skip_ip_check_does_not_connect_to_a_link_local_answer() -> None:
+    """Under SKIP_IP_CHECK a tenant's name on 169.254.169.254 (a cloud's metadata service) is
+    refused without any connection."""
+    r = FakeResolver({(N, "A"): Lookup(("169.254.169.254",))})
     http = FakeHttp()
     verdicts = validate_names([N], r, IpPolicy(None, None, skip_ip_check=True), http)
     assert not verdicts[N].ok and http.calls == []
-    assert f"{N} resolves to 10.0.0.5, a private address that is not this server's" in (
+    assert f"{N} resolves to 169.254.169.254, a link-local address that is not this server's" in (
         verdicts[N].reason
     )
+
+
+def test_skip_ip_check_checks_a_split_horizon_answer() -> None:
+    """Under SKIP_IP_CHECK a name that resolves to a LAN address (split-horizon DNS) is checked
+    there, as acme-mailcow's check does; without SKIP_IP_CHECK it is not."""
+    r = FakeResolver({(N, "A"): Lookup(("192.168.1.10",))})
+    http = FakeHttp()
+    assert validate_name(N, r, IpPolicy(None, None, skip_ip_check=True), http).ok
+    assert http.calls == [(N, "192.168.1.10")]
+    strict = FakeHttp()  # SNAT also skips the comparison, but keeps the address rule
+    assert not validate_name(N, r, IpPolicy("203.0.113.5", None, snat4=True), strict).ok
+    assert strict.calls == []
 
 
 def test_skip_ip_check_checks_the_first_address_it_may() -> None:
