@@ -218,7 +218,7 @@ ROWS: tuple[Plugin, ...] = (
         "dns_nsupdate", "", via="rfc2136", tested=True,
         options={"NSUPDATE_SERVER": "servers", "NSUPDATE_SERVER_PORT": "port",
                  "NSUPDATE_KEY": "key file", "NSUPDATE_ZONE": "zone"},
-        note="RFC 2136 through dnspython; NSUPDATE_KEY is the key file nsupdate -k takes",
+        note="NSUPDATE_KEY is the path of the key file nsupdate -k takes",
     ),
     _row(
         "dns_oci", "oci",
