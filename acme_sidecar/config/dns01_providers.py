@@ -11,11 +11,10 @@ a variable of ours in ``own`` and says so. Pure data and lookups: no I/O, no lex
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 _FIELD = re.compile(r"\{(\w+)\}")
 
@@ -68,10 +67,10 @@ def _secretish(group: str, plugin: Plugin) -> bool:
     return plugin.options.get(group.split("|")[0]) not in _LOCATING
 
 
-def _row(name: str, provider: str, options: dict[str, str], **kw: object) -> Plugin:
+def _row(name: str, provider: str, options: dict[str, str], **kw: Any) -> Plugin:
     """A row; ``required`` defaults to every variable of ``options`` (most plugins)."""
     kw.setdefault("required", tuple(options))
-    return Plugin(name, provider, options, **kw)  # type: ignore[arg-type]
+    return Plugin(name, provider, options, **kw)
 
 
 # lexicon's option names most rows use (names, not secrets)
@@ -329,6 +328,8 @@ def missing(plugin: Plugin, values: Mapping[str, str]) -> str | None:
 
 def unsupported(name: str) -> str:
     """One line for a plugin the sidecar cannot serve: why, and the nearest it can."""
+    import difflib  # only for this message: not loaded at every start
+
     shown = name or "(empty)"
     row = PLUGINS.get(name)
     why = f" ({row.note})" if row is not None and row.note else ""

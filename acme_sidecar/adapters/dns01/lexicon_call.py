@@ -40,7 +40,7 @@ def _quiet(exc: BaseException, secrets: Iterable[str]) -> str:
     secrets) taken out, in any form; for requests' refusals of its input, only the type."""
     if isinstance(exc, _REFUSED_INPUT):
         return (
-            f"{type(exc).__name__} (a value in the DNS-01 file cannot be sent over HTTP: "
+            f"{type(exc).__name__} (a DNS-01 credential value cannot be sent over HTTP: "
             "a space at its start or end, a line break, or another character it may not hold)"
         )
     return scrub(f"{type(exc).__name__}: {str(exc)[:300]}", secrets)[:300]
