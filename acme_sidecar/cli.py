@@ -9,6 +9,7 @@ Exit codes: 0 fine, 1 a certificate is missing or invalid after ``once`` (or an 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -60,6 +61,7 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
     router = None
     responders: Callable[[], ChallengeResponder] | None = None
     if s.acme_dns_challenge:
+        from acme_sidecar.adapters.acmesh import HOME as ACMESH_HOME
         from acme_sidecar.adapters.dns01 import setup as dns01
 
         router = dns01.build_router(
@@ -67,6 +69,8 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
             s.acme_dns_config_file,
             s.acme_dns_auth_port,
             s.acme_dns_alias_zones,
+            environ=os.environ,
+            account_conf=s.acme_cert_dir / ACMESH_HOME / "account.conf",
         )
         dns01_router = router
 

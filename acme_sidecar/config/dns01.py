@@ -1,5 +1,6 @@
 """The DNS-01 credentials file (``ACME_DNS_CONFIG_FILE``, mailcow's ``dns-01.conf``): parsed and
-mapped to the providers we support. Pure, except ``read_file`` (the file and its mode).
+mapped to the providers we support (the table is ``dns01_providers``). Pure, except
+``read_file`` (the file and its mode).
 
 The file is mailcow's: ``KEY=VALUE`` lines with acme.sh's variable names for the plugin named
 by ``ACME_DNS_PROVIDER``. Beyond mailcow, ``[zone example.org]`` starts a section whose lines
@@ -12,51 +13,16 @@ from __future__ import annotations
 
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from acme_sidecar.config.dns01_providers import PLUGINS, lexicon_options, missing, unsupported
 from acme_sidecar.core.names import normalize_hostname
 
 DEFAULT_FILE = Path("/etc/acme/dns-01.conf")
 
-# acme.sh plugin -> lexicon provider, and acme.sh variable -> lexicon option
-LEXICON: dict[str, tuple[str, dict[str, str]]] = {
-    "dns_pdns": (
-        "powerdns",
-        {"PDNS_Url": "pdns_server", "PDNS_ServerId": "pdns_server_id", "PDNS_Token": "auth_token"},
-    ),
-    "dns_cf": (
-        "cloudflare",
-        {
-            "CF_Token": "auth_token",
-            "CF_Key": "auth_token",
-            "CF_Email": "auth_username",
-            "CF_Zone_ID": "zone_id",
-        },
-    ),
-    "dns_desec": ("desec", {"DEDYN_TOKEN": "auth_token"}),
-    "dns_dgon": ("digitalocean", {"DO_API_KEY": "auth_token"}),
-    "dns_ovh": (
-        "ovh",
-        {
-            "OVH_END_POINT": "auth_entrypoint",
-            "OVH_AK": "auth_application_key",
-            "OVH_AS": "auth_application_secret",
-            "OVH_CK": "auth_consumer_key",
-        },
-    ),
-}
-# what each plugin cannot work without (acme.sh's own checks)
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "dns_pdns": ("PDNS_Url", "PDNS_Token"),
-    "dns_cf": ("CF_Token|CF_Key",),
-    "dns_desec": ("DEDYN_TOKEN",),
-    "dns_dgon": ("DO_API_KEY",),
-    "dns_ovh": ("OVH_AK", "OVH_AS", "OVH_CK"),
-}
-TTL_VARIABLE = {"dns_pdns": "PDNS_Ttl"}
 DEFAULT_TTL = 60  # acme.sh's for dns_pdns and dns_nsupdate
-SUPPORTED = ("dns_nsupdate", *LEXICON)
 
 _SECTION = re.compile(r"^\[\s*zone\s+([^\]\s]+)\s*\]$", re.IGNORECASE)
 _LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
@@ -180,12 +146,11 @@ def _ttl(section: Section, name: str) -> int | str:
 def provider_conf(section: Section) -> ProviderConf | str:
     """The provider a section configures, or why it configures none (a message naming the
     plugin or variable and what is valid; never a value)."""
-    plugin = section.plugin
-    if plugin not in SUPPORTED:
-        shown = plugin or "(empty)"
-        return f"ACME_DNS_PROVIDER {shown} is not supported; supported: {', '.join(SUPPORTED)}"
+    plugin = PLUGINS.get(section.plugin)
+    if plugin is None or plugin.via == "none":
+        return unsupported(section.plugin)
     values = section.values
-    if plugin == "dns_nsupdate":
+    if plugin.via == "rfc2136":
         servers = tuple(s.strip() for s in values.get("NSUPDATE_SERVER", "").split(",") if s)
         port = values.get("NSUPDATE_SERVER_PORT", "") or "53"
         if not port.isdigit() or not 1 <= int(port) <= 65535:
@@ -201,40 +166,62 @@ def provider_conf(section: Section) -> ProviderConf | str:
             key_file=Path(key) if key else None,
             zone=zone,
         )
-    provider, names = LEXICON[plugin]
-    for need in REQUIRED.get(plugin, ()):
-        if not any(values.get(v) for v in need.split("|")):
-            wanted = " or ".join(need.split("|"))
-            return f"{plugin} needs {wanted} in the DNS-01 file"
-    options = {names[k]: v for k, v in values.items() if k in names and v}
-    ttl = _ttl(section, TTL_VARIABLE.get(plugin, ""))
+    lacking = missing(plugin, values)
+    if lacking:
+        return (
+            f"{plugin.name} needs {lacking} (in the DNS-01 file, the container's environment "
+            "or acme.sh's account.conf)"
+        )
+    ttl = _ttl(section, plugin.ttl)
     if isinstance(ttl, str):
         return ttl
-    return LexiconConf(plugin, provider, options, ttl)
+    return LexiconConf(plugin.name, plugin.provider, lexicon_options(plugin, values), ttl)
 
 
-def described(section: Section) -> str:
-    """The section for a log line: plugin and the variable names set (no values)."""
-    keys = " ".join(sorted(section.values)) or "no variables"
-    return f"{section.plugin or '(no provider)'} with {keys}"
+def described(section: Section, sources: Mapping[str, str] | None = None) -> str:
+    """The section for a log line: plugin and the variable names set, each with where it was
+    read when ``sources`` says (``CF_Token (environment)``); never a value."""
+    where = sources or {}
+    keys = " ".join(f"{k} ({where[k]})" if k in where else k for k in sorted(section.values))
+    return f"{section.plugin or '(no provider)'} with {keys or 'no variables'}"
 
 
-def read_file(path: Path) -> tuple[str | None, str | None]:
-    """The file's text (``None`` when absent) and why it is refused (world-readable, or not
-    readable), else ``None``."""
+@dataclass(frozen=True, slots=True)
+class FileRead:
+    """The file's text (``None`` when absent or unreadable), a warning to log while it is used
+    anyway (readable by everyone, with the chmod that fixes it), or why it could not be read."""
+
+    text: str | None
+    warning: str | None = None
+    problem: str | None = None
+
+
+def chmod_hint(path: Path) -> str:
+    """The command that makes the file private (and the host's, for mailcow's own path)."""
+    command = f"chmod 600 {path}"
+    if path == DEFAULT_FILE:  # mailcow's mount of data/conf/acme/
+        host = "chmod 600 data/conf/acme/dns-01.conf"
+        return f"{command} (on the host, in the mailcow directory: {host})"
+    return command
+
+
+def read_file(path: Path) -> FileRead:
+    """Read the file; one readable by everyone (mailcow creates it 0644) is used, with a
+    warning that gives the chmod."""
     try:
         info = path.stat()
     except FileNotFoundError:
-        return None, None
+        return FileRead(None)
     except OSError as exc:
-        return None, f"cannot read {path}: {exc.strerror}"
+        return FileRead(None, problem=f"cannot read {path}: {exc.strerror}")
+    warning = None
     if info.st_mode & stat.S_IROTH:
         mode = stat.filemode(info.st_mode)
-        return None, (
-            f"{path} is readable by everyone ({mode}); it holds DNS credentials: "
-            f"run chmod 600 (or 640) on it; it is not used until then"
+        warning = (
+            f"{path} holds DNS credentials and is readable by everyone ({mode}); it is used "
+            f"all the same: run {chmod_hint(path)}"
         )
     try:
-        return path.read_text(encoding="utf-8"), None
+        return FileRead(path.read_text(encoding="utf-8"), warning)
     except (OSError, UnicodeDecodeError) as exc:
-        return None, f"cannot read {path}: {exc}"
+        return FileRead(None, warning, f"cannot read {path}: {exc}")

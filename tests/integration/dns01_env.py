@@ -23,16 +23,18 @@ def dns01_env(
     conf: str,
     provider: str = "",
     domains: tuple[str, ...] = (),
+    mode: int = 0o644,
     **extra: str,
 ) -> dict[str, str]:
-    """The environment of a DNS-01 sidecar: ``conf`` is written as the dns-01.conf (mode
-    0600); the database holds ``domains``; nothing to restart (no Docker here)."""
+    """The environment of a DNS-01 sidecar: ``conf`` is written as the dns-01.conf, at
+    ``mode`` (0644 by default: mailcow creates it so); the database holds ``domains``; nothing
+    to restart (no Docker here)."""
     mariadb.reset()
     for domain in domains:
         mariadb.execute("INSERT INTO domain (domain) VALUES (%s)", (domain,))
     conf_file = tmp / "dns-01.conf"
     conf_file.write_text(conf)
-    conf_file.chmod(0o600)
+    conf_file.chmod(mode)
     cert_dir = tmp / "ssl"
     cert_dir.mkdir(exist_ok=True)
     host, port = bind.server

@@ -38,7 +38,8 @@ def _sans(path: Path) -> list[str]:
 def test_wildcard_over_bind_with_tsig(
     tmp_path: Path, mariadb: MariaDB, dns01_pebble: Pebble, bind_server: Bind
 ) -> None:
-    """*.example.test and example.test issued through TSIG-signed updates to BIND; the TXT
+    """*.example.test and example.test issued through TSIG-signed updates to BIND, with the
+    dns-01.conf at 0644 as mailcow creates it (used, one warning giving the chmod); the TXT
     records are gone afterwards; names the wildcard covers (the hostname, www) not listed."""
     env = dns01_env(
         tmp_path,
@@ -54,6 +55,11 @@ def test_wildcard_over_bind_with_tsig(
     run = sidecar(env, "once")
     took = time.monotonic() - began
     assert run.code == 0, run.stderr[-3000:]
+    conf = Path(env["ACME_DNS_CONFIG_FILE"])
+    assert conf.stat().st_mode & 0o777 == 0o644  # left as it is
+    [readable] = run.named("dns01.config_readable")
+    assert readable["problem"].endswith(f"it is used all the same: run chmod 600 {conf}")
+    assert not run.named("dns01.config_refused")
     cert_dir = Path(env["ACME_CERT_DIR"])
     assert cert_dirs(cert_dir) == {HOST: "*.example.test example.test"}
     assert _sans(cert_dir / HOST / "cert.pem") == ["*.example.test", "example.test"]
@@ -93,6 +99,49 @@ def test_wildcard_over_powerdns_api(
     assert {e["name"] for e in run.named("name.covered")} == {"mail.pdns-zone.test"}
     assert powerdns.txt("_acme-challenge.pdns-zone.test") == []
     assert powerdns.api_key not in run.stderr
+
+
+def test_credentials_from_the_environment_and_acme_sh_account_conf(
+    tmp_path: Path,
+    mariadb: MariaDB,
+    dns01_pebble: Pebble,
+    bind_server: Bind,
+    powerdns: PowerDNS,
+) -> None:
+    """As mailcow may leave them: PDNS_Token in the container's environment, PDNS_Url and
+    PDNS_ServerId saved by acme.sh in acme-sh/account.conf, a stale token there and only
+    PDNS_Ttl in dns-01.conf: the environment's token wins, the certificate is issued through
+    PowerDNS, and the start names each variable's source, never a value."""
+    env = dns01_env(
+        tmp_path,
+        mariadb,
+        dns01_pebble,
+        bind_server,
+        provider="dns_pdns",
+        conf="PDNS_Ttl=1\n",
+        MAILCOW_HOSTNAME="mail.pdns-zone.test",
+        ADDITIONAL_SAN="",
+        AUTODISCOVER_SAN="n",
+        PDNS_Token=powerdns.api_key,
+    )
+    home = Path(env["ACME_CERT_DIR"]) / "acme-sh"
+    home.mkdir()
+    (home / "account.conf").write_text(
+        f"LOG_FILE='{home}/acme.sh.log'\n"
+        f"SAVED_PDNS_Url='{powerdns.api_url}'\n"
+        f"SAVED_PDNS_ServerId='{powerdns.server_id}'\n"
+        "SAVED_PDNS_Token='stale-token'\n"
+    )
+    run = sidecar(env, "once")
+    assert run.code == 0, run.stderr[-3000:]
+    assert cert_dirs(Path(env["ACME_CERT_DIR"])) == {"mail.pdns-zone.test": "mail.pdns-zone.test"}
+    [line] = run.named("dns01.provider")
+    assert line["config"] == (
+        "dns_pdns with PDNS_ServerId (account.conf) PDNS_Token (environment) PDNS_Ttl "
+        "(dns-01.conf) PDNS_Url (account.conf)"
+    )
+    assert powerdns.txt("_acme-challenge.mail.pdns-zone.test") == []
+    assert powerdns.api_key not in run.stderr and "stale-token" not in run.stderr
 
 
 def test_two_zones_two_providers_one_cycle(
@@ -263,7 +312,10 @@ def test_unknown_plugin_runs_and_issues_nothing(
     seen = "".join(daemon.seen) + "".join(iter_queue(daemon))
     unusable = [line for line in seen.splitlines() if '"dns01.unusable"' in line]
     assert len(unusable) == 1, seen[-2000:]
-    assert "dns_unknown is not supported; supported: dns_nsupdate, dns_pdns, dns_cf" in unusable[0]
+    assert (
+        "dns_unknown is not supported; nearest supported: dns_nsone, dns_duckdns, dns_pdns"
+        in unusable[0]
+    )
     assert '"order.created"' not in seen
     assert not cert_dirs(Path(env["ACME_CERT_DIR"]))
     assert code == 0

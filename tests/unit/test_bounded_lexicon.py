@@ -127,7 +127,8 @@ def test_a_refused_token_is_named(tmp_path: Path) -> None:
     with pytest.raises(DnsUpdateError) as info:
         standin("denied", tmp_path / "calls").add_txt(ZONE, RECORDS)
     assert str(info.value) == (
-        "dns_pdns (lexicon powerdns) answered 401 Unauthorized: check PDNS_Token in the DNS-01 file"
+        "dns_pdns (lexicon powerdns) answered 401 Unauthorized: check PDNS_Token (the "
+        "dns01.provider line at start says where each was read)"
     )
     assert not info.value.transient
 

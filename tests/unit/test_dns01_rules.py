@@ -11,9 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from acme_sidecar.config.dns01 import (
+    DEFAULT_FILE,
+    FileRead,
     LexiconConf,
     NsupdateConf,
     Section,
+    chmod_hint,
     described,
     parse_file,
     provider_conf,
@@ -134,11 +137,13 @@ def test_mailcow_file_with_sections_maps_acme_sh_variables() -> None:
 @pytest.mark.parametrize(
     ("plugin", "values", "problem"),
     [
-        ("dns_unknown", {}, "ACME_DNS_PROVIDER dns_unknown is not supported; supported: "
-         "dns_nsupdate, dns_pdns, dns_cf, dns_desec, dns_dgon, dns_ovh"),
+        ("dns_unknown", {}, "ACME_DNS_PROVIDER dns_unknown is not supported; nearest supported: "
+         "dns_nsone, dns_duckdns, dns_pdns (64 in all, listed in the README's DNS-01 provider "
+         "table)"),
         ("", {}, "ACME_DNS_PROVIDER (empty) is not supported"),
-        ("dns_pdns", {"PDNS_Url": "http://x"}, "dns_pdns needs PDNS_Token in the DNS-01 file"),
-        ("dns_cf", {}, "dns_cf needs CF_Token or CF_Key in the DNS-01 file"),
+        ("dns_pdns", {"PDNS_Url": "http://x"}, "dns_pdns needs PDNS_Token (in the DNS-01 file, "
+         "the container's environment or acme.sh's account.conf)"),
+        ("dns_cf", {}, "dns_cf needs CF_Token or CF_Key"),
         ("dns_nsupdate", {"NSUPDATE_SERVER_PORT": "99999"}, "NSUPDATE_SERVER_PORT='99999'"),
         ("dns_pdns", {"PDNS_Url": "u", "PDNS_Token": "t", "PDNS_Ttl": "x"}, "PDNS_Ttl='x'"),
     ],
@@ -154,16 +159,27 @@ def test_nsupdate_defaults_are_acme_sh_s() -> None:
     assert provider_conf(Section("", "dns_nsupdate")) == NsupdateConf(("localhost",))
 
 
-def test_world_readable_file_is_refused(tmp_path: Path) -> None:
-    """The file holds credentials: readable by everyone, it is not used; absent is no error."""
+def test_world_readable_file_is_used_with_the_chmod_to_run(tmp_path: Path) -> None:
+    """mailcow creates the file 0644: it is used, with a warning that gives the exact chmod;
+    0640 has no warning; absent is no error."""
     path = tmp_path / "dns-01.conf"
-    assert read_file(path) == (None, None)
+    assert read_file(path) == FileRead(None)
     path.write_text("CF_Token=x\n")
     path.chmod(0o644)
-    text, refused = read_file(path)
-    assert text is None and refused is not None and "chmod 600" in refused
+    read = read_file(path)
+    assert read.text == "CF_Token=x\n" and read.problem is None
+    assert read.warning is not None and read.warning.endswith(f"run chmod 600 {path}")
+    assert "-rw-r--r--" in read.warning
     path.chmod(0o640)
-    assert read_file(path) == ("CF_Token=x\n", None)
+    assert read_file(path) == FileRead("CF_Token=x\n")
+
+
+def test_mailcow_s_own_path_gets_the_host_command_too() -> None:
+    """For /etc/acme/dns-01.conf the warning also names the file as the host has it."""
+    assert chmod_hint(DEFAULT_FILE) == (
+        "chmod 600 /etc/acme/dns-01.conf (on the host, in the mailcow directory: "
+        "chmod 600 data/conf/acme/dns-01.conf)"
+    )
 
 
 def test_dns_challenge_is_a_setting_not_an_exit() -> None:

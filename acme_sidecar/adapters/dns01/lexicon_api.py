@@ -1,4 +1,4 @@
-"""Provider APIs (PowerDNS, Cloudflare, deSEC, DigitalOcean, OVH) through dns-lexicon.
+"""Provider APIs through dns-lexicon (the plugins of ``config/dns01_providers``).
 
 The provider class is loaded by name and given the zone we found by SOA: lexicon's ``Client``
 would guess the zone itself (from the public suffix list, downloaded, or the system resolver),
@@ -36,7 +36,8 @@ _PROVIDERS = "lexicon._private.providers"
 
 
 class LexiconProvider:
-    """One API account of one provider, from a section of the DNS-01 file.
+    """One API account of one provider, from a section of the DNS-01 file (the default one
+    completed from the environment and acme.sh's account.conf).
 
     ``module`` is where the ``Provider`` class comes from: lexicon's module for the provider,
     or a stand-in of the tests."""

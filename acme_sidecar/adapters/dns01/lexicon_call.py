@@ -24,18 +24,10 @@ import requests
 
 from acme_sidecar.adapters.bounded import MiB, OutOfBounds, Watchdog, read_capped
 from acme_sidecar.adapters.dns01.base import DnsUpdateError
+from acme_sidecar.config.dns01_providers import PLUGINS
 from acme_sidecar.core.values import scrub
 
 ANSWER_CAP = 8 * MiB  # bytes of one provider answer (a zone of 10,000 records is ~2 MiB)
-
-# the acme.sh variable that holds each provider's credential, for the hint of a 401/403
-_CREDENTIAL = {
-    "dns_pdns": "PDNS_Token",
-    "dns_cf": "CF_Token (or CF_Key with CF_Email)",
-    "dns_desec": "DEDYN_TOKEN",
-    "dns_dgon": "DO_API_KEY",
-    "dns_ovh": "OVH_AK, OVH_AS and OVH_CK",
-}
 
 
 # requests' own refusals of what it was asked to send: their text echoes the header or URL,
@@ -48,7 +40,7 @@ def _quiet(exc: BaseException, secrets: Iterable[str]) -> str:
     secrets) taken out, in any form; for requests' refusals of its input, only the type."""
     if isinstance(exc, _REFUSED_INPUT):
         return (
-            f"{type(exc).__name__} (a value in the DNS-01 file cannot be sent over HTTP: "
+            f"{type(exc).__name__} (a DNS-01 credential value cannot be sent over HTTP: "
             "a space at its start or end, a line break, or another character it may not hold)"
         )
     return scrub(f"{type(exc).__name__}: {str(exc)[:300]}", secrets)[:300]
@@ -124,8 +116,12 @@ def _http_error(exc: requests.HTTPError, request: Mapping[str, Any]) -> DnsUpdat
     reason = exc.response.reason if exc.response is not None else ""
     head = f"{label} answered {status} {reason}".rstrip()
     if status in (401, 403):
-        credential = _CREDENTIAL.get(request["plugin"], "the credentials")
-        return DnsUpdateError(f"{head}: check {credential} in the DNS-01 file")
+        plugin = PLUGINS.get(request["plugin"])
+        credential = plugin.credentials if plugin is not None else "the credentials"
+        return DnsUpdateError(
+            f"{head}: check {credential} (the dns01.provider line at start says where each "
+            "was read)"
+        )
     if status == 404 or status == 422:
         return DnsUpdateError(f"{head} for zone {zone}: does this account serve {zone}?")
     return DnsUpdateError(
