@@ -33,7 +33,7 @@ from acme_sidecar.config.settings import Settings, load_settings
 from acme_sidecar.core.errors import ConfigError, StoreError
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.ports import Issuer
-from acme_sidecar.core.report import Outcome
+from acme_sidecar.core.report import Deployed, Outcome
 from acme_sidecar.core.settle import force_seen
 from acme_sidecar.core.validate import IpPolicy
 from acme_sidecar.core.values import mask_url
@@ -51,6 +51,10 @@ if TYPE_CHECKING:  # imported when an order is placed: acme, josepy and pyOpenSS
 
 log = structlog.get_logger("acme_sidecar")
 
+NO_ALERTS = (
+    "no alert channel: set WATCHDOG_NOTIFY_EMAIL in mailcow.conf "
+    "(or ACME_NOTIFY_EMAIL / ACME_NOTIFY_WEBHOOK)"
+)
 HTTP_CA = "ACME_ALLOW_HTTP_CA=y: the CA is reached over plain http (for a test CA only)"
 
 
@@ -151,13 +155,30 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
         services_ready=way.waiting_for,
         stop=stop,
         dns01=router.routes() if router is not None else None,
+        deployed=None if read_only else deploy_hook(s),
+    )
+
+
+def deploy_hook(settings: Settings) -> Callable[[Deployed], None] | None:
+    """``ACME_DEPLOY_HOOK_URL`` and/or ``ACME_DEPLOY_HOOK_COMMAND``, or None when neither is set."""
+    url = settings.acme_deploy_hook_url.get_secret_value()
+    if not url and not settings.acme_deploy_hook_command.strip():
+        return None
+    from acme_sidecar.ops.deploy_hook import DeployHook
+
+    return DeployHook(
+        url=url,
+        command=settings.acme_deploy_hook_command,
+        hostname=settings.mailcow_hostname,
+        cert_dir=settings.acme_cert_dir,
     )
 
 
 def build_hooks(settings: Settings, *, daemon: bool = False) -> list[Hook]:
     """What runs after every cycle: the health file (always), then what the settings enable:
-    Prometheus metrics (``daemon`` only: their HTTP endpoint starts here), notifications and
-    the mailcow UI (Redis; from here on every log line also goes to the UI's ACME log).
+    Prometheus metrics (``daemon`` only: their HTTP endpoint starts here), alerts (from
+    ``ACME_NOTIFY_*``, else mailcow's ``WATCHDOG_NOTIFY_*``; one line says which) and the
+    mailcow UI (Redis; from here on every log line also goes to the UI's ACME log).
 
     Call it before the first cycle, so the cycle's log lines reach the mailcow UI.
     """
@@ -179,12 +200,22 @@ def build_hooks(settings: Settings, *, daemon: bool = False) -> list[Hook]:
         ui = mailcow_ui.from_settings(settings)
         if ui is not None:
             hooks.append(ui)
-    if settings.acme_notify_email or settings.acme_notify_webhook:
-        from acme_sidecar.ops import notify
+    if any(
+        v.strip()
+        for v in (
+            ",".join(settings.acme_notify_email),
+            settings.acme_notify_webhook.get_secret_value(),
+            settings.watchdog_notify_email,
+            settings.watchdog_notify_webhook.get_secret_value(),
+        )
+    ):
+        from acme_sidecar.ops import notify  # logs which alert channel is used
 
         notifier = notify.from_settings(settings)
         if notifier is not None:
             hooks.append(notifier)
+    else:
+        log.info("notify.off", reason=NO_ALERTS)
     hooks.append(ExpiryLog(settings.acme_cert_dir / "acme" / "expiry.json", days=days))
     return hooks
 

@@ -1,8 +1,9 @@
-"""The operations settings (metrics, notifications, the mailcow UI over Redis).
+"""The operations settings (metrics, alerts, the deploy hook, the mailcow UI over Redis).
 
 A base class of ``Settings``: the same environment, validated the same way; see
-``ops/metrics.py``, ``ops/notify.py`` and ``ops/mailcow_ui.py`` for how derived defaults are
-filled in.
+``ops/metrics.py``, ``ops/notify.py``, ``ops/deploy_hook.py`` and ``ops/mailcow_ui.py`` for how
+derived defaults are filled in. mailcow's watchdog settings (``WATCHDOG_*``) are kept as given
+and read leniently where they are used (``ops/notify.py``): a bad one is a warning, never exit 2.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, field_validator
 
 from acme_sidecar.config.base import SETTINGS_CONFIG
-from acme_sidecar.config.values import comma_list
+from acme_sidecar.config.values import comma_list, parse_duration
 from acme_sidecar.core.values import is_email, parse_host_port
 
 
@@ -32,6 +33,14 @@ class OpsSettings(BaseModel):
     acme_notify_webhook: SecretStr = SecretStr("")  # its path or userinfo often holds a token
     acme_notify_expiry_days: int = 14
     acme_notify_state: Path | None = None
+    acme_alert_after: int = 86400  # seconds of failing certificate work before the alert
+    # mailcow.conf's watchdog settings: the alert channel when no ACME_NOTIFY_* is set
+    watchdog_notify_email: str = ""
+    watchdog_notify_webhook: SecretStr = SecretStr("")
+    watchdog_notify_webhook_body: str = ""
+    watchdog_subject: str = "Watchdog ALERT"
+    acme_deploy_hook_url: SecretStr = SecretStr("")  # its path or userinfo may hold a token
+    acme_deploy_hook_command: str = ""
     redispass: SecretStr = SecretStr("")
     redis_slaveof_ip: str = ""
     redis_slaveof_port: int | None = None
@@ -90,7 +99,12 @@ class OpsSettings(BaseModel):
             raise ValueError("must be host:port of an SMTP server (for example postfix:25)")
         return text
 
-    @field_validator("acme_notify_webhook", mode="before")
+    @field_validator("acme_alert_after", mode="before")
+    @classmethod
+    def _alert_after(cls, value: Any) -> int:
+        return parse_duration(value)
+
+    @field_validator("acme_notify_webhook", "acme_deploy_hook_url", mode="before")
     @classmethod
     def _webhook(cls, value: Any) -> str:
         text = (value.get_secret_value() if isinstance(value, SecretStr) else str(value)).strip()

@@ -377,7 +377,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
 # secrets: never echoed in an error; a webhook URL (a token in its path or query) is shown as
 # scheme and host only; other URLs with their password and query masked
 HIDDEN = frozenset({"dbpass", "redispass", "acme_eab_hmac_key"})
-ORIGIN_ONLY = frozenset({"acme_notify_webhook"})
+ORIGIN_ONLY = frozenset({"acme_notify_webhook", "acme_deploy_hook_url"})
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

@@ -1,11 +1,13 @@
-"""What one cycle did: its outcome and report, the value the daemon and the ops hooks read."""
+"""What one cycle did: its outcome and report, the value the daemon and the ops hooks read; and
+what one successful deploy put in service (``Deployed``, for the deploy hook)."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from acme_sidecar.core.ledger import State
+from acme_sidecar.core.ledger import Deploy, State
 from acme_sidecar.core.model import Action, DomainRows, NameGroup, Plan, StoredCert, Verdict
 
 
@@ -49,3 +51,41 @@ class Report:
     def settled(self) -> bool:
         """Nothing is left to retry soon: every certificate valid and no deploy owed."""
         return self.all_valid and self.state.deploy is None
+
+
+@dataclass(frozen=True, slots=True)
+class DeployedCert:
+    """One certificate a successful deploy put in service."""
+
+    certificate: str  # its directory, or ``(default)`` for an own top-level pair
+    names: tuple[str, ...]
+    serial: str  # hexadecimal, as ``openssl x509 -serial`` shows it (lower case)
+    not_after: str  # ISO 8601
+
+
+@dataclass(frozen=True, slots=True)
+class Deployed:
+    """A deploy confirmed: the certificates written since it was owed, whether the top-level
+    pair was among them, and what was done to the services (``postfix:reloaded``...)."""
+
+    certificates: tuple[DeployedCert, ...]
+    default: bool
+    services: tuple[str, ...]
+
+
+def deployed_of(
+    owed: Deploy, certs: Mapping[str, StoredCert], services: tuple[str, ...]
+) -> Deployed:
+    """What the finished deploy ``owed`` put in service, from the certificates now in the
+    volume (the top-level pair under ``(default)`` when it is an own one)."""
+    return Deployed(
+        certificates=tuple(
+            DeployedCert(
+                d, certs[d].domains, f"{certs[d].serial:x}", certs[d].not_after.isoformat()
+            )
+            for d in owed.certs
+            if d in certs
+        ),
+        default=owed.default,
+        services=services,
+    )

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import structlog
 
+from acme_sidecar.adapters.volume import toppair
 from acme_sidecar.adapters.volume.pem import key_matches, load_chain, load_key
 from acme_sidecar.config.policies import CyclePolicy
 from acme_sidecar.core.decide import Decision
@@ -22,6 +23,7 @@ from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.issued import problems, spki
 from acme_sidecar.core.model import CertSpec, Issued, StoredCert
 from acme_sidecar.core.ports import Volume
+from acme_sidecar.core.report import deployed_of
 from acme_sidecar.core.settle import (
     RetryPolicy,
     begin_orders,
@@ -148,6 +150,8 @@ def finish_deploy(policy: CyclePolicy, deps: Deps, book: Book) -> Acted:
         log.info("deploy.resumed", certificates=",".join(owed.certs) or None, since=str(owed.since))
     actions, errors = deploy(policy.deploy, deps.services, written, change=change, stop=deps.stop)
     book.update(deploy_finished(book.state, ok=errors == 0))
+    if errors == 0 and deps.deployed is not None and (owed.certs or owed.default):
+        deps.deployed(deployed_of(owed, toppair.with_top(deps.store, certs), actions))
     return Acted(failed=errors, applied=actions)
 
 

@@ -34,6 +34,7 @@ from acme_sidecar.core.ports import (
     Services,
     WindowSource,
 )
+from acme_sidecar.core.report import Deployed
 from acme_sidecar.core.validate import IpPolicy
 from acme_sidecar.shell.ari import refresh_windows
 from acme_sidecar.shell.lookups import validate_names
@@ -59,6 +60,7 @@ class Deps:
     stop: threading.Event = field(default_factory=threading.Event)
     windows: Callable[[], WindowSource] | None = None  # the CA's renewal windows (ARI)
     dns01: Routes | None = None  # ACME_DNS_CHALLENGE=y: which names DNS-01 can answer
+    deployed: Callable[[Deployed], None] | None = None  # the deploy hook; must not raise
 
 
 def _ip_policy(policy: CyclePolicy, deps: Deps) -> IpPolicy:

@@ -139,13 +139,14 @@ def redis_env(world: World, volume: Path, redis_server: RedisServer) -> dict[str
     }
 
 
-def test_failed_cycle_is_notified_once_a_day(
+def test_failed_cycle_is_alerted_once(
     world: World, volume: Path, smtp: Smtp, webhook: Webhook
 ) -> None:
-    """With the CA down the cycle fails: one mail (over STARTTLS) and one webhook POST; the
-    next failing cycle the same day sends nothing more (acme/notify.json remembers)."""
+    """With the CA down and ACME_ALERT_AFTER=0s the cycle's failure is an alert at once: one
+    mail (over STARTTLS) and one webhook POST naming the cause; the next failing cycle sends
+    nothing more (acme/notify.json remembers)."""
     seed(world, ["one.test"])
-    env = notify_env(world, volume, smtp, webhook)
+    env = notify_env(world, volume, smtp, webhook) | {"ACME_ALERT_AFTER": "0s"}
     world.pebble.stop()
     try:
         first = sidecar(env, "once")
@@ -158,12 +159,13 @@ def test_failed_cycle_is_notified_once_a_day(
     (mail,) = smtp.inbox.mails
     assert mail.tls and mail.sender == f"acme-sidecar@{HOST}"
     assert mail.recipients == RECIPIENTS.split(",")
-    assert mail.message["Subject"].startswith(f"[acme-sidecar] {HOST}: a certificate cycle had")
+    assert mail.message["Subject"].startswith(f"[acme-sidecar] {HOST}: certificate work is")
     (post,) = webhook.posts
     assert post["event"] == "cycle_failed" and post["hostname"] == HOST
-    assert post["details"]["outcome"] == "failed" and post["summary"]
+    assert post["status"] == "alert" and post["details"]["outcome"] == "failed"
+    assert f"certificate {HOST} (" in post["details"]["causes"][0]
     state = json.loads((volume / "acme" / "notify.json").read_text())
-    assert set(state["sent"]) == {"cycle_failed"}
+    assert set(state["alerted"]) == {"cycle_failed"}
     assert "secret-token" not in first.stderr + second.stderr
 
 

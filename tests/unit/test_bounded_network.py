@@ -27,7 +27,8 @@ from structlog.testing import capture_logs
 from acme_sidecar.adapters.http_probe import FetchFailed, WebrootSelfCheck, detect_public_ip, fetch
 from acme_sidecar.adapters.tls_probe import check_served, served_serial
 from acme_sidecar.core.consumers import Endpoint
-from acme_sidecar.ops.notify import Notice, WebhookChannel
+from acme_sidecar.ops.alerts import Notice
+from acme_sidecar.ops.channels import WebhookChannel
 from tests.unit.timing import LIMIT, TestClock, in_thread, wait_until, within_limit
 
 HUGE = 50 * 1024 * 1024
@@ -263,7 +264,7 @@ NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 def post(port: int, path: str = "hook") -> tuple[set[str], list[MutableMapping[str, Any]]]:
     channel = WebhookChannel(f"http://127.0.0.1:{port}/{path}", hostname=NAME, deadline=DEADLINE)
     with capture_logs() as logs:
-        delivered = channel.send([NOTICE], NOW)
+        delivered = channel.send([NOTICE], NOW, resolved=False)
     return delivered, logs
 
 
@@ -293,7 +294,7 @@ def test_webhook_failure_log_hides_the_url() -> None:
             f"http://user:s3cret@127.0.0.1:{server.port}/hook/t0ken", hostname=NAME
         )
         with capture_logs() as more:
-            channel.send([NOTICE], NOW)
+            channel.send([NOTICE], NOW, resolved=False)
     assert delivered == set() and logs[0]["error"] == "HTTP 500 Internal Server Error"
     shown = repr(logs + more) + repr(channel)
     assert "s3cret" not in shown and "t0ken" not in shown and "127.0.0.1" in shown
