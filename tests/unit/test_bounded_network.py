@@ -421,3 +421,27 @@ def test_check_served_confirms_on_a_later_attempt() -> None:
     pauses: list[float] = []
     result = check_served([EP], {NAME: 1}, probe=lambda e, n, t: next(answers), sleep=pauses.append)
     assert result == [] and pauses == [0.5]
+
+
+def test_watchdogs_share_one_deadline_thread() -> None:
+    """A watchdog starts no thread of its own (one per request cost the cycle a second under
+    eight order threads): a hundred come and go on the one deadline thread, which fires an
+    expired one and not a cancelled one."""
+    from acme_sidecar.adapters.bounded import Watchdog
+
+    Watchdog(30.0).cancel()  # the deadline thread starts with the first watchdog
+    before = threading.active_count()
+    for _ in range(100):
+        Watchdog(30.0).cancel()
+    assert threading.active_count() == before
+    assert [t.name for t in threading.enumerate()].count("bounded-deadlines") == 1
+    expired = Watchdog(0.0)
+    for _ in range(200):  # the deadline thread fires it at once; allow it a scheduling turn
+        if expired.fired:
+            break
+        time.sleep(0.01)
+    assert expired.fired
+    cancelled = Watchdog(0.0)
+    cancelled.cancel()
+    cancelled.fire()  # the deadline thread may have popped it just before the cancel
+    assert not cancelled.fired
