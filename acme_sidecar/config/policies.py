@@ -157,6 +157,7 @@ def cycle_policy(settings: Settings) -> CyclePolicy:
             max_names=max_names(settings.acme_profile, settings.acme_max_names),
             profile=settings.acme_profile,
             key_type=settings.acme_key_type,  # "" = the volume's (resolved per cycle)
+            directory=settings.directory,
         ),
         validation=ValidationPolicy(
             skip_ip_check=settings.skip_ip_check,

@@ -3,8 +3,9 @@
 ``decide(facts, policy, now)`` takes the ``Facts`` (database rows and the name groups made from
 them, the volume's certificates as read once this cycle, the ledger, the verdicts on the names)
 and returns a ``Decision``: the plan (``core.plan``), the verdicts it used, the ledger with the
-validations remembered, the names that must be checked afresh before an order, and what the
-shell should log. No I/O, no logging, no clock: ``now`` is a parameter.
+validations (and the CA of certificates with no record, ``core.ca``) remembered, the names that
+must be checked afresh before an order, and what the shell should log. No I/O, no logging, no
+clock: ``now`` is a parameter.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from acme_sidecar.core.budget import HoldRules, Limits
+from acme_sidecar.core.ca import adopt_directory, directory_changes
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.memory import apply_memory, record_validated
 from acme_sidecar.core.model import DomainRows, NameGroup, Plan, StoredCert, Verdict
@@ -65,7 +67,8 @@ class Decision:
 
     ``recheck``: names of certificates to be ordered whose verdict was reused; the shell checks
     them afresh and decides again before anything is ordered. ``covered``: (name, certificate)
-    for names that a wildcard of the certificate covers without listing them.
+    for names that a wildcard of the certificate covers without listing them. ``other_ca``: the
+    stored certificates issued from another CA than the configured one (each is renewed).
     """
 
     plan: Plan
@@ -74,6 +77,7 @@ class Decision:
     recheck: tuple[str, ...] = ()
     covered: tuple[tuple[str, str], ...] = ()
     nothing_valid: bool = False
+    other_ca: tuple[str, ...] = ()
 
 
 def decide(facts: Facts, policy: DecisionPolicy, now: datetime) -> Decision:
@@ -84,6 +88,8 @@ def decide(facts: Facts, policy: DecisionPolicy, now: datetime) -> Decision:
     if policy.revalidate_after.total_seconds() > 0:
         state = record_validated(state, facts.checked, now)
     verdicts, state = apply_memory(verdicts, facts.stored, state, grace=policy.grace, now=now)
+    other_ca = directory_changes(facts.stored, state, policy.shape.directory)
+    state = adopt_directory(state, facts.stored, policy.shape.directory, other_ca)
     plan = make_plan(
         facts.groups,
         verdicts,
@@ -96,6 +102,7 @@ def decide(facts: Facts, policy: DecisionPolicy, now: datetime) -> Decision:
         own_default=facts.own,
         ari={n: c.ari for n, c in state.certs.items() if c.ari is not None},
         profiles={n: state.cert(n).profile for n in facts.stored},
+        other_ca=other_ca,
     )
     recheck = sorted({n for c in plan.to_order for n in c.spec.domains if n not in facts.checked})
     return Decision(
@@ -105,6 +112,7 @@ def decide(facts: Facts, policy: DecisionPolicy, now: datetime) -> Decision:
         recheck=tuple(recheck),
         covered=_covered(plan, facts.groups, verdicts),
         nothing_valid=not plan.certs and facts.own is None,
+        other_ca=tuple(sorted(other_ca)),
     )
 
 

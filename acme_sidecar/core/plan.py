@@ -22,12 +22,13 @@ from acme_sidecar.core.profiles import profile_change
 @dataclass(frozen=True, slots=True)
 class Shape:
     """The settings that decide how names are grouped into certificates and what they are
-    ordered as (a stored certificate of another profile or key type is ordered again)."""
+    ordered as (a stored certificate of another profile, key type or CA is ordered again)."""
 
     sni: bool = False
     max_names: int = 100  # already lowered to the profile's limit (core.profiles.max_names)
     profile: str = ""  # ACME_PROFILE; "" = the CA's default
     key_type: str = ""  # the certificate key's type (rsa2048 ... ec384); "" = not checked
+    directory: str = ""  # the ACME directory URL ordered from (DIRECTORY_URL, LE_STAGING)
 
 
 def _chunks(first: str | None, rest: Sequence[str], size: int) -> list[tuple[str, ...]]:
@@ -96,6 +97,7 @@ def _decide_fresh(
     ari: AriRecord | None = None,
     shape: Shape = Shape(),
     profile: str = "",
+    other_ca: str = "",
 ) -> CertPlan:
     if stored is None:
         return CertPlan(spec, Action.ISSUE, "no certificate yet")
@@ -116,6 +118,8 @@ def _decide_fresh(
     changed = profile_change(profile, shape.profile)
     if changed:
         return CertPlan(spec, Action.ISSUE, changed)
+    if other_ca:  # never ``replaces``: the new CA does not know the old certificate
+        return CertPlan(spec, Action.RENEW, f"due: {other_ca}")
     rule = renew_time(stored.cert_id, stored.not_before, stored.not_after, ari)
     due, replaces = rule.at, stored.cert_id if rule.ari else ""
     expires = f"{stored.not_after:%Y-%m-%d %H:%M:%S}Z"
@@ -141,6 +145,7 @@ def make_plan(
     own_default: str | None = None,
     ari: Mapping[str, AriRecord] | None = None,
     profiles: Mapping[str, str] | None = None,
+    other_ca: Mapping[str, str] | None = None,
 ) -> Plan:
     """Decide keep/issue/renew/wait per wanted certificate and which stored ones to archive.
 
@@ -157,6 +162,8 @@ def make_plan(
     ``profiles`` names the profile each stored certificate was ordered with (the ledger's; a
     certificate not named there counts as ordered with the CA's default): one that differs
     from ``shape.profile`` is ordered again, so is one whose key type is not ``shape.key_type``.
+    ``other_ca`` names the stored certificates issued from another CA than ``shape.directory``,
+    with why (``core.ca``): each is renewed, within the budget like any order.
     """
     specs = wanted_specs(groups, verdicts, shape)
     server = next((g for g in groups if g.server), None)
@@ -178,6 +185,7 @@ def make_plan(
             (ari or {}).get(spec.name),
             shape,
             (profiles or {}).get(spec.name, ""),
+            (other_ca or {}).get(spec.name, ""),
         )
         waits = None
         if fresh.action is not Action.KEEP and hold_rules is not None:

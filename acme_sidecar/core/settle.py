@@ -113,8 +113,11 @@ def settle_result(
     now: datetime,
     policy: RetryPolicy,
     rand: float = 0.5,
+    *,
+    directory: str = "",
 ) -> State:
-    """Fold one order's result into the ledger."""
+    """Fold one order's result into the ledger; ``directory`` is the CA it was ordered from
+    (recorded with an issued certificate, ``core.ca``)."""
     name = result.spec.name
     ledger = state.cert(name)
     state = _record_validations(state, result.failed_validations, now)
@@ -132,6 +135,7 @@ def settle_result(
             unstored=result.fullchain_pem.decode("ascii", errors="replace"),
             unstored_names=result.spec.domains,
             profile=result.profile,
+            directory=directory,
         )
         return _put(state, name, ledger)
     state = record_rejections(state, result.rejected, now)

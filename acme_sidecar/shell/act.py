@@ -209,7 +209,9 @@ def _order(policy: CyclePolicy, deps: Deps, book: Book, decision: Decision, now:
     )
     issued = failed = 0
     for result in results:
-        settled = settle_result(book.state, result, deps.clock(), policy.retry)
+        settled = settle_result(
+            book.state, result, deps.clock(), policy.retry, directory=policy.shape.directory
+        )
         if not isinstance(result, Issued):
             book.update(settled)
             failed += 1

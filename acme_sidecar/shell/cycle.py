@@ -170,12 +170,32 @@ def tell(decision: Decision) -> None:
             names=" ".join(cert.spec.domains),
             reason=cert.reason,
         )
+    if decision.other_ca:
+        _tell_other_ca(decision)
     if decision.nothing_valid:
         log.warning(
             "cycle.nothing_valid",
             reason="no certificate can be ordered; keeping the current certificates",
             hint="see the name.skipped lines; SKIP_LETS_ENCRYPT=y turns the sidecar off",
         )
+
+
+def _tell_other_ca(decision: Decision) -> None:
+    """One line for the certificates issued from another CA: how many are ordered now and how
+    many wait (the budget spreads a change of CA over cycles; each has its cert.* line)."""
+    moved = set(decision.other_ca)
+    certs = [c for c in decision.plan.certs if c.spec.name in moved]
+    if not certs:
+        return
+    waiting = [c.renew_at for c in certs if c.action is Action.WAIT and c.renew_at]
+    log.info(
+        "ca.changed",
+        certificates=len(certs),
+        ordered=sum(1 for c in certs if c.action in (Action.ISSUE, Action.RENEW)),
+        waiting=len(waiting) or None,
+        next_try=min(waiting).isoformat() if waiting else None,
+        reason="issued by another CA than the configured one: each is issued again, once",
+    )
 
 
 def settle(state: State, decision: Decision, done: Acted, deps: Deps, *, now: datetime) -> State:
