@@ -47,6 +47,10 @@ from acme_sidecar.shell.watch import watch_cycle
 log = structlog.get_logger("acme_sidecar")
 
 HTTP_CA = "ACME_ALLOW_HTTP_CA=y: the CA is reached over plain http (for a test CA only)"
+SKIPPED = {  # what becomes of a mailcow value left out (config.skipped)
+    "ADDITIONAL_SAN": "this entry is left out; the other names are ordered",
+    "ACME_ACCOUNT_EMAIL": "no contact is sent to the CA",
+}
 
 
 def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = False) -> Deps:
@@ -223,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(settings.acme_log_format, tz=settings.tz)
     for variable, value in settings.lenient_flags:
         log.warning("config.lenient", variable=variable, value=value, reading="no")
+    for variable, value, valid in settings.skipped_values:
+        log.warning("config.skipped", variable=variable, value=value, valid=valid,
+                    action=SKIPPED[variable])  # fmt: skip
     if settings.verify_https_note:
         log.info("config.verify_https", reason=settings.verify_https_note)
     if settings.le_staging and settings.directory_url:

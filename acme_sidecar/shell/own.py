@@ -133,7 +133,7 @@ SELF_SIGNED = (
 
 def _unreadable(store: CertStore, facts: PairFacts, own: bool) -> None:
     """One ``store.unreadable`` line for a top-level pair that does not parse. An own pair is
-    refused as such (``_refuse``: backed up, the last good one put back); any other is copied
+    refused as such (``_refuse``; under SKIP_LETS_ENCRYPT=y nothing is touched); any other is copied
     to ``backups/default/unreadable-<time>/`` and replaced by the hostname's certificate."""
     path, why = toppair.unreadable_file(store, facts)
     file = str(path)
