@@ -56,6 +56,10 @@ NO_ALERTS = (
     "(or ACME_NOTIFY_EMAIL / ACME_NOTIFY_WEBHOOK)"
 )
 HTTP_CA = "ACME_ALLOW_HTTP_CA=y: the CA is reached over plain http (for a test CA only)"
+SKIPPED = {  # what becomes of a mailcow value left out (config.skipped)
+    "ADDITIONAL_SAN": "this entry is left out; the other names are ordered",
+    "ACME_ACCOUNT_EMAIL": "no contact is sent to the CA",
+}
 
 
 def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = False) -> Deps:
@@ -279,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(settings.acme_log_format, tz=settings.tz)
     for variable, value in settings.lenient_flags:
         log.warning("config.lenient", variable=variable, value=value, reading="no")
+    for variable, value, valid in settings.skipped_values:
+        log.warning("config.skipped", variable=variable, value=value, valid=valid,
+                    action=SKIPPED[variable])  # fmt: skip
     if settings.verify_https_note:
         log.info("config.verify_https", reason=settings.verify_https_note)
     if settings.le_staging and settings.directory_url:

@@ -1,10 +1,12 @@
 """Settings from the environment (mailcow.conf names), validated once at start.
 
 An invalid value raises ``ConfigError`` naming the variable, the value and what is valid; the CLI
-turns that into exit code 2. mailcow's own yes/no flags are the exception: they are read as
-mailcow reads them (y/yes is yes, anything else no) and an unclear value is kept in
-``Settings.lenient_flags`` for the CLI to log once logging is set up. No other module reads the
-environment (except the Docker SDK, which reads ``DOCKER_HOST`` itself).
+turns that into exit code 2. mailcow's own values are the exception, read as mailcow reads them:
+its yes/no flags (y/yes is yes, anything else no; an unclear value is kept in
+``Settings.lenient_flags``), and a bad ``ADDITIONAL_SAN`` entry or ``ACME_ACCOUNT_EMAIL``, left
+out (kept in ``Settings.skipped_values``); the CLI logs one warning for each once logging is set
+up. No other module reads the environment (except the Docker SDK, which reads ``DOCKER_HOST``
+itself).
 """
 
 from __future__ import annotations
@@ -29,11 +31,19 @@ from acme_sidecar.config.base import SETTINGS_CONFIG
 from acme_sidecar.config.ca_settings import CaSettings
 from acme_sidecar.config.dns01_settings import Dns01Settings
 from acme_sidecar.config.ops_settings import OpsSettings
-from acme_sidecar.config.values import comma_list, describe_errors, mailcow_flag, parse_duration
+from acme_sidecar.config.values import (
+    comma_list,
+    contact,
+    describe_errors,
+    mailcow_flag,
+    parse_duration,
+    san_entries,
+    skipped_values,
+)
 from acme_sidecar.config.verify_settings import VerifySettings
 from acme_sidecar.core.errors import ConfigError
-from acme_sidecar.core.names import normalize_hostname, normalize_prefix
-from acme_sidecar.core.values import is_email, parse_resolver
+from acme_sidecar.core.names import normalize_hostname
+from acme_sidecar.core.values import parse_resolver
 
 __all__ = ["Settings", "load_settings"]
 
@@ -163,6 +173,17 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
             )
         return settings
 
+    # (variable, value, what is valid) of each mailcow value left out (see ``skipped_values``)
+    _skipped: tuple[tuple[str, str, str], ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _skipped_mailcow_values(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        settings = handler(data)
+        if isinstance(data, dict) and isinstance(settings, Settings):
+            settings._skipped = skipped_values(data)
+        return settings
+
     @field_validator("mailcow_hostname", mode="before")
     @classmethod
     def _hostname(cls, value: Any) -> str:
@@ -176,25 +197,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     def _additional_san(cls, value: Any) -> tuple[str, ...]:
         if isinstance(value, tuple):
             return value
-        entries: list[str] = []
-        for raw in str(value).split(","):
-            entry = raw.strip()
-            if not entry:
-                continue
-            if entry.endswith(".*"):
-                prefix = normalize_prefix(entry[:-2])
-                if prefix is None:
-                    raise ValueError(f"entry {entry!r} is not a valid prefix.* entry")
-                entries.append(prefix + ".*")
-                continue
-            name = normalize_hostname(entry, allow_wildcard=True)
-            if name is None:
-                raise ValueError(
-                    f"entry {entry!r} is neither a host name (mail.example.org), "
-                    "a wildcard (*.example.org) nor a per-domain prefix (mail.*)"
-                )
-            entries.append(name)
-        return tuple(dict.fromkeys(entries))
+        return san_entries(value)[0]  # a bad entry is left out (mailcow's value: lenient)
 
     @field_validator("acme_restart_services", mode="before")
     @classmethod
@@ -243,12 +246,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     @field_validator("acme_account_email")
     @classmethod
     def _email(cls, value: str) -> str:
-        text = value.strip()
-        if not text:
-            return ""
-        if not is_email(text):
-            raise ValueError("must be an e-mail address such as admin@example.org, or empty")
-        return text
+        return contact(value)[0]  # a bad address is read as none (mailcow's value: lenient)
 
     @field_validator("acme_http_verify_port", "acme_https_verify_port", "db_port")
     @classmethod
@@ -349,6 +347,12 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         """``(VARIABLE, value)`` of each mailcow flag set to neither yes (y/yes) nor a clear
         no (n/no/empty): it was read as no, and the CLI logs a warning for it."""
         return self._lenient
+
+    @property
+    def skipped_values(self) -> tuple[tuple[str, str, str], ...]:
+        """``(VARIABLE, value, what is valid)`` of each mailcow value left out: a bad
+        ``ADDITIONAL_SAN`` entry, a bad ``ACME_ACCOUNT_EMAIL``; the CLI logs a warning for it."""
+        return self._skipped
 
     @property
     def snat4(self) -> bool:

@@ -1,6 +1,11 @@
 """Parsers of setting values (pure): durations, flags, lists, and the messages of invalid
 settings. Parsers of values that are not settings (addresses, e-mail, masked URLs, ``scrub``)
 are in ``core/values.py``.
+
+mailcow's values are read as mailcow reads them: a flag that is not yes is no (``mailcow_flag``),
+and a bad ``ADDITIONAL_SAN`` entry or ``ACME_ACCOUNT_EMAIL`` is left out (``san_entries``,
+``contact``, ``skipped_values``) where acme-mailcow skips it too; the caller logs one warning
+for each. The sidecar's own settings stay strict.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from acme_sidecar.core.names import normalize_hostname, normalize_prefix
 from acme_sidecar.core.values import (
+    is_email,
     mask_url,
     url_origin,
 )
@@ -53,6 +60,59 @@ def mailcow_flag(value: Any) -> tuple[bool, bool]:
         return value, True
     text = str(value).strip().lower()
     return text in _YES, text in _YES or text in _NO
+
+
+SAN_VALID = (
+    "each entry must be a host name (mail.example.org), a wildcard (*.example.org, DNS-01 "
+    "only) or a per-domain prefix (mail.*)"
+)
+CONTACT_VALID = "must be an e-mail address with a domain, such as admin@example.org, or empty"
+
+
+def _san_entry(entry: str) -> str | None:
+    """One ``ADDITIONAL_SAN`` entry normalized, or None when it is none of ``SAN_VALID``."""
+    if entry.endswith(".*"):
+        prefix = normalize_prefix(entry[:-2])
+        return None if prefix is None else prefix + ".*"
+    return normalize_hostname(entry, allow_wildcard=True)
+
+
+def san_entries(value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``ADDITIONAL_SAN`` as mailcow reads it: the usable entries (lower case, IDNA,
+    duplicates dropped) and, apart, those that are none of ``SAN_VALID`` (an IP address,
+    ``a.*.b``, ``mail*``): left out, as acme-mailcow leaves out a name it cannot check."""
+    good: list[str] = []
+    bad: list[str] = []
+    for entry in comma_list(value):
+        name = _san_entry(entry)
+        if name is None:
+            bad.append(entry)
+        else:
+            good.append(name)
+    return tuple(dict.fromkeys(good)), tuple(dict.fromkeys(bad))
+
+
+def contact(value: Any) -> tuple[str, bool]:
+    """``ACME_ACCOUNT_EMAIL`` as mailcow reads it: the address, and whether it was usable. A
+    value that is not an e-mail address with a domain (``root@localhost``, which mailcow
+    accepts) is read as empty: no contact is sent."""
+    text = str(value).strip()
+    if not text or is_email(text):
+        return text, True
+    return "", False
+
+
+def skipped_values(raw: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """``(VARIABLE, value, what is valid)`` for each mailcow value left out of ``raw`` (the
+    settings as given, keys lower-cased): bad ``ADDITIONAL_SAN`` entries, a bad contact."""
+    out: list[tuple[str, str, str]] = []
+    san = raw.get("additional_san")
+    if isinstance(san, str):
+        out += [("ADDITIONAL_SAN", entry, SAN_VALID) for entry in san_entries(san)[1]]
+    email = raw.get("acme_account_email")
+    if isinstance(email, str) and not contact(email)[1]:
+        out.append(("ACME_ACCOUNT_EMAIL", email.strip(), CONTACT_VALID))
+    return tuple(out)
 
 
 def comma_list(value: Any) -> tuple[str, ...]:

@@ -10,7 +10,9 @@ Pure rules over facts the volume adapter read (``adapters/toppair.py`` parses th
   certificate: never overwritten, never ordered for.
 - ``pair_problems``: what keeps a pair from being served: the key does not match, the chain is
   incomplete or out of order (each certificate must be signed by the next), its names do not
-  cover ``MAILCOW_HOSTNAME``, it is expired or not yet valid.
+  cover ``MAILCOW_HOSTNAME``, it is expired or not yet valid. A self-signed pair stands alone
+  and, without a subjectAltName, is named by its subject's CN (``pair_names``: mailcow's
+  snake-oil, ``openssl req -x509 ... -subj "/.../O=mailcow/OU=mailcow/CN=<hostname>"``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class PairFacts:
     key_matches: bool = False
     self_signed: bool = False  # the leaf is signed by its own key
     unreadable: str = ""  # why cert.pem or key.pem could not be parsed
+    common_name: str = ""  # the CN of the leaf's subject
 
     @property
     def subject(self) -> str:
@@ -98,6 +101,14 @@ def classify(
     )
 
 
+def pair_names(facts: PairFacts) -> tuple[str, ...]:
+    """The names a pair answers for: the DNS names of its subjectAltName; a self-signed leaf
+    without any (mailcow's snake-oil) is named by its subject's CN."""
+    if facts.names or not facts.self_signed or not facts.common_name:
+        return facts.names
+    return (facts.common_name.strip().lower(),)
+
+
 def pair_problems(facts: PairFacts, hostname: str, now: datetime) -> list[str]:
     """Why this pair must not be served (empty: it is good)."""
     if facts.unreadable:
@@ -118,8 +129,9 @@ def pair_problems(facts: PairFacts, hostname: str, now: datetime) -> list[str]:
             f"the chain is incomplete: cert.pem holds only the certificate, not its issuer "
             f"({facts.issuer}); append the intermediate certificate(s)"
         )
-    if not holds(facts.names, hostname):
-        shown = " ".join(facts.names) or "none"
+    names = pair_names(facts)
+    if not holds(names, hostname):
+        shown = " ".join(names) or "none"
         out.append(f"its names ({shown}) do not cover MAILCOW_HOSTNAME {hostname}")
     if facts.not_after is not None and facts.not_after <= now:
         out.append(f"it expired at {facts.not_after:%Y-%m-%d %H:%M}Z")

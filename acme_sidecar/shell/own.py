@@ -1,12 +1,16 @@
 """The own top-level pair in a cycle: step aside for it, check it when it changed, deploy it.
 
 ``check_own`` classifies the top-level ``cert.pem``/``key.pem`` (``core/own.py``); for an own
-pair (or any pair under ``SKIP_LETS_ENCRYPT=y``) whose fingerprint differs from the one the
-ledger accepted, it waits until the files hold still (an admin's ``cp`` of cert then key), then
-judges the pair: a good one is copied to ``acme/own/`` and a deploy is owed for it (the cycle
-finishes it: reload, verification); a bad one is backed up to ``backups/default/``, the last
-good own pair is put back atomically, and one ``own.refused`` line says why. ``watch_cycle`` is
-the cycle of ``SKIP_LETS_ENCRYPT=y``: the owed deploy and this check, nothing else.
+pair (or any pair under ``SKIP_LETS_ENCRYPT=y``) whose fingerprint differs from the ones the
+ledger accepted or refused, it waits until the files hold still (an admin's ``cp`` of cert then
+key), then judges the pair, once: a good one is deployed (a deploy is owed; the cycle finishes
+it: reload, verification), one ``own.accepted`` line; a bad one is not, one ``own.refused``
+line says why. An own pair the sidecar manages around is copied to ``acme/own/`` when good;
+when bad it is backed up to ``backups/default/`` and the last good one is put back atomically.
+Under ``SKIP_LETS_ENCRYPT=y`` the sidecar is hands off: it writes no certificate file (no copy,
+no backup, no put back, no mode change; only its ledger) and a bad pair is a warning, not a
+failure. ``watch_cycle`` is the cycle of ``SKIP_LETS_ENCRYPT=y``: the owed deploy and this
+check, nothing else.
 May touch: the volume (through ``adapters/volume/toppair``) and, through the deploy, the services.
 """
 
@@ -24,7 +28,7 @@ from acme_sidecar.config.policies import OwnPolicy
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.ledger import Deploy, OwnPair, State
 from acme_sidecar.core.model import StoredCert
-from acme_sidecar.core.own import OWN_MARK, Ownership, PairFacts, pair_problems
+from acme_sidecar.core.own import OWN_MARK, Ownership, PairFacts, pair_names, pair_problems
 from acme_sidecar.core.settle import deploy_begin, deploy_wrote, deploy_wrote_default, sni_map
 from acme_sidecar.shell.boundary import Book
 
@@ -69,7 +73,8 @@ def check_own(
     quiet: bool = False,
 ) -> OwnView:
     """Classify the top-level pair; check, accept or refuse it when it changed (see above)."""
-    pair = toppair.read_top(store)
+    hands_off = policy.skip_lets_encrypt
+    pair = toppair.read_top(store, tighten=not hands_off)
     if pair is None:
         return OwnView()
     facts = toppair.inspect_pair(*pair)
@@ -87,16 +92,17 @@ def check_own(
     if policy.hold_still > 0:
         if stop.wait(policy.hold_still):
             return view
-        again = toppair.read_top(store)
+        again = toppair.read_top(store, tighten=not hands_off)
         if again is None or toppair.fingerprint(*again) != facts.fingerprint:
             log.info("own.changing", reason="the top-level pair is still being written",
                      action="checked again at the next look")  # fmt: skip
             return view
     problems = pair_problems(facts, policy.hostname, now)
     if problems:
-        _refuse(store, book, facts, problems)
+        _refuse(store, book, facts, problems, hands_off=hands_off)
         return replace(view, refused=True)
-    toppair.save_own_copy(store, *pair)
+    if not hands_off:
+        toppair.save_own_copy(store, *pair)
     state = book.state
     if state.deploy is None:
         domains = {n: c.domains for n, c in store.certs.load().items()}
@@ -108,17 +114,26 @@ def check_own(
         subject=facts.subject,
         issuer=facts.issuer,
         serial=f"{facts.serial:x}",
-        names=" ".join(facts.names),
+        names=" ".join(pair_names(facts)),
         not_after=_when(facts.not_after),
         reason=who.reason,
-        action="deploying it to the services; a copy is kept in acme/own/",
+        self_signed=facts.self_signed or None,
+        note=SELF_SIGNED if facts.self_signed else None,
+        action="deploying it to the services"
+        + ("" if hands_off else "; a copy is kept in acme/own/"),
     )
     return view
 
 
+SELF_SIGNED = (
+    "it is self-signed, like mailcow's snake-oil placeholder: served as it is, but mail clients "
+    "and browsers do not trust it"
+)
+
+
 def _unreadable(store: CertStore, facts: PairFacts, own: bool) -> None:
     """One ``store.unreadable`` line for a top-level pair that does not parse. An own pair is
-    refused as such (``_refuse``: backed up, the last good one put back); any other is copied
+    refused as such (``_refuse``; under SKIP_LETS_ENCRYPT=y nothing is touched); any other is copied
     to ``backups/default/unreadable-<time>/`` and replaced by the hostname's certificate."""
     path, why = toppair.unreadable_file(store, facts)
     file = str(path)
@@ -154,7 +169,26 @@ def _log_kept(facts: PairFacts, reason: str, policy: OwnPolicy) -> None:
     )
 
 
-def _refuse(store: CertStore, book: Book, facts: PairFacts, problems: list[str]) -> None:
+def _refuse(
+    store: CertStore, book: Book, facts: PairFacts, problems: list[str], *, hands_off: bool
+) -> None:
+    """One ``own.refused`` line; the pair is remembered as refused (never judged again).
+    ``hands_off`` (SKIP_LETS_ENCRYPT=y): a warning, and no file is touched; otherwise an error,
+    the pair is backed up and the last good own pair put back."""
+    seen = book.state.own or OwnPair()
+    refused = replace(book.state, own=replace(seen, refused=facts.fingerprint))
+    if hands_off:
+        book.update(refused)
+        log.warning(
+            "own.refused",
+            subject=facts.subject or None,
+            issuer=facts.issuer or None,
+            not_after=_when(facts.not_after),
+            problems="; ".join(problems),
+            action="not deployed: the services keep serving what they loaded; the files are left "
+            "as they are (SKIP_LETS_ENCRYPT=y); a corrected pair is deployed at the next look",
+        )
+        return
     saved = toppair.backup_top(store)
     good = toppair.read_own_copy(store)
     if good is not None and toppair.fingerprint(*good) != facts.fingerprint:
@@ -166,8 +200,7 @@ def _refuse(store: CertStore, book: Book, facts: PairFacts, problems: list[str])
         )
     else:
         action = "no earlier good own pair to put back; the files are left as they are"
-    seen = book.state.own or OwnPair()
-    book.update(replace(book.state, own=replace(seen, refused=facts.fingerprint)))
+    book.update(refused)
     log.error(
         "own.refused",
         subject=facts.subject or None,
@@ -186,7 +219,7 @@ def own_written(
     a certificate directory also holds it (its consumers then answer with that one)."""
     if OWN_MARK not in owed.certs or not policy.hostname:
         return {}
-    pair = toppair.read_top(store)
+    pair = toppair.read_top(store, tighten=not policy.skip_lets_encrypt)
     if pair is None:
         return {}
     facts = toppair.inspect_pair(*pair)

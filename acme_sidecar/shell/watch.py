@@ -1,8 +1,10 @@
 """The cycle of ``SKIP_LETS_ENCRYPT=y``: no database, no order; the top-level pair is watched.
 
 Under the volume's lock: a deploy still owed is finished, the top-level pair is checked when
-it changed (``shell.own.check_own``: accepted and deployed, or refused and the last good pair
-put back). Like ``guarded_cycle`` it never raises: a fault is one line naming the component.
+it changed (``shell.own.check_own``: accepted and deployed, or refused with one warning; no
+certificate file is written). A refused pair is the admin's to fix, not a failed cycle: it sets
+no ``ACME_FAIL_TIME``. Like ``guarded_cycle`` it never raises: a fault is one line naming the
+component.
 """
 
 from __future__ import annotations
@@ -38,8 +40,7 @@ def watch_cycle(
         with store.lock():
             if state is None:
                 book.state = store.ledger.load()
-            view = check_own(policy.own, store, book, deps.clock(), deps.stop, quiet=quiet)
-            failed += view.refused
+            check_own(policy.own, store, book, deps.clock(), deps.stop, quiet=quiet)
             if book.state.deploy is not None:
                 done = finish_deploy(policy, deps, book)
                 applied, failed = done.applied, failed + done.failed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,3 +108,28 @@ def damaged(kind: str, names: list[str], *, days_left: float = 60) -> OwnPair:
     else:
         raise ValueError(f"unknown damage {kind!r}")
     return OwnPair(pem, ca.pem, key_pem(key), cert.serial_number)
+
+
+SNAKE_OIL_SUBJECT = "/C=DE/ST=NRW/L=Willich/O=mailcow/OU=mailcow/CN={hostname}"
+
+
+def snake_oil(hostname: str, example: Path, volume: Path) -> None:
+    """mailcow's snake-oil pair, made and copied as ``generate_config.sh`` does: ``openssl req
+    -x509 -newkey rsa:4096 ... -days 365 -subj ".../CN=<hostname>" -sha256 -nodes`` into
+    ``ssl-example/``, then ``cp -n -d ssl-example/*.pem`` into the volume. Self-signed, no
+    subjectAltName, no chain."""
+    example.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:4096",
+            "-keyout", str(example / "key.pem"), "-out", str(example / "cert.pem"),
+            "-days", "365", "-subj", SNAKE_OIL_SUBJECT.format(hostname=hostname),
+            "-sha256", "-nodes",
+        ],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    subprocess.run(
+        ["cp", "-n", "-d", str(example / "cert.pem"), str(example / "key.pem"), str(volume)],
+        check=True,
+        timeout=30,
+    )

@@ -1,18 +1,22 @@
 """Issue #8: mailcow's defaults work against the real Pebble (and the rest of the test world).
 
 mailcow's own flags keep mailcow's truthiness (an unclear value is no, with one warning line),
-its default ``ACME_ACCOUNT_EMAIL=me@example.com`` is not sent to the CA, and an order the CA
-refuses logs the CA's problem type and detail.
+its default ``ACME_ACCOUNT_EMAIL=me@example.com`` is not sent to the CA, a bad ``ADDITIONAL_SAN``
+entry or contact is skipped with one warning while the daemon runs (issue #15 item 6), and an
+order the CA refuses logs the CA's problem type and detail.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.x509 import DNSName
+from cryptography.x509 import SubjectAlternativeName as SAN
 
-from tests.integration.sidecar import HOST, base_env, cert_dirs, leaf, seed, sidecar
+from tests.integration.sidecar import HOST, Daemon, base_env, cert_dirs, leaf, seed, sidecar
 from tests.world import World
 
 
@@ -52,6 +56,43 @@ def test_unclear_sni_flag_is_san_mode_with_a_warning(
     assert len(lenient) == 1
     assert lenient[0]["variable"] == "ENABLE_SSL_SNI" and lenient[0]["value"] == value
     assert lenient[0]["reading"] == "no"
+
+
+def test_bad_mailcow_values_are_skipped_and_the_daemon_runs(world: World, volume: Path) -> None:
+    """ADDITIONAL_SAN=1.2.3.4,a.*.b,mail.example.org and ACME_ACCOUNT_EMAIL=root@localhost
+    (mailcow accepts both): `run` starts, logs one config.skipped warning per bad value naming
+    it and what is valid, registers the account without a contact, and Pebble issues the
+    hostname's certificate with the good names."""
+    seed(world, ["one.test"])
+    env = base_env(world, volume) | {
+        "ADDITIONAL_SAN": "1.2.3.4,a.*.b,mail.example.org",
+        "ACME_ACCOUNT_EMAIL": "root@localhost",
+    }
+    daemon = Daemon(env)
+    try:
+        stored = daemon.wait_for("cert.stored", timeout=120)
+        daemon.wait_for("cycle.done")
+    finally:
+        code = daemon.stop()
+    assert code == 0
+    events = [json.loads(line) for line in daemon.seen if line.startswith("{")]
+    skipped = [e for e in events if e["event"] == "config.skipped"]
+    assert [(e["variable"], e["value"]) for e in skipped] == [
+        ("ADDITIONAL_SAN", "1.2.3.4"),
+        ("ADDITIONAL_SAN", "a.*.b"),
+        ("ACME_ACCOUNT_EMAIL", "root@localhost"),
+    ]
+    assert all(e["level"] == "warning" for e in skipped)
+    assert "host name (mail.example.org)" in skipped[0]["valid"]
+    assert "e-mail address" in skipped[2]["valid"] and "no contact" in skipped[2]["action"]
+    [registered] = [e for e in events if e["event"] == "account.registered"]
+    assert registered["email"] is None
+    assert stored["certificate"] == HOST
+    names = (volume / HOST / "domains").read_text().split()
+    assert "mail.example.org" in names and names[0] == HOST
+    assert not {"1.2.3.4", "a.*.b"} & set(names)
+    sans = leaf(volume / HOST / "cert.pem").extensions.get_extension_for_class(SAN).value
+    assert "mail.example.org" in sans.get_values_for_type(DNSName)
 
 
 def test_invalid_acme_setting_still_exits_2(world: World, volume: Path) -> None:

@@ -75,7 +75,8 @@ def _served(stack: Stack) -> set[int]:
 def test_skip_lets_encrypt_deploys_a_replaced_pair(world: World, stack: Stack) -> None:
     """SKIP_LETS_ENCRYPT=y, `run`: a good pair copied into the volume is served by the three
     consumers after a reload (no restart); a pair whose key belongs to another certificate is
-    refused with one line, the good one is put back and stays served."""
+    refused with one warning and not deployed: the files stay as the admin wrote them and the
+    consumers keep serving the good one."""
     env = stack.env | {"SKIP_LETS_ENCRYPT": "y", "ACME_WATCH_INTERVAL": "1"}
     ca = OwnCA()
     daemon = Daemon(env)
@@ -98,14 +99,15 @@ def test_skip_lets_encrypt_deploys_a_replaced_pair(world: World, stack: Stack) -
         (stack.volume / "cert.pem").write_bytes(other.chain)
         (stack.volume / "key.pem").write_bytes(mismatched.key)
         refused = daemon.wait_for("own.refused")
+        assert refused["level"] == "warning"
         assert "key.pem is not the key of the certificate" in refused["problems"]
-        assert "was put back" in refused["action"]
-        kept = stack.volume / refused["refused_files"]
-        assert (kept / "cert.pem").read_bytes() == other.chain
-        assert (stack.volume / "cert.pem").read_bytes() == good.chain
-        assert (stack.volume / "key.pem").read_bytes() == good.key
+        assert "not deployed" in refused["action"]
+        assert (stack.volume / "cert.pem").read_bytes() == other.chain
+        assert (stack.volume / "key.pem").read_bytes() == mismatched.key
+        assert not (stack.volume / "backups").exists()
         assert _served(stack) == {good.serial}
         assert stack.started(world) == started
+        assert stack.reloads(world) == {s: n + 1 for s, n in reloads.items()}
     finally:
         stopped = daemon.stop()
     assert stopped == 0

@@ -107,8 +107,8 @@ def test_additional_san_split() -> None:
         ),
         (BASE | {"PUBLIC_IPV4": "::1"}, "PUBLIC_IPV4='::1' is not valid: must be an IPv4"),
         (BASE | {"ACME_DNS_RESOLVERS": "dns.google"}, "ACME_DNS_RESOLVERS='dns.google'"),
-        (BASE | {"ADDITIONAL_SAN": "bad name"}, "ADDITIONAL_SAN='bad name'"),
-        (BASE | {"ACME_ACCOUNT_EMAIL": "nobody"}, "ACME_ACCOUNT_EMAIL='nobody'"),
+        (BASE | {"ACME_KEY_TYPE": "rsa1024"}, "ACME_KEY_TYPE='rsa1024' is not valid"),
+        (BASE | {"ACME_NOTIFY_EMAIL": "nobody"}, "ACME_NOTIFY_EMAIL='nobody'"),
         (BASE | {"DIRECTORY_URL": "ftp://x"}, "DIRECTORY_URL='ftp://x'"),
     ],
 )

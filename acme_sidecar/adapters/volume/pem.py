@@ -166,6 +166,7 @@ class CertFacts:
     spki: bytes  # DER SubjectPublicKeyInfo of the leaf
     links: tuple[Link, ...] = ()
     self_signed: bool = False
+    common_name: str = ""  # the subject's CN (read with ``links``: for the top-level pair)
 
 
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -178,6 +179,11 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 def _org(name: x509.Name) -> str:
     values = name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return str(values[0].value) if values else ""
+
+
+def _cn(name: x509.Name) -> str:
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else ""
 
 
@@ -219,7 +225,8 @@ def read_cert(data: bytes, *, links: bool = False) -> CertFacts:
             for i, c in enumerate(chain)
         )
         self_signed = leaf.issuer == leaf.subject and _signed_by(leaf, leaf)
-    return replace(facts, links=chained, self_signed=self_signed)
+        common_name = _cn(leaf.subject)
+    return replace(facts, links=chained, self_signed=self_signed, common_name=common_name)
 
 
 def key_spki(data: bytes) -> bytes:

@@ -54,6 +54,7 @@ def inspect_pair(cert: bytes, key: bytes) -> PairFacts:
         serial=leaf.serial,
         key_matches=leaf.spki == private,
         self_signed=leaf.self_signed,
+        common_name=leaf.common_name,
     )
 
 
@@ -74,10 +75,11 @@ def _read_pair(directory: Path, *, private: bool = True) -> Pair | None:
         return None
 
 
-def read_top(store: CertStore) -> Pair | None:
+def read_top(store: CertStore, *, tighten: bool = True) -> Pair | None:
     """The top-level pair, or None when either file is missing (a link raises ``StoreError``).
-    A store that sets nothing aside (``status``, ``check``) changes no file mode either."""
-    return _read_pair(store.root, private=store.set_aside)
+    A key.pem readable by others is made 0600, except by a store that sets nothing aside
+    (``status``, ``check``) or with ``tighten=False`` (``SKIP_LETS_ENCRYPT=y``: hands off)."""
+    return _read_pair(store.root, private=store.set_aside and tighten)
 
 
 def own_dir(store: CertStore) -> Path:
@@ -201,7 +203,7 @@ def with_top(store: CertStore, managed: Mapping[str, StoredCert]) -> dict[str, S
     certificate, or a stale one): every certificate the consumers may serve."""
     out = dict(managed)
     try:
-        pair = read_top(store)
+        pair = read_top(store, tighten=False)  # a read for the hooks changes nothing
     except (StoreError, OSError):
         return out
     if pair is None:
