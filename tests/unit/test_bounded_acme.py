@@ -76,7 +76,7 @@ def connect(url: str) -> CaUnreachable:
 def test_a_slow_ca_is_cut_off_at_the_deadline(respond: Respond) -> None:
     """A CA that never answers or drips one byte every 0.1 s is ``CaUnreachable`` at the
     deadline (per-read timeouts never trip), naming the URL; the socket is closed and the
-    watchdog's thread has ended."""
+    request left no thread behind."""
     with Loopback(respond) as server:
         before = counts()
         error = connect(server.url + "/dir")
