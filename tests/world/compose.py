@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .images import CACHE_DIR, SUITE, apt_mirror
+from .images import CACHE_DIR, SUITE
 from .proc import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,8 +70,9 @@ def base_image(docker_host: str, tag: str = BASE_TAG) -> str:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     name = base_rootfs_name()
     tarball = CACHE_DIR / f"{name}.tar"
+    # no MIRROR: the script takes the mirror from the host's apt sources, as the README runs it
     env = dict(os.environ, DOCKER_HOST=docker_host, ROOTFS_TAR=str(tarball), SUITE=SUITE)
-    env["MIRROR"] = apt_mirror(SUITE)
+    env.pop("MIRROR", None)
     with (CACHE_DIR / f"{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         done = subprocess.run(
