@@ -13,7 +13,10 @@
 #
 # Environment:
 #   SUITE       Debian suite (default: bookworm)
-#   MIRROR      Debian mirror (default: the one this host's apt uses, else deb.debian.org)
+#   MIRROR      Debian mirror (default: the one this host's apt uses for SUITE; with none, the
+#               script stops and says so: no mirror is built in)
+#   SECURITY_MIRROR  the SUITE-security repository written into the image's apt sources
+#               (default: the one this host's apt uses; with none, the image has no such entry)
 #   ROOTFS_TAR  a cache: when this tarball exists it is imported as it is (no debootstrap);
 #               when it does not, the new root fs is also saved there
 #   DOCKER_HOST the docker engine to import into (docker's default when unset)
@@ -26,25 +29,36 @@ rootfs_tar=${ROOTFS_TAR:-}
 
 say() { echo "build-base-image: $*" >&2; }
 
-# The first mirror this host's apt knows for the suite (apt-get indextargets reads both
-# sources.list and deb822 .sources files); a second argument picks another suite, e.g.
-# bookworm-security, whose repository often lives under another URI.
+# The first repository this host's apt knows for a suite (apt-get indextargets reads both
+# sources.list and deb822 .sources files), by the suite's name in the sources or its codename:
+# bookworm, or bookworm-security, whose repository often lives under another URI. Empty when
+# there is none.
 host_mirror() {
     # shellcheck disable=SC2016 # $(...) are apt's format fields, not shell expansions
-    apt-get indextargets --format '$(RELEASE) $(REPO_URI)' 'Identifier: Packages' 2>/dev/null \
-        | awk -v suite="$1" '$1 == suite { print $2; exit }'
+    apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(CODENAME)' 'Identifier: Packages' \
+        2>/dev/null \
+        | awk -v suite="$1" '$2 == suite || $3 == suite { sub("/$", "", $1); print $1; exit }'
 }
-
-mirror=${MIRROR:-$(host_mirror "$suite")}
-mirror=${mirror:-http://deb.debian.org/debian}
-security=$(host_mirror "$suite-security")
-security=${security:-http://deb.debian.org/debian-security}
 
 if [ -n "$rootfs_tar" ] && [ -f "$rootfs_tar" ]; then
     say "importing the cached root fs $rootfs_tar as $tag"
     docker import --change 'CMD ["bash"]' --message "debootstrap $suite ($packages)" \
         "$rootfs_tar" "$tag" >/dev/null
     exit 0
+fi
+
+mirror=${MIRROR:-$(host_mirror "$suite")}
+mirror=${mirror%/}
+if [ -z "$mirror" ]; then
+    say "no Debian mirror for $suite in this host's apt sources: add the one this machine may" \
+        "use to /etc/apt/sources.list or /etc/apt/sources.list.d/, or give MIRROR=<its URL>"
+    exit 1
+fi
+updates=$(host_mirror "$suite-updates")
+security=${SECURITY_MIRROR:-$(host_mirror "$suite-security")}
+if [ -z "$security" ]; then
+    say "no $suite-security repository in this host's apt sources (nor SECURITY_MIRROR):" \
+        "the image's apt sources will have none"
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -74,21 +88,22 @@ if ! debootstrap --variant=minbase --include="$packages" "$suite" "$root" "$mirr
     exit 1
 fi
 
-# apt sources like the official debian image: the release, its updates and security updates
+# apt sources like the official debian image (the release, its updates and security updates),
+# each from where this host's apt takes it
 rm -f "$root/etc/apt/sources.list"
-cat >"$root/etc/apt/sources.list.d/debian.sources" <<EOF
-Types: deb
-URIs: $mirror
-Suites: $suite $suite-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: $security
-Suites: $suite-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
+stanza() {
+    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\n' "$1" "$2"
+    printf 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n'
+}
+{
+    if [ "$updates" = "$mirror" ]; then
+        stanza "$mirror" "$suite $suite-updates"
+    else
+        stanza "$mirror" "$suite"
+        if [ -n "$updates" ]; then echo; stanza "$updates" "$suite-updates"; fi
+    fi
+    if [ -n "$security" ]; then echo; stanza "$security" "$suite-security"; fi
+} >"$root/etc/apt/sources.list.d/debian.sources"
 
 # like Debian's official images: package scripts never try to start services inside a build
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"

@@ -1,8 +1,10 @@
 """Issue #4: the container is the product. The repository's ``docker-compose.yml`` runs on a real
-Docker engine (the test world's private dockerd) with Debian's ``docker-compose``: every image is
-built from the repository's Dockerfiles on the debootstrapped base image, the sidecar obtains the
-certificates from Pebble and real Postfix, Dovecot and nginx serve them per SNI name; a forced
-renewal is applied and explained in ``docker logs``; the HEALTHCHECK follows the CA.
+Docker engine (the test world's private dockerd) with Debian's ``docker-compose`` (or Compose v2,
+see tests/world/compose.py): the README's command alone, ``up -d`` on an engine that has only the
+debootstrapped base image (issue #15), builds every image from the repository's Dockerfiles
+without asking a registry for one; the sidecar obtains the certificates from Pebble and real
+Postfix, Dovecot and nginx serve them per SNI name; a forced renewal is applied and explained in
+``docker logs``; the HEALTHCHECK follows the CA.
 
 The tests share one stack (module fixture) and run in file order: each starts from the state
 the previous one left.
@@ -10,6 +12,7 @@ the previous one left.
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -61,7 +64,8 @@ def stack(
     world_launcher: Launcher,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ComposeStack]:
-    """The demo stack built and started (``docker-compose build --parallel``, ``up -d``)."""
+    """The demo stack started by the README's command alone (``up -d``) on an engine without
+    the stack's images (removed first; the base image they are built from stays)."""
     checkout = copy_checkout(tmp_path_factory.mktemp("checkout"))
     demo = ComposeStack(
         checkout,
@@ -72,7 +76,7 @@ def stack(
         overrides=[TEST_OVERRIDE],
     )
     try:
-        demo.build()
+        demo.remove_images()
         demo.up()
         yield demo
     finally:
@@ -124,6 +128,18 @@ def everything_served(stack: ComposeStack, expect: Callable[[dict[str, int]], bo
         return False
     got = served(stack, list(want))
     return all(got[service, name] == want[name] for service in CONSUMERS for name in want)
+
+
+def test_readme_command_builds_on_an_empty_engine(stack: ComposeStack, base_image: str) -> None:
+    """`up -d` alone, on an engine with none of the stack's images, built every one of them
+    and tried no pull (the dockerapi service shares the sidecar's image: issue #15)."""
+    assert stack.images_before_up == [], "the engine had images of the stack before `up -d`"
+    assert stack.client.images.list(name=base_image), base_image
+    images = stack.images()
+    assert {"acme-sidecar", "acme-sidecar-demo-pebble"} <= set(images)
+    assert all(stack.client.images.list(name=image) for image in images), images
+    pulls = [line for line in stack.up_output.splitlines() if re.search(r"(?i)\bpull", line)]
+    assert not pulls, pulls
 
 
 def test_every_service_comes_up(stack: ComposeStack, base_image: str) -> None:

@@ -81,3 +81,28 @@ def test_expiry_dates_per_service_and_name(world: World, stack: Stack) -> None:
     assert len(answered) == 6, out.stdout  # 3 services x 2 names; closed ports: "no answer"
     assert all(host_date.split()[0] in line for line in answered)
     assert domain_date.serial_number != leaf(stack.volume / HOST / "cert.pem").serial_number
+
+
+def test_build_base_image_needs_an_apt_source(tmp_path: Path) -> None:
+    """build-base-image.sh on a machine whose apt has no source for the suite: one line saying
+    what to configure, exit 1, and no fallback mirror tried (issue #15)."""
+    sources = tmp_path / "sources.list.d"
+    sources.mkdir()
+    apt_config = tmp_path / "apt.conf"
+    apt_config.write_text(
+        f'Dir::Etc::sourcelist "/dev/null";\nDir::Etc::sourceparts "{sources}";\n'
+    )
+    env = {"PATH": os.environ["PATH"], "APT_CONFIG": str(apt_config), "SUITE": "bookworm"}
+    out = subprocess.run(
+        ["sh", str(SCRIPTS / "build-base-image.sh"), "acme-test-unused:tag"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert "no Debian mirror for bookworm in this host's apt sources" in lines[0]
+    assert "/etc/apt/sources.list.d/" in lines[0] and "MIRROR=" in lines[0]

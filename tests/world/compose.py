@@ -1,4 +1,5 @@
-"""The demo stack of ``docker-compose.yml``, driven by Debian's ``docker-compose`` (1.29).
+"""The demo stack of ``docker-compose.yml``, driven by Debian's ``docker-compose`` (1.29), or by
+Compose v2 (``docker compose``) when ``ACME_TEST_COMPOSE="docker compose"``.
 
 ``base_image`` puts the image every Dockerfile of the repository builds ``FROM`` into a docker
 daemon: ``helper-scripts/build-base-image.sh`` debootstraps it once per machine (the root fs
@@ -9,7 +10,9 @@ tarball is cached under ``/var/cache/acme-sidecar-tests``, keyed by a hash of th
 dockerd: from a copy of the checkout's files (the build context a clean clone would have), under
 a unique project name, on a free /24 (``DEMO_NET``), with the daemon's socket as the sidecar's
 Docker API (``DOCKER_SOCK``). The host has an address on the compose network's bridge, so the
-containers' TLS endpoints are reachable from the tests at their fixed addresses.
+containers' TLS endpoints are reachable from the tests at their fixed addresses. Everything the
+README's command does not say is given in the environment (``COMPOSE_FILE``,
+``COMPOSE_PROJECT_NAME``, ``BASE_IMAGE``…), so the stack is started with exactly ``up -d``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .images import CACHE_DIR, SUITE, apt_mirror
+from .images import CACHE_DIR, SUITE
 from .proc import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +39,8 @@ BASE_SCRIPT = REPO / "helper-scripts" / "build-base-image.sh"
 BASE_TAG = "acme-sidecar-base:bookworm"
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
+# the compose command: Debian 12's docker-compose 1.29 unless the environment names another
+COMPOSE_COMMAND_ENV = "ACME_TEST_COMPOSE"
 # the fixed host parts of the demo's addresses (docker-compose.yml)
 HOST_PART = {
     "acme": 10, "postfix": 25, "dovecot": 143, "nginx": 80, "challtestsrv": 53, "pebble": 14,
@@ -65,8 +70,9 @@ def base_image(docker_host: str, tag: str = BASE_TAG) -> str:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     name = base_rootfs_name()
     tarball = CACHE_DIR / f"{name}.tar"
+    # no MIRROR: the script takes the mirror from the host's apt sources, as the README runs it
     env = dict(os.environ, DOCKER_HOST=docker_host, ROOTFS_TAR=str(tarball), SUITE=SUITE)
-    env["MIRROR"] = apt_mirror(SUITE)
+    env.pop("MIRROR", None)
     with (CACHE_DIR / f"{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         done = subprocess.run(
@@ -124,6 +130,22 @@ class ComposeError(RuntimeError):
     """A docker-compose command failed; the message has its output."""
 
 
+def compose_command() -> list[str]:
+    """The compose command of the test world: ``docker-compose`` (Debian 12's 1.29, the one
+    tests/run installs), or ``ACME_TEST_COMPOSE`` split into words (``docker compose`` for
+    Compose v2, whose plugin the docker CLI must find, e.g. under ``$DOCKER_CONFIG``)."""
+    words = os.environ.get(COMPOSE_COMMAND_ENV, "").split() or ["docker-compose"]
+    package = "docker-compose" if words == ["docker-compose"] else "docker.io"
+    argv = [require_binary(words[0], package), *words[1:]]
+    done = subprocess.run([*argv, "version"], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"test world: {COMPOSE_COMMAND_ENV}={' '.join(words)!r} does not run "
+            f"(`{' '.join(words)} version`: {(done.stdout + done.stderr).strip()[-300:]})"
+        )
+    return argv
+
+
 class ComposeStack:
     """``docker-compose.yml`` of a checkout copy, as one compose project on one daemon."""
 
@@ -138,7 +160,7 @@ class ComposeStack:
         overrides: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         """``overrides`` are compose files (as dicts) applied after ``docker-compose.yml``."""
-        self.binary = require_binary("docker-compose", "docker-compose")
+        self.command = compose_command()
         self.nsenter = require_binary("nsenter", "util-linux")
         self.iptables = require_binary("iptables", "iptables")
         self.workdir = workdir
@@ -154,23 +176,25 @@ class ComposeStack:
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "HOME": os.environ.get("HOME", "/root"),
             "DOCKER_HOST": docker_host,
+            "COMPOSE_FILE": os.pathsep.join(str(path) for path in self.files),
             "COMPOSE_PROJECT_NAME": self.project,
             "BASE_IMAGE": base_image,
             "DOCKER_SOCK": str(socket),
             "DEMO_NET": self.net,
         }
+        if "DOCKER_CONFIG" in os.environ:  # where the docker CLI finds the compose plugin
+            self.env["DOCKER_CONFIG"] = os.environ["DOCKER_CONFIG"]
         self.timings: dict[str, float] = {}
         self.started = 0.0  # time.monotonic() when `up` returned
+        self.up_output = ""  # what `up -d` printed
+        self.images_before_up: list[str] | None = None  # the stack's images the engine had
 
     def compose(self, *args: str, timeout: float = 600) -> str:
-        """Run ``docker-compose -f … ARGS``; return its output or raise ``ComposeError``."""
-        argv = [self.binary]
-        for path in self.files:
-            argv += ["-f", str(path)]
-        argv += ["--ansi", "never", *args]
+        """Run the compose command with ``ARGS`` (and nothing else: files, project and settings
+        are in its environment); return its output or raise ``ComposeError``."""
         try:
             done = subprocess.run(
-                argv,
+                [*self.command, *args],
                 cwd=self.workdir,
                 env=self.env,
                 capture_output=True,
@@ -179,10 +203,10 @@ class ComposeStack:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise ComposeError(f"docker-compose {' '.join(args)}: no end in {timeout}s") from exc
+            raise ComposeError(f"compose {' '.join(args)}: no end in {timeout}s") from exc
         output = done.stdout + done.stderr
         if done.returncode != 0:
-            raise ComposeError(f"docker-compose {' '.join(args)} failed:\n{output[-4000:]}")
+            raise ComposeError(f"compose {' '.join(args)} failed:\n{output[-4000:]}")
         return output
 
     def timed(self, what: str, *args: str, timeout: float = 600) -> str:
@@ -193,14 +217,31 @@ class ComposeStack:
         finally:
             self.timings[what] = time.monotonic() - began
 
-    def build(self) -> None:
-        """``docker-compose build --parallel``: every image of the stack."""
-        self.timed("demo_build", "build", "--parallel", timeout=900)
+    def images(self) -> list[str]:
+        """The images of the stack's services, as ``config`` resolves them (with BASE_IMAGE
+        and the overrides)."""
+        lines = self.compose("config").splitlines()
+        found = {line.split(":", 1)[1].strip() for line in lines if line.startswith("    image:")}
+        if not found:
+            raise ComposeError("`config` names no image:\n" + "\n".join(lines[:40]))
+        return sorted(found)
+
+    def remove_images(self) -> list[str]:
+        """Remove the images of the stack's services from the engine (the base image they are
+        built from stays); return the ones that were there."""
+        removed = []
+        for image in self.images():
+            if self.client.images.list(name=image):
+                self.client.images.remove(image, force=True)
+                removed.append(image)
+        return removed
 
     def up(self) -> None:
-        """``docker-compose up -d``; on failure the error has the containers' logs."""
+        """The README's command, ``up -d``, which builds every missing image first; on failure
+        the error has the containers' logs."""
+        self.images_before_up = [i for i in self.images() if self.client.images.list(name=i)]
         try:
-            self.timed("demo_up", "up", "-d", timeout=300)
+            self.up_output = self.timed("demo_up", "up", "-d", timeout=900)
         except ComposeError as exc:
             raise ComposeError(f"{exc}\n{self.describe()}") from exc
         self.started = time.monotonic()
