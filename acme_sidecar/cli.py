@@ -21,11 +21,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from acme_sidecar import __version__
-from acme_sidecar.adapters.acme.directory import caa_identities
-from acme_sidecar.adapters.acme.windows import RenewalInfo
 from acme_sidecar.adapters.dns import DnsResolver
 from acme_sidecar.adapters.docker_way import ChosenWay
-from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
 from acme_sidecar.adapters.mariadb import MariaDBSource
 from acme_sidecar.adapters.volume import CertStore, toppair
 from acme_sidecar.config.policies import cycle_policy, daemon_policy, own_policy
@@ -42,12 +39,14 @@ from acme_sidecar.ops.log import configure
 from acme_sidecar.ops.terminal import Printable
 from acme_sidecar.shell.cycle import Deps, guarded_cycle, look, pacing_of, plan_wake, summarize
 from acme_sidecar.shell.daemon import Daemon, after_cycle
-from acme_sidecar.shell.importer import import_pair
-from acme_sidecar.shell.status import collect, render
-from acme_sidecar.shell.watch import watch_cycle
 
-if TYPE_CHECKING:  # imported when an order is placed: acme, josepy and pyOpenSSL (idle memory)
+# Imported at first use, in the functions below: what a quiet cycle of `run` does not need
+# (requests, urllib3, dnspython, the acme library, the other subcommands) stays out of the
+# daemon's memory.
+if TYPE_CHECKING:
     from acme_sidecar.adapters.acme import ChallengeResponder
+    from acme_sidecar.adapters.acme.windows import RenewalInfo
+    from acme_sidecar.adapters.http_probe import WebrootSelfCheck
 
 log = structlog.get_logger("acme_sidecar")
 
@@ -108,7 +107,11 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
             eab=s.eab,
         )
 
+    # requests, urllib3 and the acme library are imported at their first use, below: a quiet
+    # cycle (nothing to validate, no renewal window due, nothing to order) needs none of them
     def public_ips() -> tuple[str | None, str | None]:
+        from acme_sidecar.adapters.http_probe import detect_public_ip
+
         v4 = s.public_ipv4 or (
             detect_public_ip(s.acme_ipv4_detect_url, 4) if s.acme_ipv4_detect_url else None
         )
@@ -129,6 +132,8 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
     resolver = DnsResolver(s.acme_dns_resolvers)
 
     def http_check(policy: IpPolicy) -> WebrootSelfCheck:
+        from acme_sidecar.adapters.http_probe import WebrootSelfCheck
+
         return WebrootSelfCheck(
             s.acme_webroot,
             s.acme_http_verify_port,
@@ -151,10 +156,8 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
         issuer=issuer,
         http_check=http_check,
         public_ips=public_ips,
-        ca_identities=lambda: caa_identities(s.directory, s.acme_ca_bundle),
-        windows=lambda: RenewalInfo(
-            s.directory, str(s.acme_ca_bundle) if s.acme_ca_bundle else True
-        ),
+        ca_identities=lambda: _caa_identities(s),
+        windows=lambda: _renewal_info(s),
         services=way,
         services_ready=way.waiting_for,
         stop=stop,
@@ -176,6 +179,19 @@ def deploy_hook(settings: Settings) -> Callable[[Deployed], None] | None:
         hostname=settings.mailcow_hostname,
         cert_dir=settings.acme_cert_dir,
     )
+
+
+def _caa_identities(settings: Settings) -> tuple[str, ...]:
+    from acme_sidecar.adapters.acme.directory import caa_identities
+
+    return caa_identities(settings.directory, settings.acme_ca_bundle)
+
+
+def _renewal_info(settings: Settings) -> RenewalInfo:
+    from acme_sidecar.adapters.acme.windows import RenewalInfo
+
+    bundle = settings.acme_ca_bundle
+    return RenewalInfo(settings.directory, str(bundle) if bundle else True)
 
 
 def build_hooks(settings: Settings, *, daemon: bool = False) -> list[Hook]:
@@ -304,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = CertStore(
             settings.acme_cert_dir, backup_keep=settings.acme_backup_keep, set_aside=False
         )
+        from acme_sidecar.shell.importer import import_pair
+
         out = Printable(sys.stdout)
         return import_pair(own_policy(settings), store, args.cert, args.key, args.chain, out=out)
     stop = threading.Event()
@@ -317,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hooks = build_hooks(settings)  # before the cycle: it taps the log for the mailcow UI
         if settings.skip_lets_encrypt:
             log.info("daemon.idle", reason="SKIP_LETS_ENCRYPT=y: the top-level pair is checked")
+            from acme_sidecar.shell.watch import watch_cycle
+
             report = watch_cycle(cycle_policy(settings), deps)
             after_cycle(report, deps, hooks)
             return 0 if report.outcome is Outcome.OK else 1
@@ -387,6 +407,8 @@ def _unreadable(store: CertStore) -> dict[str, str]:
 
 
 def _status(settings: Settings, *, as_json: bool) -> int:
+    from acme_sidecar.shell.status import collect, render
+
     store = CertStore(settings.acme_cert_dir, set_aside=False)  # reads only
     now = datetime.now(UTC)
     policy = own_policy(settings)

@@ -2,23 +2,26 @@
 
 May touch: the network (DNS) only; the decisions that use these answers live in
 ``core.validate``. The HTTP side (public IP detection, the self-check) is in ``http_probe``.
+dnspython is imported at the first lookup: a quiet cycle looks nothing up (the daemon's idle
+memory).
 """
 
 from __future__ import annotations
 
-import dns.exception
-import dns.rdatatype
-import dns.resolver
+from typing import TYPE_CHECKING
 
 from acme_sidecar.core.validate import Caa, CaaLookup, Lookup
 from acme_sidecar.core.values import parse_resolver
 
-_NO_ANSWER = (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer)
+if TYPE_CHECKING:
+    import dns.resolver
 
 
 def make_resolver(servers: list[tuple[str, int]], timeout: float) -> dns.resolver.Resolver:
     """A dnspython resolver asking ``servers`` ((host, port); none: the system's), every
     lookup bounded by ``timeout`` seconds in all."""
+    import dns.resolver
+
     if not servers:
         res = dns.resolver.Resolver()
     else:
@@ -44,9 +47,13 @@ class DnsResolver:
 
     def lookup(self, name: str, rdtype: str) -> Lookup:
         """Return the addresses; NXDOMAIN and no-answer are empty, other failures an error."""
+        import dns.exception
+        import dns.rdatatype
+        import dns.resolver
+
         try:
             answer = self._resolver().resolve(name, rdtype, search=False)
-        except _NO_ANSWER:
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return Lookup()
         except dns.exception.DNSException as exc:
             return Lookup(error=f"{type(exc).__name__}: {exc}")
@@ -55,9 +62,13 @@ class DnsResolver:
 
     def lookup_caa(self, name: str) -> CaaLookup:
         """The CAA records at ``name``; NXDOMAIN and no-answer are empty."""
+        import dns.exception
+        import dns.rdatatype
+        import dns.resolver
+
         try:
             answer = self._resolver().resolve(name, "CAA", search=False)
-        except _NO_ANSWER:
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return CaaLookup()
         except dns.exception.DNSException as exc:
             return CaaLookup(error=f"{type(exc).__name__}: {exc}")

@@ -30,7 +30,6 @@ from urllib.parse import urlsplit
 import structlog
 
 from acme_sidecar.adapters.docker import DockerServices
-from acme_sidecar.adapters.dockerapi import DockerapiServices
 from acme_sidecar.core.consumers import Act, Reaction
 from acme_sidecar.core.errors import ServiceError
 from acme_sidecar.core.ports import Services
@@ -187,6 +186,8 @@ class ChosenWay:
             return DockerServices(self.project, self.services, timeout=self.docker_timeout)
         if way.url is None:
             return Unreachable(self.services, way.reason)
+        from acme_sidecar.adapters.dockerapi import DockerapiServices  # requests: at first use
+
         return DockerapiServices(self.project, self.services, url=way.url)
 
     def choose(self) -> Way:

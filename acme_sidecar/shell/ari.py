@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from acme_sidecar.adapters.acme.windows import NO_ARI
+from acme_sidecar.adapters.acme.wire import NO_ARI
 from acme_sidecar.core.ari import AriRecord, fold_answer, poll_due
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import StoredCert

@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from types import FrameType
 
@@ -29,8 +30,7 @@ from acme_sidecar.core.ledger import State
 from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.ops.hooks import CycleEvent, Hook, run_hooks
 from acme_sidecar.shell.cycle import Deps, guarded_cycle, plan_wake, summarize
-from acme_sidecar.shell.startup import DbGrace, wait_until_ready
-from acme_sidecar.shell.watch import watch_cycle
+from acme_sidecar.shell.startup import DbGrace, wait_until_ready, webroot_gate
 
 log = structlog.get_logger(__name__)
 
@@ -152,7 +152,8 @@ class Daemon:
         log.info("daemon.started", **self.policy.banner)
         start = self.policy.start
         if start is not None:
-            wait_until_ready(start, self.deps)
+            wait_until_ready(start, self.deps, webroot=False)
+            self.deps = replace(self.deps, before_checks=webroot_gate(start, self.deps))
         grace = DbGrace(timedelta(seconds=start.db_wait if start else 0), self.deps.clock())
         state: State | None = None
         streak = 0
@@ -185,13 +186,15 @@ class Daemon:
             "checked and deployed when it changes; set it to n to let acme-sidecar manage them",
             every=f"{int(self.policy.watch_interval)}s",
         )
+        from acme_sidecar.shell.watch import watch_cycle as watch  # this mode only
+
         state: State | None = None
         kept_line_at = 0.0
         while not self.stop.is_set():
             self.wake.clear()
             self._report_signals()
             quiet = time.monotonic() < kept_line_at
-            report = watch_cycle(self.cycle_policy, self.deps, state, quiet=quiet)
+            report = watch(self.cycle_policy, self.deps, state, quiet=quiet)
             if not quiet:
                 kept_line_at = time.monotonic() + self.policy.check_interval.total_seconds()
             state = report.state

@@ -61,6 +61,8 @@ class Deps:
     windows: Callable[[], WindowSource] | None = None  # the CA's renewal windows (ARI)
     dns01: Routes | None = None  # ACME_DNS_CHALLENGE=y: which names DNS-01 can answer
     deployed: Callable[[Deployed], None] | None = None  # the deploy hook; must not raise
+    # the daemon's start: waits for the webroot before the first self-check (startup.py)
+    before_checks: Callable[[], None] | None = None
 
 
 def _ip_policy(policy: CyclePolicy, deps: Deps) -> IpPolicy:
@@ -163,6 +165,8 @@ def recheck(policy: CyclePolicy, deps: Deps, facts: Facts, names: list[str]) -> 
     if not names:
         return facts
     v = policy.validation
+    if deps.before_checks is not None and not (v.skip_http or v.dns01):
+        deps.before_checks()
     ip_policy = _ip_policy(policy, deps)
     checker = _no_check() if v.skip_http or v.dns01 else deps.http_check(ip_policy)
     with checker as http:

@@ -5,7 +5,10 @@ host reboot dockerapi too. Like acme-mailcow, the daemon waits for them instead 
 database (``ACME_DB_WAIT``, default 10 minutes), then a name of mailcow's dockerapi resolving
 when deploys will go through it (``ACME_DOCKERAPI_WAIT``, default 2 minutes; acme-mailcow's
 ``until ping dockerapi``), then the webroot being served through the hostname (the HTTP
-self-check's own target, up to two minutes). Each wait logs one ``start.waiting`` line
+self-check's own target, up to ``ACME_WEBROOT_WAIT``). The daemon waits for the webroot only
+before the first self-check of its life (``webroot_gate``): a first cycle that reuses every
+recent verdict checks nothing, so it does not wait, and imports neither dnspython nor requests
+(the daemon's idle memory). Each wait logs one ``start.waiting`` line
 when it begins and one ``start.ready`` (or ``start.gave_up``) line when it ends; nothing is
 reported to the mailcow UI or the watchdog while waiting. After ``ACME_DB_WAIT`` the database
 being down is a failure like any other (``db_quiet`` tells the hooks when it is not yet one);
@@ -112,18 +115,43 @@ def _webroot(policy: StartPolicy, deps: Deps) -> Probe:
     return probe
 
 
-def wait_until_ready(policy: StartPolicy, deps: Deps) -> None:
-    """Wait for the database, then for dockerapi, then for the webroot; never raises, never
-    longer than the policy's limits, and not at all once ``deps.stop`` is set."""
+def wait_until_ready(policy: StartPolicy, deps: Deps, *, webroot: bool = True) -> None:
+    """Wait for the database, then for dockerapi, then (``webroot``) for the webroot; never
+    raises, never longer than the policy's limits, and not at all once ``deps.stop`` is set."""
     try:
         wait_for("database", _database(deps), policy.db_wait, deps.stop)
         dockerapi = deps.services_ready
         if dockerapi is not None and policy.dockerapi_wait > 0 and not deps.stop.is_set():
             wait_for("dockerapi", dockerapi, policy.dockerapi_wait, deps.stop)
-        if policy.check_webroot and not deps.stop.is_set():
-            wait_for("webroot", _webroot(policy, deps), policy.webroot_wait, deps.stop)
+        if webroot:
+            _wait_for_webroot(policy, deps)
     except Exception as exc:  # noqa: BLE001 - waiting is a courtesy; the cycle reports faults
         log.warning("start.wait_failed", error_type=type(exc).__name__, error=str(exc))
+
+
+def _wait_for_webroot(policy: StartPolicy, deps: Deps) -> None:
+    if policy.check_webroot and policy.webroot_wait > 0 and not deps.stop.is_set():
+        wait_for("webroot", _webroot(policy, deps), policy.webroot_wait, deps.stop)
+
+
+def webroot_gate(policy: StartPolicy, deps: Deps) -> Callable[[], None]:
+    """The webroot wait, run once: before the first self-check of the daemon's life
+    (``Deps.before_checks``); never raises."""
+    lock = threading.Lock()
+    done = False
+
+    def gate() -> None:
+        nonlocal done
+        with lock:
+            if done:
+                return
+            done = True
+            try:
+                _wait_for_webroot(policy, deps)
+            except Exception as exc:  # noqa: BLE001 - waiting is a courtesy
+                log.warning("start.wait_failed", error_type=type(exc).__name__, error=str(exc))
+
+    return gate
 
 
 class DbGrace:

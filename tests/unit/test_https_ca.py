@@ -16,7 +16,8 @@ from josepy.jwk import JWKEC
 
 from acme_sidecar import cli
 from acme_sidecar.adapters.acme.session import AcmeNetwork
-from acme_sidecar.adapters.acme.windows import NO_ARI, RenewalInfo
+from acme_sidecar.adapters.acme.windows import RenewalInfo
+from acme_sidecar.adapters.acme.wire import NO_ARI
 from acme_sidecar.config.settings import load_settings
 from acme_sidecar.core.errors import CaUnreachable, ConfigError
 from acme_sidecar.core.model import FailureKind, IssueFailure

@@ -5,15 +5,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import structlog.testing
 
 from acme_sidecar.config.policies import StartPolicy
+from acme_sidecar.core.ledger import State
+from acme_sidecar.core.report import Outcome
 from acme_sidecar.core.validate import IpPolicy, Lookup
 from acme_sidecar.shell import startup
-from acme_sidecar.shell.startup import DbGrace, wait_for, wait_until_ready
+from acme_sidecar.shell.cycle import guarded_cycle
+from acme_sidecar.shell.startup import DbGrace, wait_for, wait_until_ready, webroot_gate
+from tests.unit.fakes import World, cycle_policy
 
 
 @pytest.fixture(autouse=True)
@@ -210,3 +216,33 @@ def test_database_down_is_quiet_until_acme_db_wait() -> None:
     assert grace.quiet(True, start + timedelta(hours=2))
     assert grace.quiet(True, start + timedelta(hours=2, minutes=9))
     assert not grace.quiet(True, start + timedelta(hours=2, minutes=10))
+
+
+def test_the_webroot_wait_comes_before_the_first_self_check_only(tmp_path: Path) -> None:
+    """The daemon waits for the webroot before the first cycle that self-checks a name, once;
+    a first cycle that reuses every recent verdict (a restart) checks nothing and does not
+    wait, so it imports neither dnspython nor requests."""
+    world = World(tmp_path / "ssl")
+    policy = cycle_policy()
+    calls: list[str] = []
+    deps = replace(world.deps(), before_checks=lambda: calls.append("webroot"))
+    first = guarded_cycle(policy, deps)  # new volume: every name is checked
+    assert first.outcome is Outcome.OK and calls == ["webroot"]
+    calls.clear()
+    world.clock.advance(3600)  # a restart within ACME_REVALIDATE_AFTER
+    ledger = State.from_json((world.root / "acme/state.json").read_text())
+    again = guarded_cycle(policy, deps, ledger)
+    assert again.outcome is Outcome.OK and calls == []
+
+
+def test_the_webroot_gate_waits_once() -> None:
+    """The gate runs the webroot wait the first time only; later self-checks go straight on."""
+    check = Check(["404 Not Found", None])
+    deps = Deps(Source(fails=0), check)
+    policy = StartPolicy(hostname="mail.example.org", own_addresses=("127.0.0.1",))
+    gate = webroot_gate(policy, deps)  # type: ignore[arg-type]
+    with structlog.testing.capture_logs() as logs:
+        gate()
+        gate()
+    assert [e["event"] for e in logs] == ["start.waiting", "start.ready"]
+    assert len(check.asked) == 2  # the two probes of the first wait, none after it

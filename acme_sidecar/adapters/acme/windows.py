@@ -18,6 +18,7 @@ import requests
 
 from acme_sidecar.adapters.acme.wire import (
     JSON_CAP,
+    NO_ARI,
     USER_AGENT,
     http_allowed,
     retry_after,
@@ -28,7 +29,6 @@ from acme_sidecar.adapters.bounded import OutOfBounds, send, watched_session
 from acme_sidecar.core.ari import Answer
 
 TIMEOUT = 10.0  # seconds for one renewalInfo or directory request, all of it
-NO_ARI = "the CA offers no renewalInfo"
 
 
 class RenewalInfo:

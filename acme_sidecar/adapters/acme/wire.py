@@ -22,6 +22,7 @@ JSON_CAP = 1024 * 1024  # bytes of a JSON answer (an order of 100 names is about
 CHAIN_CAP = 4 * 1024 * 1024  # bytes of a certificate chain (a chain is a few KiB)
 PEM_CHAIN = "application/pem-certificate-chain"
 MAX_RETRY_AFTER = timedelta(days=7)
+NO_ARI = "the CA offers no renewalInfo"
 
 
 def http_allowed(directory_url: str) -> bool:
