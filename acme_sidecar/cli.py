@@ -24,8 +24,9 @@ from acme_sidecar.adapters.acme.directory import caa_identities
 from acme_sidecar.adapters.acme.windows import RenewalInfo
 from acme_sidecar.adapters.dns import DnsResolver
 from acme_sidecar.adapters.dockerapi import choose_services
-from acme_sidecar.adapters.http_probe import WebrootSelfCheck, detect_public_ip
+from acme_sidecar.adapters.http_probe import WebrootSelfCheck
 from acme_sidecar.adapters.mariadb import MariaDBSource
+from acme_sidecar.adapters.public_ip import detect, sources
 from acme_sidecar.adapters.volume import CertStore, toppair
 from acme_sidecar.config.policies import cycle_policy, daemon_policy, own_policy
 from acme_sidecar.config.settings import Settings, load_settings
@@ -96,12 +97,8 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
         )
 
     def public_ips() -> tuple[str | None, str | None]:
-        v4 = s.public_ipv4 or (
-            detect_public_ip(s.acme_ipv4_detect_url, 4) if s.acme_ipv4_detect_url else None
-        )
-        v6 = s.public_ipv6 or (
-            detect_public_ip(s.acme_ipv6_detect_url, 6) if s.acme_ipv6_detect_url else None
-        )
+        v4 = s.public_ipv4 or detect(sources(s.acme_ipv4_detect_url, 4), 4, sleep=stop.wait)
+        v6 = s.public_ipv6 or detect(sources(s.acme_ipv6_detect_url, 6), 6, sleep=stop.wait)
         return v4, v6
 
     return Deps(
@@ -228,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(settings.acme_log_format, tz=settings.tz)
     for variable, value in settings.lenient_flags:
         log.warning("config.lenient", variable=variable, value=value, reading="no")
+    if settings.hostname_given:
+        used, reason = settings.mailcow_hostname, "host names are used in lower case"
+        log.info("config.hostname", given=settings.hostname_given, used=used, reason=reason)
     if settings.verify_https_note:
         log.info("config.verify_https", reason=settings.verify_https_note)
     if settings.le_staging and settings.directory_url:

@@ -4,7 +4,8 @@ Per name: since when it fails validation (grace), the CA's rejections (per-name 
 it last validated, and when the CA's validation of it failed (rate-limit budget). Per
 certificate (``CertLedger``): orders placed and certificates issued with their times, failures
 in a row and the next attempt, an order in flight, an issued chain not yet stored, and the CA's
-renewal window for the stored certificate (``ari``, an optional key). For the
+renewal window for the stored certificate (``ari``, an optional key), and the fingerprint of
+the settings its last failure happened under (``settings``, an optional key). For the
 volume: since when ``force_renew`` is being honoured, a deploy still owed to the services, and
 the own top-level pair last accepted or refused (``OwnPair``, by fingerprint), and when the
 takeover of mailcow's acme.sh keys was decided (``takeover_at``: it runs once per volume).
@@ -49,6 +50,7 @@ class CertLedger:
     unstored_names: tuple[str, ...] = ()
     ari: AriRecord | None = None  # the CA's renewal window for the stored certificate
     profile: str = ""  # the ACME profile the stored certificate was ordered with ("": default)
+    settings: str = ""  # the fingerprint of the ACME settings the last failure happened under
 
     @property
     def last_issued(self) -> datetime | None:
@@ -210,6 +212,7 @@ def _cert_json(c: CertLedger) -> dict[str, Any]:
         }
         | ({} if c.ari is None else {"ari": _ari_json(c.ari)})
         | ({"profile": c.profile} if c.profile else {})
+        | ({"settings": c.settings} if c.settings else {})
     )
 
 
@@ -225,6 +228,7 @@ def _cert_parse(v: Mapping[str, Any]) -> CertLedger:
         unstored_names=tuple(str(n) for n in v.get("unstored_names", ())),
         ari=_ari_parse(v["ari"]) if v.get("ari") else None,
         profile=str(v.get("profile", "")),
+        settings=str(v.get("settings", "")),
     )
 
 
