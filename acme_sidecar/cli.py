@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for variable, value in settings.lenient_flags:
         log.warning("config.lenient", variable=variable, value=value, reading="no")
     if settings.hostname_given:
-        used, reason = settings.mailcow_hostname, "host names are used in lower case"
+        used, reason = settings.mailcow_hostname, "host names are used in lower case (IDNA)"
         log.info("config.hostname", given=settings.hostname_given, used=used, reason=reason)
     if settings.verify_https_note:
         log.info("config.verify_https", reason=settings.verify_https_note)
