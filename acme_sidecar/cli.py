@@ -110,14 +110,10 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
     # requests, urllib3 and the acme library are imported at their first use, below: a quiet
     # cycle (nothing to validate, no renewal window due, nothing to order) needs none of them
     def public_ips() -> tuple[str | None, str | None]:
-        from acme_sidecar.adapters.http_probe import detect_public_ip
+        from acme_sidecar.adapters.public_ip import detect, sources
 
-        v4 = s.public_ipv4 or (
-            detect_public_ip(s.acme_ipv4_detect_url, 4) if s.acme_ipv4_detect_url else None
-        )
-        v6 = s.public_ipv6 or (
-            detect_public_ip(s.acme_ipv6_detect_url, 6) if s.acme_ipv6_detect_url else None
-        )
+        v4 = s.public_ipv4 or detect(sources(s.acme_ipv4_detect_url, 4), 4, sleep=stop.wait)
+        v6 = s.public_ipv6 or detect(sources(s.acme_ipv6_detect_url, 6), 6, sleep=stop.wait)
         return v4, v6
 
     way = ChosenWay(
@@ -302,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for variable, value, valid in settings.skipped_values:
         log.warning("config.skipped", variable=variable, value=value, valid=valid,
                     action=SKIPPED[variable])  # fmt: skip
+    if settings.hostname_given:
+        used, reason = settings.mailcow_hostname, "host names are used in lower case (IDNA)"
+        log.info("config.hostname", given=settings.hostname_given, used=used, reason=reason)
     if settings.verify_https_note:
         log.info("config.verify_https", reason=settings.verify_https_note)
     if settings.le_staging and settings.directory_url:

@@ -131,19 +131,26 @@ def detect_public_ip(
     url: str, version: int, deadline: float = DETECT_DEADLINE, *, cap: int = DETECT_CAP
 ) -> str | None:
     """Ask ``url`` for this server's public address; return it only when it parses as IPv4/6."""
+    addr, error = ask_public_ip(url, version, deadline, cap=cap)
+    if addr is None:
+        log.warning("ip.detect_failed", url=mask_url(url), version=version, error=error[:200])
+    return addr
+
+
+def ask_public_ip(
+    url: str, version: int, deadline: float = DETECT_DEADLINE, *, cap: int = DETECT_CAP
+) -> tuple[str | None, str]:
+    """``detect_public_ip`` without the log line: (the address or None, why not)."""
     try:
         answer = fetch("GET", url, deadline=deadline, cap=cap, max_redirects=3)
     except FetchFailed as exc:
-        error = str(exc)
-    else:
-        text = answer.body.decode("ascii", errors="replace").strip()
-        error = f"HTTP {answer.status} {answer.reason}" if answer.status != 200 else ""
-        addr = _parse_ip(text) if not error else None
-        if addr is not None and addr.version == version:
-            return str(addr)
-        error = error or f"got {text[:60]!r}"
-    log.warning("ip.detect_failed", url=mask_url(url), version=version, error=error[:200])
-    return None
+        return None, str(exc)
+    text = answer.body.decode("ascii", errors="replace").strip()
+    error = f"HTTP {answer.status} {answer.reason}" if answer.status != 200 else ""
+    addr = _parse_ip(text) if not error else None
+    if addr is not None and addr.version == version:
+        return str(addr), ""
+    return None, error or f"got {text[:60]!r}"
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

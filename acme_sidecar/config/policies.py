@@ -5,6 +5,7 @@ The cycle gets a ``CyclePolicy`` and the daemon a ``DaemonPolicy``; neither sees
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -128,7 +129,23 @@ def retry_policy(settings: Settings) -> RetryPolicy:
         ladder=tuple(timedelta(seconds=s) for s in settings.acme_retry_ladder),
         interval=timedelta(seconds=settings.acme_retry_interval),
         max_backoff=timedelta(seconds=max(settings.acme_max_backoff, 1)),
+        settings=order_fingerprint(settings),
     )
+
+
+def order_fingerprint(settings: Settings) -> str:
+    """A hash of the settings an order depends on that an admin fixes after a refusal: EAB,
+    profile, contact, DNS-01 provider. Secrets go into the hash only, never into the ledger."""
+    eab = settings.eab
+    parts = [
+        eab[0] if eab else "",
+        eab[1] if eab else "",
+        settings.acme_profile,
+        settings.acme_account_email,
+        "dns-01" if settings.acme_dns_challenge else "http-01",
+        settings.acme_dns_provider,
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 def own_policy(settings: Settings) -> OwnPolicy:
@@ -197,7 +214,9 @@ def daemon_policy(settings: Settings, cert_dir: Path | None = None) -> DaemonPol
             hostname=settings.mailcow_hostname,
             db_wait=float(settings.acme_db_wait),
             dockerapi_wait=float(settings.acme_dockerapi_wait),
-            check_webroot=not (settings.skip_http_verification or settings.acme_dns_challenge),
+            webroot_wait=float(settings.acme_webroot_wait),
+            check_webroot=settings.acme_webroot_wait > 0
+            and not (settings.skip_http_verification or settings.acme_dns_challenge),
             own_addresses=own_addresses(settings),
             skip_ip_check=settings.skip_ip_check,
         ),

@@ -144,6 +144,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     acme_retry_ladder: tuple[int, ...] = (60, 120, 300, 600, 1800)
     acme_max_backoff: int = 86400
     acme_db_wait: int = 600
+    acme_webroot_wait: int = 120  # at start, for the webroot through the hostname; 0: no wait
     acme_caa_identities: tuple[str, ...] = ()
     acme_max_names: int = 100
     acme_rate_limits: Literal["letsencrypt", "off"] = "letsencrypt"
@@ -155,6 +156,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
 
     # (variable, value) of each mailcow flag whose value was neither yes nor a clear no
     _lenient: tuple[tuple[str, str], ...] = PrivateAttr(default=())
+    _hostname_given: str = PrivateAttr(default="")  # MAILCOW_HOSTNAME as set, when it changed
 
     @field_validator(*MAILCOW_FLAGS, mode="before")
     @classmethod
@@ -171,6 +173,8 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
                 for name in MAILCOW_FLAGS
                 if name in data and not mailcow_flag(data[name])[1]
             )
+            given = str(data.get("mailcow_hostname", "")).strip().rstrip(".")
+            settings._hostname_given = "" if given == settings.mailcow_hostname else given
         return settings
 
     # (variable, value, what is valid) of each mailcow value left out (see ``skipped_values``)
@@ -278,6 +282,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         "acme_revalidate_after",
         "acme_max_backoff",
         "acme_db_wait",
+        "acme_webroot_wait",
         "acme_docker_timeout",
         "acme_dockerapi_wait",
         mode="before",
@@ -353,6 +358,12 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         """``(VARIABLE, value, what is valid)`` of each mailcow value left out: a bad
         ``ADDITIONAL_SAN`` entry, a bad ``ACME_ACCOUNT_EMAIL``; the CLI logs a warning for it."""
         return self._skipped
+
+    @property
+    def hostname_given(self) -> str:
+        """MAILCOW_HOSTNAME as set when it is not the name used (mixed case, or not IDNA):
+        the CLI logs one line; "" when it was used as set."""
+        return self._hostname_given
 
     @property
     def snat4(self) -> bool:

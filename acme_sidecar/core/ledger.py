@@ -4,10 +4,11 @@ Per name: since when it fails validation (grace), the CA's rejections (per-name 
 it last validated, and when the CA's validation of it failed (rate-limit budget). Per
 certificate (``CertLedger``): orders placed and certificates issued with their times, failures
 in a row and the next attempt, an order in flight, an issued chain not yet stored, and the CA's
-renewal window for the stored certificate (``ari``, an optional key), and the profile and the
-CA (``directory``) it was issued with. For the volume: since when ``force_renew`` is being
-honoured, a deploy still owed to the services, and the own top-level pair last accepted or
-refused (``OwnPair``, by fingerprint), and when the takeover of mailcow's acme.sh keys was
+renewal window for the stored certificate (``ari``, an optional key), the profile and the
+CA (``directory``) it was issued with, and the fingerprint of the settings its last failure
+happened under (``settings``, an optional key). For the volume: since when ``force_renew`` is
+being honoured, a deploy still owed to the services, and the own top-level pair last accepted
+or refused (``OwnPair``, by fingerprint), and when the takeover of mailcow's acme.sh keys was
 decided (``takeover_at``: it runs once per volume).
 
 Pure values and their JSON form; the volume adapter reads and writes the file. Version 1 files
@@ -51,6 +52,7 @@ class CertLedger:
     ari: AriRecord | None = None  # the CA's renewal window for the stored certificate
     profile: str = ""  # the ACME profile the stored certificate was ordered with ("": default)
     directory: str = ""  # the ACME directory (CA) it was issued from ("": unknown, core.ca)
+    settings: str = ""  # the fingerprint of the ACME settings the last failure happened under
 
     @property
     def last_issued(self) -> datetime | None:
@@ -213,6 +215,7 @@ def _cert_json(c: CertLedger) -> dict[str, Any]:
         | ({} if c.ari is None else {"ari": _ari_json(c.ari)})
         | ({"profile": c.profile} if c.profile else {})
         | ({"directory": c.directory} if c.directory else {})
+        | ({"settings": c.settings} if c.settings else {})
     )
 
 
@@ -229,6 +232,7 @@ def _cert_parse(v: Mapping[str, Any]) -> CertLedger:
         ari=_ari_parse(v["ari"]) if v.get("ari") else None,
         profile=str(v.get("profile", "")),
         directory=str(v.get("directory", "")),  # absent before the CA was recorded
+        settings=str(v.get("settings", "")),
     )
 
 

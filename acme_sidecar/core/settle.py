@@ -4,7 +4,8 @@
   and a restart does not place it again moments later (``interrupted``);
 - a result: issued (kept as "unstored" until the volume has it) or failed (back-off by kind:
   the short ladder for systemic failures, exponential and capped otherwise, the CA's
-  Retry-After when it gave a sane one; per-name back-off for names it rejected);
+  Retry-After when it gave a sane one; per-name back-off for names it rejected), recorded
+  with the fingerprint of the settings it happened under: a change of those drops it;
 - ``force_renew`` is honoured per certificate: one re-issued since the flag appeared is done,
   whatever happens to the others;
 - a deploy owed to the services is recorded before the first write and cleared only after
@@ -38,6 +39,9 @@ class RetryPolicy:
     max_backoff: timedelta = timedelta(days=1)  # ... up to this
     retry_after_cap: timedelta = WEEK  # a longer Retry-After from the CA is cut to this
     jitter: float = 0.1  # +-10 % so that many sidecars do not retry in step
+    # the fingerprint of the settings an order depends on (EAB, profile, contact, DNS-01
+    # provider): a back-off from a failure under other settings is dropped ("": not compared)
+    settings: str = ""
 
 
 def next_delay(kind: FailureKind, failures: int, policy: RetryPolicy, rand: float) -> timedelta:
@@ -136,6 +140,7 @@ def settle_result(
             unstored_names=result.spec.domains,
             profile=result.profile,
             directory=directory,
+            settings="",
         )
         return _put(state, name, ledger)
     state = record_rejections(state, result.rejected, now)
@@ -151,8 +156,25 @@ def settle_result(
         last_error=result.reason[:300],
         next_attempt=when,
         attempting=None,
+        settings=policy.settings,
     )
     return _put(state, name, ledger)
+
+
+def settings_changed(state: State, settings: str, now: datetime) -> tuple[State, tuple[str, ...]]:
+    """Drop the back-off of every certificate whose last failure happened under other settings
+    than ``settings`` (a fingerprint): the change may be the fix. Returns the certificates."""
+    if not settings:
+        return state, ()
+    certs = dict(state.certs)
+    cleared: list[str] = []
+    for name, ledger in state.certs.items():
+        if not ledger.settings or ledger.settings == settings:
+            continue
+        if ledger.next_attempt is not None and ledger.next_attempt > now:
+            cleared.append(name)
+        certs[name] = replace(ledger, settings="", failures=0, next_attempt=None)
+    return replace(state, certs=certs), tuple(cleared)
 
 
 def settle_stored(state: State, name: str) -> State:

@@ -37,7 +37,14 @@ from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import Action, CertPlan, StoredCert
 from acme_sidecar.core.ports import Volume
 from acme_sidecar.core.report import Outcome, Report
-from acme_sidecar.core.settle import force_complete, force_done, force_seen, interrupted, tidy
+from acme_sidecar.core.settle import (
+    force_complete,
+    force_done,
+    force_seen,
+    interrupted,
+    settings_changed,
+    tidy,
+)
 from acme_sidecar.core.wake import Pacing, Wake, next_wake
 from acme_sidecar.shell.act import Acted, act, finish_deploy, store_unstored
 from acme_sidecar.shell.boundary import Book, crashed
@@ -132,6 +139,11 @@ def finish_owed(
     book.update(
         force_seen(interrupted(book.state, now, policy.retry), store.force_requested(), now)
     )
+    state, cleared = settings_changed(book.state, policy.retry.settings, now)
+    book.update(state)
+    if cleared:
+        why = "the settings it failed under changed (EAB, profile, contact or DNS-01 provider)"
+        log.info("backoff.cleared", certificates=" ".join(cleared), reason=why)
     done = Acted()
     if any(c.unstored for c in book.state.certs.values()):
         done = done + store_unstored(book, store, now, policy.retry)

@@ -31,7 +31,7 @@ def parsed(path: Path, parse: Callable[[bytes], T]) -> T:
 
 
 def _domains(data: bytes) -> tuple[str, ...]:
-    return tuple(data.decode("utf-8").split())
+    return tuple(data.decode("utf-8").lower().split())  # acme-mailcow kept the case as set
 
 
 def identity(directory: Path) -> tuple[int, ...]:

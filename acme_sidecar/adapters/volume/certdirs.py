@@ -90,8 +90,10 @@ class CertDirs:
             if not entry.complete:
                 continue
             if normalize_hostname(entry.name, allow_wildcard=True) != entry.name:
-                log.warning("store.ignored", directory=entry.name, reason="not a host name")
-                continue
+                renamed = self._lower_case(entry)
+                if renamed is None:
+                    continue
+                entry = renamed
             directory = self.root / entry.name
             try:
                 found[entry.name] = self._read(entry)
@@ -101,6 +103,27 @@ class CertDirs:
                 self.found.report(str(directory), str(exc), certificate=entry.name)
         self._seen = {n: v for n, v in self._seen.items() if n in found}
         return found, refused
+
+    def _lower_case(self, entry: scan.Entry) -> scan.Entry | None:
+        """A directory named in mixed case (acme-mailcow's for a mixed-case MAILCOW_HOSTNAME)
+        is renamed to its lower-case name, which the sidecar uses, when that is free; else it
+        is left as it is and out (one line). The contents stay: its key, so its TLSA record."""
+        name, lower = entry.name, entry.name.lower()
+        if normalize_hostname(lower, allow_wildcard=True) != lower:
+            log.warning("store.ignored", directory=name, reason="not a host name")
+            return None
+        if not self.set_aside or os.path.lexists(self.root / lower):
+            why = "this command writes nothing" if not self.set_aside else f"{lower} exists"
+            log.warning("store.ignored", directory=name, reason=f"not lower case; {why}")
+            return None
+        try:
+            (self.root / name).rename(self.root / lower)
+            files.fsync_dir(self.root)
+        except OSError as exc:
+            log.warning("store.ignored", directory=name, reason=f"not lower case: {exc}")
+            return None
+        log.info("store.renamed", directory=name, to=lower, reason="host names are lower case")
+        return scan.Entry(lower, entry.stats, entry.refusal)
 
     def _read(self, entry: scan.Entry) -> StoredCert:
         identity = entry.identity

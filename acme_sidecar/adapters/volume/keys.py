@@ -29,6 +29,9 @@ log = structlog.get_logger(__name__)
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 _CURVES: dict[str, type[ec.EllipticCurve]] = {"ec256": ec.SECP256R1, "ec384": ec.SECP384R1}
 _PRIVATE = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)
+# acme-mailcow's account key (``openssl genrsa 4096``): what acme-tiny, and so a rollback to
+# acme-mailcow, and mailcow's helper-scripts/generate_caa_record.py can read
+ACCOUNT_KEY_TYPE = "rsa4096"
 
 
 def generate(kind: str) -> PrivateKey:
@@ -94,10 +97,20 @@ def _load_or_create(path: Path, make: Callable[[], PrivateKey], pins: str) -> tu
     return data, True
 
 
+def new_account_key() -> PrivateKey:
+    """A new account key as acme-mailcow makes it (``ACCOUNT_KEY_TYPE``)."""
+    return generate(ACCOUNT_KEY_TYPE)
+
+
 def account_key(root: Path, path: Path) -> bytes:
-    """The ACME account key (PEM); a new one is ECDSA P-256, an adopted RSA key is kept."""
-    data, created = _load_or_create(path, lambda: generate("ec256"), "CAA accounturi")
-    log.info("key.created" if created else "key.reused", path=str(path.relative_to(root)))
+    """The ACME account key (PEM); a new one is RSA 4096 as acme-mailcow's, an existing one of
+    any type (an acme.sh ECDSA key taken over) is kept as it is."""
+    data, created = _load_or_create(path, new_account_key, "CAA accounturi")
+    rel = str(path.relative_to(root))
+    if created:
+        log.info("key.created", path=rel, key_type=ACCOUNT_KEY_TYPE)
+    else:
+        log.info("key.reused", path=rel)
     return data
 
 
@@ -157,7 +170,8 @@ class Keys:
         self.layout = layout
 
     def account_key(self) -> bytes:
-        """The ACME account key (PEM); a new one is ECDSA P-256, an adopted RSA key is kept."""
+        """The ACME account key (PEM); a new one is RSA 4096 (acme-mailcow's), one there is
+        kept."""
         return account_key(self.layout.root, self.layout.account_key_path)
 
     def domain_key(self, kind: str = "") -> bytes:
@@ -172,14 +186,42 @@ class Keys:
     def order_keys(
         self, kind: str, names: Sequence[str], *, reuse: bool
     ) -> bytes | dict[str, bytes]:
-        """The key for new orders: the volume's (``reuse``, ACME_KEY_REUSE=y), else a fresh key
-        of the type in force per certificate name, kept only in its directory once stored."""
+        """The key for new orders: the volume's (``reuse``, ACME_KEY_REUSE=y; a directory with
+        its own key of that type keeps it, see ``_own_keys``), else a fresh key of the type in
+        force per certificate name, kept only in its directory once stored."""
         key = self.domain_key(kind)
         if reuse:
-            return key
+            return self._own_keys(key, names) or key
         fresh = kind or kind_of(load_key(key)) or NEW_KEY_TYPE
         log.info("key.fresh", certificates=len(names), key_type=fresh, reason="ACME_KEY_REUSE=n")
         return {name: new_pem(fresh) for name in names}
+
+    def _own_keys(self, key: bytes, names: Sequence[str]) -> dict[str, bytes]:
+        """``ACME_KEY_REUSE=y``: each certificate directory whose own key differs from the
+        volume's (``key``) but is of the same type keeps it (its TLSA ``3 1 1`` record stays
+        valid), one warning each; the others get ``key``. Empty when none has its own."""
+        shared = load_key(key)
+        kind, pin = kind_of(shared), tlsa_311(shared)
+        own: dict[str, bytes] = {}
+        for name in names:
+            path = self.layout.root / name / "key.pem"
+            try:
+                data = read_bytes(path)
+                found = load_key(data, check=True)
+            except (FileNotFoundError, StoreError):
+                continue  # none, or damaged: the volume's key
+            if kind_of(found) != kind or tlsa_311(found) == pin:
+                continue  # another type is re-keyed (the plan said so), the same one is shared
+            own[name] = data
+            log.warning(
+                "key.own_kept",
+                certificate=name,
+                key_type=kind,
+                tlsa_3_1_1=tlsa_311(found),
+                reason="its key differs from acme/key.pem; it is kept so that its TLSA 3 1 1 "
+                "record stays valid",
+            )
+        return {name: own.get(name, key) for name in names} if own else {}
 
     def key_type(self, configured: str = "") -> str:
         """The certificate key type in force: ``configured`` (ACME_KEY_TYPE), else the type of
