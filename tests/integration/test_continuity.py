@@ -22,6 +22,7 @@ to Pebble, and five renewals of the same names a week would be held under them.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -32,8 +33,10 @@ from pathlib import Path
 import pytest
 from docker.models.containers import Container
 
+from tests.certs import write_pair
 from tests.integration.conftest import consumer_stack
 from tests.integration.continuity import (
+    SCHEDULE,
     EventLog,
     Probe,
     Prober,
@@ -46,7 +49,7 @@ from tests.integration.continuity import (
     renewal_delays,
     spread,
 )
-from tests.integration.sidecar import Daemon, cert_dirs, seed
+from tests.integration.sidecar import Daemon, cert_dirs, leaf, seed
 from tests.integration.stack import KINDS, Stack
 from tests.world import World
 from tests.world.ariproxy import AriProxy
@@ -282,3 +285,37 @@ def test_the_continuity_rule() -> None:
         "no certificate",
     ]
     assert verdicts.old_in_grace == 2 and verdicts.latest_old == pytest.approx(2.95)
+
+
+def test_the_renewal_schedule(tmp_path: Path) -> None:
+    """``RenewalWindows`` on a volume (no test world): the certificates of each directory, in
+    the order their CertIDs are first asked for, get the windows of ``SCHEDULE`` (rotated by
+    three per directory): early at 30 % of the life, one already over, one ending with a
+    quarter of the life left; a CertID asked again gets its window again, one of a
+    certificate not in the volume None (Pebble's own answer)."""
+    windows = RenewalWindows(tmp_path)
+
+    def cid(serial: int) -> str:  # as core.ari.cert_id encodes it
+        octets = serial.to_bytes(serial.bit_length() // 8 + 1, "big", signed=True)
+        return "aki." + base64.urlsafe_b64encode(octets).decode().rstrip("=")
+
+    seen: dict[str, list[tuple[datetime, datetime, datetime, datetime]]] = {}
+    for _ in SCHEDULE:
+        for directory in ("a.test", "b.test"):
+            serial = write_pair(tmp_path / directory, [directory])
+            cert = leaf(tmp_path / directory / "cert.pem")
+            window = windows(cid(serial))
+            assert window is not None and windows(cid(serial)) == window
+            born, dies = cert.not_valid_before_utc, cert.not_valid_after_utc
+            seen.setdefault(directory, []).append((*window, born, dies))
+    assert windows(cid(12345)) is None
+    assert windows.kinds == {"a.test": list(SCHEDULE), "b.test": [*SCHEDULE[3:], *SCHEDULE[:3]]}
+    for directory, kinds in windows.kinds.items():
+        for kind, (start, end, born, dies) in zip(kinds, seen[directory], strict=True):
+            life, second = dies - born, timedelta(seconds=1)
+            expected = {
+                "early": (born + life * 0.3, born + life * 0.3 + second),
+                "now": (born - 2 * second, born - second),
+                "late": (born + life * 0.75 - second, born + life * 0.75),
+            }[kind]
+            assert (start, end) == expected, (directory, kind)
