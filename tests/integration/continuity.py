@@ -6,11 +6,14 @@
 - ``Prober`` asks every consumer for every SNI name every 0.5 s (one thread per service) and
   keeps what was served, or the error.
 - ``EventLog`` drains the daemon's JSON log lines with the (wall-clock) time each arrived.
+- ``RenewalWindows`` is the renewal window (ARI) the CA answers for each certificate
+  (``AriProxy.window_for``): when in its life each one is renewed, the same in every run.
 - ``judge`` applies the continuity rule to every probe (see its docstring).
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import queue
@@ -19,14 +22,14 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
 from acme_sidecar.core.ari import lifetime_time as renewal_time
-from tests.integration.sidecar import Daemon
+from tests.integration.sidecar import Daemon, cert_dirs
 from tests.world.tlsprobe import served_certificate
 
 PROBE_EVERY = 0.5
@@ -157,6 +160,70 @@ class EventLog(threading.Thread):
 
     def named(self, event: str) -> list[tuple[float, dict[str, Any]]]:
         return [(t, e) for t, e in list(self.events) if e.get("event") == event]
+
+
+# The window of each generation of a certificate, in order (rotated by the certificate's place,
+# so that different certificates do not reach the same entry together): mostly early, at 30 % of
+# its life, and once each a window already over (renewed at once, right after the deploy of the
+# one it replaces) and a late one, with a quarter of the life left (the old certificate served
+# up to the new one's deploy that late too; still ~15 s before its expiry, which a loaded
+# machine needs: under a load of 14 on 2 cores a renewal took 11 s from due to served by all).
+SCHEDULE = ("early", "early", "now", "early", "early", "late", "early", "early", "early", "early")
+EARLY = 0.3  # share of the life gone when an "early" window opens (each window lasts a second)
+LATE = 0.75  # ... when a "late" one ends
+
+
+def cid_serial(cid: str) -> int:
+    """The serial number in an ARI CertID (``base64url(AKI).base64url(DER serial)``)."""
+    part = cid.rsplit(".", 1)[-1]
+    return int.from_bytes(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)), "big")
+
+
+class RenewalWindows:
+    """The window the CA answers for each certificate's CertID, by ``SCHEDULE``: the n-th
+    certificate asked for in a directory gets its n-th entry. A CertID asked again gets the
+    same window; one not (yet) in the volume gets None (Pebble's own answer)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.given: dict[str, tuple[datetime, datetime]] = {}
+        self.kinds: dict[str, list[str]] = {}  # directory -> the kind of each window, in order
+        self._lock = threading.Lock()
+
+    def _stored(self, serial: int) -> tuple[str, x509.Certificate] | None:
+        for directory in cert_dirs(self.root):
+            try:
+                pem = (self.root / directory / "cert.pem").read_bytes()
+                cert = x509.load_pem_x509_certificates(pem)[0]
+            except (OSError, ValueError):
+                continue
+            if cert.serial_number == serial:
+                return directory, cert
+        return None
+
+    def __call__(self, cid: str) -> tuple[datetime, datetime] | None:
+        with self._lock:
+            if cid in self.given:
+                return self.given[cid]
+            found = self._stored(cid_serial(cid))
+            if found is None:
+                return None
+            directory, cert = found
+            kinds = self.kinds.setdefault(directory, [])
+            place = list(self.kinds).index(directory)
+            kind = SCHEDULE[(len(kinds) + 3 * place) % len(SCHEDULE)]
+            kinds.append(kind)
+            born, dies = cert.not_valid_before_utc, cert.not_valid_after_utc
+            life = dies - born
+            second = timedelta(seconds=1)
+            if kind == "now":
+                window = (born - 2 * second, born - second)
+            elif kind == "late":
+                window = (born + life * LATE - second, born + life * LATE)
+            else:
+                window = (born + life * EARLY, born + life * EARLY + second)
+            self.given[cid] = window
+            return window
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A Pebble of its own issues one-hour certificates (the lifetime rule would renew them after 30
 minutes); an ``AriProxy`` in front of it records every newOrder payload and answers
 ``renewalInfo`` with windows the test chooses, or passes Pebble's own answer through. The
-daemon, with ACME_ARI_INTERVAL=5s, deploys to the three TLS consumers of the test world:
+daemon, with ACME_ARI_INTERVAL=3s, deploys to the three TLS consumers of the test world:
 
 1. the first certificate is renewed inside its chosen window (seconds away, not 30 minutes),
    by an order whose ``replaces`` names it;
@@ -40,7 +40,7 @@ from tests.world.pebble import Pebble
 from tests.world.web import Nginx
 
 LIFETIME = 3600  # seconds: the lifetime rule would renew after 30 minutes
-INTERVAL = 5.0  # ACME_ARI_INTERVAL of the test
+INTERVAL = 3.0  # ACME_ARI_INTERVAL of the test
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +112,14 @@ def test_ari_renewal_revocation_and_replaces(
         if not near:
             near.add(cid)
         if cid in near:
-            return seen + timedelta(seconds=15), seen + timedelta(seconds=25)
+            return seen + timedelta(seconds=6), seen + timedelta(seconds=10)
         return seen + timedelta(minutes=40), seen + timedelta(minutes=50)
 
     proxy.window_for = window_for
     env = stack.env | {
         "DIRECTORY_URL": proxy.directory_url(),
         "ACME_CA_BUNDLE": str(proxy.ca_bundle),
-        "ACME_ARI_INTERVAL": "5s",
+        "ACME_ARI_INTERVAL": f"{INTERVAL:.0f}s",
         "ACME_RATE_LIMITS": "off",
     }
     daemon = Daemon(env)

@@ -9,26 +9,38 @@ is in flight, the one it replaced). Each renewal cycle may cost each service at 
 or restart: counted from the daemon's ``cycle.done`` lines and, independently, from the
 containers themselves (their log of reloads and starts, ``/run/reloads``, ``StartedAt``).
 
+When each certificate is renewed is the CA's word (ARI): an ``AriProxy`` in front of Pebble
+answers ``renewalInfo`` by ``continuity.SCHEDULE``, so every run renews at the same points of
+the lives: mostly at 30 % of it, and each certificate once right away (a window already over)
+and once late (a quarter of its life left). Pebble 2.6's own window spans the whole life, so
+the daemon drew anywhere in it and the run lasted as long as the slowest of three random walks
+(4 3/4 to 6 1/3 minutes, the edges reached by chance).
+
 The rate-limit budget is off (``ACME_RATE_LIMITS=off``): Let's Encrypt's limits do not apply
 to Pebble, and five renewals of the same names a week would be held under them.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from docker.models.containers import Container
 
+from tests.certs import write_pair
 from tests.integration.conftest import consumer_stack
 from tests.integration.continuity import (
+    SCHEDULE,
     EventLog,
     Probe,
     Prober,
+    RenewalWindows,
     Stored,
     VolumeWatch,
     deploy_times,
@@ -37,16 +49,17 @@ from tests.integration.continuity import (
     renewal_delays,
     spread,
 )
-from tests.integration.sidecar import Daemon, cert_dirs, seed
+from tests.integration.sidecar import Daemon, cert_dirs, leaf, seed
 from tests.integration.stack import KINDS, Stack
 from tests.world import World
+from tests.world.ariproxy import AriProxy
 from tests.world.pebble import Pebble
 
 pytestmark = pytest.mark.slow  # minutes: left out by -m "not slow" (README, Run the tests)
 
 RENEWALS = 10  # per certificate, in a row
 VALIDITY = 60  # seconds: Pebble's certificateValidityPeriod
-RUN_LIMIT = 12 * 60.0  # seconds for the renewals (10 at half of 60 s take about 5 minutes)
+RUN_LIMIT = 8 * 60.0  # seconds for the renewals (by the schedule they take about 3 1/2 minutes)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +74,16 @@ def short_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iter
     pebble.start()
     yield pebble
     pebble.stop()
+
+
+@contextmanager
+def proxy_running(proxy: AriProxy) -> Iterator[AriProxy]:
+    """``proxy`` serving for the ``with`` block."""
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
 
 
 def map_rebuilds(container: Container) -> int:
@@ -98,11 +121,14 @@ def test_continuity_over_renewals(
     and SNI name got the stored certificate (or, in flight, the one it replaced), never an
     expired one; each renewal cycle cost each service at most one reload or restart."""
     seed(world, ["one.test", "two.test"])
-    with consumer_stack(world, tmp_path / "ssl") as stack:
+    proxy = AriProxy(tmp_path / "proxy", short_pebble.port, short_pebble.ca_bundle)
+    with consumer_stack(world, tmp_path / "ssl") as stack, proxy_running(proxy):
+        windows = RenewalWindows(stack.volume)
+        proxy.window_for = windows
         env = stack.env | {
             "ENABLE_SSL_SNI": "y",
-            "DIRECTORY_URL": short_pebble.directory_url,
-            "ACME_CA_BUNDLE": str(short_pebble.ca_bundle),
+            "DIRECTORY_URL": proxy.directory_url(),
+            "ACME_CA_BUNDLE": str(proxy.ca_bundle),
             "ACME_RATE_LIMITS": "off",
             "ACME_REVALIDATE_AFTER": "12h",
         }
@@ -170,7 +196,7 @@ def test_continuity_over_renewals(
     ]
     renewal_cycles = sum(1 for _, e in cycles if e.get("issued"))
     chosen: dict[str, list[tuple[float, float]]] = {}  # ARI (when the CA offers it)
-    for t, e in events.named("ari.window"):
+    for t, e in events.named("ari.window") + events.named("ari.renew_now"):
         if e.get("renew_at"):
             at = datetime.fromisoformat(e["renew_at"]).timestamp()
             chosen.setdefault(e["certificate"], []).append((t, at))
@@ -198,6 +224,7 @@ def test_continuity_over_renewals(
         f"s from written to deploy done (grace): {spread(deploy_times(certificates, cycles_done))}"
     )
     print(f"latest old certificate served, s after write: {verdicts.latest_old:.1f}")
+    print(f"renewal windows asked per certificate: {windows.kinds}")
     print(f"s between probes of one service and name: {spread(probe_gaps(probes))}")
     print(f"failed probes by reason: {dict(Counter(w.split(':')[0] for _, w in verdicts.failed))}")
     for probe, why in verdicts.failed[:10]:
@@ -215,6 +242,9 @@ def test_continuity_over_renewals(
     assert not any(restarted.values()) and set(restart_counts.values()) == {0}
     assert {s: a["reloads"] for s, a in actions.items()} == reload_files
     assert min(margins) > 0, margins  # the new one served before the old one expired
+    # each certificate was renewed right away and late among the renewals counted
+    assert all({"now", "late"} <= set(k[:RENEWALS]) for k in windows.kinds.values()), windows.kinds
+    assert set(windows.kinds) == set(directories), windows.kinds
 
 
 def test_the_continuity_rule() -> None:
@@ -255,3 +285,37 @@ def test_the_continuity_rule() -> None:
         "no certificate",
     ]
     assert verdicts.old_in_grace == 2 and verdicts.latest_old == pytest.approx(2.95)
+
+
+def test_the_renewal_schedule(tmp_path: Path) -> None:
+    """``RenewalWindows`` on a volume (no test world): the certificates of each directory, in
+    the order their CertIDs are first asked for, get the windows of ``SCHEDULE`` (rotated by
+    three per directory): early at 30 % of the life, one already over, one ending with a
+    quarter of the life left; a CertID asked again gets its window again, one of a
+    certificate not in the volume None (Pebble's own answer)."""
+    windows = RenewalWindows(tmp_path)
+
+    def cid(serial: int) -> str:  # as core.ari.cert_id encodes it
+        octets = serial.to_bytes(serial.bit_length() // 8 + 1, "big", signed=True)
+        return "aki." + base64.urlsafe_b64encode(octets).decode().rstrip("=")
+
+    seen: dict[str, list[tuple[datetime, datetime, datetime, datetime]]] = {}
+    for _ in SCHEDULE:
+        for directory in ("a.test", "b.test"):
+            serial = write_pair(tmp_path / directory, [directory])
+            cert = leaf(tmp_path / directory / "cert.pem")
+            window = windows(cid(serial))
+            assert window is not None and windows(cid(serial)) == window
+            born, dies = cert.not_valid_before_utc, cert.not_valid_after_utc
+            seen.setdefault(directory, []).append((*window, born, dies))
+    assert windows(cid(12345)) is None
+    assert windows.kinds == {"a.test": list(SCHEDULE), "b.test": [*SCHEDULE[3:], *SCHEDULE[:3]]}
+    for directory, kinds in windows.kinds.items():
+        for kind, (start, end, born, dies) in zip(kinds, seen[directory], strict=True):
+            life, second = dies - born, timedelta(seconds=1)
+            expected = {
+                "early": (born + life * 0.3, born + life * 0.3 + second),
+                "now": (born - 2 * second, born - second),
+                "late": (born + life * 0.75 - second, born + life * 0.75),
+            }[kind]
+            assert (start, end) == expected, (directory, kind)

@@ -16,7 +16,7 @@ DNS server stopped         ``order.failed`` (kind=systemic), after ``name.skippe
                            lookups failed; the names are kept) and ``name.unvalidated``
                            (the CA could not resolve them)
 dockerd unreachable        ``service.failed`` (``cannot reach the Docker API``)
-Docker API black hole      ``service.failed`` (after ACME_DOCKER_TIMEOUT, here 10 s)
+Docker API black hole      ``service.failed`` (after ACME_DOCKER_TIMEOUT, here 5 s)
 Pebble rejecting nonces    none: every badNonce is retried (``acme.bad_nonce`` is a
                            debug line); should the bound be hit: ``order.failed``
 CA answering 500           ``order.failed`` (kind=systemic, serverInternal)
@@ -448,7 +448,7 @@ def gate(world: World) -> Iterator[DockerGate]:
 
 DOCKER_OUTAGES = {
     "refused": (DockerGate.refuse, 30.0),
-    "black_hole": (DockerGate.black_hole, 60.0),  # each call ends at ACME_DOCKER_TIMEOUT (10 s)
+    "black_hole": (DockerGate.black_hole, 60.0),  # each call ends at ACME_DOCKER_TIMEOUT (5 s)
 }
 
 
@@ -465,7 +465,7 @@ def test_docker_api_outage(
     and stored, service.failed names it, the deploy stays owed; once the API answers, the
     owed deploy reloads the consumers and they serve the new serials."""
     seed(world, ["one.test"])
-    env = {"DOCKER_HOST": gate.docker_host, "ACME_DOCKER_TIMEOUT": "10s"}
+    env = {"DOCKER_HOST": gate.docker_host, "ACME_DOCKER_TIMEOUT": "5s"}
     w = watch(stack.env | FAST | env)
     begin, timeout = DOCKER_OUTAGES[kind]
     line = named("service.failed")
