@@ -9,7 +9,8 @@ The folders show the architecture:
   settle), the lookups behind validation, the daemon loop
 - ``ops``: health file, metrics, notifications, the mailcow UI, logging
 - ``config``: settings from the environment and the policies cut from them
-- ``cli``: the entry point, the only place that parses arguments and exits
+- ``cli``: the entry point, the only place that parses arguments and exits; ``wiring`` builds
+  the adapters and hooks from the settings
 
 The words mean one thing each: ``GLOSSARY.md`` beside this file.
 

@@ -30,6 +30,7 @@ from acme_sidecar.config.ari_settings import AriSettings
 from acme_sidecar.config.base import SETTINGS_CONFIG
 from acme_sidecar.config.ca_settings import CaSettings
 from acme_sidecar.config.dns01_settings import Dns01Settings
+from acme_sidecar.config.docker_settings import DockerSettings
 from acme_sidecar.config.ops_settings import OpsSettings
 from acme_sidecar.config.values import (
     comma_list,
@@ -62,7 +63,7 @@ MAILCOW_FLAGS = (
 )
 
 
-class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settings):
+class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settings, DockerSettings):
     """Every setting of DESIGN.md §3; field names are the environment variables, lower-cased."""
 
     model_config = SETTINGS_CONFIG
@@ -85,33 +86,6 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     db_socket: Path = Path("/var/run/mysqld/mysqld.sock")
     db_host: str = ""
     db_port: int = 3306
-    compose_project_name: str = "mailcow-dockerized"
-    # the way to the containers: mailcow's dockerapi, the Docker socket, or auto (chosen anew at
-    # each deploy, adapters/docker_way.py); unset, the URL is mailcow's dockerapi by its long
-    # name, then by its short one (see ``dockerapi_urls``)
-    acme_docker_api: Literal["dockerapi", "socket", "auto"] = "auto"
-    acme_dockerapi_url: str = ""
-    acme_dockerapi_wait: int = 120  # at start, for dockerapi's name
-    acme_docker_timeout: int = 60  # one Docker API call over the socket
-    docker_host: str = ""  # read by the Docker SDK itself; here only: is there a socket?
-
-    @field_validator("acme_dockerapi_url")
-    @classmethod
-    def _dockerapi_url(cls, value: str) -> str:
-        text = value.strip()
-        if text and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", text):
-            raise ValueError("must be an https:// or http:// URL such as https://dockerapi")
-        return text.rstrip("/")
-
-    @property
-    def dockerapi_urls(self) -> tuple[str, ...]:
-        """ACME_DOCKERAPI_URL, or mailcow's dockerapi by the name acme-mailcow uses (on the
-        project's network), then by its alias ``dockerapi`` (mailcow#6170: only that resolved)."""
-        if self.acme_dockerapi_url:
-            return (self.acme_dockerapi_url,)
-        long = f"https://dockerapi.{self.compose_project_name.lower()}_mailcow-network"
-        return (long, "https://dockerapi")
-
     tz: str = ""
     acme_cert_dir: Path = Path("/var/lib/acme")
     acme_webroot: Path = Path("/var/www/acme")
@@ -123,11 +97,6 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     public_ipv6: str = ""
     acme_ipv4_detect_url: str = "http://ip4.mailcow.email"
     acme_ipv6_detect_url: str = "http://ip6.mailcow.email"
-    acme_restart_services: tuple[str, ...] = (
-        "postfix-mailcow",
-        "dovecot-mailcow",
-        "nginx-mailcow",
-    )
     acme_log_format: Literal["auto", "console", "json"] = "auto"
     acme_check_interval: int = 86400
     acme_retry_interval: int = 1800
@@ -202,17 +171,6 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         if isinstance(value, tuple):
             return value
         return san_entries(value)[0]  # a bad entry is left out (mailcow's value: lenient)
-
-    @field_validator("acme_restart_services", mode="before")
-    @classmethod
-    def _services(cls, value: Any) -> tuple[str, ...]:
-        if isinstance(value, tuple):
-            return value
-        items = comma_list(value)
-        for item in items:
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", item):
-                raise ValueError(f"{item!r} is not a compose service name")
-        return items
 
     @field_validator("acme_dns_resolvers", mode="before")
     @classmethod
@@ -336,14 +294,6 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         if value is not None and not value.is_file():
             raise ValueError("must name a readable PEM file of CA certificates")
         return value
-
-    @field_validator("compose_project_name")
-    @classmethod
-    def _project(cls, value: str) -> str:
-        text = value.strip()
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
-            raise ValueError("must be a compose project name (letters, digits, _ . -)")
-        return text
 
     # --- derived values -------------------------------------------------------------------
 

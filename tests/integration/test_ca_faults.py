@@ -1,7 +1,7 @@
 """Issue #7: the issuer against a misbehaving CA — real Pebble, real DNS and nginx.
 
 Each test drives ``AcmeIssuer`` in-process with the test world's directory URL, CA bundle and
-webroot (as ``cli.build_deps`` wires it) and checks that ``issue_all`` yields exactly one typed
+webroot (as ``wiring.build_deps`` wires it) and checks that ``issue_all`` yields exactly one typed
 result per spec and never raises.
 """
 
