@@ -39,7 +39,6 @@ from acme_sidecar.core.settle import (
 )
 from acme_sidecar.shell.ari import refresh_windows
 from acme_sidecar.shell.boundary import Book
-from acme_sidecar.shell.deploy import deploy
 from acme_sidecar.shell.gather import Deps
 from acme_sidecar.shell.own import own_written
 
@@ -148,6 +147,8 @@ def finish_deploy(policy: CyclePolicy, deps: Deps, book: Book) -> Acted:
     written |= own_written(policy.own, deps.store, owed, certs)
     if owed.attempts:
         log.info("deploy.resumed", certificates=",".join(owed.certs) or None, since=str(owed.since))
+    from acme_sidecar.shell.deploy import deploy  # with the TLS probe: when a deploy is owed
+
     actions, errors = deploy(policy.deploy, deps.services, written, change=change, stop=deps.stop)
     book.update(deploy_finished(book.state, ok=errors == 0))
     if errors == 0 and deps.deployed is not None and (owed.certs or owed.default):
