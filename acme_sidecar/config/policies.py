@@ -75,6 +75,7 @@ class StartPolicy:
 
     hostname: str
     db_wait: float = 600.0
+    db_retry: float = 30.0  # ACME_DB_RETRY_INTERVAL: the longest step between two tries (max 30 s)
     dockerapi_wait: float = 120.0  # ACME_DOCKERAPI_WAIT: 0 does not wait
     webroot_wait: float = 120.0
     check_webroot: bool = True
@@ -213,6 +214,7 @@ def daemon_policy(settings: Settings, cert_dir: Path | None = None) -> DaemonPol
         start=StartPolicy(
             hostname=settings.mailcow_hostname,
             db_wait=float(settings.acme_db_wait),
+            db_retry=float(settings.acme_db_retry_interval),
             dockerapi_wait=float(settings.acme_dockerapi_wait),
             webroot_wait=float(settings.acme_webroot_wait),
             check_webroot=settings.acme_webroot_wait > 0

@@ -45,17 +45,19 @@ def wait_for(
     limit: float,
     stop: threading.Event,
     *,
+    every: float = LAST_STEP,
     clock: Callable[[], float] = time.monotonic,
 ) -> bool:
-    """Try ``probe`` on a short ladder until it is ready, ``limit`` seconds pass or ``stop``
-    is set; True when ready. One line when the wait begins and one when it ends."""
+    """Try ``probe`` on a short ladder, then every ``every`` seconds (at most ``LAST_STEP``),
+    until it is ready, ``limit`` seconds pass or ``stop`` is set; True when ready. One line when
+    the wait begins and one when it ends."""
     start = clock()
     reason = probe()
     if reason is None:
         return True
     log.info("start.waiting", component=component, reason=reason, limit=f"{limit:.0f}s")
     for n in range(1_000_000):
-        step = LADDER[n] if n < len(LADDER) else LAST_STEP
+        step = min(LADDER[n] if n < len(LADDER) else LAST_STEP, max(every, 0.01))
         left = limit - (clock() - start)
         if left <= 0 or stop.wait(min(step, left)):
             break
@@ -119,7 +121,7 @@ def wait_until_ready(policy: StartPolicy, deps: Deps, *, webroot: bool = True) -
     """Wait for the database, then for dockerapi, then (``webroot``) for the webroot; never
     raises, never longer than the policy's limits, and not at all once ``deps.stop`` is set."""
     try:
-        wait_for("database", _database(deps), policy.db_wait, deps.stop)
+        wait_for("database", _database(deps), policy.db_wait, deps.stop, every=policy.db_retry)
         dockerapi = deps.services_ready
         if dockerapi is not None and policy.dockerapi_wait > 0 and not deps.stop.is_set():
             wait_for("dockerapi", dockerapi, policy.dockerapi_wait, deps.stop)

@@ -246,3 +246,29 @@ def test_the_webroot_gate_waits_once() -> None:
         gate()
     assert [e["event"] for e in logs] == ["start.waiting", "start.ready"]
     assert len(check.asked) == 2  # the two probes of the first wait, none after it
+
+
+def test_the_database_is_tried_at_least_every_db_retry_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The start wait's steps never exceed ACME_DB_RETRY_INTERVAL: with 2 s the ladder
+    1, 2, 5, 10, 15, 30 s becomes 1, 2, 2, 2 s; the default keeps the ladder."""
+    monkeypatch.setattr(startup, "LADDER", (1.0, 2.0, 5.0, 10.0, 15.0))
+    monkeypatch.setattr(startup, "LAST_STEP", 30.0)
+
+    class Stop:
+        def __init__(self) -> None:
+            self.waits: list[float] = []
+
+        def wait(self, seconds: float) -> bool:
+            self.waits.append(seconds)
+            return False
+
+        def is_set(self) -> bool:
+            return False
+
+    for every, steps in ((2.0, [1.0, 2.0, 2.0, 2.0]), (60.0, [1.0, 2.0, 5.0, 10.0])):
+        stop = Stop()
+        _, probe = ready_after(4)
+        assert wait_for("database", probe, 600, stop, every=every)  # type: ignore[arg-type]
+        assert stop.waits == steps
