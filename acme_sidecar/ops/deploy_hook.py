@@ -3,8 +3,11 @@
 After every successful deploy (``shell.act.finish_deploy``) the certificates put in service go
 to ``ACME_DEPLOY_HOOK_URL`` as one JSON POST (within 15 s, the answer's body unread) and/or to
 ``ACME_DEPLOY_HOOK_COMMAND``, run with ``/bin/sh -c`` in its own process group: the same JSON
-on its stdin, the names and serials in its environment (the sidecar's secrets left out),
-killed with its children after 60 s.
+on its stdin, the names and serials in its environment, killed with its children after 60 s
+(and what it leaves running when it exits).
+Of the sidecar's own environment the command gets only ``PATH``, ``HOME``, ``LANG``/``LC_*``
+and ``TZ``: the rest holds database, Redis and DNS-provider credentials. Its output is read
+as it comes, keeping only the last 64 KiB.
 A failure is one ``deploy_hook.failed`` line and never stops the daemon. The URL is logged as
 its scheme and host only, the command as its first word only: both may hold a token.
 """
@@ -16,12 +19,13 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from acme_sidecar.config.settings import HIDDEN, ORIGIN_ONLY
 from acme_sidecar.core.report import Deployed
 from acme_sidecar.core.values import url_origin
 from acme_sidecar.ops.channels import post
@@ -31,8 +35,16 @@ log = structlog.get_logger(__name__)
 URL_DEADLINE = 15.0  # seconds for the POST, connection and answer included
 COMMAND_DEADLINE = 60.0  # seconds for the command and every process it starts
 _OUTPUT_CAP = 64 * 1024  # bytes of the command's output kept (its last line is logged)
-# the sidecar's secrets stay out of the command's environment
-_SECRETS = HIDDEN | ORIGIN_ONLY | {"watchdog_notify_webhook"}
+# the only variables of the sidecar's environment the command gets: the rest may hold secrets
+_PASSED = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ"})
+
+
+def _tail(stream: Any, keep: bytearray) -> None:
+    """Read ``stream`` to its end, keeping only its last ``_OUTPUT_CAP`` bytes in ``keep``."""
+    with contextlib.suppress(OSError, ValueError):
+        for chunk in iter(lambda: stream.read1(16 * 1024), b""):
+            keep += chunk
+            del keep[: max(len(keep) - _OUTPUT_CAP, 0)]
 
 
 def payload(deployed: Deployed, hostname: str, cert_dir: Path) -> dict[str, Any]:
@@ -73,25 +85,39 @@ def run_command(
 ) -> tuple[int | None, str]:
     """Run ``command`` with ``/bin/sh -c``; (exit code or None when killed, last output line).
     The whole process group is killed at ``deadline``, so a child left behind cannot hold the
-    daemon."""
-    proc = subprocess.Popen(
-        ["/bin/sh", "-c", command],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={k: v for k, v in os.environ.items() if k.lower() not in _SECRETS} | env,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(stdin, timeout=deadline)
-    except subprocess.TimeoutExpired:
+    daemon; ``stdin`` comes from a file, so a command that does not read it cannot block."""
+    passed = {k: v for k, v in os.environ.items() if k in _PASSED or k.startswith("LC_")}
+    output = bytearray()
+    with tempfile.TemporaryFile() as given:
+        given.write(stdin)
+        given.seek(0)
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            stdin=given,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=passed | env,
+            start_new_session=True,
+        )
+        reader = threading.Thread(
+            target=_tail, args=(proc.stdout, output), name="deploy-hook-output", daemon=True
+        )
+        reader.start()
+        try:
+            code: int | None = proc.wait(timeout=deadline)
+        except subprocess.TimeoutExpired:
+            code = None
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)  # what it left behind, or all of it at the deadline
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.communicate(timeout=5)
+            proc.wait(timeout=5)
+        reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    if code is None:
         return None, ""
-    lines = out[-_OUTPUT_CAP:].decode("utf-8", "replace").strip().splitlines()
-    return proc.returncode, lines[-1][:200] if lines else ""
+    lines = bytes(output).decode("utf-8", "replace").strip().splitlines()
+    return code, lines[-1][:200] if lines else ""
 
 
 class DeployHook:
@@ -119,8 +145,10 @@ class DeployHook:
 
     @property
     def program(self) -> str:
-        """The command's first word, the only part of it logged."""
-        return self._command.split(maxsplit=1)[0] if self._command.strip() else ""
+        """The command's first word, the only part of it logged (``sh -c`` when it sets a
+        variable, which may be a token)."""
+        first = self._command.split(maxsplit=1)[0] if self._command.strip() else ""
+        return "sh -c" if "=" in first else first
 
     def __call__(self, deployed: Deployed) -> None:
         """POST and/or run the command; log each result in one line."""

@@ -17,7 +17,7 @@ May touch: the volume (through ``adapters/volume/toppair``) and, through the dep
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -179,12 +179,10 @@ def _refuse(
     refused = replace(book.state, own=replace(seen, refused=facts.fingerprint))
     if hands_off:
         book.update(refused)
-        log.warning(
-            "own.refused",
-            subject=facts.subject or None,
-            issuer=facts.issuer or None,
-            not_after=_when(facts.not_after),
-            problems="; ".join(problems),
+        _refused_line(
+            log.warning,
+            facts,
+            problems,
             action="not deployed: the services keep serving what they loaded; the files are left "
             "as they are (SKIP_LETS_ENCRYPT=y); a corrected pair is deployed at the next look",
         )
@@ -201,14 +199,20 @@ def _refuse(
     else:
         action = "no earlier good own pair to put back; the files are left as they are"
     book.update(refused)
-    log.error(
+    refused_files = str(saved.relative_to(store.root)) if saved else None
+    _refused_line(log.error, facts, problems, action=action, refused_files=refused_files)
+
+
+def _refused_line(
+    say: Callable[..., object], facts: PairFacts, problems: Sequence[str], **fields: object
+) -> None:
+    say(
         "own.refused",
         subject=facts.subject or None,
         issuer=facts.issuer or None,
         not_after=_when(facts.not_after),
         problems="; ".join(problems),
-        refused_files=str(saved.relative_to(store.root)) if saved else None,
-        action=action,
+        **fields,
     )
 
 

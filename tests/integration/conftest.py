@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.certs import write_pair
+from tests.integration.eab import eab_pebble  # noqa: F401 - a fixture (test_keys, compatible files)
 from tests.integration.sidecar import HOST, PROJECT, base_env
 from tests.integration.stack import KINDS, Stack
 from tests.world import World

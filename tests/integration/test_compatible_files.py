@@ -15,7 +15,6 @@ import base64
 import binascii
 import http.server
 import json
-import os
 import re
 import subprocess
 import threading
@@ -28,13 +27,11 @@ import requests
 from acme_sidecar.adapters import public_ip
 from acme_sidecar.adapters.volume import keys
 from acme_sidecar.adapters.volume.pem import load_key
+from tests.integration.eab import HMAC, KID
 from tests.integration.sidecar import HOST, base_env, cert_dirs, leaf, seed, sidecar
 from tests.world import World
 from tests.world.pebble import Pebble
 from tests.world.proc import free_port
-
-KID = "kid-compat"
-HMAC = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
 
 
 def _b64(data: bytes) -> str:
@@ -135,22 +132,6 @@ def test_directories_keep_their_own_keys_at_renewal(world: World, volume: Path) 
     assert sorted(e["certificate"] for e in run.named("key.own_kept")) == dirs
     assert {d: _tlsa(volume / d) for d in dirs} == before
     assert all(leaf(volume / d / "cert.pem").serial_number != serials[d] for d in dirs)
-
-
-@pytest.fixture(scope="module")
-def eab_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    """A Pebble of its own that requires External Account Binding, with one MAC key."""
-    pebble = Pebble(
-        tmp_path_factory.mktemp("pebble-eab-compat"),
-        world.dns.port,
-        world.nginx.port,
-        config={"externalAccountBindingRequired": True, "externalAccountMACKeys": {KID: HMAC}},
-    )
-    pebble.start()
-    try:
-        yield pebble
-    finally:
-        pebble.stop()
 
 
 def test_a_fixed_eab_is_not_held_by_the_back_off(

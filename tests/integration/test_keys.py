@@ -10,43 +10,21 @@ RSA 4096 key stays.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from acme_sidecar.adapters.volume import keys, pem
 from acme_sidecar.adapters.volume.pem import load_key
 from acme_sidecar.core.profiles import KEY_TYPES
+from tests.integration.eab import HMAC, KID, WRONG
 from tests.integration.sidecar import HOST, Run, base_env, leaf, seed, sidecar
 from tests.integration.stack import KINDS, Stack
 from tests.world import World
 from tests.world.pebble import Pebble
 from tests.world.tlsprobe import served_certificate
-
-KID = "kid-mailcow"
-HMAC = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
-WRONG = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
-
-
-@pytest.fixture(scope="module")
-def eab_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    """A second Pebble that requires External Account Binding, with one MAC key."""
-    pebble = Pebble(
-        tmp_path_factory.mktemp("pebble-eab"),
-        world.dns.port,
-        world.nginx.port,
-        config={"externalAccountBindingRequired": True, "externalAccountMACKeys": {KID: HMAC}},
-    )
-    pebble.start()
-    try:
-        yield pebble
-    finally:
-        pebble.stop()
 
 
 def _errors(run: Run) -> list[dict[str, object]]:

@@ -12,7 +12,7 @@ import requests
 from structlog.testing import capture_logs
 
 from acme_sidecar.core.report import Deployed, DeployedCert
-from acme_sidecar.ops.deploy_hook import DeployHook
+from acme_sidecar.ops.deploy_hook import DeployHook, run_command
 from acme_sidecar.shell.cycle import guarded_cycle
 from tests.unit.fakes import World, cycle_policy
 
@@ -101,3 +101,33 @@ def test_unreachable_url_is_one_line_without_the_token(tmp_path: Path) -> None:
     (line,) = logs
     assert line["event"] == "deploy_hook.failed" and line["url"] == "http://127.0.0.1:9/***"
     assert "t0ken" not in json.dumps(logs) + repr(hook)
+
+
+def test_the_command_gets_no_credential_of_the_sidecar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS-provider credentials in the container's environment (CF_Token), the database
+    password and the rest of the sidecar's environment stay out of the command's; PATH stays."""
+    monkeypatch.setenv("CF_Token", "cf-secret")
+    monkeypatch.setenv("DBPASS", "db-secret")
+    code, last = run_command("env | grep -c -e cf-secret -e db-secret; exit 0", b"{}", {}, 10)
+    assert (code, last) == (0, "0")
+    code, last = run_command('test -n "$PATH" && echo has-path', b"{}", {}, 10)
+    assert (code, last) == (0, "has-path")
+
+
+def test_a_loud_command_that_ignores_its_stdin_is_read_as_it_goes() -> None:
+    """8 MiB of output is read as it comes (only the tail is kept) and a large stdin the
+    command never reads does not block it: its last line is what is logged."""
+    big = b"x" * (1024 * 1024)
+    code, last = run_command("head -c 8388608 /dev/zero | tr '\\0' a; echo; echo done", big, {}, 30)
+    assert (code, last) == (0, "done")
+
+
+def test_a_command_that_sets_a_variable_is_logged_as_sh() -> None:
+    """``TOKEN=... reload-proxy`` is logged as ``sh -c``, never its first word (the token)."""
+    hook = DeployHook(
+        url="",
+        command="TOKEN=s3cret reload-proxy",
+        hostname="mail.example.org",
+        cert_dir=Path("/x"),
+    )
+    assert hook.program == "sh -c"

@@ -13,41 +13,8 @@ from pathlib import Path
 
 from tests.certs import key_pem, make_cert, new_key
 
-from .proc import Child, free_port, require_binary, tcp_open, wait_for
-
-_CONF = """\
-user root;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    log_format hops '$server_port $host $request_uri $status';
-    access_log {d}/access.log hops;
-    client_body_temp_path {d}/tmp/body;
-    proxy_temp_path {d}/tmp/proxy;
-    fastcgi_temp_path {d}/tmp/fastcgi;
-    uwsgi_temp_path {d}/tmp/uwsgi;
-    scgi_temp_path {d}/tmp/scgi;
-    default_type application/octet-stream;
-    server {{
-        listen 127.0.0.1:{http_port};
-        server_name _;
-        return 301 https://$host:{https_port}$request_uri;
-    }}
-    server {{
-        listen 127.0.0.1:{https_port} ssl;
-        server_name _;
-        ssl_certificate {d}/tls.pem;
-        ssl_certificate_key {d}/tls.key;
-        location ^~ /.well-known/acme-challenge/ {{
-            alias {webroot}/;
-            default_type text/plain;
-        }}
-        location / {{ return 404; }}
-    }}
-}}
-"""
+from .proc import free_port, tcp_open, wait_for
+from .web import challenge, nginx_child, nginx_conf
 
 
 class FrontProxy:
@@ -56,7 +23,6 @@ class FrontProxy:
     host = "127.0.0.1"
 
     def __init__(self, workdir: Path) -> None:
-        binary = require_binary("nginx", "nginx-light")
         (workdir / "tmp").mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.webroot = workdir / "webroot"
@@ -67,19 +33,15 @@ class FrontProxy:
         (workdir / "tls.key").write_bytes(key_pem(key))
         (workdir / "tls.pem").write_bytes(make_cert(key, ["front-proxy.invalid"], days=1))
         conf = workdir / "nginx.conf"
-        conf.write_text(
-            _CONF.format(
-                d=workdir,
-                http_port=self.http_port,
-                https_port=self.https_port,
-                webroot=self.webroot,
-            )
+        servers = (
+            f"    server {{\n        listen 127.0.0.1:{self.http_port};\n        server_name _;\n"
+            f"        return 301 https://$host:{self.https_port}$request_uri;\n    }}\n"
+            f"    server {{\n        listen 127.0.0.1:{self.https_port} ssl;\n"
+            f"        server_name _;\n        ssl_certificate {workdir}/tls.pem;\n"
+            f"        ssl_certificate_key {workdir}/tls.key;\n{challenge(self.webroot)}    }}\n"
         )
-        argv = [
-            binary, "-c", str(conf), "-p", str(workdir),
-            "-e", str(workdir / "error.log"), "-g", "daemon off;",
-        ]  # fmt: skip
-        self._child = Child("front-proxy", argv, workdir / "nginx.out", cwd=workdir)
+        conf.write_text(nginx_conf(workdir, servers, "$server_port $host $request_uri $status"))
+        self._child = nginx_child("front-proxy", workdir, conf)
 
     def start(self) -> None:
         """Start nginx and wait until both ports accept connections."""
