@@ -17,7 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from acme_sidecar.config.dns01_providers import PLUGINS, lexicon_options, missing, unsupported
+from acme_sidecar.config.dns01_providers import (
+    PLUGINS,
+    lexicon_options,
+    malformed,
+    missing,
+    unsupported,
+)
 from acme_sidecar.core.names import normalize_hostname
 
 DEFAULT_FILE = Path("/etc/acme/dns-01.conf")
@@ -172,6 +178,9 @@ def provider_conf(section: Section) -> ProviderConf | str:
             f"{plugin.name} needs {lacking} (in the DNS-01 file, the container's environment "
             "or acme.sh's account.conf)"
         )
+    wrong = malformed(plugin, values)
+    if wrong:
+        return f"{plugin.name} needs {wrong} (the value set has another form)"
     ttl = _ttl(section, plugin.ttl)
     if isinstance(ttl, str):
         return ttl

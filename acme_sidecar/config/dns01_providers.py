@@ -6,17 +6,30 @@ README's provider table is this table, kept in step by a unit test). ``dns_nsupd
 without lexicon (RFC 2136 through dnspython); a row with ``via="none"`` is a plugin mailcow's
 docs name that no dependency can serve, with the reason. Variable names are acme.sh's own (from
 its ``dnsapi/dns_*.sh``); where lexicon needs a value acme.sh has no variable for, the row names
-a variable of ours in ``own`` and says so. Pure data and lookups: no I/O, no lexicon import.
+a variable of ours in ``own`` and says so; where acme.sh keeps several values in one variable
+(``DA_Api``'s URL with the login inside), a ``Split`` parses it into lexicon's options. Pure
+data and lookups: no I/O, no lexicon import.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 _FIELD = re.compile(r"\{(\w+)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """One acme.sh variable holding several lexicon options: ``parse`` gives their values in
+    order, or ``None`` for another form; ``shape`` is the form (a value ``parse`` takes)."""
+
+    options: tuple[str, ...]
+    parse: Callable[[str], tuple[str, ...] | None]
+    shape: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +37,7 @@ class Plugin:
     """One acme.sh plugin. ``options``: acme.sh variable -> lexicon option (for ``dns_nsupdate``
     the setting it fills); several variables may feed one option, the first one set wins.
     ``joined``: lexicon option -> a template of variables (``{IONOS_PREFIX}.{IONOS_SECRET}``).
+    ``split``: acme.sh variable -> the options its one value holds (``DA_Api``).
     ``fixed``: lexicon option -> the value used when no variable sets it. ``required``: each
     entry ``A|B`` needs one of them set. ``overrides``: when the key is set, these variables
     are not used (acme.sh prefers ``CF_Token`` to ``CF_Key``/``CF_Email``). ``ignored``:
@@ -36,6 +50,7 @@ class Plugin:
     via: Literal["lexicon", "rfc2136", "none"] = "lexicon"
     required: tuple[str, ...] = ()
     joined: Mapping[str, str] = field(default_factory=dict)
+    split: Mapping[str, Split] = field(default_factory=dict)
     fixed: Mapping[str, str] = field(default_factory=dict)
     overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     own: tuple[str, ...] = ()
@@ -49,7 +64,7 @@ class Plugin:
     def variables(self) -> tuple[str, ...]:
         """Every variable the sidecar reads for this plugin, in the table's order."""
         from_templates = [v for t in self.joined.values() for v in _FIELD.findall(t)]
-        listed = [*self.options, *from_templates, *([self.ttl] if self.ttl else [])]
+        listed = [*self.split, *self.options, *from_templates, *([self.ttl] if self.ttl else [])]
         return tuple(dict.fromkeys(listed))
 
     @property
@@ -61,6 +76,7 @@ class Plugin:
 
 # lexicon options that locate rather than authenticate: a refused login does not point at them
 _LOCATING = {"pdns_server", "pdns_server_id", "plesk_server", "zone_id", "resource_group"}
+_LOCATING |= {"ib_host", "ib_view"}  # Infoblox's appliance and view
 
 
 def _secretish(group: str, plugin: Plugin) -> bool:
@@ -71,6 +87,24 @@ def _row(name: str, provider: str, options: dict[str, str], **kw: Any) -> Plugin
     """A row; ``required`` defaults to every variable of ``options`` (most plugins)."""
     kw.setdefault("required", tuple(options))
     return Plugin(name, provider, options, **kw)
+
+
+def _url_login(value: str) -> tuple[str, ...] | None:
+    """``https://user:password@host:port`` (``DA_Api``): the URL without the login, the user
+    and the password (percent-escapes undone, as curl does for acme.sh)."""
+    url = urlsplit(value.strip())
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return None
+    if not url.username or not url.password:
+        return None
+    endpoint = urlunsplit((url.scheme, url.netloc.rpartition("@")[2], url.path.rstrip("/"), "", ""))
+    return endpoint, unquote(url.username), unquote(url.password)
+
+
+def _user_password(value: str) -> tuple[str, ...] | None:
+    """``user:password`` (``Infoblox_Creds``), split at the first colon as HTTP Basic does."""
+    user, colon, password = value.partition(":")
+    return (user, password) if user and colon and password else None
 
 
 # lexicon's option names most rows use (names, not secrets)
@@ -121,6 +155,15 @@ ROWS: tuple[Plugin, ...] = (
         note="region tyo1 unless CONOHA_Region is set",
     ),
     _row("dns_constellix", "constellix", {"CONSTELLIX_Key": _USER, "CONSTELLIX_Secret": _TOKEN}),
+    _row(
+        "dns_da", "directadmin", {},
+        split={"DA_Api": Split(
+            ("endpoint", _USER, _PASSWORD), _url_login, "https://user:password@host:port"
+        )},
+        required=("DA_Api",), ignored=("DA_Api_Insecure",),
+        note="DA_Api as https://user:password@host:port; DirectAdmin's certificate must be "
+        "valid (lexicon always checks it)",
+    ),
     _row("dns_desec", "desec", {"DEDYN_TOKEN": _TOKEN}),
     _row("dns_dgon", "digitalocean", {"DO_API_KEY": _TOKEN}),
     _row("dns_dnsimple", "dnsimple", {"DNSimple_OAUTH_TOKEN": _TOKEN}),
@@ -156,6 +199,10 @@ ROWS: tuple[Plugin, ...] = (
         "file (JSON) the container can read, e.g. in data/conf/acme/",
     ),
     _row("dns_gd", "godaddy", {"GD_Key": "auth_key", "GD_Secret": "auth_secret"}),
+    _row(
+        "dns_glesys", "glesys", {"GLESYS_PROJECT_ID": _USER, "GLESYS_API_KEY": _TOKEN},
+        ttl="GLESYS_TTL", ignored=("GLESYS_API",),
+    ),
     _row("dns_he", "henet", {"HE_Username": _USER, "HE_Password": _PASSWORD}),
     _row(
         "dns_hetzner", "hetzner", {"HETZNER_Token": _TOKEN},
@@ -167,6 +214,14 @@ ROWS: tuple[Plugin, ...] = (
     ),
     _row(
         "dns_hostingde", "hostingde", {"HOSTINGDE_APIKEY": _TOKEN}, ignored=("HOSTINGDE_ENDPOINT",)
+    ),
+    _row(
+        "dns_infoblox", "infoblox",
+        {"Infoblox_Server": "ib_host", "Infoblox_View": "ib_view"},
+        split={"Infoblox_Creds": Split(("auth_user", "auth_psw"), _user_password, "user:password")},
+        required=("Infoblox_Creds", "Infoblox_Server"),
+        note="Infoblox_Creds as user:password, Infoblox_View default unless set (as acme.sh); "
+        "lexicon speaks WAPI 2.6.1 (NIOS 8.3 or later)",
     ),
     _row(
         "dns_infomaniak", "infomaniak", {"INFOMANIAK_API_TOKEN": _TOKEN}, ttl="INFOMANIAK_TTL",
@@ -274,20 +329,16 @@ ROWS: tuple[Plugin, ...] = (
     _row("dns_ultra", "ultradns", {"ULTRA_USR": _USER, "ULTRA_PWD": _PASSWORD}),
     _row("dns_vercel", "vercel", {"VERCEL_TOKEN": _TOKEN}),
     _row("dns_vultr", "vultr", {"VULTR_API_KEY": _TOKEN}),
+    _row(
+        "dns_wedos", "wedos", {"WEDOS_Username": _USER, "WEDOS_Wapipass": "auth_pass"},
+        note="WEDOS' WAPI must allow this server's IP address",
+    ),
     _row("dns_zilore", "zilore", {"Zilore_Key": "auth_key"}),
     _row("dns_zonomi", "zonomi", {"ZM_Key": _TOKEN}),
     # named in mailcow's docs or with a lexicon provider, but not servable
     Plugin(
         "dns_servercow", "", {"SERVERCOW_API_Username": "", "SERVERCOW_API_Password": ""},
         via="none", note="dns-lexicon has no servercow provider",
-    ),
-    Plugin(
-        "dns_infoblox", "", {"Infoblox_Creds": "", "Infoblox_Server": ""}, via="none",
-        note="acme.sh keeps user and password in one value (Infoblox_Creds)",
-    ),
-    Plugin(
-        "dns_da", "", {"DA_Api": ""}, via="none",
-        note="acme.sh keeps the login inside the URL (DA_Api)",
     ),
     Plugin(
         "dns_yc", "", {"YC_SA_ID": "", "YC_SA_Key_ID": ""}, via="none",
@@ -310,6 +361,10 @@ def lexicon_options(plugin: Plugin, values: Mapping[str, str]) -> dict[str, str]
     for variable, option in plugin.options.items():
         if values.get(variable) and variable not in unused:
             options.setdefault(option, values[variable])
+    for variable, split in plugin.split.items():
+        parts = split.parse(values[variable]) if values.get(variable) else None
+        for option, part in zip(split.options, parts or (), strict=False):
+            options.setdefault(option, part)
     for option, template in plugin.joined.items():
         if all(values.get(v) for v in _FIELD.findall(template)):
             options[option] = _FIELD.sub(lambda m: values[m.group(1)], template)
@@ -323,6 +378,15 @@ def missing(plugin: Plugin, values: Mapping[str, str]) -> str | None:
     for need in plugin.required:
         if not any(values.get(v) for v in need.split("|")):
             return " or ".join(need.split("|"))
+    return None
+
+
+def malformed(plugin: Plugin, values: Mapping[str, str]) -> str | None:
+    """The first variable holding several values whose value has not the form, said as
+    ``DA_Api as https://user:password@host:port`` (never the value), else ``None``."""
+    for variable, split in plugin.split.items():
+        if values.get(variable) and split.parse(values[variable]) is None:
+            return f"{variable} as {split.shape}"
     return None
 
 

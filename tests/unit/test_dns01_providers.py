@@ -47,9 +47,11 @@ def test_every_variable_reaches_an_option_lexicon_declares(row: Plugin) -> None:
     lands on its option (unless a preferred variable is set), and every option the table
     names is one the installed lexicon provider declares."""
     declared = lexicon_options_of(row.provider)
-    named = {*row.options.values(), *row.joined, *row.fixed}
+    split = {o for s in row.split.values() for o in s.options}
+    named = {*row.options.values(), *row.joined, *row.fixed, *split}
     assert named and named <= declared, sorted(named - declared)
     values = {v: secret(v) for v in row.variables}
+    values.update({v: s.shape for v, s in row.split.items()})  # a value of the form asked
     if row.ttl:
         values[row.ttl] = "300"
     conf = provider_conf(Section("", row.name, values))
@@ -64,6 +66,11 @@ def test_every_variable_reaches_an_option_lexicon_declares(row: Plugin) -> None:
             assert option not in conf.options, option
     for option in row.joined:
         assert all(secret(v) in conf.options[option] for v in row.variables if v not in row.options)
+    for variable, way in row.split.items():
+        parts = way.parse(way.shape)
+        assert parts and len(parts) == len(way.options) and all(parts), variable
+        given = dict(zip(way.options, parts, strict=True))
+        assert {o: conf.options[o] for o in way.options} == given, variable
     assert conf.ttl == (300 if row.ttl else 60)
 
 
@@ -125,6 +132,61 @@ def test_mailcow_s_documented_plugins_map_as_their_docs_set_them(
     assert provider_conf(Section("", plugin, values)) == LexiconConf(plugin, provider, options)
 
 
+@pytest.mark.parametrize(
+    ("plugin", "values", "provider", "options"),
+    [
+        ("dns_da", {"DA_Api": "https://remoteUser:remotePassword@da.example.net:2222",
+                    "DA_Api_Insecure": "0"}, "directadmin",
+         {"endpoint": "https://da.example.net:2222", "auth_username": "remoteUser",
+          "auth_password": "remotePassword"}),
+        # curl undoes percent-escapes in the URL's login; a path is kept, a trailing / is not
+        ("dns_da", {"DA_Api": "http://admin%40x:p%3Aw%40rd@192.0.2.7:2222/da/"}, "directadmin",
+         {"endpoint": "http://192.0.2.7:2222/da", "auth_username": "admin@x",
+          "auth_password": "p:w@rd"}),
+        # HTTP Basic splits at the first colon: the password may hold more
+        ("dns_infoblox", {"Infoblox_Creds": "admin:pa:ss", "Infoblox_Server": "ib.example.net"},
+         "infoblox", {"auth_user": "admin", "auth_psw": "pa:ss", "ib_host": "ib.example.net"}),
+        ("dns_infoblox", {"Infoblox_Creds": "u:p", "Infoblox_Server": "192.0.2.8",
+                          "Infoblox_View": "external"}, "infoblox",
+         {"auth_user": "u", "auth_psw": "p", "ib_host": "192.0.2.8", "ib_view": "external"}),
+        ("dns_glesys", {"GLESYS_PROJECT_ID": "cl12345", "GLESYS_API_KEY": "k",
+                        "GLESYS_API": "https://api.glesys.com/domain"}, "glesys",
+         {"auth_username": "cl12345", "auth_token": "k"}),
+        ("dns_wedos", {"WEDOS_Username": "me@example.org", "WEDOS_Wapipass": "w"}, "wedos",
+         {"auth_username": "me@example.org", "auth_pass": "w"}),
+    ],
+)  # fmt: skip
+def test_plugins_added_from_acme_sh_s_docs_map_as_they_name_them(
+    plugin: str, values: dict[str, str], provider: str, options: dict[str, str]
+) -> None:
+    """dns_da, dns_infoblox, dns_glesys, dns_wedos with their variables as acme.sh's dnsapi
+    scripts document them (written out here): the one-value logins are split into lexicon's
+    options, the variables lexicon has no place for are not sent."""
+    assert provider_conf(Section("", plugin, values)) == LexiconConf(plugin, provider, options)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "values", "needs"),
+    [
+        ("dns_da", {"DA_Api": "da.example.net:2222"}, "DA_Api as https://user:password@host:port"),
+        ("dns_da", {"DA_Api": "https://da.example.net:2222"}, "DA_Api as https://user:password@"),
+        ("dns_da", {"DA_Api": "https://user:@da.example.net"}, "DA_Api as https://user:password@"),
+        ("dns_infoblox", {"Infoblox_Creds": "s3cret", "Infoblox_Server": "ib"},
+         "Infoblox_Creds as user:password"),
+        ("dns_infoblox", {"Infoblox_Creds": ":s3cret", "Infoblox_Server": "ib"},
+         "Infoblox_Creds as user:password"),
+    ],
+)  # fmt: skip
+def test_a_one_value_login_of_another_form_is_named_not_shown(
+    plugin: str, values: dict[str, str], needs: str
+) -> None:
+    """A DA_Api without the login in it, an Infoblox_Creds without user or password: one
+    message naming the variable and the form, without the value."""
+    problem = provider_conf(Section("", plugin, values))
+    assert isinstance(problem, str) and problem.startswith(f"{plugin} needs {needs}"), problem
+    assert "s3cret" not in problem and "da.example.net" not in problem
+
+
 def test_plugins_no_dependency_serves_say_why_and_what_is_near() -> None:
     """dns_servercow (mailcow's own hoster) has no lexicon provider: one line saying so and
     naming three supported plugins; a misspelt name finds the right one, also by lexicon's
@@ -134,7 +196,7 @@ def test_plugins_no_dependency_serves_say_why_and_what_is_near() -> None:
     assert "nearest supported: dns_cf," in unsupported("dns_cloudflare")
     assert "nearest supported: dns_aws," in unsupported("dns_route53")
     assert "dns_servercow" not in SUPPORTED and "dns_nsupdate" in SUPPORTED
-    assert len(SUPPORTED) == 64
+    assert len(SUPPORTED) == 68
 
 
 def test_account_conf_as_acme_sh_writes_it() -> None:

@@ -138,7 +138,7 @@ def test_mailcow_file_with_sections_maps_acme_sh_variables() -> None:
     ("plugin", "values", "problem"),
     [
         ("dns_unknown", {}, "ACME_DNS_PROVIDER dns_unknown is not supported; nearest supported: "
-         "dns_nsone, dns_duckdns, dns_pdns (64 in all, listed in the README's DNS-01 provider "
+         "dns_nsone, dns_duckdns, dns_pdns (68 in all, listed in the README's DNS-01 provider "
          "table)"),
         ("", {}, "ACME_DNS_PROVIDER (empty) is not supported"),
         ("dns_pdns", {"PDNS_Url": "http://x"}, "dns_pdns needs PDNS_Token (in the DNS-01 file, "
