@@ -146,22 +146,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("daemon.idle", reason="SKIP_LETS_ENCRYPT=y: the top-level pair is checked")
             from acme_sidecar.shell.watch import watch_cycle
 
-            report = watch_cycle(cycle_policy(settings), deps)
+            report = watch_cycle(cycle_policy(settings, _credentials(deps)), deps)
             after_cycle(report, deps, hooks)
             return 0 if report.outcome is Outcome.OK else 1
-        report = guarded_cycle(cycle_policy(settings), deps)
+        report = guarded_cycle(cycle_policy(settings, _credentials(deps)), deps)
         summarize(report, plan_wake(report, daemon_policy(settings), deps.clock(), streak=1))
         after_cycle(report, deps, hooks)
         return 0 if report.all_valid else 1
     daemon = Daemon(
         daemon_policy(settings),
-        cycle_policy(settings),
+        cycle_policy(settings, _credentials(deps)),
         deps,
         stop=stop,
         hooks=build_hooks(settings, daemon=True),
     )
     daemon.install_signals()
     return daemon.run()
+
+
+def _credentials(deps: Deps) -> str:
+    """The hash of the DNS-01 credentials the hosts were built with ("" without DNS-01)."""
+    return deps.dns01.credentials if deps.dns01 is not None else ""
 
 
 def _check(settings: Settings, deps: Deps) -> int:
@@ -177,7 +182,7 @@ def _check(settings: Settings, deps: Deps) -> int:
         path = deps.store.layout.state_path
         print(f"warning: {path} is unreadable ({damage}); checked without it", file=out)
     state = force_seen(ledger, deps.store.force_requested(), deps.clock())
-    report = look(cycle_policy(settings), deps, state, fresh=True)
+    report = look(cycle_policy(settings, _credentials(deps)), deps, state, fresh=True)
     for file, error in sorted(_unreadable(deps.store).items()):
         print(f"unreadable: {file}: {error} (the daemon sets it aside)", file=out)
     if report.outcome is Outcome.SOURCE_DOWN:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from acme_sidecar.config.dns01 import Section
@@ -102,3 +103,13 @@ def fill(
                 sources[name] = source
                 break
     return Section(section.zone, section.plugin, values), sources
+
+
+def fingerprint(sections: Iterable[Section]) -> str:
+    """A SHA-256 of the sections' values as used (the default section after ``fill``): a fixed
+    token changes it, the same ones give the same. Never the values themselves."""
+    parts = []
+    for section in sorted(sections, key=lambda s: s.zone):
+        parts.append(f"[{section.zone}]{section.plugin}")
+        parts.extend(f"{name}={value}" for name, value in sorted(section.values.items()))
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()

@@ -124,19 +124,22 @@ def own_addresses(settings: Settings) -> tuple[str, ...]:
     return tuple(a for a in found if a and a != "n")
 
 
-def retry_policy(settings: Settings) -> RetryPolicy:
-    """The retry ladder and back-off of the settings."""
+def retry_policy(settings: Settings, dns01_credentials: str = "") -> RetryPolicy:
+    """The retry ladder and back-off of the settings; ``dns01_credentials``: see
+    ``order_fingerprint``."""
     return RetryPolicy(
         ladder=tuple(timedelta(seconds=s) for s in settings.acme_retry_ladder),
         interval=timedelta(seconds=settings.acme_retry_interval),
         max_backoff=timedelta(seconds=max(settings.acme_max_backoff, 1)),
-        settings=order_fingerprint(settings),
+        settings=order_fingerprint(settings, dns01_credentials),
     )
 
 
-def order_fingerprint(settings: Settings) -> str:
+def order_fingerprint(settings: Settings, dns01_credentials: str = "") -> str:
     """A hash of the settings an order depends on that an admin fixes after a refusal: EAB,
-    profile, contact, DNS-01 provider. Secrets go into the hash only, never into the ledger."""
+    profile, contact, challenge type, DNS-01 provider, and ``dns01_credentials`` (the hash of
+    the DNS-01 credentials the hosts were built with, ``Routes.credentials``; "" without
+    DNS-01). Secrets go into the hash only, never into the ledger."""
     eab = settings.eab
     parts = [
         eab[0] if eab else "",
@@ -146,6 +149,8 @@ def order_fingerprint(settings: Settings) -> str:
         "dns-01" if settings.acme_dns_challenge else "http-01",
         settings.acme_dns_provider,
     ]
+    if dns01_credentials:  # left out when empty: the fingerprint without DNS-01 is unchanged
+        parts.append(dns01_credentials)
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
@@ -160,8 +165,9 @@ def own_policy(settings: Settings) -> OwnPolicy:
     )
 
 
-def cycle_policy(settings: Settings) -> CyclePolicy:
-    """Cut the cycle's policy from the settings."""
+def cycle_policy(settings: Settings, dns01_credentials: str = "") -> CyclePolicy:
+    """Cut the cycle's policy from the settings; ``dns01_credentials``: the hash of the DNS-01
+    credentials in use (``Routes.credentials``), for the back-off's settings fingerprint."""
     return CyclePolicy(
         rules=NameRules(
             hostname=settings.mailcow_hostname,
@@ -188,7 +194,7 @@ def cycle_policy(settings: Settings) -> CyclePolicy:
             revalidate_after=timedelta(seconds=settings.acme_revalidate_after),
             dns01=settings.acme_dns_challenge,
         ),
-        retry=retry_policy(settings),
+        retry=retry_policy(settings, dns01_credentials),
         limits=Limits() if settings.acme_rate_limits == "letsencrypt" else Limits.off(),
         deploy=DeployPolicy(
             endpoints=endpoints(settings),

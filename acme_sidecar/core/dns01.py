@@ -6,7 +6,7 @@ of ``ACME_DNS_CONFIG_FILE``) answers for a name, and whether a CNAME at
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 CHALLENGE_LABEL = "_acme-challenge"
 ALIAS_SETTING = "ACME_DNS_ALIAS_ZONES"
@@ -81,12 +81,15 @@ class Routes:
     ``zones`` maps a configured zone to ``None`` (usable) or why its section is unusable;
     ``default`` is ``None`` when the default provider (``ACME_DNS_PROVIDER`` with the file's
     top lines) is usable, else why it is not; ``aliases`` are the zones of
-    ``ACME_DNS_ALIAS_ZONES`` (a CNAME may lead there, see ``delegation``).
+    ``ACME_DNS_ALIAS_ZONES`` (a CNAME may lead there, see ``delegation``); ``credentials``: a
+    SHA-256 of the credential values the hosts were built with (never the values), part of the
+    back-off's settings fingerprint.
     """
 
     zones: tuple[tuple[str, str | None], ...] = ()
     default: str | None = "no DNS-01 provider is configured"
     aliases: tuple[str, ...] = ()
+    credentials: str = field(default="", repr=False)
 
     def delegation(self, chain: Sequence[str]) -> Delegation:
         """``delegation`` with this configuration's sections and alias zones."""

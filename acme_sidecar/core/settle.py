@@ -40,7 +40,8 @@ class RetryPolicy:
     retry_after_cap: timedelta = WEEK  # a longer Retry-After from the CA is cut to this
     jitter: float = 0.1  # +-10 % so that many sidecars do not retry in step
     # the fingerprint of the settings an order depends on (EAB, profile, contact, DNS-01
-    # provider): a back-off from a failure under other settings is dropped ("": not compared)
+    # provider and credentials): a back-off from a failure under other settings is dropped
+    # ("": not compared)
     settings: str = ""
 
 

@@ -9,9 +9,11 @@ Two kinds of problem (``Notice``):
 - ``expiring:<certificate>``: a certificate inside its expiry warning (``core.expiry``). It is
   an alert at once, and again when its level rises (warning, urgent, expired).
 
-Each alert is sent once; when the problem is gone, one "resolved" message follows. What was
-alerted, and since when the work fails, is an ``AlertState`` kept in ``ACME_NOTIFY_STATE`` so a
-restart neither forgets nor repeats. Pure: the clock is the event's, the file is read and
+Each alert is sent once on each channel; when the problem is gone, one "resolved" message
+follows. A channel that failed to deliver is tried again at the next cycles, on its own: the
+channels that got the message are not sent it again. What each channel was alerted, and since
+when the work fails, is an ``AlertState`` kept in ``ACME_NOTIFY_STATE`` so a restart neither
+forgets nor repeats. Pure: the clock is the event's, the file is read and
 written by ``load_state``/``save_state`` only.
 """
 
@@ -145,32 +147,36 @@ class Alerted:
 
 @dataclass(frozen=True, slots=True)
 class AlertState:
-    """What the alerts remember across cycles and restarts."""
+    """What the alerts remember across cycles and restarts: since when work fails, and per
+    channel (its name) the alerts it got and that are not resolved on it yet."""
 
     failing_since: datetime | None = None
-    alerted: Mapping[str, Alerted] = field(default_factory=dict)
+    alerted: Mapping[str, Mapping[str, Alerted]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """What one cycle's problems mean: the alerts to send, the resolved messages to send, and
-    the state once each of them is delivered (``settle``)."""
+    """What one cycle's problems mean, per channel: the alerts to send, the resolved messages
+    to send, and the state once each of them is delivered (``settle``)."""
 
-    fire: tuple[Notice, ...]
-    resolve: tuple[Notice, ...]
+    fire: Mapping[str, tuple[Notice, ...]]
+    resolve: Mapping[str, tuple[Notice, ...]]
     failing_since: datetime | None
 
 
 def step(
     state: AlertState,
+    channels: Iterable[str],
     notices: Iterable[Notice],
     now: datetime,
     *,
     alert_after: timedelta,
     quiet: bool = False,
 ) -> Step:
-    """Decide. ``quiet``: the cycle says nothing about failing work (the database down for
-    less than ``ACME_DB_WAIT``): a failing episode neither starts nor ends."""
+    """Decide, for each channel on its own: a channel that did not get an alert (or its
+    resolved message) is sent it, one that got it is not. ``quiet``: the cycle says nothing
+    about failing work (the database down for less than ``ACME_DB_WAIT``): a failing episode
+    neither starts nor ends."""
     current = {n.key: n for n in notices}
     failing = CYCLE_FAILED in current
     since = state.failing_since
@@ -180,38 +186,60 @@ def step(
         since = since or now
     else:
         since = None
+    fire: dict[str, tuple[Notice, ...]] = {}
+    resolve: dict[str, tuple[Notice, ...]] = {}
+    for channel in channels:
+        alerted = state.alerted.get(channel, {})
+        fire[channel] = tuple(_due(alerted, current, since, now, alert_after))
+        resolve[channel] = tuple(
+            _resolved(key, sent, state.failing_since)
+            for key, sent in sorted(alerted.items())
+            if key not in current and not (key == CYCLE_FAILED and failing)
+        )
+    return Step(fire, resolve, since)
+
+
+def _due(
+    alerted: Mapping[str, Alerted],
+    current: Mapping[str, Notice],
+    since: datetime | None,
+    now: datetime,
+    alert_after: timedelta,
+) -> list[Notice]:
+    """The alerts one channel is owed."""
     fire = []
     for key, notice in current.items():
         if key == CYCLE_FAILED:
-            if key in state.alerted or since is None or now - since < alert_after:
+            if key in alerted or since is None or now - since < alert_after:
                 continue
             notice = replace(notice, details={"failing_since": since.isoformat(), **notice.details})
         else:
-            before = state.alerted.get(key)
+            before = alerted.get(key)
             level = str(notice.details.get("level", ""))
             if before is not None and _rank(level) <= _rank(before.level):
                 continue
         fire.append(notice)
-    resolve = [
-        _resolved(key, alerted, state.failing_since)
-        for key, alerted in sorted(state.alerted.items())
-        if key not in current and not (key == CYCLE_FAILED and failing)
-    ]
-    return Step(tuple(fire), tuple(resolve), since)
+    return fire
 
 
-def settle(state: AlertState, done: Step, delivered: set[str], now: datetime) -> AlertState:
-    """The state after ``done``: delivered alerts remembered, delivered resolutions forgotten;
-    what was not delivered on any channel is tried again at the next cycle."""
-    alerted = {
-        k: a
-        for k, a in state.alerted.items()
-        if not (k in delivered and any(n.key == k for n in done.resolve))
-    }
-    for notice in done.fire:
-        if notice.key in delivered:
-            level = str(notice.details.get("level", ""))
-            alerted[notice.key] = Alerted(now, notice.summary, level)
+def settle(
+    state: AlertState, done: Step, delivered: Mapping[str, set[str]], now: datetime
+) -> AlertState:
+    """The state after ``done``, per channel: delivered alerts remembered, delivered
+    resolutions forgotten; what a channel did not deliver is tried on it again at the next
+    cycle. A channel not in ``done`` (no longer configured) is forgotten, as is one with
+    nothing alerted."""
+    alerted: dict[str, dict[str, Alerted]] = {}
+    for channel, fire in done.fire.items():
+        got = delivered.get(channel, set())
+        resolved = {n.key for n in done.resolve.get(channel, ())} & got
+        kept = {k: a for k, a in state.alerted.get(channel, {}).items() if k not in resolved}
+        for notice in fire:
+            if notice.key in got:
+                level = str(notice.details.get("level", ""))
+                kept[notice.key] = Alerted(now, notice.summary, level)
+        if kept:
+            alerted[channel] = kept
     return AlertState(done.failing_since, alerted)
 
 
@@ -239,30 +267,44 @@ def _resolved(key: str, alerted: Alerted, since: datetime | None) -> Notice:
     )
 
 
-def load_state(path: Path) -> AlertState:
-    """The alert state; empty when the file is missing or damaged (or of the older format,
-    which only said when each problem was last sent)."""
+def load_state(path: Path, channels: Iterable[str] = ()) -> AlertState:
+    """The alert state; empty when the file is missing or damaged (or of the oldest format,
+    which only said when each problem was last sent). A file of the format before channels
+    were told apart (one ``alerted`` for all) counts as sent on every one of ``channels``: no
+    alert is sent twice."""
     try:
         data = json.loads(path.read_text("utf-8"))
         since = data.get("failing_since")
+        if "channels" in data:
+            per_channel = data["channels"]
+        else:
+            shared = data.get("alerted", {})
+            per_channel = dict.fromkeys(channels, shared) if shared else {}
         return AlertState(
             datetime.fromisoformat(since) if since else None,
-            {
-                str(k): Alerted(datetime.fromisoformat(v["at"]), str(v["summary"]), v["level"])
-                for k, v in data.get("alerted", {}).items()
-            },
+            {str(c): _read_alerted(alerted) for c, alerted in per_channel.items()},
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return AlertState()
+
+
+def _read_alerted(data: Mapping[str, Any]) -> dict[str, Alerted]:
+    return {
+        str(k): Alerted(datetime.fromisoformat(v["at"]), str(v["summary"]), str(v["level"]))
+        for k, v in data.items()
+    }
 
 
 def save_state(path: Path, state: AlertState) -> None:
     """Write the alert state atomically."""
     data = {
         "failing_since": state.failing_since.isoformat() if state.failing_since else None,
-        "alerted": {
-            k: {"at": a.at.isoformat(), "summary": a.summary, "level": a.level}
-            for k, a in sorted(state.alerted.items())
+        "channels": {
+            channel: {
+                k: {"at": a.at.isoformat(), "summary": a.summary, "level": a.level}
+                for k, a in sorted(alerted.items())
+            }
+            for channel, alerted in sorted(state.alerted.items())
         },
     }
     path.parent.mkdir(parents=True, exist_ok=True)

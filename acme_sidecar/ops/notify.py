@@ -51,25 +51,29 @@ class Notifier:
         self.alert_after = alert_after
 
     def after_cycle(self, event: CycleEvent) -> None:
-        """Send what is due; what no channel delivered is tried again next cycle."""
+        """Send what is due on each channel; what a channel did not deliver is tried on that
+        channel again next cycle (the others, which got it, are not sent it again)."""
         now = event.finished
         notices = problems(event, expiry_days=self.expiry_days)
-        before = load_state(self.state)
-        done = step(before, notices, now, alert_after=self.alert_after, quiet=event.quiet)
-        delivered: set[str] = set()
-        for batch, resolved in ((done.fire, False), (done.resolve, True)):
-            if not batch:
-                continue
-            for channel in self.channels:
-                got = channel.send(batch, now, resolved=resolved)
-                if got:
+        names = [c.name for c in self.channels]
+        before = load_state(self.state, names)
+        done = step(before, names, notices, now, alert_after=self.alert_after, quiet=event.quiet)
+        delivered: dict[str, set[str]] = {}
+        for channel in self.channels:
+            got = delivered.setdefault(channel.name, set())
+            for batch, resolved in ((done.fire, False), (done.resolve, True)):
+                notices_due = batch[channel.name]
+                if not notices_due:
+                    continue
+                sent = channel.send(notices_due, now, resolved=resolved)
+                if sent:
                     log.info(
                         "notify.sent",
                         channel=channel.name,
                         kind="resolved" if resolved else "alert",
-                        problems=",".join(sorted(got)),
+                        problems=",".join(sorted(sent)),
                     )
-                delivered |= got
+                got |= sent
         after = settle(before, done, delivered, now)
         if after == before:
             return

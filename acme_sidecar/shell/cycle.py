@@ -142,7 +142,10 @@ def finish_owed(
     state, cleared = settings_changed(book.state, policy.retry.settings, now)
     book.update(state)
     if cleared:
-        why = "the settings it failed under changed (EAB, profile, contact or DNS-01 provider)"
+        why = (
+            "the settings it failed under changed "
+            "(EAB, profile, contact, DNS-01 provider or credentials)"
+        )
         log.info("backoff.cleared", certificates=" ".join(cleared), reason=why)
     done = Acted()
     if any(c.unstored for c in book.state.certs.values()):

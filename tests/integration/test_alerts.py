@@ -69,7 +69,7 @@ def test_watchdog_email_gets_one_alert_then_one_resolved(
         "Watchdog ALERT: acme-mailcow: resolved: certificate work succeeds again"
     )
     state = json.loads((volume / "acme" / "notify.json").read_text())
-    assert state == {"failing_since": None, "alerted": {}}
+    assert state == {"failing_since": None, "channels": {}}
 
 
 def test_deploy_hook_gets_each_deploy(

@@ -165,7 +165,10 @@ def test_failed_cycle_is_alerted_once(
     assert post["status"] == "alert" and post["details"]["outcome"] == "failed"
     assert f"certificate {HOST} (" in post["details"]["causes"][0]
     state = json.loads((volume / "acme" / "notify.json").read_text())
-    assert set(state["alerted"]) == {"cycle_failed"}
+    assert {c: set(a) for c, a in state["channels"].items()} == {
+        "email": {"cycle_failed"},
+        "webhook": {"cycle_failed"},
+    }
     assert "secret-token" not in first.stderr + second.stderr
 
 

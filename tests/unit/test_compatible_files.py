@@ -15,9 +15,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from structlog.testing import capture_logs
 
 from acme_sidecar.adapters import public_ip
+from acme_sidecar.adapters.dns01.setup import build_router
 from acme_sidecar.adapters.volume import CertStore, keys
 from acme_sidecar.adapters.volume.pem import load_key
-from acme_sidecar.config.policies import daemon_policy, order_fingerprint, retry_policy
+from acme_sidecar.config.policies import (
+    cycle_policy,
+    daemon_policy,
+    order_fingerprint,
+    retry_policy,
+)
 from acme_sidecar.config.settings import load_settings
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.model import CertSpec, IssueFailure
@@ -232,6 +238,55 @@ def test_changed_settings_drop_the_back_off() -> None:
     ledger = cleared.cert(SPEC.name)
     assert (ledger.next_attempt, ledger.failures, ledger.settings) == (None, 0, "")
     assert settings_changed(_failed(""), "f2", NOW)[1] == ()
+
+
+DNS01 = BASE | {"ACME_DNS_CHALLENGE": "y", "ACME_DNS_PROVIDER": "dns_pdns"}
+
+
+def _credentials(tmp_path: Path, token: str, environ: dict[str, str] | None = None) -> str:
+    conf = tmp_path / "dns-01.conf"
+    conf.write_text(f"PDNS_Url=http://127.0.0.1:9\nPDNS_ServerId=localhost\n{token}")
+    conf.chmod(0o600)
+    return build_router("dns_pdns", conf, 53, environ=environ).routes().credentials
+
+
+def test_a_fixed_dns01_token_drops_the_back_off(tmp_path: Path) -> None:
+    """The fingerprint covers the DNS-01 credentials in use: a changed token (in dns-01.conf or
+    the environment) changes it and drops the back-off, the same token keeps it; neither the
+    token nor its hash is logged or written to the ledger."""
+    with capture_logs() as logs:
+        wrong = _credentials(tmp_path, "PDNS_Token=wr0ng-t0ken")
+        again = _credentials(tmp_path, "PDNS_Token=wr0ng-t0ken")
+        fixed = _credentials(tmp_path, "PDNS_Token=f1xed-t0ken")
+        from_env = _credentials(tmp_path, "", {"PDNS_Token": "env-t0ken"})
+        env_fixed = _credentials(tmp_path, "", {"PDNS_Token": "env-f1xed"})
+    assert len({wrong, fixed, from_env, env_fixed}) == 4 and wrong == again and len(wrong) == 64
+    settings = load_settings(DNS01)
+    before = cycle_policy(settings, wrong).retry.settings
+    assert before == cycle_policy(settings, again).retry.settings
+    assert before != order_fingerprint(settings)  # the credentials count
+    after = cycle_policy(settings, fixed).retry.settings
+    assert after != before and len(after) == 16
+    state = settle_result(
+        State(),
+        IssueFailure(SPEC, "urn:ietf:params:acme:error:unauthorized", orders=1),
+        NOW,
+        RetryPolicy(settings=before, jitter=0.0),
+    )
+    assert settings_changed(state, before, NOW + timedelta(minutes=1))[1] == ()
+    assert settings_changed(state, after, NOW + timedelta(minutes=1))[1] == (SPEC.name,)
+    text = state.to_json() + repr(logs)
+    assert before in state.to_json()
+    for secret in ("wr0ng-t0ken", "f1xed-t0ken", "env-t0ken", wrong, fixed, from_env):
+        assert secret not in text
+
+
+def test_without_dns01_credentials_the_fingerprint_is_unchanged() -> None:
+    """No DNS-01 credentials: the fingerprint is the one ledgers already hold (an upgrade
+    drops no back-off)."""
+    settings = load_settings(DNS01)
+    assert cycle_policy(settings).retry.settings == "5f86493002260f1d"  # as before the change
+    assert order_fingerprint(settings, "") == retry_policy(settings).settings
 
 
 @pytest.mark.parametrize(

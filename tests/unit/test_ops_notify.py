@@ -188,9 +188,65 @@ def test_undelivered_alerts_are_tried_again(tmp_path: Path) -> None:
     assert load_state(state).alerted == {}
     mail.up = True
     notifier.after_cycle(event(Outcome.FAILED, at=NOW + timedelta(minutes=30)))
-    assert mail.sent == [["cycle_failed"], ["cycle_failed"]] and "cycle_failed" in (
-        load_state(state).alerted
+    assert (
+        mail.sent == [["cycle_failed"], ["cycle_failed"]]
+        and "cycle_failed" in (load_state(state).alerted["email"])
     )
+
+
+def test_a_failed_channel_alone_is_tried_again(tmp_path: Path) -> None:
+    """Mail delivers and the webhook fails: the next cycles try only the webhook until it
+    delivers, then nothing is sent again; the resolved message goes the same way."""
+    state = tmp_path / "notify.json"
+    mail, hook = FakeChannel("email"), FakeChannel("webhook", up=False)
+
+    def cycle(hours: int, failing: bool = True) -> None:
+        at = NOW + timedelta(hours=hours)
+        Notifier([mail, hook], state=state, alert_after=timedelta(0)).after_cycle(
+            failing_ca(at) if failing else event(Outcome.OK, at=at)
+        )
+
+    cycle(0)
+    assert mail.sent == [["cycle_failed"]] and hook.sent == [["cycle_failed"]]
+    cycle(1)
+    assert mail.sent == [["cycle_failed"]] and hook.sent == [["cycle_failed"]] * 2
+    hook.up = True
+    cycle(2)
+    cycle(3)
+    assert mail.sent == [["cycle_failed"]] and hook.sent == [["cycle_failed"]] * 3
+    assert set(load_state(state).alerted) == {"email", "webhook"}
+    mail.up = False
+    cycle(4, failing=False)
+    assert mail.sent[1:] == [["resolved cycle_failed"]] and hook.sent[3:] == [
+        ["resolved cycle_failed"]
+    ]
+    assert set(load_state(state).alerted) == {"email"}
+    mail.up = True
+    cycle(5, failing=False)
+    cycle(6, failing=False)
+    assert mail.sent[1:] == [["resolved cycle_failed"]] * 2 and len(hook.sent) == 4
+    assert load_state(state) == AlertState()
+
+
+def test_a_state_file_from_before_channels_counts_as_sent_on_all(tmp_path: Path) -> None:
+    """A notify.json with one ``alerted`` for all channels (the format before) reads as sent
+    on every channel: the alert is not sent again; its resolved message goes to each."""
+    state = tmp_path / "notify.json"
+    state.write_text(
+        json.dumps(
+            {
+                "failing_since": NOW.isoformat(),
+                "alerted": {"cycle_failed": {"at": NOW.isoformat(), "summary": "s", "level": ""}},
+            }
+        )
+    )
+    mail, hook = FakeChannel("email"), FakeChannel("webhook")
+    notifier = Notifier([mail, hook], state=state, alert_after=timedelta(0))
+    notifier.after_cycle(failing_ca(NOW + timedelta(hours=1)))
+    assert mail.sent == [] and hook.sent == []
+    notifier.after_cycle(event(Outcome.OK, at=NOW + timedelta(hours=2)))
+    assert mail.sent == [["resolved cycle_failed"]] and hook.sent == [["resolved cycle_failed"]]
+    assert json.loads(state.read_text()) == {"failing_since": None, "channels": {}}
 
 
 def test_email_and_webhook_content() -> None:

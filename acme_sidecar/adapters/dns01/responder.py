@@ -48,10 +48,16 @@ class Target:
 
 class Dns01Router:
     """The default DNS host and one per configured zone; ``aliases``: the zones of
-    ``ACME_DNS_ALIAS_ZONES``."""
+    ``ACME_DNS_ALIAS_ZONES``; ``credentials``: the hash of the values the hosts were built
+    with (``Routes.credentials``)."""
 
     def __init__(
-        self, default: Target, zones: Mapping[str, Target], aliases: tuple[str, ...] = ()
+        self,
+        default: Target,
+        zones: Mapping[str, Target],
+        aliases: tuple[str, ...] = (),
+        *,
+        credentials: str = "",
     ) -> None:
         self._default = default
         self._zones = dict(zones)
@@ -59,6 +65,7 @@ class Dns01Router:
             zones=tuple((z, t.problem) for z, t in self._zones.items()),
             default=default.problem,
             aliases=aliases,
+            credentials=credentials,
         )
 
     def routes(self) -> Routes:

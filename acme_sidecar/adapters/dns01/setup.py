@@ -29,7 +29,7 @@ from acme_sidecar.config.dns01 import (
     provider_conf,
     read_file,
 )
-from acme_sidecar.config.dns01_credentials import Saved, fill, parse_account_conf
+from acme_sidecar.config.dns01_credentials import Saved, fill, fingerprint, parse_account_conf
 from acme_sidecar.config.dns01_providers import PLUGINS, SUPPORTED
 
 log = structlog.get_logger(__name__)
@@ -106,7 +106,7 @@ def build_router(
     """The DNS hosts of ``ACME_DNS_PROVIDER`` and ``ACME_DNS_CONFIG_FILE`` (its default section
     completed from ``environ`` and acme.sh's ``account_conf``), with the zones of
     ``ACME_DNS_ALIAS_ZONES`` a CNAME may lead to; logs what it found and every problem
-    (once)."""
+    (once). Its routes carry a hash of the values used (``credentials``), never logged."""
     if aliases:
         log.info("dns01.alias_zones", zones=" ".join(aliases))
     read = read_file(path)
@@ -142,7 +142,8 @@ def build_router(
         _log_target("", default, default_target, sources)
     for section in parsed.zones:
         _log_target(section.zone, section, zones[section.zone], fill(section, {}, {})[1])
-    return Dns01Router(default_target, zones, aliases)
+    credentials = fingerprint([default, *parsed.zones])
+    return Dns01Router(default_target, zones, aliases, credentials=credentials)
 
 
 def _log_target(zone: str, section: Section, target: Target, sources: Mapping[str, str]) -> None:
