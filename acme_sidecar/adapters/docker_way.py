@@ -219,7 +219,10 @@ class ChosenWay:
 
     def waiting_for(self) -> str | None:
         """At start: why dockerapi, the way deploys would take, cannot be reached yet;
-        ``None`` when it can, or when deploys take the socket."""
+        ``None`` when it can, or when deploys take the socket (``auto`` with a socket: either
+        dockerapi resolves or the socket is used, so nothing is looked up)."""
+        if self.mode != "dockerapi" and has_socket(self.docker_host, self._socket_path):
+            return None
         chosen = self.choose()
         if chosen.api == "dockerapi" and chosen.url is None:
             return chosen.reason

@@ -83,6 +83,9 @@ class MariaDBSource:
             host=self._host or None,
             port=self._port,
             unix_socket=None if self._host else str(self._socket),
+            # a unix socket is local: no TLS. PyMySQL would otherwise build a TLS context,
+            # loading every system CA certificate, for each connection (1.5 MB the daemon kept)
+            ssl_disabled=True if not self._host else None,
             connect_timeout=self._connect_timeout,
             read_timeout=30,
             charset="utf8mb4",

@@ -144,11 +144,12 @@ def docker_socket(tmp_path: Path) -> Iterator[Path]:
 
 def test_auto_with_a_socket_falls_back_and_comes_back(tmp_path: Path, docker_socket: Path) -> None:
     """With a Docker socket, ``auto`` takes it while no dockerapi name resolves and goes back
-    to dockerapi once one does; neither needs a wait at start."""
+    to dockerapi once one does; neither needs a wait at start, so none is looked up for it."""
     names = Names()
     way = _way(names, tmp_path)
     assert isinstance(way.way(), DockerServices)
-    assert way.waiting_for() is None
+    names.asked.clear()
+    assert way.waiting_for() is None and names.asked == []
     names.known.add("dockerapi.x_mailcow-network")
     assert isinstance(way.way(), DockerapiServices)
 
