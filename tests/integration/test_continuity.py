@@ -93,8 +93,12 @@ def map_rebuilds(container: Container) -> int:
     return out.decode().split().count("postmap") if code == 0 else 0
 
 
-def container_actions(world: World, stack: Stack, since: float) -> dict[str, dict[str, int]]:
-    """Reloads and (re)starts each consumer logged since ``since`` (its logs outlive restarts)."""
+def container_actions(
+    world: World, stack: Stack, since: float, until: float
+) -> dict[str, dict[str, int]]:
+    """Reloads and (re)starts each consumer logged from ``since`` to ``until`` (its logs
+    outlive restarts); ``until`` is the last ``cycle.done`` read: a reload after it belongs to
+    a cycle the stop cut short, which no ``cycle.done`` line counts."""
     counts: dict[str, dict[str, int]] = {}
     for service, container in stack.containers.items():
         raw = container.logs(timestamps=True, since=int(since)).decode(errors="replace")
@@ -102,7 +106,7 @@ def container_actions(world: World, stack: Stack, since: float) -> dict[str, dic
         for line in raw.splitlines():
             stamp, _, text = line.partition(" ")
             at = datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
-            if at < since:
+            if at < since or at > until:
                 continue
             tally["reloads"] += text.strip() == "consumer: reloaded"
             tally["starts"] += " listening on " in text
@@ -175,7 +179,8 @@ def test_continuity_over_renewals(
             events.halt.set()
             events.join()
         assert code == 0
-        actions = container_actions(world, stack, since)
+        last_done = max((t for t, _ in events.named("cycle.done")), default=since)
+        actions = container_actions(world, stack, since, last_done)
         reload_files = stack.reloads(world)
         postmaps = {s: map_rebuilds(c) for s, c in stack.containers.items()}
         restarted = {
