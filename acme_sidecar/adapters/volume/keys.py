@@ -73,6 +73,11 @@ def tlsa_311(key: PrivateKey | PublicKey) -> str:
 # --- the key files ---------------------------------------------------------------------------
 
 
+# keys whose full check passed in this process (by SHA-256): the RSA consistency check of a
+# 4096-bit account key costs about 0.3 s, and the key is read for every cycle that orders
+_VALIDATED: set[bytes] = set()
+
+
 def _load_or_create(path: Path, make: Callable[[], PrivateKey], pins: str) -> tuple[bytes, bool]:
     """The key at ``path`` (PEM) and whether it was created now (by ``make``). A damaged key
     is never replaced (``pins``: what may pin it)."""
@@ -82,14 +87,16 @@ def _load_or_create(path: Path, make: Callable[[], PrivateKey], pins: str) -> tu
     except FileNotFoundError:
         pass
     else:
+        digest = hashlib.sha256(data).digest()
         try:
-            load_key(data, check=True)
+            load_key(data, check=digest not in _VALIDATED)
         except StoreError as exc:
             raise StoreError(
                 f"{path} is damaged ({exc}); it is kept as it is and no new key replaces "
                 f"it ({pins} may pin it): restore it from a backup, or move it away to "
                 "start with a new key"
             ) from exc
+        _VALIDATED.add(digest)
         return data, False
     data = to_pem(make())
     files.ensure_dir(path.parent, 0o700, "the acme directory")
