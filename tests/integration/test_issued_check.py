@@ -85,10 +85,13 @@ def test_a_wrong_certificate_is_not_stored_nor_served(
     said = "is for other names: attacker.example" if rewrite is other_names else "not signed by"
     assert said in rejected["reason"]
     assert renewal.named("cert.stored") == [] and renewal.named("service.reloaded") == []
-    assert proxy.seen.count(("POST", NEW_ORDER)) == orders + 1
+    # one order; a second one only when the CA refused the first's ``replaces`` (Pebble 2.6
+    # cannot look up a serial whose hex form has an odd number of digits): placed again without
+    placed = orders + 1 + len(renewal.named("order.replaces_refused"))
+    assert proxy.seen.count(("POST", NEW_ORDER)) == placed, renewal.stderr[-3000:]
 
     again = sidecar(env, "once")  # at once: the back-off holds the order
-    assert proxy.seen.count(("POST", NEW_ORDER)) == orders + 1
+    assert proxy.seen.count(("POST", NEW_ORDER)) == placed
     assert again.named("cert.rejected") == [] and again.named("cert.wait")
     assert pem_files(stack.volume) == good
     assert {stack.serial(kind, HOST) for _, kind in KINDS} == {serial}
