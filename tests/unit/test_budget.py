@@ -1,9 +1,10 @@
 """The rate-limit budget (issue #16): whose limits it keeps (``ACME_RATE_LIMITS=auto``), ARI
 renewals exempt, urgent certificates ordered past it, registered domains by the public suffix
-list, and a wake-up never later than a held certificate's urgent time."""
+list, a wake-up never later than a held certificate's urgent time, and ``status`` showing it."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from acme_sidecar.core.plan import Shape, make_plan
 from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.core.wake import Pacing, next_wake
 from acme_sidecar.shell.cycle import guarded_cycle, next_sleep
+from acme_sidecar.shell.status import collect, render
 from tests.unit.fakes import World, cycle_policy, daemon_policy
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -226,3 +228,61 @@ def test_expiry_beats_the_budget_over_ten_lifetimes(tmp_path: Path) -> None:
     # 4 renewals a week fit the budget (the first certificate counts too): the rest are urgent
     assert len(overridden) == sum(renewals.values()) - 3 * len(renewals), len(overridden)
     assert all("ordered past the budget" in e["reason"] for e in overridden)
+
+
+def test_status_shows_the_budget(tmp_path: Path) -> None:
+    """`status` shows each limit kept with what is used and left, and whether the next order
+    is counted, urgent (past its urgent time) or exempt (an ARI window for this certificate);
+    with no limits kept for the CA, it says so."""
+    w = World(tmp_path / "ssl")
+    w.issuer.lifetime = DAY
+    guarded_cycle(replace(cycle_policy(), limits=Limits()), w.deps())
+    state, _ = w.store.ledger.read()
+    certs = w.store.certs.load()
+    name = "mail.example.test"  # the fakes' hostname
+    data = collect(w.store, w.clock(), limits=Limits())
+    row = next(r for r in data["certificates"] if r["name"] == name)
+    budget = row["budget"]
+    assert budget["next_order"] == "counted" and budget["urgent_at"]
+    identical = budget["limits"][0]
+    assert identical["limit"] == "certificates for exactly these names per week"
+    assert (identical["used"], identical["left"], identical["allowed"], identical["ca"]) == (
+        1,
+        3,
+        4,
+        5,
+    )
+    out = io.StringIO()
+    render(data, out)
+    text = out.getvalue()
+    assert "certificates for exactly these names per week: 1 used, 3 left (of 4" in text
+    assert "next order: counted against the CA's limits (urgent from " in text
+
+    w.clock.advance(21 * 3600)  # a one-day certificate is urgent from 20 hours on
+    urgent = collect(w.store, w.clock(), limits=Limits())
+    row = next(r for r in urgent["certificates"] if r["name"] == name)
+    assert row["budget"]["next_order"] == "urgent"
+
+    cert = certs[name]
+    record = AriRecord(cert.cert_id, w.clock() + DAY, w.clock(), w.clock() + DAY, w.clock())
+    assert cert.cert_id  # the fake CA's certificates carry an AKI: ARI applies
+    w.store.ledger.save(
+        replace(state, certs={**state.certs, name: replace(state.cert(name), ari=record)})
+    )
+    exempt = collect(w.store, w.clock(), limits=Limits())
+    row = next(r for r in exempt["certificates"] if r["name"] == name)
+    assert row["budget"]["next_order"] == "exempt"
+    out = io.StringIO()
+    render(exempt, out)
+    assert "next order: exempt from the CA's limits (an ARI renewal: replaces)" in out.getvalue()
+
+    off = collect(w.store, w.clock(), limits=Limits.off())
+    row = next(r for r in off["certificates"] if r["name"] == name)
+    assert row["budget"] == {
+        "limits": [],
+        "next_order": "no limits",
+        "urgent_at": row["budget"]["urgent_at"],
+    }
+    out = io.StringIO()
+    render(off, out)
+    assert "no rate limits kept for this CA" in out.getvalue() and "budget:" not in out.getvalue()
