@@ -28,7 +28,6 @@ import base64
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,9 +44,11 @@ from tests.integration.continuity import (
     RenewalWindows,
     Stored,
     VolumeWatch,
+    defaults,
     deploy_times,
     judge,
     probe_gaps,
+    proxy_running,
     renewal_delays,
     spread,
 )
@@ -76,23 +77,6 @@ def short_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iter
     pebble.start()
     yield pebble
     pebble.stop()
-
-
-@contextmanager
-def proxy_running(proxy: AriProxy) -> Iterator[AriProxy]:
-    """``proxy`` serving for the ``with`` block."""
-    proxy.start()
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
-
-
-def defaults(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with the test world's own pacing dropped (``ACME_REVALIDATE_AFTER=0s``): the
-    daemon runs the defaults a user gets, pointed at the test world."""
-    paced = {"ACME_REVALIDATE_AFTER", "ACME_CHECK_INTERVAL", "ACME_RATE_LIMITS"}
-    return {k: v for k, v in env.items() if k not in paced}
 
 
 def map_rebuilds(container: Container) -> int:
