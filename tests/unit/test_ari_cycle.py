@@ -83,7 +83,8 @@ def test_short_certificates_wake_the_daemon_on_time(tmp_path: Path) -> None:
 
 def test_renewed_at_the_ari_time_with_replaces_then_after_a_revocation(tmp_path: Path) -> None:
     """The window is fetched right after issuance; the certificates are renewed inside it with
-    ``replaces``; a window moved into the past (a revocation) renews them at the next fetch."""
+    ``replaces``, together in one cycle; a window moved into the past (a revocation) renews them
+    at the next fetch."""
     w = World(tmp_path / "ssl")
     windows = FakeWindows(w)
     report, sleep, logs = run(w, None, windows=windows)
@@ -96,16 +97,22 @@ def test_renewed_at_the_ari_time_with_replaces_then_after_a_revocation(tmp_path:
     assert len(chosen) == 4
     lo, hi = w.clock() + timedelta(hours=1), w.clock() + timedelta(hours=2)
     assert all(lo <= t <= hi for t in chosen)
-    assert sleep == (min(chosen) - w.clock()).total_seconds()
+    # the four windows are one: renewed together at one time drawn inside it (core.coalesce)
+    at = w.clock() + timedelta(seconds=sleep)
+    assert lo <= at <= hi
     w.clock.advance(1800)
-    report, sleep, _ = run(w, report, windows=windows)  # nothing due: no fetch, no order
+    report, sleep, logs = run(w, report, windows=windows)  # nothing due: no fetch, no order
     assert len(windows.asked) == 4 and report.issued == 0
+    assert report.plan is not None and [(len(g.names), g.at) for g in report.plan.groups] == [
+        (4, at)
+    ]
+    assert [e["renew_at"] for e in logs if e["event"] == "renewal.coalesced"] == [at.isoformat()]
     assert 1800 <= sleep <= 5400
     while w.issuer.replaced == {}:
         w.clock.advance(sleep)
         report, sleep, _ = run(w, report, windows=windows)
     renewed_at = w.clock()
-    assert renewed_at >= min(chosen)
+    assert renewed_at >= at and len(w.issuer.replaced) == 4  # all four in one cycle
     assert set(w.issuer.replaced.items()) <= set(first.items())
     # the drill: the CA moves every window into the past
     windows.fixed = (w.clock() - timedelta(hours=1), w.clock() - timedelta(minutes=30))
