@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from acme_sidecar.core.ari import Answer
 from acme_sidecar.core.budget import Limits
+from acme_sidecar.core.coalesce import DEFAULT, OFF
 from acme_sidecar.core.report import Report
 from acme_sidecar.shell.cycle import guarded_cycle, pacing_of, plan_wake, summarize
 from acme_sidecar.shell.status import collect, render
@@ -141,15 +142,21 @@ def test_without_renewal_info_the_lifetime_rule_applies(tmp_path: Path) -> None:
 
 def test_status_shows_the_window_the_chosen_time_and_why_it_waits(tmp_path: Path) -> None:
     """``status``: per certificate the CA's window, the time drawn in it, what the renewal
-    waits for; and the next wake-up."""
+    waits for (the time of the group it is renewed with); and the next wake-up."""
     w = World(tmp_path / "ssl")
     windows = FakeWindows(w)
     run(w, None, windows=windows)
-    data = collect(w.store, w.clock(), pacing=pacing_of(replace(daemon_policy(), ari=True)))
+    alone = replace(daemon_policy(), ari=True, coalesce=OFF)
+    data = collect(w.store, w.clock(), pacing=pacing_of(alone))
     row = data["certificates"][0]
     assert row["ari"]["window_start"] and row["ari"]["chosen"] == row["renew_at"]
     assert row["waiting"].startswith(f"until {row['renew_at']} (ARI window")
     assert data["next_wake"]["reason"].startswith("renewal of")
+    together = collect(w.store, w.clock(), pacing=pacing_of(replace(alone, coalesce=DEFAULT)))
+    rows = together["certificates"]
+    assert len({r["renew_at"] for r in rows}) == 1 and "together with" in rows[0]["waiting"]
+    assert together["next_wake"]["at"] == rows[0]["renew_at"]
+    assert rows[0]["ari"]["window_start"] <= rows[0]["renew_at"] <= rows[0]["ari"]["window_end"]
     out = io.StringIO()
     render(data, out)
     assert "ARI:       window" in out.getvalue() and "next wake-up:" in out.getvalue()
