@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from acme_sidecar.config.ari_settings import parse_coalesce
 from acme_sidecar.config.policies import cycle_policy, daemon_policy
 from acme_sidecar.config.settings import load_settings
-from acme_sidecar.core.ari import LATEST_LEFT, AriRecord, lifetime_time
+from acme_sidecar.core.ari import LATEST_LEFT, AriRecord, lifetime_time, poll_due
 from acme_sidecar.core.coalesce import OFF, Coalesce, Span, group_spans, renewal_groups, span_of
 from acme_sidecar.core.errors import ConfigError
 from acme_sidecar.core.ledger import CertLedger, State
@@ -241,6 +241,16 @@ def test_the_wake_up_is_the_groups_time() -> None:
     assert wake.reason.startswith("renewal of a.test, b.test together")
     alone = next_wake(report, Pacing(DAY, HOUR, HOUR, (), HOUR, coalesce=OFF), NOW)
     assert alone.seconds == 2 * 3600
+
+
+def test_a_certificate_waiting_for_its_group_still_has_its_window_fetched() -> None:
+    """Past its own draw but inside its window (waiting for the group's time) the window is
+    still fetched on its schedule, so a revocation is seen; after the window, never."""
+    c = cert("a", -60 * DAY)
+    record = window(c, -2 * HOUR, 5 * HOUR, -HOUR)  # drawn an hour ago
+    assert poll_due(c.cert_id, c.not_before, c.not_after, record, NOW) == record.next_poll
+    after = NOW + 6 * HOUR
+    assert poll_due(c.cert_id, c.not_before, c.not_after, record, after) is None
 
 
 @pytest.mark.parametrize(
