@@ -20,7 +20,7 @@ import structlog
 
 from acme_sidecar import __version__
 from acme_sidecar.adapters.volume import CertStore, toppair
-from acme_sidecar.config.policies import cycle_policy, daemon_policy, own_policy
+from acme_sidecar.config.policies import cycle_policy, daemon_policy, own_policy, rate_limits
 from acme_sidecar.config.settings import Settings, load_settings
 from acme_sidecar.core.errors import ConfigError, StoreError
 from acme_sidecar.core.ledger import State
@@ -228,6 +228,7 @@ def _status(settings: Settings, *, as_json: bool) -> int:
     policy = own_policy(settings)
     pacing = pacing_of(daemon_policy(settings))
     days = settings.acme_notify_expiry_days
-    data = collect(store, now, own=policy, days=days, pacing=pacing)
+    limits = rate_limits(settings)
+    data = collect(store, now, own=policy, days=days, pacing=pacing, limits=limits)
     render(data, Printable(sys.stdout), as_json=as_json)
     return 0

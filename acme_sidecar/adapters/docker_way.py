@@ -116,9 +116,9 @@ def unresolved_urls(
                 reasons[url] = why
         done.release()
 
+    end = clock() + timeout  # counted from before the first lookup starts
     for url in urls:
         threading.Thread(target=look, args=(url,), name="dockerapi-lookup", daemon=True).start()
-    end = clock() + timeout
     for _ in urls:
         if not done.acquire(timeout=max(end - clock(), 0.0)):
             break

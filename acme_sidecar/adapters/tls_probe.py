@@ -210,10 +210,10 @@ def unresolved(
         done.release()
 
     pending = list(dict.fromkeys(endpoints))
+    end = clock() + timeout  # counted from before the first lookup starts
     for endpoint in pending:
         reasons[endpoint] = f"the lookup did not finish within {timeout:g}s"
         threading.Thread(target=look, args=(endpoint,), name="tls-lookup", daemon=True).start()
-    end = clock() + timeout
     finished = 0
     while finished < len(pending) and not stop.is_set() and clock() < end:
         finished += done.acquire(timeout=min(_WAIT_STEP, max(end - clock(), 0.0)))

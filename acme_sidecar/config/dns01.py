@@ -17,13 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from acme_sidecar.config.dns01_providers import (
-    PLUGINS,
-    lexicon_options,
-    malformed,
-    missing,
-    unsupported,
-)
 from acme_sidecar.core.names import normalize_hostname
 
 DEFAULT_FILE = Path("/etc/acme/dns-01.conf")
@@ -152,6 +145,15 @@ def _ttl(section: Section, name: str) -> int | str:
 def provider_conf(section: Section) -> ProviderConf | str:
     """The provider a section configures, or why it configures none (a message naming the
     plugin or variable and what is valid; never a value)."""
+    # imported here: a daemon without DNS-01 never loads the provider table
+    from acme_sidecar.config.dns01_providers import (
+        PLUGINS,
+        lexicon_options,
+        malformed,
+        missing,
+        unsupported,
+    )
+
     plugin = PLUGINS.get(section.plugin)
     if plugin is None or plugin.via == "none":
         return unsupported(section.plugin)

@@ -8,11 +8,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cache, lru_cache
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from acme_sidecar.config.ca_settings import LE_PRODUCTION, LE_STAGING
 from acme_sidecar.config.settings import Settings
-from acme_sidecar.core.budget import Limits
+from acme_sidecar.core.budget import Limits, last_two_labels
 from acme_sidecar.core.coalesce import Coalesce
 from acme_sidecar.core.consumers import Endpoint, ProbeKind
 from acme_sidecar.core.discover import NameRules
@@ -168,6 +171,39 @@ def own_policy(settings: Settings) -> OwnPolicy:
     )
 
 
+LE_HOSTS = frozenset(urlsplit(url).hostname for url in (LE_PRODUCTION, LE_STAGING))
+
+
+@cache
+def _suffix_list() -> Any:
+    """tldextract over its bundled public suffix list: no download, no cache directory.
+    Imported here, when the budget first counts per registered domain (not at start)."""
+    import tldextract  # lazy: the idle daemon does not need the list in memory
+
+    return tldextract.TLDExtract(
+        cache_dir=None, suffix_list_urls=(), include_psl_private_domains=True
+    )
+
+
+@lru_cache(maxsize=4096)
+def registered_domain(name: str) -> str:
+    """The registered domain Let's Encrypt counts ``name`` under: by the public suffix list
+    (its private part too, as the CA's), e.g. ``example.co.uk`` for ``a.example.co.uk``; the
+    last two labels for a name under no listed suffix (``mail.example.test``)."""
+    found = _suffix_list().extract_str(name.lstrip("*.")).top_domain_under_public_suffix
+    return str(found) if found else last_two_labels(name)
+
+
+def rate_limits(settings: Settings) -> Limits:
+    """``ACME_RATE_LIMITS``: Let's Encrypt's limits (``letsencrypt``; ``auto`` only when the
+    directory is Let's Encrypt's, production or staging, by host), or none (``off``; ``auto``
+    for any other CA)."""
+    mode = settings.acme_rate_limits
+    if mode == "auto":
+        mode = "letsencrypt" if urlsplit(settings.directory).hostname in LE_HOSTS else "off"
+    return Limits(domain_of=registered_domain) if mode == "letsencrypt" else Limits.off()
+
+
 def cycle_policy(settings: Settings, dns01_credentials: str = "") -> CyclePolicy:
     """Cut the cycle's policy from the settings; ``dns01_credentials``: the hash of the DNS-01
     credentials in use (``Routes.credentials``), for the back-off's settings fingerprint."""
@@ -198,7 +234,7 @@ def cycle_policy(settings: Settings, dns01_credentials: str = "") -> CyclePolicy
             dns01=settings.acme_dns_challenge,
         ),
         retry=retry_policy(settings, dns01_credentials),
-        limits=Limits() if settings.acme_rate_limits == "letsencrypt" else Limits.off(),
+        limits=rate_limits(settings),
         deploy=DeployPolicy(
             endpoints=endpoints(settings),
             attempts=settings.acme_verify_attempts,

@@ -116,7 +116,7 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
     acme_webroot_wait: int = 120  # at start, for the webroot through the hostname; 0: no wait
     acme_caa_identities: tuple[str, ...] = ()
     acme_max_names: int = 100
-    acme_rate_limits: Literal["letsencrypt", "off"] = "letsencrypt"
+    acme_rate_limits: Literal["auto", "letsencrypt", "off"] = "auto"
     acme_health_fail_after: int = 2 * 3600
     acme_health_file: Path = Path("/run/acme-sidecar/health.json")
     acme_watch_interval: int = 60  # the top-level pair is looked at

@@ -78,6 +78,7 @@ class CertPlan:
     reason: str
     renew_at: datetime | None = None
     replaces: str = ""  # the ARI CertID of the certificate this order replaces (RFC 9773 §5)
+    past_budget: str = ""  # why this order goes past a limit that would hold it (core.budget)
 
 
 @dataclass(frozen=True, slots=True)

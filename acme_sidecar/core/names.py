@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-import idna
-
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
@@ -21,6 +19,8 @@ def _ascii(text: str) -> str | None:
     """``text`` IDNA-encoded (UTS #46) when it is not ASCII; ``None`` when it cannot be."""
     if text.isascii():
         return text
+    import idna  # here: only an internationalized name needs it (0.45 MB of memory)
+
     try:
         return idna.encode(text, uts46=True).decode("ascii")
     except (idna.IDNAError, UnicodeError):

@@ -9,11 +9,11 @@ replaces (``CertPlan.replaces``).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from acme_sidecar.core.ari import AriRecord, renew_time
-from acme_sidecar.core.budget import Hold, HoldRules, hold
+from acme_sidecar.core.budget import Hold, HoldRules, clearance, urgent_at
 from acme_sidecar.core.coalesce import DEFAULT, Coalesce, renewal_groups
 from acme_sidecar.core.model import (
     Action,
@@ -90,13 +90,13 @@ def wanted_specs(
     return specs
 
 
-def _decide(spec: CertSpec, fresh: CertPlan, hold: Hold | None) -> CertPlan:
+def _decide(spec: CertSpec, fresh: CertPlan, hold: Hold | None, past: str = "") -> CertPlan:
     if fresh.action is not Action.KEEP and hold is not None:
         until = f"{hold.until:%Y-%m-%d %H:%M}Z"
         return CertPlan(
             spec, Action.WAIT, f"{fresh.reason}; {hold.reason}; next try {until}", hold.until
         )
-    return fresh
+    return replace(fresh, past_budget=past) if past else fresh
 
 
 def _decide_fresh(
@@ -173,7 +173,9 @@ def make_plan(
     ``force`` (the admin's ``force_renew``) renews every certificate not in ``force_done``
     (those re-issued since the flag appeared). ``hold_rules`` say why a certificate that needs an
     order must wait (``budget.hold``: back-off, the CA's Retry-After, the rate-limit budget, a
-    refused directory), counting the orders already planned before it in this plan. ``ari`` holds
+    refused directory), counting the orders already planned before it in this plan; an ARI
+    renewal (``replaces``) or an urgent one (``budget.urgent_at``) goes past the CA's limits,
+    never past a back-off (``CertPlan.past_budget`` says why). ``ari`` holds
     the CA's renewal windows by certificate (used when they are for the stored certificate).
 
     ``profiles`` names the profile each stored certificate was ordered with (the ledger's; a
@@ -213,10 +215,14 @@ def make_plan(
             (other_ca or {}).get(spec.name, ""),
             grouped.get(spec.name),
         )
-        waits = None
+        waits, past = None, ""
         if fresh.action is not Action.KEEP and hold_rules is not None:
-            waits = hold(spec, hold_rules, now, planned)
-        cert = _decide(spec, fresh, waits)
+            had = stored.get(spec.name)  # urgent: it would be served expired otherwise
+            urgent = urgent_at(had.not_before, had.not_after) if had else None
+            waits, past = clearance(
+                spec, hold_rules, now, planned, replaces=fresh.replaces, urgent_since=urgent
+            )
+        cert = _decide(spec, fresh, waits, past)
         planned += cert.action in (Action.ISSUE, Action.RENEW)
         certs_list.append(cert)
     certs = tuple(certs_list)

@@ -7,6 +7,7 @@ fetch of each (when the CA is asked at all); a hold that ends (back-off, Retry-A
 and a certificate's next attempt from the ledger; a deploy still owed (the retry ladder by its
 attempts); after a crashed cycle or one that found nothing valid, the ladder by ``streak``.
 The database down: ``ACME_DB_RETRY_INTERVAL``. Never less than a second.
+A held certificate wakes it also when it becomes urgent (``core.budget.urgent_at``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from acme_sidecar.core.ari import poll_due, renew_time
+from acme_sidecar.core.budget import urgent_at
 from acme_sidecar.core.coalesce import Coalesce, renewal_groups
 from acme_sidecar.core.model import Action
 from acme_sidecar.core.report import Outcome, Report
@@ -76,6 +78,13 @@ def candidates(report: Report, pacing: Pacing, now: datetime) -> list[tuple[date
         name = planned.spec.name
         if planned.action is Action.WAIT and planned.renew_at:
             found.append((planned.renew_at, f"{name} held: {planned.reason}"))
+        had = report.stored.get(name)
+        if planned.action is Action.WAIT and had is not None:  # the budget yields to expiry
+            urgent = urgent_at(had.not_before, had.not_after)
+            if urgent > now:
+                found.append(
+                    (urgent, f"{name} urgent from {_fmt(urgent)}: ordered past the budget")
+                )
         ledger = report.state.cert(name)
         nxt = ledger.next_attempt
         # tried in this cycle (ordered, or a chain not stored yet): its retry time even when

@@ -187,6 +187,10 @@ def tell(decision: Decision) -> None:
             names=" ".join(cert.spec.domains),
             reason=cert.reason,
         )
+        if cert.past_budget:  # an ARI renewal (exempt) or an urgent one, past the CA's limits
+            event = "budget.exempt" if cert.replaces else "budget.overridden"
+            say = log.info if cert.replaces else log.warning
+            say(event, certificate=cert.spec.name, reason=cert.past_budget)
     for group in plan.groups:  # core.coalesce: renewed together, one deploy
         log.info(
             "renewal.coalesced",

@@ -6,7 +6,10 @@ For each certificate: names, issuer, expiry, renewal time, and when an order is 
 (its back-off after failures, the CA's Retry-After, or the rate-limit budget), until when and
 why; the CA's renewal window (ARI) with the time drawn in it, or the lifetime rule, and what the
 renewal waits for; an expiry warning (``core.expiry``); its key type and whether it allows TLS
-client authentication (clientAuth: Postfix presents it as its SMTP client certificate). The
+client authentication (clientAuth: Postfix presents it as its SMTP client certificate); the
+rate-limit budget (``core.budget.usage``): each limit kept with what is used and left, and
+whether the next order would be exempt (an ARI renewal, ``replaces``), urgent (ordered past the
+budget) or counted. The
 top-level pair is shown as ``(default)`` when it is not a copy of a certificate directory, with
 whose it is (an own certificate or not) and why. Also a deploy the services are still owed, a
 ``force_renew`` in progress, and when the daemon wakes up next for these certificates
@@ -24,11 +27,11 @@ from typing import Any
 from acme_sidecar.adapters.volume import CertStore, toppair
 from acme_sidecar.config.policies import OwnPolicy
 from acme_sidecar.core.ari import AriRecord, renew_time
-from acme_sidecar.core.budget import hold_for
+from acme_sidecar.core.budget import Limits, hold_for, urgent_at, usage
 from acme_sidecar.core.coalesce import DEFAULT, renewal_groups
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.expiry import expiry_warning
-from acme_sidecar.core.ledger import State
+from acme_sidecar.core.ledger import CertLedger, State
 from acme_sidecar.core.model import CertSpec, StoredCert
 from acme_sidecar.core.own import OWN_MARK
 from acme_sidecar.core.report import Outcome, Report
@@ -94,6 +97,36 @@ def _waiting(row: dict[str, Any], now: datetime) -> str:
     return f"until {row['renew_at']} ({row['renew_rule']})"
 
 
+def _budget(
+    spec: CertSpec,
+    cert: StoredCert | None,
+    ledger: CertLedger,
+    state: State,
+    now: datetime,
+    limits: Limits,
+) -> tuple[dict[str, Any], bool]:
+    """The budget of one certificate as ``status`` shows it, and whether its next order goes
+    past the CA's limits (exempt or urgent)."""
+    exempt = bool(
+        cert and renew_time(cert.cert_id, cert.not_before, cert.not_after, ledger.ari).ari
+    )
+    urgent = urgent_at(cert.not_before, cert.not_after) if cert else None
+    if not limits.on:
+        next_order = "no limits"
+    elif exempt:
+        next_order = "exempt"
+    elif urgent is not None and urgent <= now:
+        next_order = "urgent"
+    else:
+        next_order = "counted"
+    uses = [
+        {"limit": u.what, "used": u.used, "left": u.left, "allowed": u.allowed, "ca": u.limit}
+        for u in usage(spec, state, now, limits)
+    ]
+    data = {"limits": uses, "next_order": next_order, "urgent_at": _iso(urgent)}
+    return data, next_order in ("exempt", "urgent")
+
+
 def collect(
     store: CertStore,
     now: datetime,
@@ -101,8 +134,11 @@ def collect(
     own: OwnPolicy | None = None,
     days: int = 14,
     pacing: Pacing | None = None,
+    limits: Limits | None = None,
 ) -> dict[str, Any]:
-    """Everything ``status`` shows, as plain data (the ``--json`` form)."""
+    """Everything ``status`` shows, as plain data (the ``--json`` form); ``limits``: the
+    CA's limits kept (``ACME_RATE_LIMITS``; Let's Encrypt's when not given)."""
+    limits = limits if limits is not None else Limits()
     state, problem = _ledger(store)
     managed = store.certs.load()
     stored = toppair.with_top(store, managed)
@@ -116,7 +152,13 @@ def collect(
         cert = stored.get(name)
         ledger = state.cert(name)
         domains = cert.domains if cert else ledger.unstored_names or (name,)
-        hold = None if name == OWN_MARK else hold_for(CertSpec(name, domains), state, now)
+        spec = CertSpec(name, domains)
+        budget, past = _budget(spec, cert, ledger, state, now, limits)
+        hold = (
+            None
+            if name == OWN_MARK
+            else hold_for(spec, state, now, limits=limits, past_limits=past)
+        )
         row: dict[str, Any] = {"name": name, "domains": list(domains), "stored": bool(cert)}
         if cert:
             rule = renew_time(cert.cert_id, cert.not_before, cert.not_after, ledger.ari)
@@ -150,6 +192,7 @@ def collect(
             "held_because": hold.reason if hold else None,
             "issued_not_stored": bool(ledger.unstored),
             "force_done": name in done if state.force_since else None,
+            "budget": None if name == OWN_MARK else budget,
         }
         if cert and row["renew_at"]:
             row["waiting"] = _waiting(row, now)
@@ -191,6 +234,28 @@ def _client_auth(allowed: bool) -> str:
         "no: Postfix still presents it as its SMTP client certificate; receivers that "
         "require clientAuth refuse or downgrade it (see the README, Outbound SMTP)"
     )
+
+
+NEXT_ORDER = {
+    "exempt": "exempt from the CA's limits (an ARI renewal: replaces)",
+    "urgent": "urgent since {urgent_at}: ordered past the CA's limits",
+    "counted": "counted against the CA's limits (urgent from {urgent_at})",
+    "no limits": "no rate limits kept for this CA (ACME_RATE_LIMITS)",
+}
+
+
+def _render_budget(budget: dict[str, Any], out: Out) -> None:
+    """The budget lines of one certificate."""
+    for use in budget["limits"]:
+        print(
+            f"  budget:    {use['limit']}: {use['used']} used, {use['left']} left "
+            f"(of {use['allowed']}; the CA allows {use['ca']})",
+            file=out,
+        )
+    said = NEXT_ORDER[budget["next_order"]].format(urgent_at=budget["urgent_at"])
+    if not budget["urgent_at"]:  # not in the volume: nothing to be urgent about
+        said = said.partition(" (urgent from")[0]
+    print(f"  next order: {said}", file=out)
 
 
 def render(data: dict[str, Any], out: Out = sys.stdout, *, as_json: bool = False) -> None:
@@ -237,6 +302,8 @@ def render(data: dict[str, Any], out: Out = sys.stdout, *, as_json: bool = False
             print(f"  failures:  {row['failures']} in a row; last: {row['last_error']}", file=out)
         if row["held_until"]:
             print(f"  no order before {row['held_until']}: {row['held_because']}", file=out)
+        if row.get("budget"):
+            _render_budget(row["budget"], out)
         if "own" in row:
             kind = "own certificate" if row["own"] else "replaced by acme-sidecar"
             print(f"  top level: {kind}: {row['own_reason']}", file=out)

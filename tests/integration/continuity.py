@@ -9,6 +9,8 @@
 - ``RenewalWindows`` is the renewal window (ARI) the CA answers for each certificate
   (``AriProxy.window_for``): when in its life each one is renewed, the same in every run.
 - ``judge`` applies the continuity rule to every probe (see its docstring).
+- ``defaults`` and ``proxy_running``: the daemon's settings as a user has them, and the ARI
+  proxy serving.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import queue
 import statistics
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,10 +33,28 @@ from cryptography import x509
 
 from acme_sidecar.core.ari import lifetime_time as renewal_time
 from tests.integration.sidecar import Daemon, cert_dirs
+from tests.world.ariproxy import AriProxy
 from tests.world.tlsprobe import served_certificate
 
 PROBE_EVERY = 0.5
 WATCH_EVERY = 0.1
+
+
+def defaults(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the test world's own pacing dropped (``ACME_REVALIDATE_AFTER=0s``): the
+    daemon runs the defaults a user gets, pointed at the test world."""
+    paced = {"ACME_REVALIDATE_AFTER", "ACME_CHECK_INTERVAL", "ACME_RATE_LIMITS"}
+    return {k: v for k, v in env.items() if k not in paced}
+
+
+@contextmanager
+def proxy_running(proxy: AriProxy) -> Iterator[AriProxy]:
+    """``proxy`` serving for the ``with`` block."""
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,6 @@ def dns01_env(
         "ACME_ACCOUNT_EMAIL": "admin@example.test",
         "ACME_HEALTH_FILE": str(tmp / "health.json"),
         "ACME_REVALIDATE_AFTER": "0s",
-        "ACME_RATE_LIMITS": "off",
     }
     env.update(extra)
     return env

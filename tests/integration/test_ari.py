@@ -120,7 +120,6 @@ def test_ari_renewal_revocation_and_replaces(
         "DIRECTORY_URL": proxy.directory_url(),
         "ACME_CA_BUNDLE": str(proxy.ca_bundle),
         "ACME_ARI_INTERVAL": f"{INTERVAL:.0f}s",
-        "ACME_RATE_LIMITS": "off",
     }
     daemon = Daemon(env)
     try:

@@ -16,8 +16,10 @@ and once late (a quarter of its life left). Pebble 2.6's own window spans the wh
 the daemon drew anywhere in it and the run lasted as long as the slowest of three random walks
 (4 3/4 to 6 1/3 minutes, the edges reached by chance).
 
-The rate-limit budget is off (``ACME_RATE_LIMITS=off``): Let's Encrypt's limits do not apply
-to Pebble, and five renewals of the same names a week would be held under them.
+The daemon runs with the default settings (issue #16): no ``ACME_RATE_LIMITS`` (``auto``: Pebble
+is not Let's Encrypt, so no Let's Encrypt limits, which would hold the fifth certificate for the
+same names in a week), the default check interval and revalidation. Let's Encrypt's limits
+forced on, with and without ARI, are ``test_budget_continuity``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import base64
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,9 +44,11 @@ from tests.integration.continuity import (
     RenewalWindows,
     Stored,
     VolumeWatch,
+    defaults,
     deploy_times,
     judge,
     probe_gaps,
+    proxy_running,
     renewal_delays,
     spread,
 )
@@ -74,16 +77,6 @@ def short_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iter
     pebble.start()
     yield pebble
     pebble.stop()
-
-
-@contextmanager
-def proxy_running(proxy: AriProxy) -> Iterator[AriProxy]:
-    """``proxy`` serving for the ``with`` block."""
-    proxy.start()
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
 
 
 def map_rebuilds(container: Container) -> int:
@@ -129,12 +122,10 @@ def test_continuity_over_renewals(
     with consumer_stack(world, tmp_path / "ssl") as stack, proxy_running(proxy):
         windows = RenewalWindows(stack.volume)
         proxy.window_for = windows
-        env = stack.env | {
+        env = defaults(stack.env) | {
             "ENABLE_SSL_SNI": "y",
             "DIRECTORY_URL": proxy.directory_url(),
             "ACME_CA_BUNDLE": str(proxy.ca_bundle),
-            "ACME_RATE_LIMITS": "off",
-            "ACME_REVALIDATE_AFTER": "12h",
         }
         daemon = Daemon(env)
         events = EventLog(daemon)
@@ -235,7 +226,12 @@ def test_continuity_over_renewals(
     for probe, why in verdicts.failed[:10]:
         print(f"failed: {probe.service} {probe.name!r} at {probe.began:.2f}: {why}")
 
+    sleeps = [int(e["next_check_in"].rstrip("s")) for _, e in cycles]
+    budget_waits = [e for _, e in events.named("cert.wait") if "this week" in e["reason"]]
+    print(f"longest sleep after a cycle: {max(sleeps)} s; waits for the budget: {budget_waits}")
+
     assert min(renewed.values()) >= RENEWALS, renewed
+    assert budget_waits == [] and max(sleeps) < VALIDITY, (budget_waits, max(sleeps))
     assert verdicts.failed == [], verdicts.failed[:5]
     assert len(probes) > len(KINDS) * len(directory_of) * RENEWALS * 30  # ~every 0.5 s
     assert all(sorted(a) == sorted(set(a)) for a in applied), applied  # at most one each

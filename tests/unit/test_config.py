@@ -174,17 +174,37 @@ def test_reserved_contact(email: str, reserved: bool) -> None:
     assert reserved_contact(email) is reserved
 
 
-def test_rate_limits_setting() -> None:
-    """ACME_RATE_LIMITS picks Let's Encrypt's budget (default) or none; anything else exits 2."""
-    from acme_sidecar.config.policies import cycle_policy
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({}, True),  # auto, Let's Encrypt production (the default directory)
+        ({"LE_STAGING": "y"}, True),  # auto, Let's Encrypt staging
+        ({"DIRECTORY_URL": "https://acme-v02.api.letsencrypt.org/directory"}, True),
+        ({"DIRECTORY_URL": "https://ca.internal.example:9000/acme/acme/directory"}, False),
+        ({"DIRECTORY_URL": "https://letsencrypt.org.ca.example/directory"}, False),  # by host
+        (
+            {"DIRECTORY_URL": "https://ca.example/dir", "ACME_RATE_LIMITS": "letsencrypt"},
+            True,
+        ),
+        ({"ACME_RATE_LIMITS": "off"}, False),
+        ({"ACME_RATE_LIMITS": "letsencrypt"}, True),
+    ],
+)
+def test_rate_limits_setting(env: dict[str, str], on: bool) -> None:
+    """ACME_RATE_LIMITS=auto (the default) keeps Let's Encrypt's limits for Let's Encrypt's
+    directories only (by host); letsencrypt forces them, off drops them."""
+    from acme_sidecar.config.policies import cycle_policy, registered_domain
     from acme_sidecar.core.budget import Limits
 
     base = {"MAILCOW_HOSTNAME": "mail.example.org"}
-    assert cycle_policy(load_settings(base)).limits == Limits()
-    off = cycle_policy(load_settings(base | {"ACME_RATE_LIMITS": "off"}))
-    assert off.limits == Limits.off()
+    limits = cycle_policy(load_settings(base | env)).limits
+    assert limits == (Limits(domain_of=registered_domain) if on else Limits.off())
+
+
+def test_rate_limits_setting_refuses_other_values() -> None:
+    """ACME_RATE_LIMITS=zerossl exits 2 with a line naming the setting."""
     with pytest.raises(ConfigError, match="ACME_RATE_LIMITS"):
-        load_settings(base | {"ACME_RATE_LIMITS": "zerossl"})
+        load_settings({"MAILCOW_HOSTNAME": "mail.example.org", "ACME_RATE_LIMITS": "zerossl"})
 
 
 def test_the_self_check_settings_reach_the_start_policy() -> None:

@@ -313,3 +313,33 @@ def test_no_problem_document_gives_none() -> None:
 def test_reason_parts(reason: str, parts: tuple[str | None, str]) -> None:
     """A per-name reason splits into the CA's problem type and its detail."""
     assert reason_parts(reason) == parts
+
+
+def test_already_replaced_409_is_typed_from_its_problem_document() -> None:
+    """A 409 alreadyReplaced (RFC 9773, Pebble 2.10) is an IssueError with that code and the
+    CA's detail, not the library's bare ConflictError."""
+    error = checked(
+        answer(
+            409,
+            {
+                "type": PREFIX + "alreadyReplaced",
+                "detail": "certificate with serial 0a1b already has a replacement order",
+            },
+        )
+    )
+    assert type(error) is IssueError and error.code == "alreadyReplaced"
+    assert "0a1b already has a replacement order" in str(error)
+    assert ca_problem(error)["problem"] == "alreadyReplaced"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": PREFIX + "conflict", "detail": "already has a replacement order"},  # Pebble 2.6
+        b"",  # newAccount's "the account exists" (Location only)
+    ],
+)
+def test_other_409_answers_stay_the_librarys_conflict_error(body: object) -> None:
+    """Any other 409 stays ConflictError (the account exists; Pebble 2.6's conflict)."""
+    with pytest.raises(errors.ConflictError):
+        network()._checked(answer(409, body, {"Location": "https://ca.test/acct/1"}), None)

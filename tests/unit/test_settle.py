@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from acme_sidecar.core.budget import Limits, hold_for, registered_domain
+from acme_sidecar.core.budget import Limits, hold_for, last_two_labels
 from acme_sidecar.core.consumers import Change
 from acme_sidecar.core.ledger import CertLedger, Deploy, Rejection, State
 from acme_sidecar.core.memory import record_rejections
@@ -227,7 +227,7 @@ def test_registered_domain_limit() -> None:
     state = State(
         certs={f"{i}.a.test": CertLedger(issued=((NOW - MIN, f"{i}.a.test"),)) for i in range(2)}
     )
-    assert registered_domain("autoconfig.a.test") == "a.test"
+    assert last_two_labels("autoconfig.a.test") == "a.test"
     hold = hold_for(SPEC, state, NOW, limits=limits)
     assert hold is not None and "a.test" in hold.reason
 

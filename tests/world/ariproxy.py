@@ -1,6 +1,7 @@
 """A CA whose renewal windows the test chooses: the fault proxy in front of Pebble, recording
 the payload of every newOrder request and answering ``renewalInfo`` with the window the test's
-``window_for`` gives for a CertID (None: Pebble's own answer passes through).
+``window_for`` gives for a CertID (None: Pebble's own answer passes through). With ``ari``
+False it is a CA without ARI: its directory names no ``renewalInfo``.
 
 Pebble 2.6 suggests a window of ±24 hours around two thirds of a certificate's life, which for
 the short certificates of a test says nothing; its "renew now" window for a revoked
@@ -20,6 +21,7 @@ from .faultproxy import FaultProxy
 
 RENEWAL_INFO = "/renewalInfo/"
 NEW_ORDER = "/order-plz"
+DIRECTORY = "/dir"
 
 
 def _payload(body: bytes) -> dict[str, Any]:
@@ -39,6 +41,7 @@ class AriProxy(FaultProxy):
     """``FaultProxy`` with chosen renewal windows and a record of newOrder payloads."""
 
     window_for: Callable[[str], tuple[datetime, datetime] | None] = staticmethod(lambda cid: None)
+    ari = True  # False: the directory names no renewalInfo (a CA without ARI)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -59,6 +62,10 @@ class AriProxy(FaultProxy):
                 data = json.dumps({"suggestedWindow": {"start": start, "end": end}}).encode()
                 return 200, [("Content-Type", "application/json"), ("Retry-After", "21600")], data
         status, answer_headers, data = super()._forward(method, path, headers, body)
+        if method == "GET" and path == DIRECTORY and not self.ari:
+            directory = json.loads(data)
+            directory.pop("renewalInfo", None)
+            data = json.dumps(directory).encode()
         if method == "POST" and path.endswith(NEW_ORDER):
             with self._record:
                 self.orders.append((status, _payload(body)))

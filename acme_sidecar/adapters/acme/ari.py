@@ -72,8 +72,9 @@ def new_order(
 
 
 def replaces_refused(exc: IssueError) -> bool:
-    """Whether the CA refused the order because of its ``replaces``: already replaced (a
-    conflict), malformed (a CertID of another CA), or an internal error about the replaced
+    """Whether the CA refused the order because of its ``replaces``: already replaced
+    (``alreadyReplaced`` as RFC 9773 and Pebble 2.10 say it, a bare 409 ``conflict`` from Pebble
+    2.6), malformed (a CertID of another CA), or an internal error about the replaced
     certificate (Pebble 2.6 answers ``serverInternal`` "could not find an order for the given
     certificate" when it cannot look the certificate up, e.g. for a serial whose hex form has
     an odd number of digits)."""

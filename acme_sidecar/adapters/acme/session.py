@@ -1,7 +1,8 @@
 """The ACME session: the network object, the directory, the account and the per-thread client.
 
 ``AcmeNetwork`` is the ``acme`` library's ``ClientNetwork`` with four changes: a problem
-answer becomes a typed error at once (with the answer's HTTP status and ``Retry-After``), the
+answer becomes a typed error at once (with the answer's HTTP status and ``Retry-After``; of the
+409 answers, which the library makes ``ConflictError``, ``alreadyReplaced`` too), the
 fresh nonce of an error answer is kept, ``badNonce`` is retried up to ``BAD_NONCE_RETRIES``
 times instead of once (RFC 8555 §6.5), and every request is bounded (``adapters.bounded``): it
 ends within ``DEADLINE`` seconds in all (connect, TLS, headers and body) and reads at most
@@ -34,11 +35,12 @@ import requests
 import structlog
 from acme import client, errors, messages
 from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.errors import DeserializationError
 from josepy.interfaces import JSONDeSerializable
 from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC
 
-from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, bad_answer, problem
+from acme_sidecar.adapters.acme.translate import LIBRARY_ERRORS, bad_answer, error_type, problem
 from acme_sidecar.adapters.acme.translate import translate as translate_error
 from acme_sidecar.adapters.acme.wire import (
     DEADLINE,
@@ -111,8 +113,15 @@ class AcmeNetwork(client.ClientNetwork):
     def _checked(self, response: requests.Response, content_type: str | None) -> requests.Response:
         try:
             return self._check_response(response, content_type=content_type)
-        except errors.ConflictError:
-            raise  # "the account exists": ClientV2.new_account's answer, handled by Session
+        except errors.ConflictError as conflict:
+            # the library turns every 409 into ConflictError, problem document and all: "the
+            # account exists" (ClientV2.new_account's answer, handled by Session) stays one;
+            # RFC 9773's alreadyReplaced (a 409 too) is typed from its body
+            error = _conflict_problem(response)
+            if error is None:
+                raise
+            at = retry_after(response.headers.get("Retry-After"), self._clock())
+            raise problem(error, status=response.status_code, retry_at=at) from conflict
         except messages.Error as error:
             at = retry_after(response.headers.get("Retry-After"), self._clock())
             raise problem(error, status=response.status_code, retry_at=at) from error
@@ -174,6 +183,15 @@ class AcmeNetwork(client.ClientNetwork):
         response = self._checked(response, content_type)
         self._add_nonce(response)
         return response
+
+
+def _conflict_problem(response: requests.Response) -> messages.Error | None:
+    """The ``alreadyReplaced`` problem document of a 409 answer; ``None`` for any other."""
+    try:
+        error = messages.Error.from_json(response.json())
+    except (ValueError, TypeError, DeserializationError):  # not JSON, or not a problem
+        return None
+    return error if error_type(error.typ) == "alreadyReplaced" else None
 
 
 NetworkFactory = Callable[[JWK, JWASignature, messages.RegistrationResource | None], AcmeNetwork]
