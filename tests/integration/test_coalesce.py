@@ -11,8 +11,7 @@ spans the whole life). The deploy cycles are counted from the containers themsel
 consumer's log of reloads and starts (``consumer: reloaded``, ``listening on``), with the time
 Docker stamped on each line.
 
-The rate-limit budget is off (``ACME_RATE_LIMITS=off``): Let's Encrypt's limits do not apply
-to Pebble, and four orders of the same names within a minute would be held under them.
+The daemons run with the default rate limits (``auto``: Pebble is not Let's Encrypt, so none).
 """
 
 from __future__ import annotations
@@ -113,7 +112,6 @@ class Run:
                 "ENABLE_SSL_SNI": "y",
                 "DIRECTORY_URL": proxy.directory_url(),
                 "ACME_CA_BUNDLE": str(proxy.ca_bundle),
-                "ACME_RATE_LIMITS": "off",
                 "ACME_REVALIDATE_AFTER": "12h",
             }
             | ({"ACME_COALESCE": coalesce} if coalesce is not None else {})
