@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from acme_sidecar.config.ca_settings import LE_PRODUCTION, LE_STAGING
 from acme_sidecar.config.settings import Settings
 from acme_sidecar.core.budget import Limits, last_two_labels
+from acme_sidecar.core.coalesce import Coalesce
 from acme_sidecar.core.consumers import Endpoint, ProbeKind
 from acme_sidecar.core.discover import NameRules
 from acme_sidecar.core.plan import Shape
@@ -70,6 +71,7 @@ class CyclePolicy:
     own: OwnPolicy = field(default_factory=OwnPolicy)
     ari_interval: timedelta = timedelta(hours=6)  # ACME_ARI_INTERVAL: the CA's window asked
     key_reuse: bool = True  # ACME_KEY_REUSE: one key across renewals (n: a fresh one each)
+    coalesce: Coalesce = field(default_factory=Coalesce)  # ACME_COALESCE: renew together
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,7 @@ class DaemonPolicy:
     start: StartPolicy | None = None  # None: start cycling at once (tests, `once`)
     banner: dict[str, str] = field(default_factory=dict)  # logged once at start
     ari: bool = False  # the CA's renewal windows are fetched (their next fetch wakes the daemon)
+    coalesce: Coalesce = field(default_factory=Coalesce)  # ACME_COALESCE, as the plan groups
 
 
 def endpoints(settings: Settings) -> tuple[Endpoint, ...]:
@@ -240,6 +243,7 @@ def cycle_policy(settings: Settings, dns01_credentials: str = "") -> CyclePolicy
         own=own_policy(settings),
         ari_interval=timedelta(seconds=settings.acme_ari_interval),
         key_reuse=settings.acme_key_reuse,
+        coalesce=settings.coalesce,
     )
 
 
@@ -265,6 +269,7 @@ def daemon_policy(settings: Settings, cert_dir: Path | None = None) -> DaemonPol
             skip_ip_check=settings.skip_ip_check,
         ),
         ari=True,
+        coalesce=settings.coalesce,
         banner={
             "hostname": settings.mailcow_hostname,
             "directory": settings.directory,

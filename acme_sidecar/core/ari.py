@@ -228,10 +228,17 @@ def poll_due(
     now: datetime,
 ) -> datetime | None:
     """When the window of this certificate should be fetched next; None for never (no CertID,
-    expired, or already due for renewal: it is renewed anyway)."""
+    expired, or already due for renewal: it is renewed anyway). A certificate past its drawn
+    time but inside its window may wait for others to be renewed with (``core.coalesce``): its
+    window is still fetched until the window ends."""
     if not cid or not_after <= now:
         return None
-    if renew_time(cid, not_before, not_after, record).at <= now:
+    rule = renew_time(cid, not_before, not_after, record)
+    latest = rule.at
+    if rule.ari and record is not None and record.end is not None:
+        lifetime = not_after - not_before
+        latest = max(latest, min(record.end, not_after - lifetime / LATEST_LEFT))
+    if latest <= now:
         return None
     if record is None or record.cert_id != cid:
         return now

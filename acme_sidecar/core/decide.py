@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from acme_sidecar.core.budget import HoldRules, Limits
 from acme_sidecar.core.ca import adopt_directory, directory_changes
+from acme_sidecar.core.coalesce import Coalesce
 from acme_sidecar.core.ledger import State
 from acme_sidecar.core.memory import apply_memory, record_validated
 from acme_sidecar.core.model import DomainRows, NameGroup, Plan, StoredCert, Verdict
@@ -33,6 +34,7 @@ class DecisionPolicy:
     retry_interval: timedelta = timedelta(minutes=5)  # a refused directory waits this long
     grace: timedelta = timedelta(days=7)  # a name that stops validating is kept this long
     revalidate_after: timedelta = timedelta(hours=12)  # a verdict is reused this long
+    coalesce: Coalesce = field(default_factory=Coalesce)  # ACME_COALESCE (core.coalesce)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ def decide(facts: Facts, policy: DecisionPolicy, now: datetime) -> Decision:
         ari={n: c.ari for n, c in state.certs.items() if c.ari is not None},
         profiles={n: state.cert(n).profile for n in facts.stored},
         other_ca=other_ca,
+        coalesce=policy.coalesce,
     )
     recheck = sorted({n for c in plan.to_order for n in c.spec.domains if n not in facts.checked})
     return Decision(

@@ -82,6 +82,19 @@ class CertPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class RenewalGroup:
+    """Certificates renewed together at ``at`` (``core.coalesce``): inside the common part of
+    their renewal spans, from ``start`` to ``end``; ``why`` says what they share ("" for a
+    certificate alone)."""
+
+    names: tuple[str, ...]
+    at: datetime
+    start: datetime
+    end: datetime
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """Everything one cycle should do; computed by ``plan.make_plan`` without I/O."""
 
@@ -90,6 +103,7 @@ class Plan:
     archive: tuple[str, ...] = ()
     skipped: tuple[Verdict, ...] = field(default=())
     notes: tuple[str, ...] = ()
+    groups: tuple[RenewalGroup, ...] = ()  # certificates renewed together (two or more)
 
     @property
     def to_order(self) -> tuple[CertPlan, ...]:

@@ -14,7 +14,17 @@ from datetime import datetime
 
 from acme_sidecar.core.ari import AriRecord, renew_time
 from acme_sidecar.core.budget import Hold, HoldRules, clearance, urgent_at
-from acme_sidecar.core.model import Action, CertPlan, CertSpec, NameGroup, Plan, StoredCert, Verdict
+from acme_sidecar.core.coalesce import DEFAULT, Coalesce, renewal_groups
+from acme_sidecar.core.model import (
+    Action,
+    CertPlan,
+    CertSpec,
+    NameGroup,
+    Plan,
+    RenewalGroup,
+    StoredCert,
+    Verdict,
+)
 from acme_sidecar.core.names import drop_covered, holds
 from acme_sidecar.core.profiles import profile_change
 
@@ -98,6 +108,7 @@ def _decide_fresh(
     shape: Shape = Shape(),
     profile: str = "",
     other_ca: str = "",
+    group: RenewalGroup | None = None,
 ) -> CertPlan:
     if stored is None:
         return CertPlan(spec, Action.ISSUE, "no certificate yet")
@@ -123,13 +134,18 @@ def _decide_fresh(
     rule = renew_time(stored.cert_id, stored.not_before, stored.not_after, ari)
     due, replaces = rule.at, stored.cert_id if rule.ari else ""
     expires = f"{stored.not_after:%Y-%m-%d %H:%M:%S}Z"
+    together = ""
+    if group is not None and len(group.names) > 1:  # core.coalesce: inside its own span
+        due = group.at
+        together = f"; together with {', '.join(n for n in group.names if n != spec.name)}"
     if force:
         return CertPlan(spec, Action.RENEW, "force_renew is set", due, replaces)
     if now >= due:
         why = f"the CA asks for it ({rule.why})" if rule.ari else f"expires {expires}"
-        return CertPlan(spec, Action.RENEW, f"due: {why}", due, replaces)
+        return CertPlan(spec, Action.RENEW, f"due: {why}{together}", due, replaces)
     when = f"{due:%Y-%m-%d %H:%M:%S}Z"
-    return CertPlan(spec, Action.KEEP, f"valid until {expires}; renews {when} ({rule.why})", due)
+    why = f"renews {when} ({rule.why}){together}"
+    return CertPlan(spec, Action.KEEP, f"valid until {expires}; {why}", due)
 
 
 def make_plan(
@@ -146,6 +162,7 @@ def make_plan(
     ari: Mapping[str, AriRecord] | None = None,
     profiles: Mapping[str, str] | None = None,
     other_ca: Mapping[str, str] | None = None,
+    coalesce: Coalesce = DEFAULT,
 ) -> Plan:
     """Decide keep/issue/renew/wait per wanted certificate and which stored ones to archive.
 
@@ -166,6 +183,10 @@ def make_plan(
     from ``shape.profile`` is ordered again, so is one whose key type is not ``shape.key_type``.
     ``other_ca`` names the stored certificates issued from another CA than ``shape.directory``,
     with why (``core.ca``): each is renewed, within the budget like any order.
+
+    ``coalesce`` (``ACME_COALESCE``) groups the stored certificates that fall due together
+    (``core.coalesce``): each group is renewed at one time inside every member's span, its
+    ARI members with ``replaces``; ``Plan.groups`` lists the groups of two or more.
     """
     specs = wanted_specs(groups, verdicts, shape)
     server = next((g for g in groups if g.server), None)
@@ -176,6 +197,10 @@ def make_plan(
     )
     if own_default is not None and hostname is not None:  # the own.kept line says why
         specs = [s for s in specs if not holds(s.domains, hostname)]
+    ari_of = ari or {}
+    grouped = renewal_groups(
+        {s.name: stored[s.name] for s in specs if s.name in stored}, ari_of, coalesce
+    )
     certs_list: list[CertPlan] = []
     planned = 0
     for spec in specs:
@@ -184,10 +209,11 @@ def make_plan(
             stored.get(spec.name),
             force and spec.name not in force_done,
             now,
-            (ari or {}).get(spec.name),
+            ari_of.get(spec.name),
             shape,
             (profiles or {}).get(spec.name, ""),
             (other_ca or {}).get(spec.name, ""),
+            grouped.get(spec.name),
         )
         waits, past = None, ""
         if fresh.action is not Action.KEEP and hold_rules is not None:
@@ -223,4 +249,5 @@ def make_plan(
         archive=archive if specs or stepped_aside else (),
         skipped=skipped,
         notes=tuple(notes),
+        groups=tuple(sorted({g for g in grouped.values() if g.why}, key=lambda g: g.at)),
     )

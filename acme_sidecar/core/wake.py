@@ -1,7 +1,8 @@
 """When the daemon wakes up next, and why: a pure function of a cycle's report and the clock.
 
 The earliest of: the regular check (``ACME_CHECK_INTERVAL``); each wanted certificate's
-renewal time (the CA's ARI window or the lifetime rule, ``core.ari.renew_time``); the next ARI
+renewal time (the CA's ARI window or the lifetime rule, ``core.ari.renew_time``; the time of its
+renewal group when it is renewed together with others, ``core.coalesce``); the next ARI
 fetch of each (when the CA is asked at all); a hold that ends (back-off, Retry-After, budget)
 and a certificate's next attempt from the ledger; a deploy still owed (the retry ladder by its
 attempts); after a crashed cycle or one that found nothing valid, the ladder by ``streak``.
@@ -11,11 +12,12 @@ A held certificate wakes it also when it becomes urgent (``core.budget.urgent_at
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from acme_sidecar.core.ari import poll_due, renew_time
 from acme_sidecar.core.budget import urgent_at
+from acme_sidecar.core.coalesce import Coalesce, renewal_groups
 from acme_sidecar.core.model import Action
 from acme_sidecar.core.report import Outcome, Report
 
@@ -32,6 +34,7 @@ class Pacing:
     ladder: tuple[timedelta, ...]
     retry_interval: timedelta
     ari: bool = False  # the CA's renewal windows are fetched: their next fetch counts
+    coalesce: Coalesce = field(default_factory=Coalesce)  # ACME_COALESCE, as the plan groups
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +59,18 @@ def candidates(report: Report, pacing: Pacing, now: datetime) -> list[tuple[date
     found = [(now + pacing.check_interval, "regular check (ACME_CHECK_INTERVAL)")]
     plan = report.plan
     actions = {c.spec.name: c.action for c in plan.certs} if plan else {}
-    for name, cert in sorted(report.stored.items()):
-        if plan is not None and name not in actions:
-            continue  # not wanted: archived or left alone
-        record = report.state.cert(name).ari
-        rule = renew_time(cert.cert_id, cert.not_before, cert.not_after, record)
+    wanted = {n: c for n, c in report.stored.items() if plan is None or n in actions}
+    records = {n: report.state.cert(n).ari for n in wanted}  # not wanted: archived or left alone
+    groups = renewal_groups(wanted, records, pacing.coalesce)  # the plan's groups (core.plan)
+    for name, cert in sorted(wanted.items()):
+        record = records[name]
+        group = groups[name]
         # a certificate due but ordered or held in this cycle waits for its retry (below);
         # one that fell due while the cycle ran is renewed at once
-        if rule.at > now or actions.get(name, Action.KEEP) is Action.KEEP:
-            found.append((rule.at, f"renewal of {name} at {_fmt(rule.at)} ({rule.why})"))
+        if group.at > now or actions.get(name, Action.KEEP) is Action.KEEP:
+            what = ", ".join(group.names) + " together" if group.why else name
+            why = group.why or renew_time(cert.cert_id, cert.not_before, cert.not_after, record).why
+            found.append((group.at, f"renewal of {what} at {_fmt(group.at)} ({why})"))
         poll = poll_due(cert.cert_id, cert.not_before, cert.not_after, record, now)
         if pacing.ari and poll is not None:
             found.append((poll, f"ARI window of {name}"))

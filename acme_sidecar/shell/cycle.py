@@ -165,11 +165,13 @@ def decision_policy(policy: CyclePolicy) -> DecisionPolicy:
         retry_interval=policy.retry.interval,
         grace=policy.validation.grace,
         revalidate_after=policy.validation.revalidate_after,
+        coalesce=policy.coalesce,
     )
 
 
 def tell(decision: Decision) -> None:
-    """Log the decision: its notes, the names a wildcard covers, one line per certificate."""
+    """Log the decision: its notes, the names a wildcard covers, one line per certificate, one
+    per group of certificates renewed together."""
     plan = decision.plan
     for note in plan.notes:
         log.warning("plan.note", note=note)
@@ -189,6 +191,13 @@ def tell(decision: Decision) -> None:
             event = "budget.exempt" if cert.replaces else "budget.overridden"
             say = log.info if cert.replaces else log.warning
             say(event, certificate=cert.spec.name, reason=cert.past_budget)
+    for group in plan.groups:  # core.coalesce: renewed together, one deploy
+        log.info(
+            "renewal.coalesced",
+            certificates=",".join(group.names),
+            renew_at=group.at.isoformat(),
+            reason=group.why,
+        )
     if decision.other_ca:
         _tell_other_ca(decision)
     if decision.nothing_valid:
@@ -302,6 +311,7 @@ def pacing_of(policy: DaemonPolicy) -> Pacing:
         ladder=policy.retry.ladder,
         retry_interval=policy.retry.interval,
         ari=policy.ari,
+        coalesce=policy.coalesce,
     )
 
 

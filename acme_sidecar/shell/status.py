@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ from acme_sidecar.adapters.volume import CertStore, toppair
 from acme_sidecar.config.policies import OwnPolicy
 from acme_sidecar.core.ari import AriRecord, renew_time
 from acme_sidecar.core.budget import Limits, hold_for, urgent_at, usage
+from acme_sidecar.core.coalesce import DEFAULT, renewal_groups
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.expiry import expiry_warning
 from acme_sidecar.core.ledger import CertLedger, State
@@ -144,6 +146,8 @@ def collect(
     rows = []
     names = sorted(set(stored) | {n for n, c in state.certs.items() if c.failures})
     done = force_done(state)
+    coalesce = pacing.coalesce if pacing is not None else DEFAULT
+    groups = renewal_groups(managed, {n: state.cert(n).ari for n in managed}, coalesce)
     for name in names:
         cert = stored.get(name)
         ledger = state.cert(name)
@@ -158,6 +162,10 @@ def collect(
         row: dict[str, Any] = {"name": name, "domains": list(domains), "stored": bool(cert)}
         if cert:
             rule = renew_time(cert.cert_id, cert.not_before, cert.not_after, ledger.ari)
+            group = groups.get(name)
+            if group is not None and group.why:  # renewed with others (core.coalesce)
+                with_ = ", ".join(n for n in group.names if n != name)
+                rule = replace(rule, at=group.at, why=f"{rule.why}; together with {with_}")
             row |= {
                 "issuer": cert.issuer,
                 "serial": f"{cert.serial:x}",

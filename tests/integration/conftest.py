@@ -17,19 +17,23 @@ from tests.world.proc import free_port
 
 
 @contextmanager
-def consumer_stack(world: World, volume: Path, *, postmap: bool = True) -> Iterator[Stack]:
+def consumer_stack(
+    world: World, volume: Path, *, postmap: bool = True, project: str = PROJECT
+) -> Iterator[Stack]:
     """``volume`` holding mailcow's snake-oil default pair, served by three consumers (removed
     afterwards), with the sidecar settings that point at them. ``postmap``: the Postfix-like
-    one serves SNI names from copies made at start, as mailcow's ``postmap -F`` does."""
+    one serves SNI names from copies made at start, as mailcow's ``postmap -F`` does.
+    ``project``: the compose project of the containers (two stacks side by side)."""
     write_pair(volume, [HOST], domains_file=False)  # the snake-oil cert.pem/key.pem
     ports = {service: free_port() for service, _ in KINDS}
     containers = {
         service: world.docker.run_consumer(
-            PROJECT, service, kind, ports[service], volume, sni_snapshot=postmap and kind == "smtp"
+            project, service, kind, ports[service], volume, sni_snapshot=postmap and kind == "smtp"
         )
         for service, kind in KINDS
     }
     env = base_env(world, volume) | {
+        "COMPOSE_PROJECT_NAME": project,
         "ACME_VERIFY_SMTP": f"127.0.0.1:{ports['postfix-mailcow']}",
         "ACME_VERIFY_IMAP": f"127.0.0.1:{ports['dovecot-mailcow']}",
         "ACME_VERIFY_HTTPS": f"127.0.0.1:{ports['nginx-mailcow']}",

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from acme_sidecar.core.ari import Answer
 from acme_sidecar.core.budget import Limits
+from acme_sidecar.core.coalesce import DEFAULT, OFF
 from acme_sidecar.core.report import Report
 from acme_sidecar.shell.cycle import guarded_cycle, pacing_of, plan_wake, summarize
 from acme_sidecar.shell.status import collect, render
@@ -83,7 +84,8 @@ def test_short_certificates_wake_the_daemon_on_time(tmp_path: Path) -> None:
 
 def test_renewed_at_the_ari_time_with_replaces_then_after_a_revocation(tmp_path: Path) -> None:
     """The window is fetched right after issuance; the certificates are renewed inside it with
-    ``replaces``; a window moved into the past (a revocation) renews them at the next fetch."""
+    ``replaces``, together in one cycle; a window moved into the past (a revocation) renews them
+    at the next fetch."""
     w = World(tmp_path / "ssl")
     windows = FakeWindows(w)
     report, sleep, logs = run(w, None, windows=windows)
@@ -96,16 +98,22 @@ def test_renewed_at_the_ari_time_with_replaces_then_after_a_revocation(tmp_path:
     assert len(chosen) == 4
     lo, hi = w.clock() + timedelta(hours=1), w.clock() + timedelta(hours=2)
     assert all(lo <= t <= hi for t in chosen)
-    assert sleep == (min(chosen) - w.clock()).total_seconds()
+    # the four windows are one: renewed together at one time drawn inside it (core.coalesce)
+    at = w.clock() + timedelta(seconds=sleep)
+    assert lo <= at <= hi
     w.clock.advance(1800)
-    report, sleep, _ = run(w, report, windows=windows)  # nothing due: no fetch, no order
+    report, sleep, logs = run(w, report, windows=windows)  # nothing due: no fetch, no order
     assert len(windows.asked) == 4 and report.issued == 0
+    assert report.plan is not None and [(len(g.names), g.at) for g in report.plan.groups] == [
+        (4, at)
+    ]
+    assert [e["renew_at"] for e in logs if e["event"] == "renewal.coalesced"] == [at.isoformat()]
     assert 1800 <= sleep <= 5400
     while w.issuer.replaced == {}:
         w.clock.advance(sleep)
         report, sleep, _ = run(w, report, windows=windows)
     renewed_at = w.clock()
-    assert renewed_at >= min(chosen)
+    assert renewed_at >= at and len(w.issuer.replaced) == 4  # all four in one cycle
     assert set(w.issuer.replaced.items()) <= set(first.items())
     # the drill: the CA moves every window into the past
     windows.fixed = (w.clock() - timedelta(hours=1), w.clock() - timedelta(minutes=30))
@@ -134,15 +142,21 @@ def test_without_renewal_info_the_lifetime_rule_applies(tmp_path: Path) -> None:
 
 def test_status_shows_the_window_the_chosen_time_and_why_it_waits(tmp_path: Path) -> None:
     """``status``: per certificate the CA's window, the time drawn in it, what the renewal
-    waits for; and the next wake-up."""
+    waits for (the time of the group it is renewed with); and the next wake-up."""
     w = World(tmp_path / "ssl")
     windows = FakeWindows(w)
     run(w, None, windows=windows)
-    data = collect(w.store, w.clock(), pacing=pacing_of(replace(daemon_policy(), ari=True)))
+    alone = replace(daemon_policy(), ari=True, coalesce=OFF)
+    data = collect(w.store, w.clock(), pacing=pacing_of(alone))
     row = data["certificates"][0]
     assert row["ari"]["window_start"] and row["ari"]["chosen"] == row["renew_at"]
     assert row["waiting"].startswith(f"until {row['renew_at']} (ARI window")
     assert data["next_wake"]["reason"].startswith("renewal of")
+    together = collect(w.store, w.clock(), pacing=pacing_of(replace(alone, coalesce=DEFAULT)))
+    rows = together["certificates"]
+    assert len({r["renew_at"] for r in rows}) == 1 and "together with" in rows[0]["waiting"]
+    assert together["next_wake"]["at"] == rows[0]["renew_at"]
+    assert rows[0]["ari"]["window_start"] <= rows[0]["renew_at"] <= rows[0]["ari"]["window_end"]
     out = io.StringIO()
     render(data, out)
     assert "ARI:       window" in out.getvalue() and "next wake-up:" in out.getvalue()
