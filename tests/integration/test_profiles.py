@@ -55,7 +55,6 @@ def env_for(world: World, ca: ProfilesPebble, volume: Path, profile: str) -> dic
         "DIRECTORY_URL": ca.directory_url,
         "ACME_CA_BUNDLE": str(ca.ca_bundle),
         "ACME_PROFILE": profile,
-        "ACME_RATE_LIMITS": "off",
     }
 
 
