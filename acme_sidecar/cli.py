@@ -228,6 +228,7 @@ def _status(settings: Settings, *, as_json: bool) -> int:
     policy = own_policy(settings)
     pacing = pacing_of(daemon_policy(settings))
     days = settings.acme_notify_expiry_days
-    data = collect(store, now, own=policy, days=days, pacing=pacing)
+    dane = settings.dane_state if settings.acme_dane != "off" else None
+    data = collect(store, now, own=policy, days=days, pacing=pacing, dane=dane)
     render(data, Printable(sys.stdout), as_json=as_json)
     return 0
