@@ -211,7 +211,7 @@ def build_hooks(settings: Settings, *, daemon: bool = False) -> list[Hook]:
     if daemon and settings.acme_metrics_port is not None:
         from acme_sidecar.ops.metrics import Metrics
 
-        metrics = Metrics(dane=dane.verdicts if dane is not None else None)
+        metrics = Metrics(dane=dane.results if dane is not None else None)
         metrics.serve(settings.acme_metrics_address, settings.acme_metrics_port)
         hooks.append(metrics)
     if settings.redispass or settings.acme_redis_host:

@@ -1,6 +1,6 @@
 """DANE for SMTP (RFC 7672): do the TLSA records of an MX name hold the key the server serves?
 
-``verdict`` compares one TLSA RRset (``_<port>._tcp.<host>``, as the validating resolver gave
+``compare`` compares one TLSA RRset (``_<port>._tcp.<host>``, as the validating resolver gave
 it: its records and whether it came with the AD bit) with the certificate chain the mail server
 serves (``Served``: the volume's top-level ``cert.pem``, which mailcow's Postfix presents). Only
 the usages SMTP senders use count (RFC 7672 section 3.1.3): ``3`` (DANE-EE) against the leaf
@@ -117,7 +117,7 @@ class Status(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class DaneVerdict:
+class DaneResult:
     """The result for ``_<port>._tcp.<host>``: the status, one line saying why, advice when a
     match will not hold across renewals (else ""), the records that matched, and the record to
     publish for the served key."""
@@ -136,15 +136,15 @@ class DaneVerdict:
         return f"_{self.port}._tcp.{self.host}"
 
 
-def verdict(host: str, port: int, answer: TlsaAnswer, served: Served) -> DaneVerdict:
+def compare(host: str, port: int, answer: TlsaAnswer, served: Served) -> DaneResult:
     """Compare the TLSA RRset of ``_<port>._tcp.<host>`` with the served chain."""
     owner = f"_{port}._tcp.{host}"
     publish = f"{owner}. IN TLSA {served.record()}"
 
     def result(
         status: Status, reason: str, advice: str = "", matched: tuple[str, ...] = ()
-    ) -> DaneVerdict:
-        return DaneVerdict(host, port, status, reason, advice, matched, publish)
+    ) -> DaneResult:
+        return DaneResult(host, port, status, reason, advice, matched, publish)
 
     if answer.error:
         return result(Status.UNKNOWN, f"the TLSA lookup of {owner} failed: {answer.error}")

@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 
 from acme_sidecar.adapters.volume.files import atomic_write
-from acme_sidecar.core.dane import DaneVerdict, Served, Status, TlsaAnswer, verdict
+from acme_sidecar.core.dane import DaneResult, Served, Status, TlsaAnswer, compare
 from acme_sidecar.ops.alerts import DANE_MISMATCH, Notice
 from acme_sidecar.ops.hooks import CycleEvent
 
@@ -39,17 +39,17 @@ Lookup = Callable[[str, int], TlsaAnswer]
 
 @dataclass(frozen=True, slots=True)
 class DaneState:
-    """What the last check found: for which served chain, when, the verdicts, and what was
+    """What the last check found: for which served chain, when, the results, and what was
     logged per TLSA owner (a result is logged again only when it changes)."""
 
     fingerprint: str = ""
     checked: datetime | None = None
-    verdicts: tuple[DaneVerdict, ...] = ()
+    results: tuple[DaneResult, ...] = ()
     told: dict[str, str] = field(default_factory=dict)
 
 
 class DaneCheck:
-    """The hook (see the module docstring); ``verdicts``/``notices`` are its latest results."""
+    """The hook (see the module docstring); ``results``/``notices`` are its latest findings."""
 
     def __init__(
         self,
@@ -69,13 +69,13 @@ class DaneCheck:
         self.lookup = lookup
         self._state: DaneState | None = None
 
-    def verdicts(self) -> tuple[DaneVerdict, ...]:
-        """The latest verdicts (of this process, or of the one before it)."""
-        return self._load().verdicts
+    def results(self) -> tuple[DaneResult, ...]:
+        """The latest results (of this process, or of the one before it)."""
+        return self._load().results
 
     def notices(self) -> list[Notice]:
         """An alert per TLSA RRset that matches no served key."""
-        return [mismatch_notice(v) for v in self.verdicts() if v.status is Status.MISMATCH]
+        return [mismatch_notice(v) for v in self.results() if v.status is Status.MISMATCH]
 
     def _load(self) -> DaneState:
         if self._state is None:
@@ -100,7 +100,7 @@ class DaneCheck:
             log.warning("dane.skipped", file=str(self.cert_file), reason=f"unreadable: {exc}")
             return
         found = tuple(
-            verdict(host, port, self.lookup(host, port), served)
+            compare(host, port, self.lookup(host, port), served)
             for host in self.hosts
             for port in self.ports
         )
@@ -117,14 +117,14 @@ class DaneCheck:
             log.error("dane.state_failed", path=str(self.state_path), error=str(exc))
 
 
-def _signature(result: DaneVerdict) -> str:
+def _signature(result: DaneResult) -> str:
     """What makes a result worth a new line: its status, reason and advice."""
     return hashlib.sha256(
         f"{result.status.value}\0{result.reason}\0{result.advice}".encode()
     ).hexdigest()[:16]
 
 
-def tell(result: DaneVerdict) -> None:
+def tell(result: DaneResult) -> None:
     """One line for one result (see the module docstring)."""
     fields: dict[str, Any] = {"tlsa": result.owner}
     if result.status is Status.MATCH and not result.advice:
@@ -146,7 +146,7 @@ def tell(result: DaneVerdict) -> None:
         log.warning("dane.lookup_failed", **fields, reason=result.reason)
 
 
-def mismatch_notice(result: DaneVerdict) -> Notice:
+def mismatch_notice(result: DaneResult) -> Notice:
     """The alert for a TLSA RRset that matches no served key."""
     return Notice(
         f"dane:{result.owner}",
@@ -170,15 +170,15 @@ def load_state(path: Path) -> DaneState:
         return DaneState(
             str(data["fingerprint"]),
             datetime.fromisoformat(checked) if checked else None,
-            tuple(_verdict(v) for v in data["verdicts"]),
+            tuple(_result(v) for v in data["results"]),
             {str(k): str(v) for k, v in data.get("told", {}).items()},
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return DaneState()
 
 
-def _verdict(data: dict[str, Any]) -> DaneVerdict:
-    return DaneVerdict(
+def _result(data: dict[str, Any]) -> DaneResult:
+    return DaneResult(
         host=str(data["host"]),
         port=int(data["port"]),
         status=Status(data["status"]),
@@ -194,7 +194,7 @@ def save_state(path: Path, state: DaneState) -> None:
     data = {
         "fingerprint": state.fingerprint,
         "checked": state.checked.isoformat() if state.checked else None,
-        "verdicts": [asdict(v) | {"status": v.status.value} for v in state.verdicts],
+        "results": [asdict(v) | {"status": v.status.value} for v in state.results],
         "told": dict(sorted(state.told.items())),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,6 +216,6 @@ def status_rows(path: Path) -> dict[str, Any] | None:
                 "advice": v.advice or None,
                 "publish": v.record,
             }
-            for v in state.verdicts
+            for v in state.results
         ],
     }

@@ -29,7 +29,7 @@ from prometheus_client import (
 )
 
 from acme_sidecar.core.ari import renew_time
-from acme_sidecar.core.dane import DaneVerdict, Status
+from acme_sidecar.core.dane import DaneResult, Status
 from acme_sidecar.core.report import Outcome
 from acme_sidecar.ops.hooks import CycleEvent
 
@@ -71,11 +71,11 @@ def sample(event: CycleEvent) -> Sample:
     )
 
 
-def dane_values(verdicts: Sequence[DaneVerdict]) -> dict[tuple[str, str], float]:
+def dane_values(results: Sequence[DaneResult]) -> dict[tuple[str, str], float]:
     """``dane_match`` per (host, port): 1 on a match, 0 on a mismatch or records without
     DNSSEC validation; no TLSA records or a failed lookup: no value."""
     values = {}
-    for v in verdicts:
+    for v in results:
         if v.status in (Status.MATCH, Status.MISMATCH, Status.INSECURE):
             values[(v.host, str(v.port))] = 1.0 if v.status is Status.MATCH else 0.0
     return values
@@ -88,9 +88,9 @@ class Metrics:
         self,
         registry: CollectorRegistry | None = None,
         *,
-        dane: Callable[[], Sequence[DaneVerdict]] | None = None,
+        dane: Callable[[], Sequence[DaneResult]] | None = None,
     ) -> None:
-        """``dane``: the DANE check's latest verdicts (a hook that runs before this one)."""
+        """``dane``: the DANE check's latest results (a hook that runs before this one)."""
         self.dane = dane
         self.registry = registry if registry is not None else CollectorRegistry()
         # no *_created series next to the counter

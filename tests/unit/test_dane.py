@@ -1,4 +1,4 @@
-"""DANE check (issue #17): the TLSA verdict (core.dane), Let's Encrypt's intermediates as data,
+"""DANE check (issue #17): the TLSA comparison (core.dane), Let's Encrypt's intermediates as data,
 the hook that looks up and logs once (ops.dane), its metrics, alerts and settings."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from acme_sidecar.config.settings import load_settings
 from acme_sidecar.core import dane_le
-from acme_sidecar.core.dane import Served, Status, Tlsa, TlsaAnswer, verdict
+from acme_sidecar.core.dane import Served, Status, Tlsa, TlsaAnswer, compare
 from acme_sidecar.core.errors import ConfigError
 from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.ops.alerts import DANE_MISMATCH, Alerted, AlertState, step
@@ -71,12 +71,12 @@ def tlsa(*texts: str) -> tuple[Tlsa, ...]:
         ((), False, "Timeout: 5 s", Status.UNKNOWN, False),
     ],
 )
-def test_dane_verdict_table(
+def test_dane_compare_table(
     records: tuple[str, ...], secure: bool, error: str, status: Status, advised: bool
 ) -> None:
     """Usage 3 matches the leaf (key or whole certificate), usage 2 a CA of the chain; usage 1
     never counts for SMTP; no AD is insecure; advice only when the match cannot last."""
-    result = verdict(HOST, 25, TlsaAnswer(tlsa(*records), secure, error), SERVED)
+    result = compare(HOST, 25, TlsaAnswer(tlsa(*records), secure, error), SERVED)
     assert (result.status, bool(result.advice)) == (status, advised)
     assert result.owner == OWNER
     assert result.record == f"{OWNER}. IN TLSA {EE_311}"
@@ -84,13 +84,13 @@ def test_dane_verdict_table(
 
 def test_dane_mismatch_says_what_to_publish() -> None:
     """A mismatch names the owner and the 3 1 1 record of the served key."""
-    result = verdict(HOST, 25, TlsaAnswer(tlsa(OTHER), True), SERVED)
+    result = compare(HOST, 25, TlsaAnswer(tlsa(OTHER), True), SERVED)
     assert OWNER in result.reason and EE_311 in result.reason and "defer" in result.reason
 
 
 def test_dane_211_of_another_ca_advises_311() -> None:
     """A 2 1 1 record of an issuer not in Let's Encrypt's table: the CA may change it."""
-    result = verdict(HOST, 25, TlsaAnswer(tlsa(TA_211), True), SERVED)
+    result = compare(HOST, 25, TlsaAnswer(tlsa(TA_211), True), SERVED)
     assert "Test Intermediate" in result.advice and "random" in result.advice
     assert EE_311 in result.advice and "ACME_KEY_REUSE=y" in result.advice
 
@@ -108,12 +108,12 @@ def test_dane_211_against_lets_encrypts_pool(monkeypatch: pytest.MonkeyPatch) ->
         dane_le.Intermediate("E5", "ec", "retired", "2027-03-12", "44" * 32, "3" * 128),
     )
     monkeypatch.setattr(dane_le, "INTERMEDIATES", table)
-    one = verdict(HOST, 25, TlsaAnswer(tlsa(TA_211), True), SERVED)
+    one = compare(HOST, 25, TlsaAnswer(tlsa(TA_211), True), SERVED)
     assert one.status is Status.MATCH
     assert "now YR1" in one.advice and "YR1, YR2 at random" in one.advice
     assert "may move to YR3" in one.advice and "E5" not in one.advice
     every = tlsa(TA_211, f"2 1 1 {yr2}", f"2 1 1 {yr3}")
-    assert verdict(HOST, 25, TlsaAnswer(every, True), SERVED).advice == ""
+    assert compare(HOST, 25, TlsaAnswer(every, True), SERVED).advice == ""
 
 
 def test_dane_lets_encrypt_table_is_consistent() -> None:
@@ -165,7 +165,7 @@ def test_dane_check_looks_up_on_new_certificate_or_interval(tmp_path: Path) -> N
     check.after_cycle(at(0))
     check.after_cycle(at(30))
     assert lookup.calls == 1
-    assert checker(tmp_path, lookup).verdicts()[0].status is Status.MATCH
+    assert checker(tmp_path, lookup).results()[0].status is Status.MATCH
     checker(tmp_path, lookup).after_cycle(at(31))
     assert lookup.calls == 1
     other = cert_pem(leaf([HOST], issuer=CA_)) + CA_.pem
@@ -216,7 +216,7 @@ def test_dane_results_are_logged_once_each(tmp_path: Path) -> None:
 
 
 def test_dane_state_file_feeds_status(tmp_path: Path) -> None:
-    """The state file holds each verdict with its reason; status shows it."""
+    """The state file holds each result with its reason; status shows it."""
     lookup = FakeLookup(TlsaAnswer(tlsa(TA_211), True))
     checker(tmp_path, lookup).after_cycle(at(0))
     rows = status_rows(tmp_path / "run" / "dane.json")
@@ -226,7 +226,7 @@ def test_dane_state_file_feeds_status(tmp_path: Path) -> None:
     assert "pins the issuing CA" in row["advice"] and row["publish"].endswith(EE_311)
     assert status_rows(tmp_path / "missing.json") is None
     (tmp_path / "run" / "dane.json").write_text("{damaged")
-    assert load_state(tmp_path / "run" / "dane.json").verdicts == ()
+    assert load_state(tmp_path / "run" / "dane.json").results == ()
 
 
 def test_dane_mismatch_is_an_alert_resolved_when_fixed(tmp_path: Path) -> None:
@@ -252,7 +252,7 @@ def test_dane_match_gauge(tmp_path: Path) -> None:
     lookup = FakeLookup(TlsaAnswer(tlsa(EE_311), True))
     check = checker(tmp_path, lookup)
     registry = CollectorRegistry()
-    metrics = Metrics(registry, dane=check.verdicts)
+    metrics = Metrics(registry, dane=check.results)
     labels = {"host": HOST, "port": "25"}
     check.after_cycle(at(0))
     metrics.after_cycle(at(0))
@@ -306,6 +306,6 @@ def test_dane_state_round_trips(tmp_path: Path) -> None:
     check = checker(tmp_path, lookup)
     check.after_cycle(at(0))
     saved = json.loads((tmp_path / "run" / "dane.json").read_text())
-    assert saved["verdicts"][0]["status"] == "mismatch"
+    assert saved["results"][0]["status"] == "mismatch"
     again = load_state(tmp_path / "run" / "dane.json")
-    assert again.verdicts == check.verdicts() and again.checked == NOW
+    assert again.results == check.results() and again.checked == NOW
