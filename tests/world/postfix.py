@@ -151,7 +151,10 @@ class PostfixSender:
         if done.returncode != 0:
             raise RuntimeError(f"postfix check failed: {done.stdout}{done.stderr}")
         self._child.start()
-        wait_for(lambda: tcp_open(self.port), "postfix (sender)", self._child)
+        try:
+            wait_for(lambda: tcp_open(self.port), "postfix (sender)", self._child)
+        except RuntimeError as exc:  # Postfix says why in its own log
+            raise RuntimeError(f"{exc}\nmaillog:\n{self.log()[-2000:]}") from None
 
     def stop(self) -> None:
         """Stop the master (and with it every Postfix process of this instance)."""
