@@ -12,7 +12,8 @@ Postfix resolves through libc, whose ``resolv.conf`` has no port: the master run
 namespace of its own (``unshare --mount``) where a private resolv.conf naming the validating
 resolver (``nameserver <host>``, ``options trust-ad`` so glibc passes the AD bit on) is
 bind-mounted over ``/etc/resolv.conf``; the machine's file stays as it is. Every child of the
-master inherits that namespace. The log is ``maillog`` in the workdir (postlogd). Every
+master inherits that namespace. The log is ``maillog`` in the workdir: the master's output (``-s``,
+``maillog_file = /dev/stdout``), its own errors at start included. Every
 message is retried each second (short back-off) so a test sees a deferral turn into delivery,
 and each delivery runs in a new ``smtp`` process with no cached connection (``max_use=1``,
 no connection cache): its own lookup of the TLSA records (the process caches them for their TTL).
@@ -73,7 +74,7 @@ class PostfixSender:
         self.workdir = workdir
         self.config = workdir / "etc"
         self.config.mkdir(exist_ok=True)
-        self.maillog = workdir / "maillog"
+        self.maillog = workdir / "maillog"  # the master's stdout: every process logs there
         self.port = free_port()
         self.relay = f"[{relay_host}]:{relay_port}"
         resolv = workdir / "resolv.conf"
@@ -85,12 +86,12 @@ class PostfixSender:
             text=True,
             check=True,
         ).stdout.strip()
-        # the master itself in the foreground (-d): SIGTERM to it ends every Postfix process
-        script = (
-            f"mount --bind {resolv} /etc/resolv.conf && exec {daemons}/master -d -c {self.config}"
-        )
+        # the master itself in the foreground (-d), logging to its stdout (-s): SIGTERM to it
+        # ends every Postfix process
+        master = f"{daemons}/master -d -s -c {self.config}"
+        script = f"mount --bind {resolv} /etc/resolv.conf && exec {master}"
         argv = [unshare, "--mount", "--propagation", "private", "sh", "-c", script]
-        self._child = Child("postfix", argv, workdir / "master.log")
+        self._child = Child("postfix", argv, self.maillog)
         self._postfix = postfix
 
     def _write_config(self, relay_host: str, relay_port: int) -> None:
@@ -114,8 +115,8 @@ class PostfixSender:
             "smtp_host_lookup": "dns",
             "smtp_address_preference": "ipv4",
             "dnssec_probe": "",
-            "maillog_file": str(self.maillog),
-            "maillog_file_prefixes": str(self.workdir),
+            "maillog_file": "/dev/stdout",  # the master's (-s), so its own fatal errors too
+            "maillog_file_prefixes": "/dev/stdout",
             "alias_maps": "",
             "alias_database": "",
             "local_recipient_maps": "",
@@ -130,6 +131,9 @@ class PostfixSender:
         }
         text = "".join(f"{key} = {value}\n" for key, value in main.items())
         (self.config / "main.cf").write_text(text)
+        self._write_master()
+
+    def _write_master(self) -> None:
         (self.config / "master.cf").write_text(MASTER_CF.format(listen=f"{self.host}:{self.port}"))
 
     def start(self) -> None:
@@ -150,11 +154,19 @@ class PostfixSender:
         )
         if done.returncode != 0:
             raise RuntimeError(f"postfix check failed: {done.stdout}{done.stderr}")
-        self._child.start()
-        try:
-            wait_for(lambda: tcp_open(self.port), "postfix (sender)", self._child)
-        except RuntimeError as exc:  # Postfix says why in its own log
-            raise RuntimeError(f"{exc}\nmaillog:\n{self.log()[-2000:]}") from None
+        for attempt in range(1, 4):
+            self._child.start()
+            try:
+                wait_for(lambda: tcp_open(self.port), "postfix (sender)", self._child)
+            except RuntimeError as exc:
+                if self._child.running() or attempt == 3:  # Postfix says why in its own log
+                    raise RuntimeError(f"{exc}\nmaillog:\n{self.log()[-2000:]}") from None
+            else:
+                return
+            # the master exited at once: its free port was taken meanwhile (seen under load:
+            # an outgoing connection's local port); again on another one
+            self.port = free_port()
+            self._write_master()
 
     def stop(self) -> None:
         """Stop the master (and with it every Postfix process of this instance)."""
