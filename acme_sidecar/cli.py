@@ -229,6 +229,7 @@ def _status(settings: Settings, *, as_json: bool) -> int:
     pacing = pacing_of(daemon_policy(settings))
     days = settings.acme_notify_expiry_days
     limits = rate_limits(settings)
-    data = collect(store, now, own=policy, days=days, pacing=pacing, limits=limits)
+    dane = settings.dane_state if settings.acme_dane != "off" else None
+    data = collect(store, now, own=policy, days=days, pacing=pacing, limits=limits, dane=dane)
     render(data, Printable(sys.stdout), as_json=as_json)
     return 0

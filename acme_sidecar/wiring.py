@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # imported at first use (see above)
     from acme_sidecar.adapters.acme import ChallengeResponder
     from acme_sidecar.adapters.acme.windows import RenewalInfo
     from acme_sidecar.adapters.http_probe import WebrootSelfCheck
+    from acme_sidecar.ops.dane import DaneCheck
 
 log = structlog.get_logger("acme_sidecar")
 
@@ -170,9 +172,28 @@ def _renewal_info(settings: Settings) -> RenewalInfo:
     return RenewalInfo(settings.directory, str(bundle) if bundle else True)
 
 
+def dane_check(settings: Settings) -> DaneCheck | None:
+    """``ACME_DANE=check``: the hook comparing the MX names' TLSA records with the served
+    certificate (None with ``off``)."""
+    if settings.acme_dane == "off":
+        return None
+    from acme_sidecar.adapters.tlsa import TlsaResolver
+    from acme_sidecar.ops.dane import DaneCheck
+
+    return DaneCheck(
+        hosts=settings.dane_hosts,
+        ports=settings.acme_dane_ports,
+        interval=timedelta(seconds=settings.acme_dane_interval),
+        cert_file=settings.acme_cert_dir / "cert.pem",
+        state=settings.dane_state,
+        lookup=TlsaResolver(settings.acme_dane_resolver).lookup,
+    )
+
+
 def build_hooks(settings: Settings, *, daemon: bool = False) -> list[Hook]:
     """What runs after every cycle: the health file (always), then what the settings enable:
-    Prometheus metrics (``daemon`` only: their HTTP endpoint starts here), alerts (from
+    the DANE check (``ACME_DANE``), Prometheus metrics (``daemon`` only: their HTTP endpoint
+    starts here), alerts (from
     ``ACME_NOTIFY_*``, else mailcow's ``WATCHDOG_NOTIFY_*``; one line says which) and the
     mailcow UI (Redis; from here on every log line also goes to the UI's ACME log).
 
@@ -184,10 +205,13 @@ def build_hooks(settings: Settings, *, daemon: bool = False) -> list[Hook]:
 
     days = settings.acme_notify_expiry_days
     hooks: list[Hook] = [HealthFile(settings.acme_health_file, expiry_days=days)]
+    dane = dane_check(settings)
+    if dane is not None:  # before the metrics and the alerts, which read its results
+        hooks.append(dane)
     if daemon and settings.acme_metrics_port is not None:
         from acme_sidecar.ops.metrics import Metrics
 
-        metrics = Metrics()
+        metrics = Metrics(dane=dane.results if dane is not None else None)
         metrics.serve(settings.acme_metrics_address, settings.acme_metrics_port)
         hooks.append(metrics)
     if settings.redispass or settings.acme_redis_host:
@@ -207,7 +231,7 @@ def build_hooks(settings: Settings, *, daemon: bool = False) -> list[Hook]:
     ):
         from acme_sidecar.ops import notify  # logs which alert channel is used
 
-        notifier = notify.from_settings(settings)
+        notifier = notify.from_settings(settings, dane.notices if dane is not None else None)
         if notifier is not None:
             hooks.append(notifier)
     else:

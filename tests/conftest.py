@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.world.bind import Bind
+from tests.world.dane import DaneDNS
 from tests.world.dns import MockDNS
 from tests.world.docker import DockerWorld
 from tests.world.launcher import COMPONENTS, Launcher, World
@@ -169,6 +170,13 @@ def dns01_pebble(
     """A Pebble of its own whose DNS is ``bind_server``: DNS-01 for names of both servers'
     zones (HTTP-01 of those names lands on ``nginx``, their A records being 127.0.0.x)."""
     return world_launcher.dns01_pebble()
+
+
+@pytest.fixture(scope="session")
+def dane_dns(world_launcher: Launcher) -> DaneDNS:
+    """BIND serving ``example.test`` DNSSEC-signed (and ``plain.test`` unsigned), TLSA records
+    set with ``nsupdate``; a validating BIND on 127.0.0.1:53 that trusts the signed zone."""
+    return world_launcher.dane_dns()
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from pydantic import (
 from acme_sidecar.config.ari_settings import AriSettings
 from acme_sidecar.config.base import SETTINGS_CONFIG
 from acme_sidecar.config.ca_settings import CaSettings
+from acme_sidecar.config.dane_settings import DaneSettings
 from acme_sidecar.config.dns01_settings import Dns01Settings
 from acme_sidecar.config.docker_settings import DockerSettings
 from acme_sidecar.config.ops_settings import OpsSettings
@@ -63,7 +64,15 @@ MAILCOW_FLAGS = (
 )
 
 
-class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settings, DockerSettings):
+class Settings(
+    VerifySettings,
+    OpsSettings,
+    AriSettings,
+    CaSettings,
+    Dns01Settings,
+    DockerSettings,
+    DaneSettings,
+):
     """Every setting of DESIGN.md §3; field names are the environment variables, lower-cased."""
 
     model_config = SETTINGS_CONFIG
@@ -314,6 +323,19 @@ class Settings(VerifySettings, OpsSettings, AriSettings, CaSettings, Dns01Settin
         """MAILCOW_HOSTNAME as set when it is not the name used (mixed case, or not IDNA):
         the CLI logs one line; "" when it was used as set."""
         return self._hostname_given
+
+    @property
+    def dane_hosts(self) -> tuple[str, ...]:
+        """The MX names whose TLSA records are checked: ``ACME_DANE_HOSTS``, else
+        ``MAILCOW_HOSTNAME``."""
+        return self.acme_dane_hosts or (self.mailcow_hostname,)
+
+    @property
+    def dane_state(self) -> Path:
+        """``ACME_DANE_STATE``, default ``<ACME_HEALTH_FILE without .json>-dane.json``: outside
+        the volume, like the health file (a check writes nothing into the volume)."""
+        health = self.acme_health_file
+        return self.acme_dane_state or health.with_name(f"{health.stem}-dane.json")
 
     @property
     def snat4(self) -> bool:

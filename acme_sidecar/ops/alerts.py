@@ -8,6 +8,8 @@ Two kinds of problem (``Notice``):
   becomes an alert once it has lasted ``ACME_ALERT_AFTER`` without a break.
 - ``expiring:<certificate>``: a certificate inside its expiry warning (``core.expiry``). It is
   an alert at once, and again when its level rises (warning, urgent, expired).
+- ``dane:<tlsa owner>``: the TLSA records of an MX name match no served key (``ops.dane``, which
+  makes these notices). An alert at once.
 
 Each alert is sent once on each channel; when the problem is gone, one "resolved" message
 follows. A channel that failed to deliver is tried again at the next cycles, on its own: the
@@ -34,6 +36,7 @@ from acme_sidecar.ops.hooks import CycleEvent
 
 CYCLE_FAILED = "cycle_failed"
 EXPIRING = "certificate_expiring"
+DANE_MISMATCH = "dane_mismatch"
 _CAUSES_SHOWN = 10  # causes listed in one message; the rest are counted
 
 _FAILURE_SUMMARY = {
@@ -47,8 +50,8 @@ _FAILURE_SUMMARY = {
 class Notice:
     """One problem worth telling the admin about."""
 
-    key: str  # what "the same problem" means: cycle_failed, expiring:<certificate>
-    event: str  # cycle_failed | certificate_expiring
+    key: str  # what "the same problem" means: cycle_failed, expiring:<certificate>, dane:<owner>
+    event: str  # cycle_failed | certificate_expiring | dane_mismatch
     summary: str
     details: Mapping[str, Any] = field(default_factory=dict)
 
@@ -251,14 +254,21 @@ def _rank(level: str) -> int:
 
 
 def _resolved(key: str, alerted: Alerted, since: datetime | None) -> Notice:
+    details: dict[str, Any]
     if key == CYCLE_FAILED:
         summary = "resolved: certificate work succeeds again"
         details = {"failing_since": since.isoformat() if since else None}
+        event = CYCLE_FAILED
+    elif key.startswith("dane:"):
+        owner = key.removeprefix("dane:")
+        summary = f"resolved: the TLSA records at {owner} no longer mismatch the served certificate"
+        details = {"tlsa": owner}
+        event = DANE_MISMATCH
     else:
         name = key.removeprefix("expiring:")
         summary = f"resolved: certificate {name} is no longer close to expiry"
         details = {"certificate": name}
-    event = CYCLE_FAILED if key == CYCLE_FAILED else EXPIRING
+        event = EXPIRING
     return Notice(
         key,
         event,

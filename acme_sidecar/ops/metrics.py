@@ -6,12 +6,14 @@ a background thread on ``ACME_METRICS_ADDRESS:ACME_METRICS_PORT``. It touches no
 listening socket: no file, no volume.
 
 Names follow cert-manager's (``certificate_expiration_timestamp_seconds``) with the prefix
-``acme_sidecar_``; series of certificates that left the volume are removed.
+``acme_sidecar_``; series of certificates that left the volume are removed. ``dane_match`` is
+1 when the TLSA records of ``_<port>._tcp.<host>`` match the served certificate and 0 when they
+do not (or come without DNSSEC validation); a name without TLSA records has no series.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,7 @@ from prometheus_client import (
 )
 
 from acme_sidecar.core.ari import renew_time
+from acme_sidecar.core.dane import DaneResult, Status
 from acme_sidecar.core.report import Outcome
 from acme_sidecar.ops.hooks import CycleEvent
 
@@ -68,10 +71,27 @@ def sample(event: CycleEvent) -> Sample:
     )
 
 
+def dane_values(results: Sequence[DaneResult]) -> dict[tuple[str, str], float]:
+    """``dane_match`` per (host, port): 1 on a match, 0 on a mismatch or records without
+    DNSSEC validation; no TLSA records or a failed lookup: no value."""
+    values = {}
+    for v in results:
+        if v.status in (Status.MATCH, Status.MISMATCH, Status.INSECURE):
+            values[(v.host, str(v.port))] = 1.0 if v.status is Status.MATCH else 0.0
+    return values
+
+
 class Metrics:
     """The hook holding the metrics; ``serve`` starts the HTTP endpoint (daemon only)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        dane: Callable[[], Sequence[DaneResult]] | None = None,
+    ) -> None:
+        """``dane``: the DANE check's latest results (a hook that runs before this one)."""
+        self.dane = dane
         self.registry = registry if registry is not None else CollectorRegistry()
         # no *_created series next to the counter
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -113,12 +133,30 @@ class Metrics:
             "Names that did not pass validation in the last cycle",
             registry=reg,
         )
+        self.dane_match = Gauge(
+            PREFIX + "dane_match",
+            "1 when the TLSA records of _<port>._tcp.<host> match the served certificate, "
+            "0 when not (or not DNSSEC-validated)",
+            ["host", "port"],
+            registry=reg,
+        )
         self._names: set[str] = set()
+        self._dane: set[tuple[str, str]] = set()
         self._server: Any = None
 
     def after_cycle(self, event: CycleEvent) -> None:
         """Record the cycle's values."""
         self.apply(sample(event))
+        if self.dane is not None:
+            self.apply_dane(dane_values(self.dane()))
+
+    def apply_dane(self, values: Mapping[tuple[str, str], float]) -> None:
+        """Set ``dane_match`` per (host, port); drop the series no longer checked."""
+        for host, port in self._dane - set(values):
+            self.dane_match.remove(host, port)
+        for (host, port), value in values.items():
+            self.dane_match.labels(host=host, port=port).set(value)
+        self._dane = set(values)
 
     def apply(self, values: Sample) -> None:
         """Set the metrics to ``values``; drop series of certificates no longer present."""

@@ -17,7 +17,7 @@ back (atomically, only when it changed). Nothing else is touched.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import structlog
 
 from acme_sidecar.config.settings import Settings
 from acme_sidecar.core.values import is_email, url_origin
-from acme_sidecar.ops.alerts import load_state, problems, save_state, settle, step
+from acme_sidecar.ops.alerts import Notice, load_state, problems, save_state, settle, step
 from acme_sidecar.ops.channels import Channel, SmtpChannel, TemplateWebhook, WebhookChannel
 from acme_sidecar.ops.hooks import CycleEvent
 
@@ -44,8 +44,11 @@ class Notifier:
         state: Path,
         expiry_days: int = 14,
         alert_after: timedelta = timedelta(days=1),
+        more: Callable[[], Sequence[Notice]] | None = None,
     ) -> None:
+        """``more``: problems found by another hook that ran before (the DANE check)."""
         self.channels = tuple(channels)
+        self.more = more
         self.state = state
         self.expiry_days = expiry_days
         self.alert_after = alert_after
@@ -55,6 +58,7 @@ class Notifier:
         channel again next cycle (the others, which got it, are not sent it again)."""
         now = event.finished
         notices = problems(event, expiry_days=self.expiry_days)
+        notices += self.more() if self.more is not None else []
         names = [c.name for c in self.channels]
         before = load_state(self.state, names)
         done = step(before, names, notices, now, alert_after=self.alert_after, quiet=event.quiet)
@@ -153,9 +157,11 @@ def _watchdog_channels(settings: Settings) -> list[Channel]:
     return channels
 
 
-def from_settings(settings: Settings) -> Notifier | None:
+def from_settings(
+    settings: Settings, more: Callable[[], Sequence[Notice]] | None = None
+) -> Notifier | None:
     """The notifier the settings ask for, or None when there is no channel; one line says
-    which channel is used and where it came from."""
+    which channel is used and where it came from. ``more``: see ``Notifier``."""
     s = settings
     channels: list[Channel] = []
     webhook = s.acme_notify_webhook.get_secret_value()
@@ -189,6 +195,7 @@ def from_settings(settings: Settings) -> Notifier | None:
         state=state_path(s),
         expiry_days=s.acme_notify_expiry_days,
         alert_after=timedelta(seconds=s.acme_alert_after),
+        more=more,
     )
 
 

@@ -13,7 +13,8 @@ budget) or counted. The
 top-level pair is shown as ``(default)`` when it is not a copy of a certificate directory, with
 whose it is (an own certificate or not) and why. Also a deploy the services are still owed, a
 ``force_renew`` in progress, and when the daemon wakes up next for these certificates
-(``core.wake``) when its pacing is given.
+(``core.wake``) when its pacing is given. With ``ACME_DANE=check``: the last DANE check, each
+TLSA RRset's result and why (``ops.dane``'s state file, outside the volume).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import sys
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from acme_sidecar.adapters.volume import CertStore, toppair
@@ -37,6 +39,7 @@ from acme_sidecar.core.own import OWN_MARK
 from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.core.settle import force_done
 from acme_sidecar.core.wake import Pacing, candidates
+from acme_sidecar.ops.dane import status_rows
 from acme_sidecar.ops.terminal import Out
 
 
@@ -135,9 +138,11 @@ def collect(
     days: int = 14,
     pacing: Pacing | None = None,
     limits: Limits | None = None,
+    dane: Path | None = None,
 ) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` form); ``limits``: the
-    CA's limits kept (``ACME_RATE_LIMITS``; Let's Encrypt's when not given)."""
+    CA's limits kept (``ACME_RATE_LIMITS``; Let's Encrypt's when not given); ``dane``: the DANE
+    check's state file (None: ``ACME_DANE=off``)."""
     limits = limits if limits is not None else Limits()
     state, problem = _ledger(store)
     managed = store.certs.load()
@@ -214,6 +219,7 @@ def collect(
         "unreadable": _unreadable(store, top),
         "problem": problem,
         "next_wake": wake,
+        "dane": status_rows(dane) if dane is not None else None,
     }
 
 
@@ -323,3 +329,16 @@ def render(data: dict[str, Any], out: Out = sys.stdout, *, as_json: bool = False
         print(f"next wake-up: {wake['at']} for the {wake['reason']}", file=out)
     for name in data["refused_links"]:
         print(f"refused: {name} is a symbolic link; acme-sidecar does not use it", file=out)
+    _render_dane(data.get("dane"), out)
+
+
+def _render_dane(dane: dict[str, Any] | None, out: Out) -> None:
+    """The DANE check's results: one line per TLSA RRset, the reason and advice below."""
+    if not dane:
+        return
+    print(f"DANE (checked {dane['checked']}):", file=out)
+    for row in dane["results"]:
+        print(f"  {row['tlsa']}: {row['status']}", file=out)
+        print(f"    {row['reason']}", file=out)
+        if row["advice"]:
+            print(f"    advice: {row['advice']}", file=out)

@@ -7,7 +7,8 @@ image is a component too: its root fs is debootstrapped (or found in the machine
 while dockerd starts, then imported into it. So is the base image of the repository's
 Dockerfiles (``compose.base_image``), for the container tests. The DNS-01 world is BIND and
 PowerDNS sharing one port (``authdns``), BIND forwarding PowerDNS's zones, and a Pebble of its
-own resolving through BIND (``dns01_pebble``).
+own resolving through BIND (``dns01_pebble``). The DANE world's DNS is a signed BIND and a
+validating BIND that trusts it (``dane_dns``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .authdns import (
     shared_port,
 )
 from .bind import Bind
+from .dane import DaneDNS
 from .dns import MockDNS
 from .docker import DockerWorld
 from .mariadb import MariaDB
@@ -52,6 +54,7 @@ COMPONENTS = (
     "bind_server",
     "powerdns",
     "dns01_pebble",
+    "dane_dns",
 )
 WORLD_COMPONENTS = ("dns", "nginx", "pebble", "mariadb", "docker_world")
 
@@ -110,6 +113,7 @@ class Launcher:
             "bind_server": lambda: self._launch("bind", self._make_bind),
             "powerdns": lambda: self._launch("powerdns", self._make_powerdns),
             "dns01_pebble": self._make_dns01_pebble,
+            "dane_dns": lambda: self._launch("dane_dns", lambda: DaneDNS(self.root / "dane")),
         }
         with self._lock:
             if self._closed:
@@ -217,6 +221,12 @@ class Launcher:
         """A Pebble resolving through BIND (so both servers' zones), after BIND, PowerDNS and
         nginx (HTTP-01 of the zones' names lands on nginx too); started on first use."""
         result: Pebble = self._future("dns01_pebble").result()
+        return result
+
+    def dane_dns(self) -> DaneDNS:
+        """The DANE world's DNS: BIND serving ``dane.SIGNED_ZONE`` signed (and an unsigned
+        zone), and a validating BIND on 127.0.0.1:53 trusting it (started on first use)."""
+        result: DaneDNS = self._future("dane_dns").result()
         return result
 
     def world(self) -> World:
