@@ -93,6 +93,14 @@ class RenewalGroup:
     end: datetime
     why: str = ""
 
+    def named(self, but: str = "", most: int = 3) -> str:
+        """The members for a log line, less ``but`` (one of them): at most ``most`` names, then
+        how many more. A group may hold thousands of certificates issued together: this looks
+        at ``most + 1`` names, not at all of them."""
+        shown = [n for n in self.names[: most + 1] if n != but][:most]
+        more = len(self.names) - (1 if but else 0) - len(shown)
+        return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:

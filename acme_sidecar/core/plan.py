@@ -137,7 +137,7 @@ def _decide_fresh(
     together = ""
     if group is not None and len(group.names) > 1:  # core.coalesce: inside its own span
         due = group.at
-        together = f"; together with {', '.join(n for n in group.names if n != spec.name)}"
+        together = f"; together with {group.named(but=spec.name)}"
     if force:
         return CertPlan(spec, Action.RENEW, "force_renew is set", due, replaces)
     if now >= due:
@@ -249,5 +249,8 @@ def make_plan(
         archive=archive if specs or stepped_aside else (),
         skipped=skipped,
         notes=tuple(notes),
-        groups=tuple(sorted({g for g in grouped.values() if g.why}, key=lambda g: g.at)),
+        # by identity: hashing a group hashes all its names, once per member
+        groups=tuple(
+            sorted({id(g): g for g in grouped.values() if g.why}.values(), key=lambda g: g.at)
+        ),
     )

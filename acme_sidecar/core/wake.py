@@ -68,7 +68,7 @@ def candidates(report: Report, pacing: Pacing, now: datetime) -> list[tuple[date
         # a certificate due but ordered or held in this cycle waits for its retry (below);
         # one that fell due while the cycle ran is renewed at once
         if group.at > now or actions.get(name, Action.KEEP) is Action.KEEP:
-            what = ", ".join(group.names) + " together" if group.why else name
+            what = group.named(most=5) + " together" if group.why else name
             why = group.why or renew_time(cert.cert_id, cert.not_before, cert.not_after, record).why
             found.append((group.at, f"renewal of {what} at {_fmt(group.at)} ({why})"))
         poll = poll_due(cert.cert_id, cert.not_before, cert.not_after, record, now)

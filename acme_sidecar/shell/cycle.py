@@ -194,7 +194,8 @@ def tell(decision: Decision) -> None:
     for group in plan.groups:  # core.coalesce: renewed together, one deploy
         log.info(
             "renewal.coalesced",
-            certificates=",".join(group.names),
+            certificates=group.named(most=20),
+            count=len(group.names),
             renew_at=group.at.isoformat(),
             reason=group.why,
         )

@@ -169,7 +169,7 @@ def collect(
             rule = renew_time(cert.cert_id, cert.not_before, cert.not_after, ledger.ari)
             group = groups.get(name)
             if group is not None and group.why:  # renewed with others (core.coalesce)
-                with_ = ", ".join(n for n in group.names if n != name)
+                with_ = group.named(but=name, most=10)
                 rule = replace(rule, at=group.at, why=f"{rule.why}; together with {with_}")
             row |= {
                 "issuer": cert.issuer,

@@ -218,7 +218,8 @@ def test_six_certificates_with_overlapping_windows_deploy_together(
     assert counted["alone"]["per_lifetime"] >= 3, counted  # about one per certificate
     assert counted["coalesced"]["deploy_cycles"] < counted["alone"]["deploy_cycles"]
     # every group renewal had its line naming all six certificates, with the time and why
-    assert groups and all(len(e["certificates"].split(",")) == CERTIFICATES for _, e in groups)
+    assert groups and all(e["count"] == CERTIFICATES for _, e in groups), groups
+    assert all(len(e["certificates"].split(", ")) == CERTIFICATES for _, e in groups), groups
     assert all("ARI windows overlap" in e["reason"] for _, e in groups)
     assert not runs["alone"].named("renewal.coalesced")
     # the renewals stayed ARI renewals: each renewal's order names the certificate it replaces

@@ -16,7 +16,7 @@ from acme_sidecar.core.ari import LATEST_LEFT, AriRecord, lifetime_time, poll_du
 from acme_sidecar.core.coalesce import OFF, Coalesce, Span, group_spans, renewal_groups, span_of
 from acme_sidecar.core.errors import ConfigError
 from acme_sidecar.core.ledger import CertLedger, State
-from acme_sidecar.core.model import Action, NameGroup, StoredCert, Verdict
+from acme_sidecar.core.model import Action, NameGroup, RenewalGroup, StoredCert, Verdict
 from acme_sidecar.core.plan import Shape, make_plan
 from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.core.wake import Pacing, next_wake
@@ -278,3 +278,17 @@ def test_acme_coalesce_refuses_what_it_cannot_read(value: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings({"MAILCOW_HOSTNAME": "mail.example.org", "ACME_COALESCE": value})
     assert "ACME_COALESCE" in str(info.value).upper() and "0% to 50%" in str(info.value)
+
+
+def test_a_large_group_is_named_by_its_first_members_and_a_count() -> None:
+    """A group of 10,001 certificates issued together is named by at most ``most`` members and
+    how many more, less the certificate the line is about (the quiet cycle at 10,000 domains
+    names the group once per certificate: never all of it)."""
+    at = datetime(2026, 12, 6, tzinfo=UTC)
+    names = tuple(f"d{i:05d}.test" for i in range(10_001))
+    group = RenewalGroup(names, at, at, at, "their ARI windows overlap")
+    assert group.named(but="d00001.test") == "d00000.test, d00002.test, d00003.test and 9997 more"
+    assert group.named(but="d05000.test", most=2) == "d00000.test, d00001.test and 9998 more"
+    assert group.named(most=20).count(", ") == 19 and group.named(most=20).endswith("9981 more")
+    pair = RenewalGroup(("a.test", "b.test"), at, at, at, "x")
+    assert (pair.named(but="a.test"), pair.named()) == ("b.test", "a.test, b.test")
