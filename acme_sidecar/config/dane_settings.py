@@ -14,9 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, field_validator
 
 from acme_sidecar.config.base import SETTINGS_CONFIG
-from acme_sidecar.config.values import comma_list, parse_duration
+from acme_sidecar.config.values import comma_list, parse_duration, resolver_list
 from acme_sidecar.core.names import normalize_hostname
-from acme_sidecar.core.values import parse_resolver
 
 
 class DaneSettings(BaseModel):
@@ -70,12 +69,7 @@ class DaneSettings(BaseModel):
     @field_validator("acme_dane_resolver", mode="before")
     @classmethod
     def _resolver(cls, value: Any) -> tuple[str, ...]:
-        if isinstance(value, tuple):
-            return value
-        items = comma_list(value)
-        for item in items:
-            parse_resolver(item)
-        return items
+        return resolver_list(value)
 
     @field_validator("acme_dane_interval", mode="before")
     @classmethod

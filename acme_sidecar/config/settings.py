@@ -34,18 +34,17 @@ from acme_sidecar.config.dns01_settings import Dns01Settings
 from acme_sidecar.config.docker_settings import DockerSettings
 from acme_sidecar.config.ops_settings import OpsSettings
 from acme_sidecar.config.values import (
-    comma_list,
     contact,
     describe_errors,
     mailcow_flag,
     parse_duration,
+    resolver_list,
     san_entries,
     skipped_values,
 )
 from acme_sidecar.config.verify_settings import VerifySettings
 from acme_sidecar.core.errors import ConfigError
 from acme_sidecar.core.names import normalize_hostname
-from acme_sidecar.core.values import parse_resolver
 
 __all__ = ["Settings", "load_settings"]
 
@@ -184,12 +183,7 @@ class Settings(
     @field_validator("acme_dns_resolvers", mode="before")
     @classmethod
     def _resolvers(cls, value: Any) -> tuple[str, ...]:
-        if isinstance(value, tuple):
-            return value
-        items = comma_list(value)
-        for item in items:
-            parse_resolver(item)
-        return items
+        return resolver_list(value)
 
     @field_validator("public_ipv4", "public_ipv6", mode="before")
     @classmethod

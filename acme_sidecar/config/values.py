@@ -19,6 +19,7 @@ from acme_sidecar.core.names import normalize_hostname, normalize_prefix
 from acme_sidecar.core.values import (
     is_email,
     mask_url,
+    parse_resolver,
     url_origin,
 )
 
@@ -118,6 +119,17 @@ def skipped_values(raw: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
 def comma_list(value: Any) -> tuple[str, ...]:
     """The non-empty, stripped items of a comma-separated setting."""
     return tuple(item.strip() for item in str(value).split(",") if item.strip())
+
+
+def resolver_list(value: Any) -> tuple[str, ...]:
+    """A comma-separated list of DNS resolvers (``ip`` or ``ip:port``), each checked
+    (``core.values.parse_resolver`` raises ``ValueError`` naming a bad one)."""
+    if isinstance(value, tuple):
+        return value
+    items = comma_list(value)
+    for item in items:
+        parse_resolver(item)
+    return items
 
 
 def describe_errors(

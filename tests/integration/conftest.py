@@ -13,7 +13,10 @@ from tests.integration.eab import eab_pebble  # noqa: F401 - a fixture (test_key
 from tests.integration.sidecar import HOST, PROJECT, base_env
 from tests.integration.stack import KINDS, Stack
 from tests.world import World
+from tests.world.pebble import Pebble
 from tests.world.proc import free_port
+
+SHORT_VALIDITY = 60  # seconds: the certificates of ``short_pebble``
 
 
 @contextmanager
@@ -43,6 +46,21 @@ def consumer_stack(
     finally:
         for container in containers.values():
             container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def short_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    """A Pebble of the module's own issuing ``SHORT_VALIDITY``-second certificates (the shared
+    one keeps 5 years): the continuity, budget and coalescing tests."""
+    pebble = Pebble(
+        tmp_path_factory.mktemp("pebble-short"),
+        world.dns.port,
+        world.nginx.port,
+        config={"certificateValidityPeriod": SHORT_VALIDITY},
+    )
+    pebble.start()
+    yield pebble
+    pebble.stop()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from docker.models.containers import Container
 
 from acme_sidecar.core.ari import lifetime_time as renewal_time
 from tests.integration.sidecar import Daemon, cert_dirs
@@ -194,6 +195,36 @@ EARLY = 0.3  # share of the life gone when an "early" window opens (each window 
 LATE = 0.75  # ... when a "late" one ends
 
 
+def stored_cert(root: Path, serial: int) -> tuple[str, x509.Certificate] | None:
+    """The certificate directory under ``root`` whose ``cert.pem`` has ``serial``, with it."""
+    for directory in cert_dirs(root):
+        try:
+            pem = (root / directory / "cert.pem").read_bytes()
+            cert = x509.load_pem_x509_certificates(pem)[0]
+        except (OSError, ValueError):
+            continue
+        if cert.serial_number == serial:
+            return directory, cert
+    return None
+
+
+def consumer_actions(container: Container, since: float, until: float) -> list[tuple[float, str]]:
+    """The reloads and (re)starts a consumer logged from ``since`` to ``until`` (epoch seconds,
+    as Docker stamped its log lines; its logs outlive restarts): (time, "reload" or "start")."""
+    raw = container.logs(timestamps=True, since=int(since)).decode(errors="replace")
+    found = []
+    for line in raw.splitlines():
+        stamp, _, text = line.partition(" ")
+        at = datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
+        if not since <= at <= until:
+            continue
+        if text.strip() == "consumer: reloaded":
+            found.append((at, "reload"))
+        elif " listening on " in text:
+            found.append((at, "start"))
+    return found
+
+
 def cid_serial(cid: str) -> int:
     """The serial number in an ARI CertID (``base64url(AKI).base64url(DER serial)``)."""
     part = cid.rsplit(".", 1)[-1]
@@ -211,22 +242,11 @@ class RenewalWindows:
         self.kinds: dict[str, list[str]] = {}  # directory -> the kind of each window, in order
         self._lock = threading.Lock()
 
-    def _stored(self, serial: int) -> tuple[str, x509.Certificate] | None:
-        for directory in cert_dirs(self.root):
-            try:
-                pem = (self.root / directory / "cert.pem").read_bytes()
-                cert = x509.load_pem_x509_certificates(pem)[0]
-            except (OSError, ValueError):
-                continue
-            if cert.serial_number == serial:
-                return directory, cert
-        return None
-
     def __call__(self, cid: str) -> tuple[datetime, datetime] | None:
         with self._lock:
             if cid in self.given:
                 return self.given[cid]
-            found = self._stored(cid_serial(cid))
+            found = stored_cert(self.root, cid_serial(cid))
             if found is None:
                 return None
             directory, cert = found

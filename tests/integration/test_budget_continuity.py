@@ -18,7 +18,7 @@ would hold. Then:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from acme_sidecar.adapters.volume import CertStore
-from tests.integration.conftest import consumer_stack
+from tests.integration.conftest import SHORT_VALIDITY, consumer_stack
 from tests.integration.continuity import (
     EventLog,
     Probe,
@@ -48,24 +48,10 @@ from tests.world.pebble import Pebble
 
 pytestmark = pytest.mark.slow  # minutes: left out by -m "not slow" (README, Run the tests)
 
-VALIDITY = 60  # seconds: Pebble's certificateValidityPeriod
+VALIDITY = SHORT_VALIDITY  # seconds: the certificates of short_pebble (conftest)
 EXEMPT = 2  # renewals per certificate with ARI, each past the spent budget
 URGENT = 2  # renewals per certificate without ARI, each at its urgent time
 SPENT = 3  # certificates added to the ledger per set of names: 4 this week, the budget's all
-
-
-@pytest.fixture(scope="module")
-def short_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    """A Pebble of its own issuing 60-second certificates (the shared one keeps 5 years)."""
-    pebble = Pebble(
-        tmp_path_factory.mktemp("pebble-budget"),
-        world.dns.port,
-        world.nginx.port,
-        config={"certificateValidityPeriod": VALIDITY},
-    )
-    pebble.start()
-    yield pebble
-    pebble.stop()
 
 
 @dataclass

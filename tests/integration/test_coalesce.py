@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -27,10 +26,9 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from docker.models.containers import Container
 
-from tests.integration.conftest import consumer_stack
-from tests.integration.continuity import EventLog, cid_serial
+from tests.integration.conftest import SHORT_VALIDITY, consumer_stack
+from tests.integration.continuity import EventLog, cid_serial, consumer_actions, stored_cert
 from tests.integration.sidecar import Daemon, cert_dirs, seed
 from tests.integration.stack import Stack
 from tests.world import World
@@ -39,26 +37,12 @@ from tests.world.pebble import Pebble
 
 pytestmark = pytest.mark.slow  # two minutes: left out by -m "not slow" (README, Run the tests)
 
-VALIDITY = 60  # seconds: Pebble's certificateValidityPeriod
+VALIDITY = SHORT_VALIDITY  # seconds: the certificates of short_pebble (conftest)
 DOMAINS = ["c1.test", "c2.test", "c3.test", "c4.test", "c5.test"]  # with the server's: six
 CERTIFICATES = len(DOMAINS) + 1
 RENEWALS = 3  # per certificate, after the first issuance
 OPENS, CLOSES = 0.5, 0.8  # the share of its life gone when a certificate's window opens, ends
 RUN_LIMIT = 150.0  # seconds (by the windows, three renewals take about two minutes)
-
-
-@pytest.fixture(scope="module")
-def short_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    """A Pebble of its own issuing 60-second certificates (the shared one keeps 5 years)."""
-    pebble = Pebble(
-        tmp_path_factory.mktemp("pebble-coalesce"),
-        world.dns.port,
-        world.nginx.port,
-        config={"certificateValidityPeriod": VALIDITY},
-    )
-    pebble.start()
-    yield pebble
-    pebble.stop()
 
 
 class Windows:
@@ -70,33 +54,12 @@ class Windows:
         self._lock = threading.Lock()
 
     def __call__(self, cid: str) -> tuple[datetime, datetime] | None:
-        serial = cid_serial(cid)
         with self._lock:
-            for directory in cert_dirs(self.root):
-                try:
-                    pem = (self.root / directory / "cert.pem").read_bytes()
-                    cert = x509.load_pem_x509_certificates(pem)[0]
-                except (OSError, ValueError):
-                    continue
-                if cert.serial_number == serial:
-                    born, dies = cert.not_valid_before_utc, cert.not_valid_after_utc
-                    return born + (dies - born) * OPENS, born + (dies - born) * CLOSES
-        return None
-
-
-def deploy_times(container: Container, since: float, until: float) -> list[float]:
-    """When the consumer reloaded or (re)started between ``since`` and ``until`` (epoch
-    seconds, as Docker stamped its log lines)."""
-    raw = container.logs(timestamps=True, since=int(since)).decode(errors="replace")
-    found = []
-    for line in raw.splitlines():
-        stamp, _, text = line.partition(" ")
-        at = datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
-        if since <= at <= until and (
-            text.strip() == "consumer: reloaded" or " listening on " in text
-        ):
-            found.append(at)
-    return found
+            found = stored_cert(self.root, cid_serial(cid))
+        if found is None:
+            return None
+        born, dies = found[1].not_valid_before_utc, found[1].not_valid_after_utc
+        return born + (dies - born) * OPENS, born + (dies - born) * CLOSES
 
 
 class Run:
@@ -190,7 +153,7 @@ def test_six_certificates_with_overlapping_windows_deploy_together(
         until = time.time()
         deploys = {
             mode: {
-                service: deploy_times(container, run.since, until)
+                service: [t for t, _ in consumer_actions(container, run.since, until)]
                 for service, container in run.stack.containers.items()
             }
             for mode, run in runs.items()

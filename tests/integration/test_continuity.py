@@ -30,7 +30,7 @@ import itertools
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,7 +38,7 @@ import pytest
 from docker.models.containers import Container
 
 from tests.certs import write_pair
-from tests.integration.conftest import consumer_stack
+from tests.integration.conftest import SHORT_VALIDITY, consumer_stack
 from tests.integration.continuity import (
     SCHEDULE,
     EventLog,
@@ -47,6 +47,7 @@ from tests.integration.continuity import (
     RenewalWindows,
     Stored,
     VolumeWatch,
+    consumer_actions,
     defaults,
     deploy_times,
     judge,
@@ -64,23 +65,9 @@ from tests.world.pebble import Pebble
 pytestmark = pytest.mark.slow  # minutes: left out by -m "not slow" (README, Run the tests)
 
 RENEWALS = 10  # per certificate, in a row, at the least
-VALIDITY = 60  # seconds: Pebble's certificateValidityPeriod
+VALIDITY = SHORT_VALIDITY  # seconds: the certificates of short_pebble (conftest)
 LIFETIMES = 10  # the daemon runs at least this many lifetimes (issue #16)
 RUN_LIMIT = LIFETIMES * VALIDITY + 4 * 60.0  # seconds (RENEWALS take about 3 1/2 minutes)
-
-
-@pytest.fixture(scope="module")
-def short_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    """A Pebble of its own issuing 60-second certificates (the shared one keeps 5 years)."""
-    pebble = Pebble(
-        tmp_path_factory.mktemp("pebble-short"),
-        world.dns.port,
-        world.nginx.port,
-        config={"certificateValidityPeriod": VALIDITY},
-    )
-    pebble.start()
-    yield pebble
-    pebble.stop()
 
 
 def map_rebuilds(container: Container) -> int:
@@ -98,16 +85,8 @@ def container_actions(
     a cycle the stop cut short, which no ``cycle.done`` line counts."""
     counts: dict[str, dict[str, int]] = {}
     for service, container in stack.containers.items():
-        raw = container.logs(timestamps=True, since=int(since)).decode(errors="replace")
-        tally = {"reloads": 0, "starts": 0}
-        for line in raw.splitlines():
-            stamp, _, text = line.partition(" ")
-            at = datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
-            if at < since or at > until:
-                continue
-            tally["reloads"] += text.strip() == "consumer: reloaded"
-            tally["starts"] += " listening on " in text
-        counts[service] = tally
+        kinds = Counter(kind for _, kind in consumer_actions(container, since, until))
+        counts[service] = {"reloads": kinds["reload"], "starts": kinds["start"]}
     return counts
 
 
