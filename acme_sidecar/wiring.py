@@ -120,6 +120,19 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
             resolver=resolver,
         )
 
+    rollover = None
+    if s.acme_dane != "off":  # a key change waits for its TLSA record (shell.rollover)
+        from acme_sidecar.adapters.tlsa import TlsaResolver
+        from acme_sidecar.shell.rollover import KeyRoll
+
+        rollover = KeyRoll(
+            s.dane_hosts,
+            s.acme_dane_ports,
+            TlsaResolver(s.acme_dane_resolver).lookup,
+            s.dane_state,
+            read_only=read_only,
+        )
+
     return Deps(
         source=MariaDBSource(
             database=s.dbname,
@@ -141,6 +154,7 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
         stop=stop,
         dns01=router.routes() if router is not None else None,
         deployed=None if read_only else deploy_hook(s),
+        rollover=rollover,
     )
 
 

@@ -46,4 +46,13 @@ class TlsaResolver:
             for r in answer
             if r.rdtype == dns.rdatatype.TLSA
         )
-        return TlsaAnswer(records, secure=secure)
+        ttl = max(
+            [answer.rrset.ttl if answer.rrset is not None else 0]
+            + [
+                int(sig.original_ttl)
+                for rrset in answer.response.answer
+                if rrset.rdtype == dns.rdatatype.RRSIG and rrset.covers == dns.rdatatype.TLSA
+                for sig in rrset
+            ]
+        )
+        return TlsaAnswer(records, secure=secure, ttl=ttl)

@@ -50,11 +50,13 @@ class Tlsa:
 @dataclass(frozen=True, slots=True)
 class TlsaAnswer:
     """What the resolver said: the records (none: no RRset), whether the answer was
-    DNSSEC-validated (the AD bit), or why the lookup failed."""
+    DNSSEC-validated (the AD bit), or why the lookup failed; ``ttl``: the RRset's TTL in
+    seconds (its signature's original TTL when that is larger: a cache counts it down)."""
 
     records: tuple[Tlsa, ...] = ()
     secure: bool = False
     error: str = ""
+    ttl: int = 0
 
 
 @dataclass(frozen=True, slots=True)

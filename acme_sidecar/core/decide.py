@@ -22,6 +22,7 @@ from acme_sidecar.core.memory import apply_memory, record_validated
 from acme_sidecar.core.model import DomainRows, NameGroup, Plan, StoredCert, Verdict
 from acme_sidecar.core.names import covers
 from acme_sidecar.core.plan import Shape, make_plan
+from acme_sidecar.core.rollover import Rollover
 from acme_sidecar.core.settle import force_done
 
 
@@ -44,7 +45,8 @@ class Facts:
     ``checked`` are this cycle's verdicts, ``reused`` the recent ones kept for names whose
     certificate is not due (``state.reusable_verdicts``). ``refused`` are the certificate
     directories the volume refused (symbolic links); ``own`` says why the top-level pair is the
-    admin's own certificate (None: it is not); ``key_type`` is the key type in force.
+    admin's own certificate (None: it is not); ``key_type`` is the key type in force (while a
+    key change waits for its TLSA record, the current key's: ``rollover``, ``core.rollover``).
     """
 
     rows: DomainRows
@@ -56,6 +58,7 @@ class Facts:
     refused: frozenset[str] = frozenset()
     own: str | None = None
     key_type: str = ""
+    rollover: Rollover | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -71,6 +74,7 @@ class Decision:
     them afresh and decides again before anything is ordered. ``covered``: (name, certificate)
     for names that a wildcard of the certificate covers without listing them. ``other_ca``: the
     stored certificates issued from another CA than the configured one (each is renewed).
+    ``rollover``: the key rollover's step (the facts'), which the orders' keys follow.
     """
 
     plan: Plan
@@ -80,6 +84,7 @@ class Decision:
     covered: tuple[tuple[str, str], ...] = ()
     nothing_valid: bool = False
     other_ca: tuple[str, ...] = ()
+    rollover: Rollover | None = None
 
 
 def decide(facts: Facts, policy: DecisionPolicy, now: datetime) -> Decision:
@@ -116,6 +121,7 @@ def decide(facts: Facts, policy: DecisionPolicy, now: datetime) -> Decision:
         covered=_covered(plan, facts.groups, verdicts),
         nothing_valid=not plan.certs and facts.own is None,
         other_ca=tuple(sorted(other_ca)),
+        rollover=facts.rollover,
     )
 
 

@@ -10,6 +10,8 @@ Two kinds of problem (``Notice``):
   an alert at once, and again when its level rises (warning, urgent, expired).
 - ``dane:<tlsa owner>``: the TLSA records of an MX name match no served key (``ops.dane``, which
   makes these notices). An alert at once.
+- ``dane-next:<key>``: a key change waits for the admin to publish the next key's TLSA record
+  (``ops.dane``; ``core.rollover``). An alert at once, once per next key.
 
 Each alert is sent once on each channel; when the problem is gone, one "resolved" message
 follows. A channel that failed to deliver is tried again at the next cycles, on its own: the
@@ -37,6 +39,7 @@ from acme_sidecar.ops.hooks import CycleEvent
 CYCLE_FAILED = "cycle_failed"
 EXPIRING = "certificate_expiring"
 DANE_MISMATCH = "dane_mismatch"
+DANE_PUBLISH_NEXT = "dane_publish_next"
 _CAUSES_SHOWN = 10  # causes listed in one message; the rest are counted
 
 _FAILURE_SUMMARY = {
@@ -50,8 +53,8 @@ _FAILURE_SUMMARY = {
 class Notice:
     """One problem worth telling the admin about."""
 
-    key: str  # what "the same problem" means: cycle_failed, expiring:<certificate>, dane:<owner>
-    event: str  # cycle_failed | certificate_expiring | dane_mismatch
+    key: str  # the same problem: cycle_failed, expiring:<cert>, dane:<owner>, dane-next:<key>
+    event: str  # cycle_failed | certificate_expiring | dane_mismatch | dane_publish_next
     summary: str
     details: Mapping[str, Any] = field(default_factory=dict)
 
@@ -264,6 +267,10 @@ def _resolved(key: str, alerted: Alerted, since: datetime | None) -> Notice:
         summary = f"resolved: the TLSA records at {owner} no longer mismatch the served certificate"
         details = {"tlsa": owner}
         event = DANE_MISMATCH
+    elif key.startswith("dane-next:"):
+        summary = "resolved: the TLSA record of the next key is published"
+        details = {}
+        event = DANE_PUBLISH_NEXT
     else:
         name = key.removeprefix("expiring:")
         summary = f"resolved: certificate {name} is no longer close to expiry"

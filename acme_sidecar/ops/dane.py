@@ -12,6 +12,11 @@ without DNSSEC validation, or a match that will not hold across renewals (a ``2 
 ``3 0 x`` record) is one warning saying why and what to publish. The results are kept in
 ``ACME_DANE_STATE`` (outside the volume, next to the health file) for ``status`` and for the
 next process; the metrics (``dane_match``) and the alerts (a mismatch) read them from here.
+
+The same file keeps a key rollover's progress (``core.rollover.Progress``, written by
+``shell.rollover`` before the plan); after each cycle this hook follows it (``settled``): one
+``dane.switched`` line when the served key became the next key, one ``dane.retire_old`` line
+2 x TTL later; while the next key's record is not published, an alert names the records to add.
 Touches that file and, through the lookup, DNS.
 """
 
@@ -20,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +34,8 @@ import structlog
 
 from acme_sidecar.adapters.volume.files import atomic_write
 from acme_sidecar.core.dane import DaneResult, Served, Status, TlsaAnswer, compare
-from acme_sidecar.ops.alerts import DANE_MISMATCH, Notice
+from acme_sidecar.core.rollover import Progress, Step, settled
+from acme_sidecar.ops.alerts import DANE_MISMATCH, DANE_PUBLISH_NEXT, Notice
 from acme_sidecar.ops.hooks import CycleEvent
 
 log = structlog.get_logger(__name__)
@@ -46,6 +52,7 @@ class DaneState:
     checked: datetime | None = None
     results: tuple[DaneResult, ...] = ()
     told: dict[str, str] = field(default_factory=dict)
+    rollover: Progress = field(default_factory=Progress)
 
 
 class DaneCheck:
@@ -74,8 +81,13 @@ class DaneCheck:
         return self._load().results
 
     def notices(self) -> list[Notice]:
-        """An alert per TLSA RRset that matches no served key."""
-        return [mismatch_notice(v) for v in self.results() if v.status is Status.MISMATCH]
+        """An alert per TLSA RRset that matches no served key, and one while the next key's
+        records are not published (a key rollover)."""
+        found = [mismatch_notice(v) for v in self.results() if v.status is Status.MISMATCH]
+        progress = load_state(self.state_path).rollover
+        if progress.pending and progress.step == Step.PUBLISH.value:
+            found.append(publish_notice(progress))
+        return found
 
     def _load(self) -> DaneState:
         if self._state is None:
@@ -83,14 +95,16 @@ class DaneCheck:
         return self._state
 
     def after_cycle(self, event: CycleEvent) -> None:
-        """Check when the served certificate changed or the interval passed."""
+        """Follow a key rollover; check when the served certificate changed or the interval
+        passed."""
         try:
             chain = self.cert_file.read_bytes()
         except OSError:
             return  # no certificate served yet: nothing to compare
+        now = event.finished
+        self._settle(chain, now)
         before = self._load()
         fingerprint = hashlib.sha256(chain).hexdigest()
-        now = event.finished
         recent = before.checked is not None and now - before.checked < self.interval
         if before.fingerprint == fingerprint and recent:
             return
@@ -110,11 +124,43 @@ class DaneCheck:
             if told.get(result.owner) != said:
                 tell(result)
                 told[result.owner] = said
-        self._state = DaneState(fingerprint, now, found, told)
+        rollover = load_state(self.state_path).rollover  # shell.rollover's, as written
+        self._state = DaneState(fingerprint, now, found, told, rollover)
+        self._save(self._state)
+
+    def _save(self, state: DaneState) -> None:
         try:
-            save_state(self.state_path, self._state)
+            save_state(self.state_path, state)
         except OSError as exc:
             log.error("dane.state_failed", path=str(self.state_path), error=str(exc))
+
+    def _settle(self, chain: bytes, now: datetime) -> None:
+        """A rollover after a cycle: ``dane.switched``, later ``dane.retire_old`` (once)."""
+        state = load_state(self.state_path)
+        progress = state.rollover
+        if not progress.next or progress.retired:
+            return
+        try:
+            served = Served.from_pem(chain).record().data
+        except ValueError:
+            return
+        progress, say = settled(served, progress, now)
+        if not say:
+            return
+        if say == "switched":
+            log.info(
+                "dane.switched",
+                tlsa_3_1_1=progress.next,
+                old_tlsa_3_1_1=progress.current,
+                retire_after=f"{2 * progress.ttl}s",
+                reason="the certificate on the next key is served; its TLSA record was "
+                "published first",
+            )
+        else:
+            log.info("dane.retire_old", records=" | ".join(progress.old_records) or None,
+                     reason=progress.reason)  # fmt: skip
+        self._state = replace(self._load(), rollover=progress)
+        self._save(replace(state, rollover=progress))
 
 
 def _signature(result: DaneResult) -> str:
@@ -162,6 +208,17 @@ def mismatch_notice(result: DaneResult) -> Notice:
     )
 
 
+def publish_notice(progress: Progress) -> Notice:
+    """The alert while the next key's TLSA records are not published (once per next key)."""
+    return Notice(
+        f"dane-next:{progress.next[:16]}",
+        DANE_PUBLISH_NEXT,
+        "a key change waits for the TLSA record of the next key: add it to the zone; the "
+        "current key stays in use until it is seen",
+        {"add": list(progress.records), "reason": progress.reason},
+    )
+
+
 def load_state(path: Path) -> DaneState:
     """The saved state; empty when the file is missing or damaged."""
     try:
@@ -172,9 +229,44 @@ def load_state(path: Path) -> DaneState:
             datetime.fromisoformat(checked) if checked else None,
             tuple(_result(v) for v in data["results"]),
             {str(k): str(v) for k, v in data.get("told", {}).items()},
+            _progress(data.get("rollover") or {}),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return DaneState()
+
+
+def _when(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _progress(data: dict[str, Any]) -> Progress:
+    return Progress(
+        next=str(data.get("next", "")),
+        current=str(data.get("current", "")),
+        told=bool(data.get("told")),
+        seen=_when(data.get("seen")),
+        ttl=int(data.get("ttl", 0)),
+        switched=_when(data.get("switched")),
+        retired=bool(data.get("retired")),
+        step=str(data.get("step", "")),
+        reason=str(data.get("reason", "")),
+        records=tuple(str(r) for r in data.get("records", ())),
+        old_records=tuple(str(r) for r in data.get("old_records", ())),
+    )
+
+
+def _progress_data(progress: Progress) -> dict[str, Any] | None:
+    if progress == Progress():
+        return None
+    data = asdict(progress)
+    for key in ("seen", "switched"):
+        data[key] = data[key].isoformat() if data[key] else None
+    return data
+
+
+def save_rollover(path: Path, progress: Progress) -> None:
+    """Replace the rollover's progress in the state file, the rest kept."""
+    save_state(path, replace(load_state(path), rollover=progress))
 
 
 def _result(data: dict[str, Any]) -> DaneResult:
@@ -196,18 +288,21 @@ def save_state(path: Path, state: DaneState) -> None:
         "checked": state.checked.isoformat() if state.checked else None,
         "results": [asdict(v) | {"status": v.status.value} for v in state.results],
         "told": dict(sorted(state.told.items())),
+        "rollover": _progress_data(state.rollover),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(data, indent=1).encode(), 0o644)
 
 
 def status_rows(path: Path) -> dict[str, Any] | None:
-    """What ``status`` shows of the last check (None: never checked)."""
+    """What ``status`` shows of the last check and of a key rollover (None: neither)."""
     state = load_state(path)
-    if state.checked is None:
+    rollover = _rollover_rows(state.rollover)
+    if state.checked is None and rollover is None:
         return None
     return {
-        "checked": state.checked.isoformat(),
+        "checked": state.checked.isoformat() if state.checked else None,
+        "rollover": rollover,
         "results": [
             {
                 "tlsa": v.owner,
@@ -218,4 +313,20 @@ def status_rows(path: Path) -> dict[str, Any] | None:
             }
             for v in state.results
         ],
+    }
+
+
+def _rollover_rows(progress: Progress) -> dict[str, Any] | None:
+    """A rollover's step for ``status``: what to add, since when it is seen, what may go."""
+    if not progress.next:
+        return None
+    return {
+        "step": progress.step,
+        "reason": progress.reason,
+        "next_tlsa_3_1_1": progress.next,
+        "add": list(progress.records) if progress.pending else [],
+        "seen": progress.seen.isoformat() if progress.seen else None,
+        "ttl": progress.ttl,
+        "switched": progress.switched.isoformat() if progress.switched else None,
+        "remove": list(progress.old_records) if progress.retired else [],
     }

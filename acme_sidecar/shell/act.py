@@ -201,7 +201,19 @@ def _order(policy: CyclePolicy, deps: Deps, book: Book, decision: Decision, now:
         return Acted()
     store, to_order = deps.store, decision.plan.to_order
     names = [c.spec.name for c in to_order]
-    keys = store.keys.order_keys(policy.shape.key_type, names, reuse=policy.key_reuse)
+    if decision.rollover is None:
+        keys = store.keys.order_keys(policy.shape.key_type, names, reuse=policy.key_reuse)
+    else:  # ACME_DANE: the key changes only once its TLSA record is published
+        from acme_sidecar.shell.rollover import order_keys
+
+        keys = order_keys(
+            store,
+            decision.rollover,
+            policy.shape.key_type,
+            names,
+            reuse=policy.key_reuse,
+            server=decision.plan.default_name,
+        )
     book.update(begin_orders(book.state, names, now))
     results = deps.issuer(store.keys.account_key()).issue_all(
         [c.spec for c in to_order],

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -38,6 +39,9 @@ from acme_sidecar.core.report import Deployed
 from acme_sidecar.core.validate import IpPolicy
 from acme_sidecar.shell.ari import refresh_windows
 from acme_sidecar.shell.lookups import validate_names
+
+if TYPE_CHECKING:  # imported with ACME_DANE on (wiring)
+    from acme_sidecar.shell.rollover import KeyRoll
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +67,7 @@ class Deps:
     deployed: Callable[[Deployed], None] | None = None  # the deploy hook; must not raise
     # the daemon's start: waits for the webroot before the first self-check (startup.py)
     before_checks: Callable[[], None] | None = None
+    rollover: KeyRoll | None = None  # ACME_DANE: a key change waits for its TLSA record
 
 
 def _ip_policy(policy: CyclePolicy, deps: Deps) -> IpPolicy:
@@ -127,6 +132,12 @@ def gather(
     stored, refused = deps.store.certs.read()  # one scan of the volume
     if deps.windows is not None:  # the CA's renewal windows due for the stored certificates
         state = refresh_windows(deps.windows, deps.stop, state, stored, policy.ari_interval, now)
+    roll = None  # a key change that DANE pins: looked up before the plan (shell.rollover)
+    if deps.rollover is not None:
+        roll = deps.rollover.before_plan(
+            deps.store, policy.shape.key_type, reuse=policy.key_reuse, now=now
+        )
+    key_type = deps.store.keys.key_type(policy.shape.key_type)
     v = policy.validation
     reused = (
         {}
@@ -148,7 +159,8 @@ def gather(
         reused=reused,
         refused=frozenset(refused),
         own=own,
-        key_type=deps.store.keys.key_type(policy.shape.key_type),
+        key_type=roll.kind if roll is not None and roll.held else key_type,
+        rollover=roll,
     )
     facts = recheck(policy, deps, facts, [n for n in names if n not in reused])
     if reused:

@@ -336,7 +336,14 @@ def _render_dane(dane: dict[str, Any] | None, out: Out) -> None:
     """The DANE check's results: one line per TLSA RRset, the reason and advice below."""
     if not dane:
         return
-    print(f"DANE (checked {dane['checked']}):", file=out)
+    print(f"DANE (checked {dane['checked'] or 'not yet'}):", file=out)
+    rollover = dane.get("rollover")
+    if rollover:
+        print(f"  key rollover: {rollover['step']}: {rollover['reason']}", file=out)
+        for line in rollover["add"]:
+            print(f"    add: {line}", file=out)
+        for line in rollover["remove"]:
+            print(f"    may go: {line}", file=out)
     for row in dane["results"]:
         print(f"  {row['tlsa']}: {row['status']}", file=out)
         print(f"    {row['reason']}", file=out)

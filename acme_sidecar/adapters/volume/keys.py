@@ -2,9 +2,11 @@
 
 Key types are ``core.profiles.KEY_TYPES`` (``rsa2048`` ... ``ec384``). ``tlsa_311`` is the
 SHA-256 of a key's SubjectPublicKeyInfo: the data of a TLSA ``3 1 1`` record, which stays valid
-for as long as the key is kept. May touch only ``acme/account.pem``, ``acme/key.pem`` and
-``backups/acme/`` of the volume (through the primitives of ``files``); ``Keys`` is the way
-in (``CertStore.keys``).
+for as long as the key is kept. The next key (``acme/key.next.pem``) is made before a key change
+that DANE must follow (``core.rollover``) and becomes ``acme/key.pem`` at the switch. May touch
+only ``acme/account.pem``, ``acme/key.pem``, ``acme/key.next.pem`` and ``backups/acme/`` of the
+volume, through the primitives of ``files`` (and read the top-level ``key.pem``); ``Keys`` is
+the way in (``CertStore.keys``).
 """
 
 from __future__ import annotations
@@ -234,3 +236,68 @@ class Keys:
         """The certificate key type in force: ``configured`` (ACME_KEY_TYPE), else the type of
         ``acme/key.pem``, else (a new volume) ec256; "" for a key of another kind."""
         return configured or stored_kind(self.layout.domain_key_path)
+
+    # --- the next key (core.rollover): made first, used once its TLSA record is seen ---------
+
+    def next_key(self) -> bytes | None:
+        """The next key (PEM), None when there is none or it cannot be read (it is made
+        again: nothing served or published depends on an unreadable one)."""
+        path = self.layout.next_key_path
+        try:
+            data = read_bytes(path, private=True)
+            load_key(data, check=True)
+        except FileNotFoundError:
+            return None
+        except StoreError as exc:
+            log.warning("key.next_unreadable", path="acme/key.next.pem", error=str(exc)[:200])
+            return None
+        return data
+
+    def make_next(self, kind: str) -> bytes:
+        """A new next key of type ``kind`` in ``acme/key.next.pem`` (0600, written atomically;
+        one there is replaced: of another type, or already used)."""
+        files.check_not_link(self.layout.acme_dir, "the acme directory")
+        files.ensure_dir(self.layout.acme_dir, 0o700, "the acme directory")
+        key = generate(kind)
+        data = to_pem(key)
+        files.atomic_write(self.layout.next_key_path, data, 0o600, check=load_key)
+        log.info(
+            "key.next_created", path="acme/key.next.pem", key_type=kind, tlsa_3_1_1=tlsa_311(key)
+        )
+        return data
+
+    def promote_next(self) -> bytes:
+        """The next key becomes ``acme/key.pem`` (the old one kept in ``backups/acme/``);
+        ``acme/key.next.pem`` is removed. Returns it (PEM)."""
+        data = read_bytes(self.layout.next_key_path, private=True)
+        load_key(data, check=True)
+        path = self.layout.domain_key_path
+        backup = None
+        if path.exists():
+            backup = backups.stamp_dir(self.layout.root, "acme")
+            files.copy_dir(path.parent, (path.name,), backup, parents=3)
+        files.atomic_write(path, data, 0o600, check=load_key)
+        self.drop_next()
+        log.info(
+            "key.next_used",
+            path="acme/key.pem",
+            key_type=kind_of(load_key(data)) or "other",
+            tlsa_3_1_1=tlsa_311(load_key(data)),
+            backup=str(backup.relative_to(self.layout.root)) if backup else None,
+        )
+        return data
+
+    def drop_next(self) -> None:
+        """Remove ``acme/key.next.pem`` (used, or no longer wanted)."""
+        files.discard(self.layout.next_key_path)
+        files.fsync_dir(self.layout.acme_dir)
+
+    def served_key(self) -> bytes | None:
+        """The top-level ``key.pem`` (the key mailcow's services serve), None when missing or
+        unreadable."""
+        try:
+            data = read_bytes(self.layout.root / "key.pem", private=True)
+            load_key(data)
+        except (FileNotFoundError, StoreError):
+            return None
+        return data

@@ -42,6 +42,12 @@ class Layout:
         return self.acme_dir / "key.pem"
 
     @property
+    def next_key_path(self) -> Path:
+        """``acme/key.next.pem``: the next certificate key, made before a key change while DANE
+        pins the key (``core.rollover``); never read by mailcow's services."""
+        return self.acme_dir / "key.next.pem"
+
+    @property
     def state_path(self) -> Path:
         """``acme/state.json``: the ledger."""
         return self.acme_dir / "state.json"

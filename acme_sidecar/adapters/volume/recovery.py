@@ -46,7 +46,7 @@ def _domains_ok(domains_path: Path, cert_path: Path) -> bool:
 def recover_acme(acme_dir: Path) -> None:
     """Remove leftover ``acme/*.new`` files (a key or the ledger being written)."""
     if acme_dir.is_dir() and not acme_dir.is_symlink():
-        for name in ("account.pem", "key.pem", "state.json"):
+        for name in ("account.pem", "key.pem", "key.next.pem", "state.json"):
             files.discard(acme_dir / f"{name}.new")
         files.fsync_dir(acme_dir)
 
