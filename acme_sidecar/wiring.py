@@ -130,6 +130,7 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
             s.acme_dane_ports,
             TlsaResolver(s.acme_dane_resolver).lookup,
             s.dane_state,
+            recheck=timedelta(seconds=s.acme_dane_interval),
             read_only=read_only,
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from acme_sidecar.core.ledger import Deploy, State
 from acme_sidecar.core.model import Action, DomainRows, NameGroup, Plan, StoredCert, Verdict
@@ -36,6 +37,7 @@ class Report:
     archived: int = 0
     applied: tuple[str, ...] = ()
     crashed: bool = False  # ended by an unexpected exception (see shell.cycle.guarded_cycle)
+    rollover_at: datetime | None = None  # a key rollover's next step (core.rollover.wake_at)
 
     @property
     def all_valid(self) -> bool:

@@ -17,8 +17,9 @@ clock:
 - ``SWITCH``: order and deploy with the next key.
 
 ``settled`` follows it after a cycle: the served key became the next one (``switched``), and
-2 x TTL later the old key's record may go (``retire_old``, said once). Only ``3 1 1`` records
-count here: it is the record the sidecar tells to publish. Pure: no I/O, no logging.
+2 x TTL later the old key's record may go (``retire_old``, said once). ``wake_at`` says when
+the daemon should look again (``core.wake``). Only ``3 1 1`` records count here: it is the
+record the sidecar tells to publish. Pure: no I/O, no logging.
 """
 
 from __future__ import annotations
@@ -79,13 +80,15 @@ class Progress:
 class Rollover:
     """The step, the progress to keep, one line saying why, and whether to tell the admin the
     records to add now (``tell``: the first time for this next key). ``kind``: the key type
-    the plan orders with (the shell's: held, the current key's)."""
+    the plan orders with (the shell's: held, the current key's); ``wake``: when the daemon
+    should look again (the shell's, ``wake_at``)."""
 
     step: Step
     progress: Progress
     reason: str
     tell: bool = False
     kind: str = ""
+    wake: datetime | None = None
 
     @property
     def held(self) -> bool:
@@ -168,3 +171,17 @@ def settled(served: str, progress: Progress, now: datetime) -> tuple[Progress, s
     if not progress.old_records:
         why = "2 x TTL has passed since the switch: the old key's TLSA record may go"
     return replace(progress, retired=True, step="retired", reason=why), "retire_old"
+
+
+def wake_at(roll: Rollover, now: datetime, recheck: timedelta) -> datetime | None:
+    """When the next cycle should run for the rollover: the switch (2 x TTL after the record
+    was seen), the old record's retirement (2 x TTL after a switch), or, while the records
+    are not published (or could not be read), ``recheck`` from ``now``; None when free."""
+    progress, ttl = roll.progress, timedelta(seconds=2 * roll.progress.ttl)
+    if progress.switched is not None:
+        return None if progress.retired else progress.switched + ttl
+    if roll.step is Step.SWITCH:
+        return now + ttl
+    if roll.step is Step.WAIT and progress.seen is not None:
+        return progress.seen + ttl
+    return now + recheck if roll.held else None

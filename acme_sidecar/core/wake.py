@@ -7,7 +7,8 @@ fetch of each (when the CA is asked at all); a hold that ends (back-off, Retry-A
 and a certificate's next attempt from the ledger; a deploy still owed (the retry ladder by its
 attempts); after a crashed cycle or one that found nothing valid, the ladder by ``streak``.
 The database down: ``ACME_DB_RETRY_INTERVAL``. Never less than a second.
-A held certificate wakes it also when it becomes urgent (``core.budget.urgent_at``).
+A held certificate wakes it also when it becomes urgent (``core.budget.urgent_at``); a key
+rollover under DANE at its next step (``Report.rollover_at``, ``core.rollover.wake_at``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def _fmt(when: datetime) -> str:
 def candidates(report: Report, pacing: Pacing, now: datetime) -> list[tuple[datetime, str]]:
     """Every time something is due after this cycle, with what it is."""
     found = [(now + pacing.check_interval, "regular check (ACME_CHECK_INTERVAL)")]
+    if report.rollover_at is not None:
+        found.append((report.rollover_at, "key rollover (DANE): its next step"))
     plan = report.plan
     actions = {c.spec.name: c.action for c in plan.certs} if plan else {}
     wanted = {n: c for n, c in report.stored.items() if plan is None or n in actions}

@@ -270,6 +270,7 @@ def _report(
         failed=done.failed,
         archived=done.archived,
         applied=done.applied,
+        rollover_at=decision.rollover.wake if decision.rollover is not None else None,
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -29,7 +29,7 @@ from acme_sidecar.adapters.volume.pem import kind_of, load_chain, load_key
 from acme_sidecar.core.dane import TlsaAnswer
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.profiles import NEW_KEY_TYPE
-from acme_sidecar.core.rollover import Progress, Rollover, Step, rollover
+from acme_sidecar.core.rollover import Progress, Rollover, Step, rollover, wake_at
 from acme_sidecar.ops.dane import load_state, save_rollover
 
 log = structlog.get_logger(__name__)
@@ -53,12 +53,14 @@ def _read(path: Path, *, cert: bool) -> tuple[str, str] | None:
 @dataclass(frozen=True, slots=True)
 class KeyRoll:
     """The MX names' TLSA owners, their lookup and the state file (see the module docstring);
-    ``read_only`` (``check``): nothing is made, said once or saved."""
+    ``recheck``: how soon the records are read again while unpublished (``ACME_DANE_INTERVAL``,
+    a minute at least); ``read_only`` (``check``): nothing is made, said once or saved."""
 
     hosts: tuple[str, ...]
     ports: tuple[int, ...]
     lookup: Lookup
     state: Path
+    recheck: timedelta = timedelta(hours=1)
     read_only: bool = False
 
     def before_plan(
@@ -77,10 +79,14 @@ class KeyRoll:
             if progress.pending and not self.read_only:  # the change was taken back
                 log.info("dane.rollover_dropped", reason="the key no longer changes")
                 save_rollover(self.state, Progress())
-            return None
+            if progress.switched is None or progress.retired:
+                return None
+            retiring = Rollover(Step.FREE, progress, "the old key's record is retired next")
+            return replace(retiring, wake=wake_at(retiring, now, self.recheck))
         if progress.switched is not None and not progress.retired:
             why = "the last key change is not retired yet (2 x TTL after its switch)"
-            return Rollover(Step.WAIT, progress, why, kind=current_kind)
+            held = Rollover(Step.WAIT, progress, why, kind=current_kind)
+            return replace(held, wake=wake_at(held, now, self.recheck))
         answers = {f"_{p}._tcp.{h}": self.lookup(h, p) for h in self.hosts for p in self.ports}
         nxt = volume[0] if not fresh and volume is not None else self._next(store, wanted, current)
         roll = rollover(current, nxt, answers, progress, now)
@@ -88,6 +94,7 @@ class KeyRoll:
             nxt = _key_of(store.keys.make_next(wanted), cert=False)[0]
             roll = rollover(current, nxt, answers, progress, now)
         roll = replace(roll, kind=current_kind if roll.held else wanted)
+        roll = replace(roll, wake=wake_at(roll, now, max(self.recheck, timedelta(minutes=1))))
         _tell(roll, progress, wanted)
         if not self.read_only and roll.progress != progress:
             save_rollover(self.state, roll.progress)

@@ -17,7 +17,16 @@ from acme_sidecar.adapters.volume.keys import generate, tlsa_311, to_pem
 from acme_sidecar.adapters.volume.pem import load_key
 from acme_sidecar.core.dane import Tlsa, TlsaAnswer
 from acme_sidecar.core.report import Outcome, Report
-from acme_sidecar.core.rollover import Progress, Step, record, rollover, settled
+from acme_sidecar.core.rollover import (
+    Progress,
+    Rollover,
+    Step,
+    record,
+    rollover,
+    settled,
+    wake_at,
+)
+from acme_sidecar.core.wake import Pacing, next_wake
 from acme_sidecar.ops.alerts import DANE_PUBLISH_NEXT
 from acme_sidecar.ops.dane import DaneCheck, load_state, save_rollover, status_rows
 from acme_sidecar.ops.hooks import CycleEvent
@@ -237,3 +246,35 @@ def test_hook_says_switched_retire_and_alerts_while_unpublished(tmp_path: Path) 
     rows = status_rows(tmp_path / "dane.json")
     assert rows is not None and rows["rollover"]["remove"] == [record(OWNER, current)]
     assert [n for n in check.notices() if n.event == DANE_PUBLISH_NEXT] == []
+
+
+@pytest.mark.parametrize(
+    ("step", "progress", "wake"),
+    [
+        (Step.FREE, Progress(), None),
+        (Step.PUBLISH, replace(SEEN, seen=None), NOW + timedelta(hours=1)),  # look again
+        (Step.WAIT, replace(SEEN, seen=None), NOW + timedelta(hours=1)),  # lookup failed
+        (Step.WAIT, SEEN, NOW + timedelta(seconds=600)),  # the switch
+        (Step.SWITCH, SEEN, NOW + timedelta(seconds=600)),  # the retirement
+        (Step.FREE, replace(SEEN, switched=NOW), NOW + timedelta(seconds=600)),
+        (Step.FREE, replace(SEEN, switched=NOW, retired=True), None),
+    ],
+)
+def test_wake_at_each_step(step: Step, progress: Progress, wake: datetime | None) -> None:
+    """The daemon wakes for the rollover's next step, and not when none is due."""
+    roll = Rollover(step, progress, "")
+    assert wake_at(roll, NOW, timedelta(hours=1)) == wake
+
+
+def test_wake_takes_the_rollover_step_when_earlier() -> None:
+    """``core.wake`` picks the rollover's time when it comes before the regular check."""
+    pacing = Pacing(
+        check_interval=timedelta(days=1),
+        db_retry_interval=timedelta(minutes=1),
+        idle_interval=timedelta(hours=1),
+        ladder=(timedelta(minutes=5),),
+        retry_interval=timedelta(minutes=5),
+    )
+    at = NOW + timedelta(seconds=600)
+    wake = next_wake(Report(Outcome.OK, rollover_at=at), pacing, NOW)
+    assert (wake.seconds, wake.reason) == (600, "key rollover (DANE): its next step")
