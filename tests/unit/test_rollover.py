@@ -278,3 +278,47 @@ def test_wake_takes_the_rollover_step_when_earlier() -> None:
     at = NOW + timedelta(seconds=600)
     wake = next_wake(Report(Outcome.OK, rollover_at=at), pacing, NOW)
     assert (wake.seconds, wake.reason) == (600, "key rollover (DANE): its next step")
+
+
+def test_glue_fresh_keys_hold_the_server_certificate_on_the_served_key(tmp_path: Path) -> None:
+    """``ACME_KEY_REUSE=n`` with the served key pinned: while held, the server certificate is
+    ordered on the served key (others get fresh keys); at the switch on the next key, which
+    stays in ``acme/key.next.pem`` (a used one is made anew only after the retirement)."""
+    store, current = served_volume(tmp_path / "ssl", "ec256")
+    dns = FakeDns()
+    dns.records = [current]
+    roll = roll_of(tmp_path, dns)
+    held = roll.before_plan(store, "", reuse=False, now=NOW)
+    assert held is not None and (held.step, held.kind) == (Step.PUBLISH, "ec256")
+    served_pem = (tmp_path / "ssl" / "key.pem").read_bytes()
+    keys = order_keys(store, held, "", ["mail", "other"], reuse=False, server="mail")
+    assert isinstance(keys, dict) and keys["mail"] == served_pem and keys["other"] != served_pem
+    dns.records = [current, held.progress.next]
+    roll.before_plan(store, "", reuse=False, now=NOW)
+    go = roll.before_plan(store, "", reuse=False, now=NOW + timedelta(seconds=3))
+    assert go is not None and go.step is Step.SWITCH
+    keys = order_keys(store, go, "", ["mail"], reuse=False, server="mail")
+    assert isinstance(keys, dict) and tlsa_311(load_key(keys["mail"])) == go.progress.next
+    next_pem = keys["mail"]
+    (tmp_path / "ssl" / "key.pem").write_bytes(next_pem)  # what the store and deploy do
+    key = load_key(next_pem)
+    (tmp_path / "ssl" / "cert.pem").write_bytes(cert_pem(leaf(["mail.example.org"], key=key)))
+    save_rollover(tmp_path / "dane.json", replace(go.progress, switched=NOW + timedelta(seconds=4)))
+    retiring = roll.before_plan(store, "", reuse=False, now=NOW + timedelta(seconds=5))
+    assert retiring is not None and retiring.held  # on the served (next) key until retired
+    assert (tmp_path / "ssl" / "acme" / "key.next.pem").read_bytes() == next_pem
+
+
+def test_glue_read_only_makes_nothing_and_saves_nothing(tmp_path: Path) -> None:
+    """``acme-sidecar check`` (read-only): a pending change shows as held, but no next key is
+    made, nothing is told once and no state is written."""
+    store, current = served_volume(tmp_path / "ssl")
+    dns = FakeDns()
+    dns.records = [current]
+    roll = replace(roll_of(tmp_path, dns), read_only=True)
+    with structlog.testing.capture_logs() as logs:
+        found = roll.before_plan(store, "ec256", reuse=True, now=NOW)
+    assert found is not None and (found.step, found.kind) == (Step.PREPARE, "rsa2048")
+    assert not (tmp_path / "ssl" / "acme" / "key.next.pem").exists()
+    assert not (tmp_path / "dane.json").exists()
+    assert [e["event"] for e in logs] == ["dane.held"]
