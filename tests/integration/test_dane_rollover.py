@@ -8,6 +8,8 @@ the validating BIND and Pebble, through ``python -m acme_sidecar once``/``status
   the old record may go. The lines come in that order.
 - item 5: 10 renewals with key reuse: the served key and the TLSA RRset stay as they are and no
   rollover line is logged.
+- the daemon (``run``) follows a rollover on its own: it wakes for each step, and idles no
+  larger than without a key change.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tests.integration.sidecar import HOST, Run, base_env, seed, sidecar
+from tests.integration.sidecar import HOST, Daemon, Run, base_env, seed, sidecar
 from tests.world import World
 from tests.world.dane import TTL, DaneDNS
 
@@ -176,3 +178,63 @@ def test_dane_rollover_key_reuse_renewals_never_touch_tlsa(
     assert rollover_lines(runs) == []
     assert not (volume / "acme" / "key.next.pem").exists()
     assert status(env)["rollover"] is None
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of process ``pid`` in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_dane_rollover_daemon_follows_on_its_own(
+    world: World, dane_dns: DaneDNS, volume: Path, tmp_path: Path
+) -> None:
+    """``run`` with a key type change held: it wakes for the rollover (ACME_DANE_INTERVAL while
+    the record is missing, then 2 x TTL for the switch and the retirement), switches on its own
+    after the test published the record, and idles no larger than a daemon with no key change
+    (the same cycle, settings and world)."""
+    seed(world, [])
+    env = dane_env(world, dane_dns, volume, tmp_path) | {"ACME_KEY_TYPE": "rsa2048"}
+    once(env)
+    current, _, _ = served(volume)
+    dane_dns.set_tlsa(OWNER, f"3 1 1 {current}")
+    dane_dns.wait_tlsa(OWNER, [f"3 1 1 {current}"])
+    plain = Daemon(env)
+    try:
+        plain.wait_for("cycle.done")
+        time.sleep(3)
+        plain_rss = rss_mb(plain.proc.pid)
+    finally:
+        plain_stopped = plain.stop()
+    assert plain_stopped == 0
+    env |= {"ACME_KEY_TYPE": "ec256", "ACME_DANE_INTERVAL": "1m"}
+    daemon = Daemon(env)
+    try:
+        told = daemon.wait_for("dane.publish_next")
+        idle = daemon.wait_for("cycle.done")
+        time.sleep(3)  # idle, held
+        held_rss = rss_mb(daemon.proc.pid)
+        record = told["add"].split(" IN TLSA ", 1)[1]
+        dane_dns.set_tlsa(OWNER, f"3 1 1 {current}", record)
+        dane_dns.wait_tlsa(OWNER, [f"3 1 1 {current}", record])
+        published = time.monotonic()
+        seen = daemon.wait_for("dane.seen", timeout=90)
+        switched = daemon.wait_for("dane.switched", timeout=60)
+        retired = daemon.wait_for("dane.retire_old", timeout=60)
+        took = time.monotonic() - published
+    finally:
+        stopped = daemon.stop()
+    assert stopped == 0
+    assert idle["next_reason"] == "key rollover (DANE): its next step"
+    assert int(idle["next_check_in"].rstrip("s")) <= 60
+    assert seen["tlsa_3_1_1"] == switched["tlsa_3_1_1"] == told["tlsa_3_1_1"]
+    assert served(volume)[:2] == (told["tlsa_3_1_1"], "ec")
+    assert f"3 1 1 {current}" in retired["records"]
+    assert took < 75
+    assert held_rss <= plain_rss + 3, (held_rss, plain_rss)
+    print(
+        f"daemon rollover: published->retired {took:.1f}s; idle RSS held {held_rss:.1f} MB, "
+        f"without a key change {plain_rss:.1f} MB"
+    )
