@@ -157,8 +157,8 @@ class DaneCheck:
                 "published first",
             )
         else:
-            log.info("dane.retire_old", records=" | ".join(progress.old_records) or None,
-                     reason=progress.reason)  # fmt: skip
+            records = " | ".join(progress.old_records) or None
+            log.info("dane.retire_old", records=records, reason=progress.reason)
         self._state = replace(self._load(), rollover=progress)
         self._save(replace(state, rollover=progress))
 
