@@ -127,6 +127,10 @@ class KeyStore(Protocol):
     def account_key(self) -> bytes:
         """The ACME account key (PEM), made when there is none."""
 
+    def prepare_account_key(self) -> None:
+        """Start making the account key in the background when there is none (a new volume),
+        so that ``account_key`` does not wait for it."""
+
     def domain_key(self, kind: str = "") -> bytes:
         """The certificate key (PEM) of type ``kind`` (made, or replaced on a type change)."""
 

@@ -112,6 +112,8 @@ def gather(
     ``own`` (why the top-level pair is the admin's own certificate) is passed through; ``fresh``
     validates every name, reusing no recent verdict (``acme-sidecar check``).
     """
+    if not fresh:  # a new volume's account key, made while the names are read and checked
+        deps.store.keys.prepare_account_key()
     try:
         rows = deps.source.read()
     except SourceError as exc:

@@ -7,9 +7,11 @@ The volume is the real ``CertStore``; the cycle runs in-process with the fakes o
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from structlog.testing import capture_logs
 
@@ -128,3 +130,46 @@ def test_status_shows_key_type_and_client_auth(tmp_path: Path) -> None:
     text = out.getvalue()
     assert "key:       ec256" in text and "clientAuth: yes" in text
     assert "clientAuth: no: Postfix still presents it as its SMTP client certificate" in text
+
+
+def test_a_new_volume_s_account_key_is_made_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``prepare_account_key`` makes a new volume's account key in a thread of its own (once,
+    however often it is asked) and writes nothing; ``account_key`` then stores that very key;
+    a volume that has its key makes none."""
+    made: list[str] = []
+    release = threading.Event()
+
+    def slow_key() -> pem.PrivateKey:
+        made.append(threading.current_thread().name)
+        release.wait(10)
+        return ec.generate_private_key(ec.SECP256R1())
+
+    monkeypatch.setattr(keys, "new_account_key", slow_key)
+    store = CertStore(tmp_path)
+    store.keys.prepare_account_key()
+    store.keys.prepare_account_key()
+    assert not store.layout.account_key_path.exists()
+    release.set()
+    first = store.keys.account_key()
+    assert made == ["account-key"]  # made in the background, once
+    assert store.layout.account_key_path.read_bytes() == first
+    store.keys.prepare_account_key()  # the volume has its key: nothing more is made
+    assert store.keys.account_key() == first and made == ["account-key"]
+
+
+def test_without_preparation_the_account_key_is_made_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No preparation (``acme-sidecar check``, a unit test): the key is made in the caller's
+    thread, as before."""
+    made: list[str] = []
+
+    def key() -> pem.PrivateKey:
+        made.append(threading.current_thread().name)
+        return ec.generate_private_key(ec.SECP256R1())
+
+    monkeypatch.setattr(keys, "new_account_key", key)
+    CertStore(tmp_path).keys.account_key()
+    assert made == [threading.current_thread().name]

@@ -12,7 +12,9 @@ the way in (``CertStore.keys``).
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import structlog
@@ -103,6 +105,7 @@ def _load_or_create(path: Path, make: Callable[[], PrivateKey], pins: str) -> tu
     data = to_pem(make())
     files.ensure_dir(path.parent, 0o700, "the acme directory")
     files.create_new(path, data, 0o600, check=load_key)
+    _VALIDATED.add(hashlib.sha256(data).digest())  # made here: consistent
     return data, True
 
 
@@ -111,10 +114,42 @@ def new_account_key() -> PrivateKey:
     return generate(ACCOUNT_KEY_TYPE)
 
 
+# the account key of a new volume, made in the background (``prepare_account_key``) while the
+# cycle reads the database and validates the names: an RSA 4096 key takes 0.4 to 1.5 s of CPU,
+# and cryptography makes it without holding the GIL
+_PREPARED: dict[Path, Future[PrivateKey]] = {}
+_PREPARED_LOCK = threading.Lock()
+
+
+def prepare_account_key(path: Path) -> None:
+    """Start making the account key at ``path`` in a thread of its own, when there is none
+    there and none is being made; ``account_key`` takes it (nothing is written before)."""
+    with _PREPARED_LOCK:
+        if path in _PREPARED or path.exists():
+            return
+        made: Future[PrivateKey] = Future()
+        _PREPARED[path] = made
+
+    def make() -> None:
+        try:
+            made.set_result(new_account_key())
+        except Exception as exc:  # noqa: BLE001 - handed to account_key, which raises it
+            made.set_exception(exc)
+
+    threading.Thread(target=make, name="account-key", daemon=True).start()
+
+
+def _prepared_or_new(path: Path) -> Callable[[], PrivateKey]:
+    with _PREPARED_LOCK:
+        made = _PREPARED.pop(path, None)
+    return made.result if made is not None else new_account_key
+
+
 def account_key(root: Path, path: Path) -> bytes:
-    """The ACME account key (PEM); a new one is RSA 4096 as acme-mailcow's, an existing one of
-    any type (an acme.sh ECDSA key taken over) is kept as it is."""
-    data, created = _load_or_create(path, new_account_key, "CAA accounturi")
+    """The ACME account key (PEM); a new one is RSA 4096 as acme-mailcow's (the one
+    ``prepare_account_key`` made, when it did), an existing one of any type (an acme.sh ECDSA
+    key taken over) is kept as it is."""
+    data, created = _load_or_create(path, _prepared_or_new(path), "CAA accounturi")
     rel = str(path.relative_to(root))
     if created:
         log.info("key.created", path=rel, key_type=ACCOUNT_KEY_TYPE)
@@ -182,6 +217,10 @@ class Keys:
         """The ACME account key (PEM); a new one is RSA 4096 (acme-mailcow's), one there is
         kept."""
         return account_key(self.layout.root, self.layout.account_key_path)
+
+    def prepare_account_key(self) -> None:
+        """Start making the account key in the background when the volume has none yet."""
+        prepare_account_key(self.layout.account_key_path)
 
     def domain_key(self, kind: str = "") -> bytes:
         """The certificate key (PEM), reused across renewals (TLSA ``3 1 1`` stays valid);
