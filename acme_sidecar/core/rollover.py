@@ -112,13 +112,21 @@ def rollover(
     answers: Mapping[str, TlsaAnswer],
     progress: Progress,
     now: datetime,
+    *,
+    known: bool = False,
 ) -> Rollover:
     """The step of a key change from the served key ``current`` to ``next_`` (see the module
-    docstring); ``answers``: the TLSA RRset of each owner (``_25._tcp.<host>``)."""
+    docstring); ``answers``: the TLSA RRset of each owner (``_25._tcp.<host>``); ``known``:
+    validated TLSA records were seen for these owners before (the DANE check's last results,
+    or a rollover under way). A lookup that fails holds the key only then: with no record ever
+    seen, a failing resolver must not keep a new install on mailcow's snake-oil pair."""
     failed = [f"{o}: {a.error}" for o, a in answers.items() if a.error]
     pinned = {o: a for o, a in answers.items() if a.secure and a.records and not a.error}
-    if not failed and not pinned:
-        return Rollover(Step.FREE, Progress(), "no validated TLSA records pin the key")
+    if not pinned and (not failed or not (known or progress.pending)):
+        why = "no validated TLSA records pin the key"
+        if failed:
+            why = f"the TLSA lookup failed ({'; '.join(failed)}) and no TLSA record was seen before"
+        return Rollover(Step.FREE, Progress(), why)
     if not next_:
         why = "the next key is made first; its TLSA record must be published before it is used"
         return Rollover(Step.PREPARE, progress, why)

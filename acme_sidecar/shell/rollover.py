@@ -26,7 +26,7 @@ from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.adapters.volume.files import read_bytes
 from acme_sidecar.adapters.volume.keys import tlsa_311
 from acme_sidecar.adapters.volume.pem import kind_of, load_chain, load_key
-from acme_sidecar.core.dane import TlsaAnswer
+from acme_sidecar.core.dane import Status, TlsaAnswer
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.profiles import NEW_KEY_TYPE
 from acme_sidecar.core.rollover import Progress, Rollover, Step, rollover, wake_at
@@ -74,7 +74,9 @@ class KeyRoll:
         volume = _read(store.keys.layout.domain_key_path, cert=False)
         wanted = configured or (volume[1] if volume else "") or NEW_KEY_TYPE
         fresh = not reuse or volume is None or volume[1] != wanted
-        progress = load_state(self.state).rollover
+        saved = load_state(self.state)
+        progress = saved.rollover
+        known = any(r.status in (Status.MATCH, Status.MISMATCH) for r in saved.results)
         if not fresh and volume is not None and volume[0] == current:
             if progress.pending and not self.read_only:  # the change was taken back
                 log.info("dane.rollover_dropped", reason="the key no longer changes")
@@ -89,10 +91,10 @@ class KeyRoll:
             return replace(held, wake=wake_at(held, now, self.recheck))
         answers = {f"_{p}._tcp.{h}": self.lookup(h, p) for h in self.hosts for p in self.ports}
         nxt = volume[0] if not fresh and volume is not None else self._next(store, wanted, current)
-        roll = rollover(current, nxt, answers, progress, now)
+        roll = rollover(current, nxt, answers, progress, now, known=known)
         if roll.step is Step.PREPARE and not self.read_only:
             nxt = _key_of(store.keys.make_next(wanted), cert=False)[0]
-            roll = rollover(current, nxt, answers, progress, now)
+            roll = rollover(current, nxt, answers, progress, now, known=known)
         roll = replace(roll, kind=current_kind if roll.held else wanted)
         roll = replace(roll, wake=wake_at(roll, now, max(self.recheck, timedelta(minutes=1))))
         _tell(roll, progress, wanted)

@@ -72,6 +72,18 @@ def test_rollover_step_table(
     assert roll.held == (step in (Step.PREPARE, Step.PUBLISH, Step.WAIT))
 
 
+def test_a_failed_lookup_holds_the_key_only_where_records_were_seen() -> None:
+    """A lookup that fails holds a key change when validated records were seen before (the
+    DANE check's results, or a rollover under way); with none ever seen (a new install leaving
+    mailcow's snake-oil pair behind a failing resolver) the key changes, and the line says so."""
+    failed = {OWNER: answer(error="Timeout")}
+    free = rollover(CUR, NXT, failed, Progress(), NOW)
+    assert free.step is Step.FREE and "no TLSA record was seen before" in free.reason
+    assert rollover(CUR, "", failed, Progress(), NOW, known=True).step is Step.PREPARE
+    assert rollover(CUR, NXT, failed, Progress(), NOW, known=True).step is Step.WAIT
+    assert rollover(CUR, NXT, failed, replace(SEEN, seen=None), NOW).step is Step.WAIT
+
+
 def test_rollover_publish_names_the_record_to_add() -> None:
     """The reason and the progress hold the exact ``3 1 1`` record of the next key."""
     roll = rollover(CUR, NXT, {OWNER: answer(CUR)}, Progress(), NOW)
