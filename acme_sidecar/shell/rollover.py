@@ -25,7 +25,7 @@ import structlog
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.adapters.volume.files import read_bytes
 from acme_sidecar.adapters.volume.keys import tlsa_311
-from acme_sidecar.adapters.volume.pem import kind_of, load_chain, load_key
+from acme_sidecar.adapters.volume.pem import PARSE_ERRORS, kind_of, load_chain, load_key
 from acme_sidecar.core.dane import Status, TlsaAnswer
 from acme_sidecar.core.errors import StoreError
 from acme_sidecar.core.profiles import NEW_KEY_TYPE
@@ -44,9 +44,13 @@ def _key_of(data: bytes, *, cert: bool) -> tuple[str, str]:
 
 
 def _read(path: Path, *, cert: bool) -> tuple[str, str] | None:
+    """The key of ``path``; None when it is missing or cannot be read (``pem.PARSE_ERRORS``:
+    a certificate whose key type cryptography does not know is read as no key)."""
     try:
         return _key_of(read_bytes(path, private=not cert), cert=cert)
-    except (OSError, StoreError, ValueError):
+    except (OSError, StoreError):
+        return None
+    except PARSE_ERRORS:
         return None
 
 
