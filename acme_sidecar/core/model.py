@@ -112,6 +112,7 @@ class Plan:
     skipped: tuple[Verdict, ...] = field(default=())
     notes: tuple[str, ...] = ()
     groups: tuple[RenewalGroup, ...] = ()  # certificates renewed together (two or more)
+    decided: datetime | None = None  # the time the plan was made for (``now`` of make_plan)
 
     @property
     def to_order(self) -> tuple[CertPlan, ...]:

@@ -253,4 +253,5 @@ def make_plan(
         groups=tuple(
             sorted({id(g): g for g in grouped.values() if g.why}.values(), key=lambda g: g.at)
         ),
+        decided=now,
     )

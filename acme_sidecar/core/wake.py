@@ -77,6 +77,7 @@ def candidates(report: Report, pacing: Pacing, now: datetime) -> list[tuple[date
         poll = poll_due(cert.cert_id, cert.not_before, cert.not_after, record, now)
         if pacing.ari and poll is not None:
             found.append((poll, f"ARI window of {name}"))
+    decided = plan.decided if plan is not None and plan.decided is not None else now
     for planned in plan.certs if plan else ():
         name = planned.spec.name
         if planned.action is Action.WAIT and planned.renew_at:
@@ -84,7 +85,10 @@ def candidates(report: Report, pacing: Pacing, now: datetime) -> list[tuple[date
         had = report.stored.get(name)
         if planned.action is Action.WAIT and had is not None:  # the budget yields to expiry
             urgent = urgent_at(had.not_before, had.not_after)
-            if urgent > now:
+            # not urgent yet when the plan held it: ordered past the budget from then on, at
+            # once when it became urgent while the cycle ran (held while urgent already: a
+            # back-off or the CA's Retry-After, whose time is its next attempt, below)
+            if urgent > decided:
                 found.append(
                     (urgent, f"{name} urgent from {_fmt(urgent)}: ordered past the budget")
                 )

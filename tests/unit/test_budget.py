@@ -20,7 +20,7 @@ from acme_sidecar.core.ledger import CertLedger, State
 from acme_sidecar.core.model import Action, CertSpec, NameGroup, StoredCert, Verdict
 from acme_sidecar.core.plan import Shape, make_plan
 from acme_sidecar.core.report import Outcome, Report
-from acme_sidecar.core.wake import Pacing, next_wake
+from acme_sidecar.core.wake import MIN_SLEEP, Pacing, next_wake
 from acme_sidecar.shell.cycle import guarded_cycle, next_sleep
 from acme_sidecar.shell.status import collect, render
 from tests.unit.fakes import World, cycle_policy, daemon_policy
@@ -201,6 +201,32 @@ def test_a_held_certificate_wakes_the_daemon_when_urgent() -> None:
     pacing = Pacing(DAY, timedelta(minutes=1), timedelta(hours=1), (), timedelta(hours=1))
     wake = next_wake(report, pacing, NOW)
     assert wake.seconds == 5.0 and "urgent" in wake.reason  # born 45 s ago: urgent at 50 s
+    # the cycle took 6 s: it became urgent meanwhile, so the next cycle runs at once
+    late = next_wake(report, pacing, NOW + timedelta(seconds=6))
+    assert late.seconds == MIN_SLEEP and "urgent" in late.reason, late
+
+
+def test_a_held_urgent_certificate_waits_for_its_retry_not_in_a_loop() -> None:
+    """Held while urgent already (the CA's Retry-After): the wake is the retry time, never at
+    once again and again."""
+    cert = stored(timedelta(seconds=55), life=timedelta(seconds=60))
+    retry = NOW + timedelta(seconds=30)
+    held = replace(ledger(ari=False), next_attempt=retry, last_error="rateLimited")
+    state = State(certs={HOST: held})
+    plan = make_plan(
+        GROUPS,
+        VERDICTS,
+        {HOST: cert},
+        shape=Shape(),
+        force=False,
+        now=NOW,
+        hold_rules=HoldRules(state, limits_for(LE)),
+    )
+    assert plan.certs[0].action is Action.WAIT
+    report = Report(Outcome.OK, plan, stored={HOST: cert}, state=state)
+    pacing = Pacing(DAY, timedelta(minutes=1), timedelta(hours=1), (), timedelta(hours=1))
+    wake = next_wake(report, pacing, NOW + timedelta(seconds=1))
+    assert wake.seconds == 29.0 and "rateLimited" in wake.reason, wake
 
 
 def test_expiry_beats_the_budget_over_ten_lifetimes(tmp_path: Path) -> None:
