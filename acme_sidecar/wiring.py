@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -23,7 +24,7 @@ from acme_sidecar.adapters.docker_way import ChosenWay
 from acme_sidecar.adapters.mariadb import MariaDBSource
 from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.config.settings import Settings
-from acme_sidecar.core.ports import Issuer
+from acme_sidecar.core.ports import Issuer, RecordWriter
 from acme_sidecar.core.report import Deployed
 from acme_sidecar.core.validate import IpPolicy
 from acme_sidecar.ops.hooks import HealthFile, Hook
@@ -32,6 +33,7 @@ from acme_sidecar.shell.cycle import Deps
 if TYPE_CHECKING:  # imported at first use (see above)
     from acme_sidecar.adapters.acme import ChallengeResponder
     from acme_sidecar.adapters.acme.windows import RenewalInfo
+    from acme_sidecar.adapters.dns01.responder import Dns01Router
     from acme_sidecar.adapters.http_probe import WebrootSelfCheck
     from acme_sidecar.ops.dane import DaneCheck
 
@@ -50,17 +52,9 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
     router = None
     responders: Callable[[], ChallengeResponder] | None = None
     if s.acme_dns_challenge:
-        from acme_sidecar.adapters.acmesh import HOME as ACMESH_HOME
         from acme_sidecar.adapters.dns01 import setup as dns01
 
-        router = dns01.build_router(
-            s.acme_dns_provider,
-            s.acme_dns_config_file,
-            s.acme_dns_auth_port,
-            s.acme_dns_alias_zones,
-            environ=os.environ,
-            account_conf=s.acme_cert_dir / ACMESH_HOME / "account.conf",
-        )
+        router = dns_router(s)
         dns01_router = router
 
         def responders() -> ChallengeResponder:
@@ -132,6 +126,7 @@ def build_deps(settings: Settings, stop: threading.Event, *, read_only: bool = F
             s.dane_state,
             recheck=timedelta(seconds=s.acme_dane_interval),
             read_only=read_only,
+            publisher=tlsa_publisher(s),
         )
 
     return Deps(
@@ -187,6 +182,44 @@ def _renewal_info(settings: Settings) -> RenewalInfo:
     return RenewalInfo(settings.directory, str(bundle) if bundle else True)
 
 
+def dns_router(settings: Settings) -> Dns01Router:
+    """The DNS hosts of ``ACME_DNS_PROVIDER`` and ``ACME_DNS_CONFIG_FILE`` (DNS-01, and the
+    TLSA records of ``ACME_DANE=publish``), built and logged once per process."""
+    from acme_sidecar.adapters.acmesh import HOME as ACMESH_HOME
+
+    s = settings
+    return _router(
+        s.acme_dns_provider,
+        s.acme_dns_config_file,
+        s.acme_dns_auth_port,
+        s.acme_dns_alias_zones,
+        s.acme_cert_dir / ACMESH_HOME / "account.conf",
+    )
+
+
+@cache
+def _router(
+    plugin: str, path: Path, auth_port: int, aliases: tuple[str, ...], account_conf: Path
+) -> Dns01Router:
+    from acme_sidecar.adapters.dns01 import setup as dns01
+
+    return dns01.build_router(
+        plugin, path, auth_port, aliases, environ=os.environ, account_conf=account_conf
+    )
+
+
+def tlsa_publisher(settings: Settings) -> RecordWriter | None:
+    """``ACME_DANE=publish``: the TLSA records of a key rollover are added and removed through
+    the DNS hosts of DNS-01 (None in the other modes)."""
+    if settings.acme_dane != "publish":
+        return None
+    from acme_sidecar.adapters.dns01.publish import RecordPublisher
+    from acme_sidecar.adapters.dns01.zones import DnsZoneLookups
+
+    resolvers = settings.acme_dane_resolver or settings.acme_dns_resolvers
+    return RecordPublisher(dns_router(settings), DnsZoneLookups(resolvers))
+
+
 def dane_check(settings: Settings) -> DaneCheck | None:
     """``ACME_DANE=check``: the hook comparing the MX names' TLSA records with the served
     certificate (None with ``off``)."""
@@ -202,6 +235,7 @@ def dane_check(settings: Settings) -> DaneCheck | None:
         cert_file=settings.acme_cert_dir / "cert.pem",
         state=settings.dane_state,
         lookup=TlsaResolver(settings.acme_dane_resolver).lookup,
+        publisher=tlsa_publisher(settings),
     )
 
 

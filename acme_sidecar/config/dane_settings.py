@@ -1,9 +1,8 @@
 """The DANE settings: whether the TLSA records of the MX names are checked, which, and how.
 
 A base class of ``Settings``: the same environment, validated the same way; ``ops/dane.py`` is
-what uses them. ``ACME_DANE`` is ``check`` (the default) or ``off``; ``publish`` (the sidecar
-adding the records itself, for a key rollover) is not built yet and is refused with one line
-saying so.
+what uses them. ``ACME_DANE`` is ``check`` (the default), ``publish`` (a key rollover's TLSA
+records are also added and removed through the DNS-01 provider) or ``off``.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ class DaneSettings(BaseModel):
 
     model_config = SETTINGS_CONFIG
 
-    acme_dane: Literal["off", "check"] = "check"
+    acme_dane: Literal["off", "check", "publish"] = "check"
     acme_dane_ports: tuple[int, ...] = (25,)
     acme_dane_hosts: tuple[str, ...] = ()  # empty: MAILCOW_HOSTNAME
     acme_dane_resolver: tuple[str, ...] = ()  # empty: the system's resolver
@@ -34,13 +33,11 @@ class DaneSettings(BaseModel):
     @classmethod
     def _mode(cls, value: Any) -> str:
         text = str(value).strip().lower()
-        if text == "publish":
+        if text not in ("off", "check", "publish"):
             raise ValueError(
-                "publish is not built yet (it comes with the key rollover); use check "
-                "(read the TLSA records and warn) or off"
+                "must be check (read the TLSA records and warn), publish (also add and remove "
+                "them through the DNS-01 provider, ACME_DNS_PROVIDER) or off"
             )
-        if text not in ("off", "check"):
-            raise ValueError("must be check (read the TLSA records and warn) or off")
         return text
 
     @field_validator("acme_dane_ports", mode="before")

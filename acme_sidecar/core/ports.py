@@ -159,6 +159,17 @@ class LedgerStore(Protocol):
         """Write the ledger atomically when it changed."""
 
 
+class RecordWriter(Protocol):
+    """Adds and removes DNS records through the configured DNS hosts (``ACME_DANE=publish``:
+    TLSA); each returns None when every host took it, else one line saying why not."""
+
+    def add(self, records: Mapping[str, tuple[str, ...]], ttl: int) -> str | None:
+        """Add each owner's values (``3 1 1 <hex>``) with ``ttl``."""
+
+    def remove(self, records: Mapping[str, tuple[str, ...]]) -> str | None:
+        """Remove exactly these values."""
+
+
 class Volume(Protocol):
     """The certificate volume: one part per job, its lock and the admin's flag."""
 

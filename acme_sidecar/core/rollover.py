@@ -11,7 +11,9 @@ clock:
 - ``FREE``: no validated TLSA RRset pins the key, so it changes freely;
 - ``PREPARE``: the next key must be made first (the shell makes it and asks again);
 - ``PUBLISH``: its ``3 1 1`` record is not in every RRset yet: the current key stays; the
-  admin is told the records to add (``Rollover.tell``: once per next key);
+  admin is told the records to add (``Rollover.tell``: once per next key), or, with
+  ``publish`` (``ACME_DANE=publish``), the shell adds them itself (``Rollover.add``: the next
+  key's record, and the current key's where an RRset lacks it too);
 - ``WAIT``: the record was seen; the current key stays until 2 x the RRset's TTL has passed
   since (or a lookup failed: nothing is known, so nothing changes);
 - ``SWITCH``: order and deploy with the next key.
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from acme_sidecar.core.dane import EE, TlsaAnswer
@@ -52,7 +54,8 @@ class Progress:
     """What the rollover to one next key has seen so far (kept in ``ACME_DANE_STATE``).
 
     ``next``/``current``: the ``3 1 1`` data of the next key and of the key served when the
-    rollover began; ``told``: the records to add were told; ``seen``: when the next key's record
+    rollover began; ``told``: the records to add were told; ``published``: when the sidecar
+    last added them itself (``publish``); ``seen``: when the next key's record
     was first seen in every RRset; ``ttl``: the largest TTL of those RRsets (seconds);
     ``switched``: when the served key became the next one; ``retired``: the old record was said
     to go. ``step``, ``reason``, ``records`` and ``old_records``: the last decision, for
@@ -61,6 +64,7 @@ class Progress:
     next: str = ""
     current: str = ""
     told: bool = False
+    published: datetime | None = None
     seen: datetime | None = None
     ttl: int = 0
     switched: datetime | None = None
@@ -79,8 +83,9 @@ class Progress:
 @dataclass(frozen=True, slots=True)
 class Rollover:
     """The step, the progress to keep, one line saying why, and whether to tell the admin the
-    records to add now (``tell``: the first time for this next key). ``kind``: the key type
-    the plan orders with (the shell's: held, the current key's); ``wake``: when the daemon
+    records to add now (``tell``: the first time for this next key); ``add``: with
+    ``publish``, the records the shell adds (owner -> ``3 1 1 <hex>`` values). ``kind``: the key
+    type the plan orders with (the shell's: held, the current key's); ``wake``: when the daemon
     should look again (the shell's, ``wake_at``)."""
 
     step: Step
@@ -89,6 +94,7 @@ class Rollover:
     tell: bool = False
     kind: str = ""
     wake: datetime | None = None
+    add: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def held(self) -> bool:
@@ -100,6 +106,17 @@ def record(owner: str, data: str) -> str:
     """The ``3 1 1`` record of a key at ``owner`` (``_25._tcp.mail.example.org``), in zone
     file form."""
     return f"{owner}. IN TLSA {EE} 1 1 {data}"
+
+
+def value(data: str) -> str:
+    """The ``3 1 1`` record's value in presentation form, as a DNS host takes it."""
+    return f"{EE} 1 1 {data}"
+
+
+def parse_record(text: str) -> tuple[str, str]:
+    """(owner, value) of a ``record`` line."""
+    owner, _, rest = text.partition(" IN TLSA ")
+    return owner.rstrip("."), rest.strip()
 
 
 def _holds(answer: TlsaAnswer, data: str) -> bool:
@@ -114,12 +131,15 @@ def rollover(
     now: datetime,
     *,
     known: bool = False,
+    publish: bool = False,
 ) -> Rollover:
     """The step of a key change from the served key ``current`` to ``next_`` (see the module
     docstring); ``answers``: the TLSA RRset of each owner (``_25._tcp.<host>``); ``known``:
     validated TLSA records were seen for these owners before (the DANE check's last results,
     or a rollover under way). A lookup that fails holds the key only then: with no record ever
-    seen, a failing resolver must not keep a new install on mailcow's snake-oil pair."""
+    seen, a failing resolver must not keep a new install on mailcow's snake-oil pair.
+    ``publish``: the shell adds the missing records itself (``Rollover.add``), nothing is
+    told."""
     failed = [f"{o}: {a.error}" for o, a in answers.items() if a.error]
     pinned = {o: a for o, a in answers.items() if a.secure and a.records and not a.error}
     if not pinned and (not failed or not (known or progress.pending)):
@@ -140,12 +160,23 @@ def rollover(
         why = f"the TLSA lookup failed ({'; '.join(failed)}); the current key stays"
         return _step(Step.WAIT, progress, why)
     missing = [o for o, a in pinned.items() if not _holds(a, next_)]
+    if missing and publish:
+        add = {
+            o: tuple(value(d) for d in (current, next_) if not _holds(pinned[o], d))
+            for o in missing
+        }
+        why = (
+            f"the TLSA record of the next key is not seen at {', '.join(missing)} yet: it is "
+            "added through the DNS provider; the current key stays until it is seen"
+        )
+        held = _step(Step.PUBLISH, replace(progress, seen=None, ttl=ttl), why)
+        return replace(held, add=add)
     if missing:
         tell = not progress.told
-        add = " and ".join(record(o, next_) for o in missing)
+        add_text = " and ".join(record(o, next_) for o in missing)
         why = (
             f"the TLSA record of the next key is not published at {', '.join(missing)}: the "
-            f"current key stays until it is; add {add}"
+            f"current key stays until it is; add {add_text}"
         )
         return _step(Step.PUBLISH, replace(progress, told=True, seen=None), why, tell=tell)
     seen = progress.seen or now
@@ -183,9 +214,13 @@ def settled(served: str, progress: Progress, now: datetime) -> tuple[Progress, s
 
 def wake_at(roll: Rollover, now: datetime, recheck: timedelta) -> datetime | None:
     """When the next cycle should run for the rollover: the switch (2 x TTL after the record
-    was seen), the old record's retirement (2 x TTL after a switch), or, while the records
-    are not published (or could not be read), ``recheck`` from ``now``; None when free."""
+    was seen), the old record's retirement (2 x TTL after a switch), records just added
+    (``publish``: seen once the resolver's cached RRset expired, 2 x TTL and 5 s at least) or,
+    while the records are not published (or could not be read), ``recheck`` from ``now``;
+    None when free."""
     progress, ttl = roll.progress, timedelta(seconds=2 * roll.progress.ttl)
+    if roll.add:
+        return now + min(recheck, max(ttl, timedelta(seconds=5)))
     if progress.switched is not None:
         return None if progress.retired else progress.switched + ttl
     if roll.step is Step.SWITCH:

@@ -16,8 +16,9 @@ next process; the metrics (``dane_match``) and the alerts (a mismatch) read them
 The same file keeps a key rollover's progress (``core.rollover.Progress``, written by
 ``shell.rollover`` before the plan); after each cycle this hook follows it (``settled``): one
 ``dane.switched`` line when the served key became the next key, one ``dane.retire_old`` line
-2 x TTL later; while the next key's record is not published, an alert names the records to add.
-Touches that file and, through the lookup, DNS.
+2 x TTL later (``ACME_DANE=publish``: the old key's records are removed through the DNS
+provider, ``dane.retired``); while the next key's record is not published, an alert names the
+records to add. Touches that file and, through the lookup, DNS (and the DNS provider).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ import structlog
 
 from acme_sidecar.adapters.volume.files import atomic_write
 from acme_sidecar.core.dane import DaneResult, Served, Status, TlsaAnswer, compare
-from acme_sidecar.core.rollover import Progress, Step, settled
+from acme_sidecar.core.ports import RecordWriter
+from acme_sidecar.core.rollover import Progress, Step, parse_record, settled
 from acme_sidecar.ops.alerts import DANE_MISMATCH, DANE_PUBLISH_NEXT, Notice
 from acme_sidecar.ops.hooks import CycleEvent
 
@@ -67,6 +69,7 @@ class DaneCheck:
         cert_file: Path,
         state: Path,
         lookup: Lookup,
+        publisher: RecordWriter | None = None,
     ) -> None:
         self.hosts = tuple(hosts)
         self.ports = tuple(ports)
@@ -74,6 +77,7 @@ class DaneCheck:
         self.cert_file = cert_file
         self.state_path = state
         self.lookup = lookup
+        self.publisher = publisher
         self._state: DaneState | None = None
 
     def results(self) -> tuple[DaneResult, ...]:
@@ -82,10 +86,11 @@ class DaneCheck:
 
     def notices(self) -> list[Notice]:
         """An alert per TLSA RRset that matches no served key, and one while the next key's
-        records are not published (a key rollover)."""
+        records are not published and the admin was told to add them (a key rollover; not
+        while records the sidecar added are on their way)."""
         found = [mismatch_notice(v) for v in self.results() if v.status is Status.MISMATCH]
         progress = load_state(self.state_path).rollover
-        if progress.pending and progress.step == Step.PUBLISH.value:
+        if progress.pending and progress.step == Step.PUBLISH.value and progress.told:
             found.append(publish_notice(progress))
         return found
 
@@ -157,10 +162,35 @@ class DaneCheck:
                 "published first",
             )
         else:
-            records = " | ".join(progress.old_records) or None
-            log.info("dane.retire_old", records=records, reason=progress.reason)
+            self._retire(progress)
         self._state = replace(self._load(), rollover=progress)
         self._save(replace(state, rollover=progress))
+
+    def _retire(self, progress: Progress) -> None:
+        """2 x TTL after the switch: the old key's records go (``publish``) or may go."""
+        records = " | ".join(progress.old_records) or None
+        if self.publisher is None or not progress.old_records:
+            log.info("dane.retire_old", records=records, reason=progress.reason)
+            return
+        old: dict[str, tuple[str, ...]] = {}
+        for text in progress.old_records:
+            owner, value = parse_record(text)
+            old[owner] = (*old.get(owner, ()), value)
+        problem = self.publisher.remove(old)
+        if problem is None:
+            log.info(
+                "dane.retired",
+                records=records,
+                reason="2 x TTL has passed since the switch: the old key's records are removed",
+            )
+        else:
+            log.warning(
+                "dane.retire_failed",
+                records=records,
+                error=problem,
+                reason="the old key's records stay: remove them by hand (they pin a key no "
+                "longer served)",
+            )
 
 
 def _signature(result: DaneResult) -> str:
@@ -244,6 +274,7 @@ def _progress(data: dict[str, Any]) -> Progress:
         next=str(data.get("next", "")),
         current=str(data.get("current", "")),
         told=bool(data.get("told")),
+        published=_when(data.get("published")),
         seen=_when(data.get("seen")),
         ttl=int(data.get("ttl", 0)),
         switched=_when(data.get("switched")),
@@ -259,7 +290,7 @@ def _progress_data(progress: Progress) -> dict[str, Any] | None:
     if progress == Progress():
         return None
     data = asdict(progress)
-    for key in ("seen", "switched"):
+    for key in ("published", "seen", "switched"):
         data[key] = data[key].isoformat() if data[key] else None
     return data
 
@@ -317,14 +348,16 @@ def status_rows(path: Path) -> dict[str, Any] | None:
 
 
 def _rollover_rows(progress: Progress) -> dict[str, Any] | None:
-    """A rollover's step for ``status``: what to add, since when it is seen, what may go."""
+    """A rollover's step for ``status``: what to add (or when the sidecar added it), since
+    when it is seen, what may go."""
     if not progress.next:
         return None
     return {
         "step": progress.step,
         "reason": progress.reason,
         "next_tlsa_3_1_1": progress.next,
-        "add": list(progress.records) if progress.pending else [],
+        "add": list(progress.records) if progress.pending and not progress.published else [],
+        "published": progress.published.isoformat() if progress.published else None,
         "seen": progress.seen.isoformat() if progress.seen else None,
         "ttl": progress.ttl,
         "switched": progress.switched.isoformat() if progress.switched else None,

@@ -7,10 +7,14 @@ validating resolver and asks ``core.rollover`` what may happen: the next key is 
 (``acme/key.next.pem``), the admin is told the records to add (``dane.publish_next``, once per
 next key), and until they have been seen for 2 x TTL the plan keeps the current key's type
 (one ``dane.held`` line per cycle; renewals that are due still happen, with the current key).
+With ``ACME_DANE=publish`` the records are added through the DNS provider instead
+(``dane.published``; a failure is one ``dane.publish_failed`` line and the admin is told as
+in ``check``), and looked for again once the resolver's cached RRset has expired.
 Then the next key is ordered with (``order_keys``: it becomes ``acme/key.pem``). After the cycle
 ``ops.dane`` says ``dane.switched`` and, 2 x TTL later, ``dane.retire_old``. A cycle that
 changes no key looks nothing up (no dnspython). The progress is kept in ``ACME_DANE_STATE``.
-May touch: DNS (the lookup), the DANE state file, ``acme/key.next.pem`` and ``acme/key.pem``.
+May touch: DNS (the lookup), the DNS provider (``publish``), the DANE state file,
+``acme/key.next.pem`` and ``acme/key.pem``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from acme_sidecar.adapters.volume.keys import tlsa_311
 from acme_sidecar.adapters.volume.pem import PARSE_ERRORS, kind_of, load_chain, load_key
 from acme_sidecar.core.dane import Status, TlsaAnswer
 from acme_sidecar.core.errors import StoreError
+from acme_sidecar.core.ports import RecordWriter
 from acme_sidecar.core.profiles import NEW_KEY_TYPE
 from acme_sidecar.core.rollover import Progress, Rollover, Step, rollover, wake_at
 from acme_sidecar.ops.dane import load_state, save_rollover
@@ -58,7 +63,8 @@ def _read(path: Path, *, cert: bool) -> tuple[str, str] | None:
 class KeyRoll:
     """The MX names' TLSA owners, their lookup and the state file (see the module docstring);
     ``recheck``: how soon the records are read again while unpublished (``ACME_DANE_INTERVAL``,
-    a minute at least); ``read_only`` (``check``): nothing is made, said once or saved."""
+    a minute at least); ``read_only`` (``check``): nothing is made, said once or saved;
+    ``publisher`` (``ACME_DANE=publish``): adds the next key's records itself."""
 
     hosts: tuple[str, ...]
     ports: tuple[int, ...]
@@ -66,6 +72,7 @@ class KeyRoll:
     state: Path
     recheck: timedelta = timedelta(hours=1)
     read_only: bool = False
+    publisher: RecordWriter | None = None
 
     def before_plan(
         self, store: CertStore, configured: str, *, reuse: bool, now: datetime
@@ -95,10 +102,13 @@ class KeyRoll:
             return replace(held, wake=wake_at(held, now, self.recheck))
         answers = {f"_{p}._tcp.{h}": self.lookup(h, p) for h in self.hosts for p in self.ports}
         nxt = volume[0] if not fresh and volume is not None else self._next(store, wanted, current)
-        roll = rollover(current, nxt, answers, progress, now, known=known)
+        publish = self.publisher is not None and not self.read_only
+        roll = rollover(current, nxt, answers, progress, now, known=known, publish=publish)
         if roll.step is Step.PREPARE and not self.read_only:
             nxt = _key_of(store.keys.make_next(wanted), cert=False)[0]
-            roll = rollover(current, nxt, answers, progress, now, known=known)
+            roll = rollover(current, nxt, answers, progress, now, known=known, publish=publish)
+        if roll.add and self.publisher is not None:
+            roll = _publish(self.publisher, roll, now)
         roll = replace(roll, kind=current_kind if roll.held else wanted)
         roll = replace(roll, wake=wake_at(roll, now, max(self.recheck, timedelta(minutes=1))))
         _tell(roll, progress, wanted)
@@ -115,6 +125,27 @@ class KeyRoll:
             return ""
         pin, kind = _key_of(data, cert=False)
         return pin if kind == wanted and pin != current else ""
+
+
+def _publish(publisher: RecordWriter, roll: Rollover, now: datetime) -> Rollover:
+    """Add the records the rollover asks for (``dane.published``); when the DNS host refuses,
+    one ``dane.publish_failed`` line and the admin is told the records instead, and they are
+    tried again at the next look (``ACME_DANE_INTERVAL``), not at once."""
+    progress = roll.progress
+    added = " | ".join(f"{o}. IN TLSA {v}" for o, values in roll.add.items() for v in values)
+    problem = publisher.add(roll.add, progress.ttl)
+    if problem is None:
+        log.info("dane.published", records=added, ttl=progress.ttl, tlsa_3_1_1=progress.next)
+        return replace(roll, progress=replace(progress, published=now))
+    log.error(
+        "dane.publish_failed",
+        records=added,
+        error=problem,
+        reason="the current key stays until the records are seen; add them by hand, or fix "
+        "the DNS provider (tried again at the next look)",
+    )
+    told = replace(progress, told=True)
+    return replace(roll, progress=told, add={}, tell=not progress.told)
 
 
 def _tell(roll: Rollover, before: Progress, wanted: str) -> None:

@@ -342,6 +342,8 @@ def _render_dane(dane: dict[str, Any] | None, out: Out) -> None:
         print(f"  key rollover: {rollover['step']}: {rollover['reason']}", file=out)
         for line in rollover["add"]:
             print(f"    add: {line}", file=out)
+        if rollover.get("published"):
+            print(f"    published by the sidecar: {rollover['published']}", file=out)
         for line in rollover["remove"]:
             print(f"    may go: {line}", file=out)
     for row in dane["results"]:

@@ -269,7 +269,7 @@ def test_dane_match_gauge(tmp_path: Path) -> None:
 
 def test_dane_settings_defaults_and_errors(tmp_path: Path) -> None:
     """Defaults: check, port 25, MAILCOW_HOSTNAME, the system resolver, state next to the
-    health file; publish is refused with one line saying it is not built yet."""
+    health file; publish is taken; anything else is one line naming the three modes."""
     base = {"MAILCOW_HOSTNAME": "Mail.Example.org", "ACME_HEALTH_FILE": str(tmp_path / "h.json")}
     settings = load_settings(base)
     assert settings.acme_dane == "check" and settings.acme_dane_ports == (25,)
@@ -288,8 +288,9 @@ def test_dane_settings_defaults_and_errors(tmp_path: Path) -> None:
     assert more.acme_dane_ports == (25, 465, 587)
     assert more.dane_hosts == ("mx1.example.org", "mx2.example.org")
     assert more.acme_dane_resolver == ("127.0.0.1:5353",) and more.acme_dane_interval == 600
-    with pytest.raises(ConfigError, match=r"ACME_DANE.*publish is not built yet"):
-        load_settings(base | {"ACME_DANE": "publish"})
+    assert load_settings(base | {"ACME_DANE": " Publish"}).acme_dane == "publish"
+    with pytest.raises(ConfigError, match=r"ACME_DANE.*check.*publish.*off"):
+        load_settings(base | {"ACME_DANE": "yes"})
     for name, value in (
         ("ACME_DANE", "yes"),
         ("ACME_DANE_PORTS", "smtp"),

@@ -244,6 +244,18 @@ class FakeProvider:
         for name, values in records.items():
             self.lookups.records.get(("*", name), set()).difference_update(values)
 
+    def add_records(
+        self, zone: str, rtype: str, records: Mapping[str, tuple[str, ...]], ttl: int
+    ) -> None:
+        self.calls.append((f"add {rtype} {ttl}", zone, dict(records)))
+        if self.error is not None:
+            raise self.error
+
+    def remove_records(self, zone: str, rtype: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        self.calls.append((f"remove {rtype}", zone, dict(records)))
+        if self.error is not None:
+            raise self.error
+
 
 KEY = JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -69,9 +70,18 @@ class SmtpReceiver:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.pair_dir / "cert.pem", self.pair_dir / "key.pem")
-        return context
+        """The pair as it is now. Between the sidecar's writes of ``key.pem`` and ``cert.pem``
+        the two may not belong together; mailcow's Postfix never serves such a pair (it reads
+        the files at the reload after the deploy), so it is read again until they do."""
+        for _ in range(40):
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            try:
+                context.load_cert_chain(self.pair_dir / "cert.pem", self.pair_dir / "key.pem")
+            except ssl.SSLError:  # key values mismatch: a deploy under way
+                time.sleep(0.05)
+                continue
+            return context
+        raise ssl.SSLError(f"{self.pair_dir}: cert.pem and key.pem do not belong together")
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(30)

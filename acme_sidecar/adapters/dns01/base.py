@@ -1,4 +1,5 @@
-"""The DNS provider seam of DNS-01: put a TXT value at a name, take it away again.
+"""The DNS provider seam: put a record at a name, take it away again (the TXT values of DNS-01,
+the TLSA records of a DANE key rollover).
 
 A provider is one configured DNS host (an RFC 2136 server, a provider's API). It is called
 from the order threads, so it is safe to call concurrently. Errors are ``DnsUpdateError``: one
@@ -36,3 +37,12 @@ class DnsProvider(Protocol):
 
     def remove_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
         """Remove exactly these values from the TXT records of each name."""
+
+    def add_records(
+        self, zone: str, rtype: str, records: Mapping[str, tuple[str, ...]], ttl: int
+    ) -> None:
+        """Add each name's values (presentation form: ``3 1 1 <hex>`` for TLSA) to its
+        ``rtype`` records, keeping the others, with ``ttl``."""
+
+    def remove_records(self, zone: str, rtype: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        """Remove exactly these values from the ``rtype`` records of each name."""

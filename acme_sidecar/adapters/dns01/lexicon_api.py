@@ -58,13 +58,25 @@ class LexiconProvider:
 
     def add_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
         """Create each TXT value (lexicon keeps the record set's other values)."""
-        self._call(zone, records, "add")
+        self._call(zone, "TXT", records, "add", self._conf.ttl)
 
     def remove_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
         """Delete each TXT value."""
-        self._call(zone, records, "remove")
+        self._call(zone, "TXT", records, "remove", self._conf.ttl)
 
-    def _call(self, zone: str, records: Mapping[str, tuple[str, ...]], what: str) -> None:
+    def add_records(
+        self, zone: str, rtype: str, records: Mapping[str, tuple[str, ...]], ttl: int
+    ) -> None:
+        """Create each ``rtype`` value, with ``ttl`` (where the provider's API takes one)."""
+        self._call(zone, rtype, records, "add", ttl)
+
+    def remove_records(self, zone: str, rtype: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        """Delete each ``rtype`` value."""
+        self._call(zone, rtype, records, "remove", self._conf.ttl)
+
+    def _call(
+        self, zone: str, rtype: str, records: Mapping[str, tuple[str, ...]], what: str, ttl: int
+    ) -> None:
         """Run the call in a child process, within ``API_DEADLINE`` seconds: a hung API is
         given up (a transient failure) and the child killed, its socket with it."""
         request = {
@@ -73,14 +85,15 @@ class LexiconProvider:
             "plugin": self._conf.plugin,
             "label": self.label,
             "zone": zone,
-            "ttl": self._conf.ttl,
+            "ttl": ttl,
+            "rtype": rtype,
             "options": dict(self._conf.options),
             "what": what,
             "pairs": [(n, v) for n, values in records.items() for v in values],
             "deadline": API_DEADLINE,
         }
         with self._lock:
-            out = self._run(json.dumps(request).encode(), zone, what)
+            out = self._run(json.dumps(request).encode(), zone, f"{what} a {rtype} record")
         try:
             outcome = json.loads(out.decode(errors="replace").strip().splitlines()[-1])
             ok, message, transient = outcome["ok"], outcome.get("message"), outcome.get("transient")
@@ -111,7 +124,7 @@ class LexiconProvider:
             _kill(child)
             raise DnsUpdateError(
                 f"{self.label} did not answer within {API_DEADLINE:g}s when asked to "
-                f"{what} a TXT record in {zone}",
+                f"{what} in {zone}",
                 transient=True,
             ) from None
         except BaseException:

@@ -83,6 +83,7 @@ def _provider(request: Mapping[str, Any]) -> Any:
 def run(request: Mapping[str, Any]) -> None:
     """The request's action on a fresh provider; every failure as one ``DnsUpdateError``."""
     label, zone, what = request["label"], request["zone"], request["what"]
+    rtype = str(request.get("rtype", "TXT"))
     secrets = [str(v) for v in request["options"].values()]
     pairs = [(str(n), str(v)) for n, v in request["pairs"]]
     try:
@@ -91,9 +92,9 @@ def run(request: Mapping[str, Any]) -> None:
         try:
             for name, value in pairs:
                 if what == "add":
-                    provider.create_record("TXT", name, value)
+                    provider.create_record(rtype, name, value)
                 else:
-                    provider.delete_record(None, "TXT", name, value)
+                    provider.delete_record(None, rtype, name, value)
         finally:
             provider.cleanup()
     except requests.HTTPError as exc:
@@ -106,12 +107,13 @@ def run(request: Mapping[str, Any]) -> None:
         raise DnsUpdateError(f"{label} at {exc}", transient=True) from exc
     except Exception as exc:  # lexicon raises plain Exception for its own refusals
         raise DnsUpdateError(
-            f"{label} could not {what} the TXT record in {zone}: {_quiet(exc, secrets)}"
+            f"{label} could not {what} the {rtype} record in {zone}: {_quiet(exc, secrets)}"
         ) from exc
 
 
 def _http_error(exc: requests.HTTPError, request: Mapping[str, Any]) -> DnsUpdateError:
     label, zone, what = request["label"], request["zone"], request["what"]
+    rtype = str(request.get("rtype", "TXT"))
     status = exc.response.status_code if exc.response is not None else 0
     reason = exc.response.reason if exc.response is not None else ""
     head = f"{label} answered {status} {reason}".rstrip()
@@ -125,7 +127,7 @@ def _http_error(exc: requests.HTTPError, request: Mapping[str, Any]) -> DnsUpdat
     if status == 404 or status == 422:
         return DnsUpdateError(f"{head} for zone {zone}: does this account serve {zone}?")
     return DnsUpdateError(
-        f"{head} when asked to {what} a TXT record in {zone}", transient=status >= 500
+        f"{head} when asked to {what} a {rtype} record in {zone}", transient=status >= 500
     )
 
 

@@ -137,13 +137,31 @@ class NsupdateProvider:
 
     def add_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
         """``update add NAME TTL TXT VALUE`` for each value, in one update message."""
-        self._send(zone, records, add=True)
+        self._send(zone, "TXT", records, add=True, ttl=self._conf.ttl)
 
     def remove_txt(self, zone: str, records: Mapping[str, tuple[str, ...]]) -> None:
         """``update delete NAME TXT VALUE`` for each value, in one update message."""
-        self._send(zone, records, add=False)
+        self._send(zone, "TXT", records, add=False)
 
-    def _send(self, zone: str, records: Mapping[str, tuple[str, ...]], *, add: bool) -> None:
+    def add_records(
+        self, zone: str, rtype: str, records: Mapping[str, tuple[str, ...]], ttl: int
+    ) -> None:
+        """``update add NAME TTL TYPE VALUE`` for each value, in one update message."""
+        self._send(zone, rtype, records, add=True, ttl=ttl)
+
+    def remove_records(self, zone: str, rtype: str, records: Mapping[str, tuple[str, ...]]) -> None:
+        """``update delete NAME TYPE VALUE`` for each value, in one update message."""
+        self._send(zone, rtype, records, add=False)
+
+    def _send(
+        self,
+        zone: str,
+        rtype: str,
+        records: Mapping[str, tuple[str, ...]],
+        *,
+        add: bool,
+        ttl: int = 0,
+    ) -> None:
         update = dns.update.UpdateMessage(
             self._conf.zone or zone,
             keyring=self._tsig,
@@ -151,10 +169,16 @@ class NsupdateProvider:
         for name, values in records.items():
             owner = dns.name.from_text(name)
             for value in values:
-                if add:
-                    update.add(owner, self._conf.ttl, "TXT", f'"{value}"')
-                else:
-                    update.delete(owner, "TXT", f'"{value}"')
+                text = f'"{value}"' if rtype == "TXT" else value
+                try:
+                    if add:
+                        update.add(owner, ttl, rtype, text)
+                    else:
+                        update.delete(owner, rtype, text)
+                except (dns.exception.DNSException, ValueError) as exc:
+                    raise DnsUpdateError(
+                        f"{rtype} {value!r} at {name} is not a record: {exc}"
+                    ) from exc
         for server in self._conf.servers:
             self._send_to(server, update, zone)
 
