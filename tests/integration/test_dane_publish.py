@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.integration.sidecar import HOST, Daemon, seed
 from tests.integration.test_dane_rollover import dane_env, once, served
+from tests.integration.test_dane_world import dane_sender
 from tests.world import World
 from tests.world.dane import DaneDNS
-from tests.world.postfix import PostfixSender
 from tests.world.smtp_receiver import SmtpReceiver
 
 STEPS = ("dane.published", "dane.seen", "dane.switched", "dane.retired")
@@ -134,12 +134,7 @@ def watch_key_change(
     (in that order), then 4 s more."""
     owner = f"_{receiver.port}._tcp.{HOST}"
     receiver.start()
-    sender = PostfixSender(
-        tmp_path / "postfix",
-        resolver=dane_dns.resolver_host,
-        relay_host=HOST,
-        relay_port=receiver.port,
-    )
+    sender = dane_sender(tmp_path / "postfix", dane_dns, receiver)
     sender.start()
     probes: list[Probe] = []
     queued: list[str] = []

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from acme_sidecar.config.settings import load_settings
+from acme_sidecar.core.ports import RecordWriter
 from acme_sidecar.wiring import tlsa_publisher
 from tests.integration.dns01_env import dns01_env, nsupdate_lines, pdns_lines
 from tests.world import authdns
@@ -27,6 +28,33 @@ OLD = "3 1 1 " + "cd" * 32
 def tlsa(server: tuple[str, int], name: str) -> list[str]:
     """The TLSA records of ``name`` as ``server`` answers them now."""
     return [r.lower() for r in authdns.answer_texts(authdns.query(server, name, "TLSA"), "TLSA")]
+
+
+def publisher_of(
+    conf: str,
+    tmp_path: Path,
+    mariadb: MariaDB,
+    pebble: Pebble,
+    bind: Bind,
+    monkeypatch: pytest.MonkeyPatch,
+) -> RecordWriter:
+    """The publisher the daemon builds from mailcow's settings with ``conf`` as its DNS-01
+    file (``dns_nsupdate`` by default), ``ACME_DANE=publish`` and DNS-01 itself off."""
+    env = dns01_env(
+        tmp_path,
+        mariadb,
+        pebble,
+        bind,
+        provider="dns_nsupdate",
+        conf=conf,
+        ACME_DNS_CHALLENGE="n",  # TLSA only: DNS-01 need not be on
+        ACME_DANE="publish",
+    )
+    for name, value in env.items():  # the provider's variables are read from the environment
+        monkeypatch.setenv(name, value)
+    publisher = tlsa_publisher(load_settings(dict(os.environ)))
+    assert publisher is not None
+    return publisher
 
 
 def test_dane_publish_adds_and_removes_tlsa_by_rfc2136_and_by_a_provider_api(
@@ -45,20 +73,7 @@ def test_dane_publish_adds_and_removes_tlsa_by_rfc2136_and_by_a_provider_api(
         + "\n[zone pdns-other.test]\nACME_DNS_PROVIDER=dns_pdns\n"
         + pdns_lines(powerdns)
     )
-    env = dns01_env(
-        tmp_path,
-        mariadb,
-        dns01_pebble,
-        bind_server,
-        provider="dns_nsupdate",
-        conf=conf,
-        ACME_DNS_CHALLENGE="n",  # TLSA only: DNS-01 need not be on
-        ACME_DANE="publish",
-    )
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    publisher = tlsa_publisher(load_settings(dict(os.environ)))
-    assert publisher is not None
+    publisher = publisher_of(conf, tmp_path, mariadb, dns01_pebble, bind_server, monkeypatch)
     on_bind, on_pdns = "_25._tcp.mail.bind-other.test", "_25._tcp.mail.pdns-other.test"
     assert publisher.add({on_bind: (OLD,), on_pdns: (OLD,)}, 60) is None
     assert publisher.add({on_bind: (NEXT,), on_pdns: (NEXT,)}, 60) is None
@@ -83,20 +98,8 @@ def test_dane_publish_a_refusing_host_is_one_message_naming_it(
     wrong = tmp_path / "wrong.key"
     wrong.write_text('key "nobody" { algorithm hmac-sha256; secret "c2VjcmV0c2VjcmV0"; };\n')
     wrong.chmod(0o600)
-    env = dns01_env(
-        tmp_path,
-        mariadb,
-        dns01_pebble,
-        bind_server,
-        provider="dns_nsupdate",
-        conf=nsupdate_lines(bind_server, wrong),
-        ACME_DNS_CHALLENGE="n",
-        ACME_DANE="publish",
-    )
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    publisher = tlsa_publisher(load_settings(dict(os.environ)))
-    assert publisher is not None
+    conf = nsupdate_lines(bind_server, wrong)
+    publisher = publisher_of(conf, tmp_path, mariadb, dns01_pebble, bind_server, monkeypatch)
     owner = "_25._tcp.mail.bind-zone.test"
     problem = publisher.add({owner: (NEXT,)}, 60)
     assert problem is not None and "nobody" in problem and "TSIG" in problem, problem

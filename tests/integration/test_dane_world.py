@@ -36,15 +36,18 @@ def receiver(tmp_path: Path) -> Iterator[SmtpReceiver]:
     server.stop()
 
 
+def dane_sender(workdir: Path, dane_dns: DaneDNS, receiver: SmtpReceiver) -> PostfixSender:
+    """Postfix relaying everything to ``[mail.example.test]:<receiver port>`` with DANE,
+    resolving through the validating resolver (not started)."""
+    return PostfixSender(
+        workdir, resolver=dane_dns.resolver_host, relay_host=HOST, relay_port=receiver.port
+    )
+
+
 @pytest.fixture
 def sender(tmp_path: Path, dane_dns: DaneDNS, receiver: SmtpReceiver) -> Iterator[PostfixSender]:
     """Postfix relaying everything to ``[mail.example.test]:<receiver port>`` with DANE."""
-    postfix = PostfixSender(
-        tmp_path / "postfix",
-        resolver=dane_dns.resolver_host,
-        relay_host=HOST,
-        relay_port=receiver.port,
-    )
+    postfix = dane_sender(tmp_path / "postfix", dane_dns, receiver)
     postfix.start()
     yield postfix
     postfix.stop()

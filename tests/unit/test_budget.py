@@ -182,10 +182,9 @@ def test_limits_off_count_nothing() -> None:
     assert limits_for(PRIVATE) == Limits.off()
 
 
-def test_a_held_certificate_wakes_the_daemon_when_urgent() -> None:
-    """A renewal the budget holds for a day wakes the daemon at its urgent time (10 s before
-    a 60-second certificate expires), not at the hold's end nor the daily check."""
-    cert = stored(timedelta(seconds=45), life=timedelta(seconds=60))
+def held(cert: StoredCert, state: State) -> Report:
+    """The report of a cycle at ``NOW`` whose plan held ``cert`` under Let's Encrypt's
+    limits (``state``: its ledger)."""
     plan = make_plan(
         GROUPS,
         VERDICTS,
@@ -193,11 +192,17 @@ def test_a_held_certificate_wakes_the_daemon_when_urgent() -> None:
         shape=Shape(),
         force=False,
         now=NOW,
-        hold_rules=HoldRules(State(certs={HOST: ledger(ari=False)}), limits_for(LE)),
+        hold_rules=HoldRules(state, limits_for(LE)),
     )
     assert plan.certs[0].action is Action.WAIT
-    state = State(certs={HOST: ledger(ari=False)})
-    report = Report(Outcome.OK, plan, stored={HOST: cert}, state=state)
+    return Report(Outcome.OK, plan, stored={HOST: cert}, state=state)
+
+
+def test_a_held_certificate_wakes_the_daemon_when_urgent() -> None:
+    """A renewal the budget holds for a day wakes the daemon at its urgent time (10 s before
+    a 60-second certificate expires), not at the hold's end nor the daily check."""
+    cert = stored(timedelta(seconds=45), life=timedelta(seconds=60))
+    report = held(cert, State(certs={HOST: ledger(ari=False)}))
     pacing = Pacing(DAY, timedelta(minutes=1), timedelta(hours=1), (), timedelta(hours=1))
     wake = next_wake(report, pacing, NOW)
     assert wake.seconds == 5.0 and "urgent" in wake.reason  # born 45 s ago: urgent at 50 s
@@ -211,19 +216,8 @@ def test_a_held_urgent_certificate_waits_for_its_retry_not_in_a_loop() -> None:
     once again and again."""
     cert = stored(timedelta(seconds=55), life=timedelta(seconds=60))
     retry = NOW + timedelta(seconds=30)
-    held = replace(ledger(ari=False), next_attempt=retry, last_error="rateLimited")
-    state = State(certs={HOST: held})
-    plan = make_plan(
-        GROUPS,
-        VERDICTS,
-        {HOST: cert},
-        shape=Shape(),
-        force=False,
-        now=NOW,
-        hold_rules=HoldRules(state, limits_for(LE)),
-    )
-    assert plan.certs[0].action is Action.WAIT
-    report = Report(Outcome.OK, plan, stored={HOST: cert}, state=state)
+    waiting = replace(ledger(ari=False), next_attempt=retry, last_error="rateLimited")
+    report = held(cert, State(certs={HOST: waiting}))
     pacing = Pacing(DAY, timedelta(minutes=1), timedelta(hours=1), (), timedelta(hours=1))
     wake = next_wake(report, pacing, NOW + timedelta(seconds=1))
     assert wake.seconds == 29.0 and "rateLimited" in wake.reason, wake

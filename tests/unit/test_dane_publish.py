@@ -29,11 +29,22 @@ from acme_sidecar.core.rollover import (
     wake_at,
 )
 from acme_sidecar.ops.alerts import DANE_PUBLISH_NEXT
-from acme_sidecar.ops.dane import DaneCheck, load_state
+from acme_sidecar.ops.dane import load_state
 from acme_sidecar.shell.rollover import KeyRoll
 from tests.certs import cert_pem, leaf
 from tests.unit.test_dns01_adapters import FakeLookups, FakeProvider
-from tests.unit.test_rollover import CUR, NOW, NXT, OTHER, OWNER, FakeDns, answer, at, served_volume
+from tests.unit.test_rollover import (
+    CUR,
+    NOW,
+    NXT,
+    OTHER,
+    OWNER,
+    FakeDns,
+    answer,
+    at,
+    hook,
+    served_volume,
+)
 
 Records = Mapping[str, tuple[str, ...]]
 
@@ -153,19 +164,6 @@ def test_glue_read_only_publishes_nothing(tmp_path: Path) -> None:
     )
     roll.before_plan(store, "ec256", reuse=True, now=NOW)
     assert writer.added == []
-
-
-def hook(tmp_path: Path, dns: FakeDns, writer: Writer) -> DaneCheck:
-    """``ops.dane`` for one owner with ``writer`` as its publisher, state in ``tmp_path``."""
-    return DaneCheck(
-        hosts=("mail.example.org",),
-        ports=(25,),
-        interval=timedelta(hours=1),
-        cert_file=tmp_path / "ssl" / "cert.pem",
-        state=tmp_path / "dane.json",
-        lookup=dns.lookup,
-        publisher=writer,
-    )
 
 
 @pytest.mark.parametrize("problem", [None, "dns_nsupdate 127.0.0.1:53: NOTAUTH"])

@@ -16,6 +16,7 @@ from acme_sidecar.adapters.volume import CertStore
 from acme_sidecar.adapters.volume.keys import generate, tlsa_311, to_pem
 from acme_sidecar.adapters.volume.pem import load_key
 from acme_sidecar.core.dane import Tlsa, TlsaAnswer
+from acme_sidecar.core.ports import RecordWriter
 from acme_sidecar.core.report import Outcome, Report
 from acme_sidecar.core.rollover import (
     Progress,
@@ -160,6 +161,20 @@ def roll_of(tmp_path: Path, dns: FakeDns) -> KeyRoll:
     return KeyRoll(("mail.example.org",), (25,), dns.lookup, tmp_path / "dane.json")
 
 
+def hook(tmp_path: Path, dns: FakeDns, publisher: RecordWriter | None = None) -> DaneCheck:
+    """``ops.dane`` for one owner (``publisher``: ``ACME_DANE=publish``), state in
+    ``tmp_path``."""
+    return DaneCheck(
+        hosts=("mail.example.org",),
+        ports=(25,),
+        interval=timedelta(hours=1),
+        cert_file=tmp_path / "ssl" / "cert.pem",
+        state=tmp_path / "dane.json",
+        lookup=dns.lookup,
+        publisher=publisher,
+    )
+
+
 def test_glue_no_key_change_looks_nothing_up(tmp_path: Path) -> None:
     """Key reuse with the configured type: no lookup, nothing made, no state."""
     store, _ = served_volume(tmp_path / "ssl")
@@ -231,14 +246,7 @@ def test_hook_says_switched_retire_and_alerts_while_unpublished(tmp_path: Path) 
     dns = FakeDns()
     dns.records = [current]
     roll_of(tmp_path, dns).before_plan(store, "ec256", reuse=True, now=NOW)
-    check = DaneCheck(
-        hosts=("mail.example.org",),
-        ports=(25,),
-        interval=timedelta(hours=1),
-        cert_file=tmp_path / "ssl" / "cert.pem",
-        state=tmp_path / "dane.json",
-        lookup=dns.lookup,
-    )
+    check = hook(tmp_path, dns)
     (notice,) = [n for n in check.notices() if n.event == DANE_PUBLISH_NEXT]
     progress = load_state(tmp_path / "dane.json").rollover
     assert notice.details["add"] == list(progress.records)
