@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import queue
 import statistics
 import threading
@@ -95,8 +96,12 @@ class VolumeWatch(threading.Thread):
         for directory, seen in self.history.items():
             path = self.root / directory / "cert.pem"
             try:
-                written = path.stat().st_mtime
-                cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
+                # the time and the bytes of one file: a stat, then a read by name, may straddle
+                # a rename and date the new certificate with the old file's time
+                with path.open("rb") as file:
+                    written = os.fstat(file.fileno()).st_mtime
+                    pem = file.read()
+                cert = x509.load_pem_x509_certificates(pem)[0]
             except (OSError, ValueError):
                 continue  # between renames: the next look sees it
             if not seen or seen[-1].serial != cert.serial_number:
@@ -396,3 +401,29 @@ def spread(values: Sequence[float]) -> str:
     if not values:
         return "none"
     return f"{min(values):.1f}/{statistics.median(values):.1f}/{max(values):.1f}"
+
+
+def timeline(
+    events: EventLog,
+    history: Mapping[str, Sequence[Stored]],
+    directories: set[str],
+    around: float | None = None,
+) -> None:
+    """Print the daemon's lines about ``directories`` and its cycles with their arrival times
+    (within 60 s of ``around`` when given), then every serial each directory held: why a
+    renewal came late, or what the volume held when a probe found another certificate."""
+    keep = ("cycle.", "budget.", "cert.", "order.", "deploy.", "service", "ari.", "dane.")
+    for at, event in list(events.events):
+        if around is not None and abs(at - around) > 60:
+            continue
+        name = str(event.get("event", ""))
+        about = str(event.get("certificate", event.get("name", "")))
+        if name.startswith(keep) and (not about or about in directories):
+            brief = {k: v for k, v in event.items() if k not in ("event", "timestamp", "level")}
+            print(f"{at:.2f} {name} {str(brief)[:400]}")
+    for directory in sorted(directories):
+        for stored in history.get(directory, ()):
+            print(
+                f"{directory or '.'}: {stored.serial:x} written {stored.written:.2f} "
+                f"valid {stored.not_before:%H:%M:%S}-{stored.not_after:%H:%M:%S}"
+            )

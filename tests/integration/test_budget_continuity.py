@@ -39,6 +39,7 @@ from tests.integration.continuity import (
     judge,
     proxy_running,
     renewal_delays,
+    timeline,
 )
 from tests.integration.sidecar import Daemon, cert_dirs, seed
 from tests.integration.stack import KINDS, Stack
@@ -133,20 +134,6 @@ def spend_budget(volume: Path, *, drop_ari: bool = False) -> None:
     store.ledger.save(replace(state, certs=certs))
 
 
-def timeline(phase: Phase, directories: set[str]) -> None:
-    """Print the daemon's lines about ``directories`` and its cycles, with their arrival times
-    and the volume's serials: why a renewal came late, when a probe found one expired."""
-    keep = ("cycle.", "budget.", "cert.", "order.", "deploy.", "wake", "acme.")
-    for at, event in phase.events.events:
-        name = str(event.get("event", ""))
-        about = str(event.get("certificate", event.get("name", "")))
-        if name.startswith(keep) and (not about or about in directories):
-            brief = {k: v for k, v in event.items() if k not in ("event", "timestamp", "level")}
-            print(f"{at:.2f} {name} {str(brief)[:300]}")
-    for directory in sorted(directories):
-        print(f"{directory}: stored {phase.history.get(directory)}")
-
-
 def judged(phase: Phase, directory_of: dict[str, str]) -> list[tuple[Probe, str]]:
     cycles = [t for t, _ in phase.events.named("cycle.done")]
     return judge(phase.probes, phase.history, directory_of, cycles).failed
@@ -217,7 +204,7 @@ def test_lets_encrypt_limits_yield_to_ari_and_to_expiry(
         for probe, why in failed[:10]:
             print(f"failed: {probe.service} {probe.name!r} at {probe.began:.2f}: {why}")
         if failed:
-            timeline(phase, {directory_of.get(p.name, "") for p, _ in failed})
+            timeline(phase.events, phase.history, {directory_of[p.name] for p, _ in failed})
     for label, counts in summary.items():
         totals(
             f"budget continuity ({label})",

@@ -55,6 +55,7 @@ from tests.integration.continuity import (
     proxy_running,
     renewal_delays,
     spread,
+    timeline,
 )
 from tests.integration.sidecar import Daemon, cert_dirs, leaf, seed
 from tests.integration.stack import KINDS, Stack
@@ -214,6 +215,10 @@ def test_continuity_over_renewals(
     print(f"failed probes by reason: {dict(Counter(w.split(':')[0] for _, w in verdicts.failed))}")
     for probe, why in verdicts.failed[:10]:
         print(f"failed: {probe.service} {probe.name!r} at {probe.began:.2f}: {why}")
+    if verdicts.failed:
+        first = verdicts.failed[0][0]
+        failing = {directory_of[p.name] for p, _ in verdicts.failed} | {"."}
+        timeline(events, watch.history, failing, around=first.began)
 
     sleeps = [int(e["next_check_in"].rstrip("s")) for _, e in cycles]
     budget_waits = [e for _, e in events.named("cert.wait") if "this week" in e["reason"]]
