@@ -32,8 +32,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tests.integration.sidecar import HOST, Daemon, seed
-from tests.integration.test_dane_rollover import dane_env, once, served
+from tests.integration.sidecar import HOST, Daemon
+from tests.integration.test_dane_rollover import dane_env, pinned_start, served
 from tests.integration.test_dane_world import dane_sender
 from tests.world import World
 from tests.world.dane import DaneDNS
@@ -178,19 +178,6 @@ def watch_key_change(
     return Watched(probes, outcomes, maillog, logged, took)
 
 
-def start_on_rsa(
-    world: World, dane_dns: DaneDNS, volume: Path, env: dict[str, str], owner: str
-) -> str:
-    """The first certificate on rsa2048, and the admin's ``3 1 1`` record of its key."""
-    seed(world, [])
-    once(env)
-    current, kind, _ = served(volume)
-    assert kind == "rsa"
-    dane_dns.set_tlsa(owner, f"3 1 1 {current}")
-    dane_dns.wait_tlsa(owner, [f"3 1 1 {current}"])
-    return current
-
-
 def test_dane_publish_rollover_never_serves_a_key_without_its_record(
     world: World, dane_dns: DaneDNS, volume: Path, tmp_path: Path
 ) -> None:
@@ -200,7 +187,8 @@ def test_dane_publish_rollover_never_serves_a_key_without_its_record(
     receiver = SmtpReceiver(volume)
     owner = f"_{receiver.port}._tcp.{HOST}"
     env = publish_env(world, dane_dns, volume, tmp_path, receiver.port)
-    current = start_on_rsa(world, dane_dns, volume, env, owner)
+    current, kind, _ = pinned_start(world, dane_dns, volume, env, owner)
+    assert kind == "rsa"
     watched = watch_key_change(env, dane_dns, receiver, tmp_path, STEPS)
     events = {e["event"]: e for e in watched.logged if e.get("event") in STEPS}
     order = [e["event"] for e in watched.logged if e.get("event") in STEPS]
@@ -238,7 +226,7 @@ def test_dane_publish_control_without_the_rollover_the_probes_and_postfix_see_it
     receiver = SmtpReceiver(volume)
     owner = f"_{receiver.port}._tcp.{HOST}"
     env = publish_env(world, dane_dns, volume, tmp_path, receiver.port)
-    start_on_rsa(world, dane_dns, volume, env, owner)
+    assert pinned_start(world, dane_dns, volume, env, owner)[1] == "rsa"
     watched = watch_key_change(
         env | {"ACME_DANE": "off"}, dane_dns, receiver, tmp_path, ("cycle.done",)
     )

@@ -77,6 +77,19 @@ def dane_env(world: World, dane_dns: DaneDNS, volume: Path, tmp_path: Path) -> d
     }
 
 
+def pinned_start(
+    world: World, dane_dns: DaneDNS, volume: Path, env: dict[str, str], owner: str = OWNER
+) -> tuple[str, str, int]:
+    """The first certificate (no domain rows), and the admin's ``3 1 1`` record of its key at
+    ``owner``, seen validated; the served key's data, its type and the serial (``served``)."""
+    seed(world, [])
+    once(env)
+    first = served(volume)
+    dane_dns.set_tlsa(owner, f"3 1 1 {first[0]}")
+    dane_dns.wait_tlsa(owner, [f"3 1 1 {first[0]}"])
+    return first
+
+
 def test_dane_rollover_check_mode_waits_for_the_printed_record(
     world: World, dane_dns: DaneDNS, volume: Path, tmp_path: Path
 ) -> None:
@@ -156,12 +169,8 @@ def test_dane_rollover_key_reuse_renewals_never_touch_tlsa(
     """10 forced renewals with ``ACME_KEY_REUSE=y`` and ``3 1 1`` of the key published: every
     one is a new certificate on the same key, the TLSA RRset is unchanged, no rollover line
     and no next key."""
-    seed(world, [])
     env = dane_env(world, dane_dns, volume, tmp_path) | {"ACME_KEY_REUSE": "y"}
-    once(env)
-    key, _, serial = served(volume)
-    dane_dns.set_tlsa(OWNER, f"3 1 1 {key}")
-    dane_dns.wait_tlsa(OWNER, [f"3 1 1 {key}"])
+    key, _, serial = pinned_start(world, dane_dns, volume, env)
     before = dane_dns.validated(OWNER, "TLSA")
     assert before == ([f"3 1 1 {key}"], True)
     runs, serials = [], {serial}
@@ -195,12 +204,8 @@ def test_dane_rollover_daemon_follows_on_its_own(
     the record is missing, then 2 x TTL for the switch and the retirement), switches on its own
     after the test published the record, and idles no larger than a daemon with no key change
     (the same cycle, settings and world)."""
-    seed(world, [])
     env = dane_env(world, dane_dns, volume, tmp_path) | {"ACME_KEY_TYPE": "rsa2048"}
-    once(env)
-    current, _, _ = served(volume)
-    dane_dns.set_tlsa(OWNER, f"3 1 1 {current}")
-    dane_dns.wait_tlsa(OWNER, [f"3 1 1 {current}"])
+    current, _, _ = pinned_start(world, dane_dns, volume, env)
     plain = Daemon(env)
     try:
         plain.wait_for("cycle.done")
